@@ -1,0 +1,1 @@
+"""Backends own views and forward passes: ``api`` (types), ``dummy`` (numpy), ``hf``, ``tiny``."""

@@ -1,0 +1,173 @@
+"""Types every backend returns and the protocols probes program against."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from swayscope.errors import InputError
+from swayscope.instrumentation import BackendInstrumentation
+
+#: The top-k a backend computes when none is asked for.
+DEFAULT_TOP_K = 256
+
+
+@dataclass(frozen=True, slots=True)
+class TokenDist:
+    """Next-token distribution, truncated to the top k tokens.
+
+    ``token_ids``/``logprobs`` are sorted by descending probability;
+    ``tail_logprob`` is the log of the probability mass outside them
+    (``-inf`` when the top k cover the whole vocabulary).
+    """
+
+    token_ids: npt.NDArray[np.int64]
+    logprobs: npt.NDArray[np.float64]
+    vocab_size: int
+    tail_logprob: float
+    n_tokens: int | None = None
+
+    @property
+    def top_k(self) -> int:
+        return int(self.token_ids.shape[0])
+
+    def truncate(self, top_k: int) -> TokenDist:
+        """The same distribution cut to ``top_k`` tokens, the rest folded into the tail."""
+        if top_k >= self.top_k:
+            return self
+        kept = self.logprobs[:top_k]
+        dropped = np.exp(self.logprobs[top_k:]).sum()
+        tail = float(np.exp(self.tail_logprob)) + float(dropped)
+        return TokenDist(
+            token_ids=self.token_ids[:top_k],
+            logprobs=kept,
+            vocab_size=self.vocab_size,
+            tail_logprob=math.log(tail) if tail > 0 else -math.inf,
+            n_tokens=self.n_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RollingLogprob:
+    """Log-probability of each token of a text given the tokens before it."""
+
+    token_ids: npt.NDArray[np.int64]
+    logprobs: npt.NDArray[np.float64]
+    """One entry per scored token (every token but the first)."""
+    n_tokens: int
+
+    @property
+    def total(self) -> float:
+        return float(self.logprobs.sum())
+
+    @property
+    def mean(self) -> float:
+        return float(self.logprobs.mean()) if self.logprobs.size else 0.0
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(-self.mean)
+
+
+@runtime_checkable
+class ScoringView(Protocol):
+    """One way of running the model (base, ft, scaled, null); all scoring is cached."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    def next_token_dist(self, prompt: str, *, top_k: int = DEFAULT_TOP_K) -> TokenDist: ...
+
+    def rolling_logprob(self, text: str) -> RollingLogprob: ...
+
+    def logprob_of(self, prompt: str, completion: str) -> float: ...
+
+    def next_token_dist_batch(
+        self, prompts: Sequence[str], *, top_k: int = DEFAULT_TOP_K
+    ) -> list[TokenDist]: ...
+
+    def rolling_logprob_batch(self, texts: Sequence[str]) -> list[RollingLogprob]: ...
+
+    def logprob_of_batch(self, pairs: Sequence[tuple[str, str]]) -> list[float]: ...
+
+
+class DifferentialBackend(Protocol):
+    """A base model and its adapter, seen through views; one view active at a time."""
+
+    inst: BackendInstrumentation
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def adapter_name(self) -> str: ...
+
+    def base(self) -> AbstractContextManager[ScoringView]: ...
+
+    def ft(self) -> AbstractContextManager[ScoringView]: ...
+
+    def scaled(self, lam: float) -> AbstractContextManager[ScoringView]: ...
+
+    def null(
+        self, seed: int, *, init_scale: float = 1.0, rank_scale: float = 1.0
+    ) -> AbstractContextManager[ScoringView]: ...
+
+    def close(self) -> None: ...
+
+
+def scaled_view_id(lam: float) -> str:
+    """Canonical id: λ = 0 is ``base``, λ = 1 is ``ft``, else ``scaled_<repr(λ)>`` (exact)."""
+    lam = float(lam)
+    if not math.isfinite(lam):
+        raise InputError(f"adapter scale λ must be a finite number; got {lam!r}")
+    if lam == 0.0:
+        return "base"
+    if lam == 1.0:
+        return "ft"
+    return f"scaled_{lam!r}"
+
+
+def null_view_id(seed: int, init_scale: float = 1.0, rank_scale: float = 1.0) -> str:
+    """Canonical id of a seeded null adapter; every parameter that changes it is in the id."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"null adapter seed must be a non-negative integer; got {seed!r}")
+    for name, value in (("init_scale", init_scale), ("rank_scale", rank_scale)):
+        if not math.isfinite(value) or value <= 0:
+            raise InputError(f"null adapter {name} must be a positive number; got {value!r}")
+    return f"null_{seed}_i{float(init_scale)!r}_r{float(rank_scale)!r}"
+
+
+def check_top_k(top_k: int) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0:
+        raise InputError(f"top_k must be a positive integer; got {top_k!r}. Try top_k=256.")
+    return top_k
+
+
+def check_text(text: str, what: str = "prompt") -> str:
+    if not isinstance(text, str):
+        raise InputError(f"{what} must be a string; got {type(text).__name__} {text!r}")
+    if not text.strip():
+        raise InputError(f"{what} is empty ({text!r}); give at least one non-space character")
+    return text
+
+
+__all__ = [
+    "DEFAULT_TOP_K",
+    "DifferentialBackend",
+    "RollingLogprob",
+    "ScoringView",
+    "TokenDist",
+    "check_text",
+    "check_top_k",
+    "null_view_id",
+    "scaled_view_id",
+]

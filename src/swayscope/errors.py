@@ -1,0 +1,57 @@
+"""One exception hierarchy for everything swayscope raises on purpose.
+
+Subclasses also inherit the builtin exception a caller of the seed module
+would have caught (``ValueError``, ``RuntimeError``, ``OSError``), so code
+written against the seed keeps working.
+"""
+
+from __future__ import annotations
+
+
+class SwayscopeError(Exception):
+    """Base class: a message that says what was wrong, with the value, and what to do."""
+
+
+class ConfigError(SwayscopeError, ValueError):
+    """A setting or argument has a value swayscope cannot use."""
+
+
+class TracePathError(SwayscopeError, OSError):
+    """The JSONL trace file cannot be created or written."""
+
+
+class BackendError(SwayscopeError, RuntimeError):
+    """A backend broke its contract (wrong result count, bad view state)."""
+
+
+class ModelLoadError(SwayscopeError):
+    """A base model or adapter could not be found or loaded."""
+
+
+class ViewError(SwayscopeError, RuntimeError):
+    """A view was entered while another one is active, or used after exit."""
+
+
+class InputError(SwayscopeError, ValueError):
+    """A prompt, top_k or other scoring input is invalid."""
+
+
+class SpecError(SwayscopeError):
+    """A suite spec file does not parse or does not validate."""
+
+
+class TelemetryConfigError(SwayscopeError, ValueError):
+    """A telemetry endpoint, address or port is unusable."""
+
+
+__all__ = [
+    "BackendError",
+    "ConfigError",
+    "InputError",
+    "ModelLoadError",
+    "SpecError",
+    "SwayscopeError",
+    "TelemetryConfigError",
+    "TracePathError",
+    "ViewError",
+]

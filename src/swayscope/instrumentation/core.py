@@ -1,0 +1,666 @@
+"""BackendInstrumentation: the one cache, the stats and the event source every backend owns.
+
+Every scoring method of every backend view is three lines of glue::
+
+    def next_token_dist(self, prompt, *, top_k=256):
+        return self._inst.cached(
+            "next_token_dist", self.id, prompt, top_k,
+            lambda: self._compute_next_token_dist(prompt, top_k=top_k),
+        )
+
+The core turns each lookup into events (:mod:`.events`) and hands them to its
+exporters (:mod:`.exporter`); it knows nothing about any exporter's library.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from swayscope.errors import BackendError
+from swayscope.instrumentation.cache import _MISS, ForwardCache
+from swayscope.instrumentation.events import (
+    CacheLookup,
+    Event,
+    ForwardCall,
+    ProbeEnded,
+    ProbeStarted,
+    RunEnded,
+    RunStarted,
+    ViewEntered,
+    ViewExited,
+    prompt_hash,
+    view_kind_of,
+)
+from swayscope.instrumentation.exporter import Exporter, ExporterSet, TelemetryHealth
+from swayscope.instrumentation.exporters.jsonl import TraceWriter
+from swayscope.instrumentation.stats import BackendStats
+
+T = TypeVar("T")
+
+#: One of "next_token_dist" | "rolling_logprob" | "logprob_of" (seed name, kept).
+CacheOp = str
+
+#: Splits a batch's miss indices into groups, each sent as one model call.
+BatchPlanner = Callable[[list[int]], list[list[int]]]
+
+PROBE_STATUSES = ("pass", "fail", "warn", "skip", "error")
+
+
+@dataclass(slots=True)
+class ProbeHandle:
+    """What ``with inst.probe(...) as p`` yields: the runner sets the outcome on it."""
+
+    name: str
+    kind: str
+    status: str | None = None
+    verdict: str = ""
+    score: float | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class RunHandle:
+    """What ``with inst.run(...) as r`` yields; ``status`` may be set to ``interrupted``."""
+
+    run_id: str
+    status: str = "ok"
+    probes_done: int = 0
+    total_probes: int = 0
+    start_ns: int = 0
+
+
+@dataclass(slots=True)
+class _Flight:
+    """A compute in progress that concurrent callers of the same key wait on."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
+    value: Any = None
+
+
+def _new_batch_id() -> str:
+    return os.urandom(8).hex()
+
+
+def _n_tokens(value: Any) -> int | None:
+    n = getattr(value, "n_tokens", None)
+    return n if isinstance(n, int) else None
+
+
+class BackendInstrumentation:
+    """What a backend instance owns: one cache, one stats record, one exporter list.
+
+    ``trace_path`` keeps the seed's JSONL trace; ``exporters`` adds any others.
+    ``model_id`` (e.g. base path + adapter hash) joins the cache key so two
+    models sharing an instrumentation never share entries. Prompt text is never
+    put on events unless ``capture_prompts`` is true.
+    """
+
+    def __init__(
+        self,
+        *,
+        cache_maxsize: int = 256,
+        trace_path: Path | str | None = None,
+        cache_max_bytes: int | None = None,
+        exporters: Sequence[Exporter] = (),
+        capture_prompts: bool = False,
+        run_id: str | None = None,
+        model_name: str = "",
+        model_id: str | None = None,
+    ) -> None:
+        self.cache = ForwardCache(maxsize=cache_maxsize, max_bytes=cache_max_bytes)
+        self.stats = BackendStats()
+        self.health = TelemetryHealth()
+        self.run_id = run_id or uuid.uuid4().hex[:16]
+        self.capture_prompts = capture_prompts
+        self.model_name = model_name
+        self.model_id = model_id
+        self._exporters = ExporterSet(self.health, exporters)
+        self._trace = TraceWriter(trace_path)
+        if self._trace.enabled:
+            self._exporters.add(self._trace)
+        self._current_probe: str | None = None
+        self._stats_lock = threading.Lock()
+        self._inflight: dict[tuple[Any, ...], _Flight] = {}
+        self._inflight_lock = threading.Lock()
+        self._run: RunHandle | None = None
+        self._closed = False
+
+    # -- exporters -------------------------------------------------------------------
+
+    @property
+    def trace(self) -> TraceWriter:
+        return self._trace
+
+    @trace.setter
+    def trace(self, writer: TraceWriter) -> None:
+        """Redirect the JSONL trace (seed behaviour): the old writer stops receiving events."""
+        self._exporters.remove(self._trace)
+        self._trace = writer
+        if writer.enabled:
+            self._exporters.add(writer)
+
+    @property
+    def exporters(self) -> list[Exporter]:
+        return list(self._exporters)
+
+    def add_exporter(self, exporter: Exporter) -> None:
+        self._exporters.add(exporter)
+
+    def emit(self, event: Event) -> None:
+        """Hand one event to every exporter; failures are counted, never raised."""
+        if self._exporters:
+            self._exporters.emit(event)
+
+    def force_flush(self, timeout_s: float = 5.0) -> bool:
+        return self._exporters.force_flush(timeout_s)
+
+    def close(self) -> None:
+        """Flush and shut down every exporter (the JSONL file included). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._exporters.shutdown()
+        self._trace.close()
+
+    # -- context: run, probe, view --------------------------------------------------------
+
+    @property
+    def current_probe(self) -> str | None:
+        return self._current_probe
+
+    def set_current_probe(self, name: str | None) -> None:
+        """Label for subsequent events (seed API); ``probe()`` is the scoped form."""
+        self._current_probe = name
+
+    @contextmanager
+    def run(
+        self,
+        *,
+        suite: str = "",
+        base_model: str = "",
+        adapter: str = "",
+        total_probes: int = 0,
+        run_id: str | None = None,
+        version: str = "",
+    ) -> Iterator[RunHandle]:
+        """Scope one suite run; events inside carry its ``run_id``. Flushes exporters at the end."""
+        if run_id is not None:
+            self.run_id = run_id
+        handle = RunHandle(run_id=self.run_id, total_probes=total_probes, start_ns=time.time_ns())
+        self._run = handle
+        t0 = time.perf_counter()
+        self.emit(
+            RunStarted(
+                run_id=self.run_id,
+                start_ns=handle.start_ns,
+                suite=suite,
+                base_model=base_model or self.model_name,
+                adapter=adapter,
+                total_probes=total_probes,
+                version=version,
+            )
+        )
+        error: str | None = None
+        try:
+            yield handle
+        except BaseException as exc:
+            if handle.status == "ok":
+                handle.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self._run = None
+            self.emit(
+                RunEnded(
+                    run_id=self.run_id,
+                    end_ns=time.time_ns(),
+                    duration_s=time.perf_counter() - t0,
+                    status=handle.status,
+                    error=error,
+                )
+            )
+            self.force_flush()
+
+    @contextmanager
+    def probe(self, name: str, kind: str | None = None) -> Iterator[ProbeHandle]:
+        """Set the current probe for the block and restore the previous one after (nests)."""
+        handle = ProbeHandle(name=name, kind=kind or name)
+        previous = self._current_probe
+        self._current_probe = name
+        run = self._run
+        index = run.probes_done if run is not None else 0
+        total = run.total_probes if run is not None else 0
+        t0 = time.perf_counter()
+        self.emit(
+            ProbeStarted(
+                run_id=self.run_id,
+                probe=name,
+                kind=handle.kind,
+                start_ns=time.time_ns(),
+                index=index,
+                total=total,
+            )
+        )
+        try:
+            yield handle
+        except BaseException as exc:
+            handle.status = "error"
+            handle.error = handle.error or f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self._current_probe = previous
+            if run is not None:
+                run.probes_done += 1
+            status = handle.status if handle.status in PROBE_STATUSES else "pass"
+            self.emit(
+                ProbeEnded(
+                    run_id=self.run_id,
+                    probe=name,
+                    kind=handle.kind,
+                    end_ns=time.time_ns(),
+                    duration_s=time.perf_counter() - t0,
+                    status=status or "pass",
+                    verdict=handle.verdict,
+                    score=handle.score,
+                    error=handle.error,
+                    done=run.probes_done if run is not None else 0,
+                    total=total,
+                )
+            )
+
+    @contextmanager
+    def view(
+        self,
+        view_id: str,
+        *,
+        enter: Callable[[], None] | None = None,
+        exit: Callable[[], None] | None = None,
+    ) -> Iterator[None]:
+        """Scope a backend view. ``enter`` (the adapter switch) is timed as the switch cost;
+        ``exit`` restores the model and always runs."""
+        start_ns = time.time_ns()
+        t0 = time.perf_counter()
+        if enter is not None:
+            enter()
+        kind = view_kind_of(view_id)
+        self.emit(
+            ViewEntered(
+                run_id=self.run_id,
+                view_id=view_id,
+                view_kind=kind,
+                probe=self._current_probe,
+                start_ns=start_ns,
+                switch_s=time.perf_counter() - t0,
+            )
+        )
+        try:
+            yield
+        finally:
+            try:
+                if exit is not None:
+                    exit()
+            finally:
+                self.emit(
+                    ViewExited(
+                        run_id=self.run_id,
+                        view_id=view_id,
+                        view_kind=kind,
+                        probe=self._current_probe,
+                        end_ns=time.time_ns(),
+                        duration_s=time.perf_counter() - t0,
+                    )
+                )
+
+    # -- lookups ------------------------------------------------------------------------
+
+    def _key(self, op: str, view_id: str, phash: str, top_k: int) -> tuple[Any, ...]:
+        if self.model_id is None:
+            return (op, view_id, phash, top_k)
+        return (self.model_id, op, view_id, phash, top_k)
+
+    def _count_hit(self, wall: float) -> None:
+        with self._stats_lock:
+            self.stats.cache_hits += 1
+            self.stats.scoring_wall_s += wall
+
+    def _hit_event(
+        self,
+        op: str,
+        view_id: str,
+        phash: str,
+        top_k: int,
+        wall: float,
+        prompt: str,
+        batch_id: str | None = None,
+        batch_size: int | None = None,
+    ) -> CacheLookup:
+        return CacheLookup(
+            run_id=self.run_id,
+            op=op,
+            view_id=view_id,
+            view_kind=view_kind_of(view_id),
+            probe=self._current_probe,
+            prompt_hash=phash,
+            top_k=top_k,
+            hit=True,
+            start_ns=time.time_ns() - int(wall * 1e9),
+            duration_s=wall,
+            batch_id=batch_id,
+            batch_size=batch_size,
+            prompt=prompt if self.capture_prompts else None,
+        )
+
+    def cached(
+        self,
+        op: CacheOp,
+        view_id: str,
+        prompt: str,
+        top_k: int,
+        compute: Callable[[], T],
+        *,
+        key_op: str | None = None,
+        key_top_k: int | None = None,
+    ) -> T:
+        """Return the cached value for ``(op, view_id, prompt, top_k)`` or compute and store it.
+
+        ``key_op``/``key_top_k`` let several ops share one cache entry (a backend
+        that answers every op from one forward record caches it once). Concurrent
+        callers of the same missing key wait for one compute and count as hits.
+        A ``compute`` that raises stores nothing, is counted, and re-raises.
+        """
+        phash = prompt_hash(prompt)
+        key = self._key(key_op or op, view_id, phash, top_k if key_top_k is None else key_top_k)
+        t0 = time.perf_counter()
+        value = self.cache.get(key)
+        if value is not _MISS:
+            wall = time.perf_counter() - t0
+            self._count_hit(wall)
+            if self._exporters:
+                self._exporters.emit(self._hit_event(op, view_id, phash, top_k, wall, prompt))
+            return value  # type: ignore[no-any-return]
+        while True:
+            with self._inflight_lock:
+                value = self.cache.get(key)
+                flight = self._inflight.get(key) if value is _MISS else None
+                leader = value is _MISS and flight is None
+                if leader:
+                    flight = self._inflight[key] = _Flight()
+            if leader:
+                assert flight is not None
+                try:
+                    return self._compute_one(
+                        op, view_id, phash, top_k, prompt, key, compute, flight
+                    )
+                finally:
+                    with self._inflight_lock:
+                        del self._inflight[key]
+                    flight.done.set()
+            if value is _MISS:
+                assert flight is not None
+                flight.done.wait()
+                if not flight.ok:
+                    continue  # the leader failed: this caller computes
+                value = flight.value
+            wall = time.perf_counter() - t0
+            self._count_hit(wall)
+            if self._exporters:
+                self._exporters.emit(self._hit_event(op, view_id, phash, top_k, wall, prompt))
+            return value  # type: ignore[no-any-return]
+
+    def _compute_one(
+        self,
+        op: str,
+        view_id: str,
+        phash: str,
+        top_k: int,
+        prompt: str,
+        key: tuple[Any, ...],
+        compute: Callable[[], T],
+        flight: _Flight,
+    ) -> T:
+        start_ns = time.time_ns()
+        t0 = time.perf_counter()
+        try:
+            value = compute()
+        except BaseException as exc:
+            self._record_forward(
+                op,
+                view_id,
+                top_k,
+                [phash],
+                [prompt],
+                [],
+                start_ns,
+                time.perf_counter() - t0,
+                0,
+                batched=False,
+                exc=exc,
+            )
+            raise
+        wall = time.perf_counter() - t0
+        self.cache.put(key, value)
+        flight.value = value
+        flight.ok = True
+        self._record_forward(
+            op, view_id, top_k, [phash], [prompt], [value], start_ns, wall, 0, batched=False
+        )
+        return value
+
+    def cached_batch(
+        self,
+        op: CacheOp,
+        view_id: str,
+        prompts: Sequence[str],
+        top_k: int,
+        compute_misses: Callable[[list[int]], list[Any]],
+        *,
+        key_op: str | None = None,
+        key_top_k: int | None = None,
+        plan: BatchPlanner | None = None,
+    ) -> list[Any]:
+        """Batched :meth:`cached`: look every prompt up, send only the misses to the model.
+
+        ``compute_misses(indices)`` gets indices into ``prompts`` and returns one
+        value per index, in order. Identical prompts are computed once (the
+        repeats count as hits). ``plan`` may split the misses into several model
+        calls (a token budget); each group is one forward call.
+        """
+        results: list[Any] = [None] * len(prompts)
+        hashes = [prompt_hash(p) for p in prompts]
+        kop = key_op or op
+        ktop = top_k if key_top_k is None else key_top_k
+        first_miss: dict[str, int] = {}
+        repeats: list[tuple[int, int]] = []
+        hits = 0
+        for i, phash in enumerate(hashes):
+            if phash in first_miss:
+                repeats.append((i, first_miss[phash]))
+                continue
+            t0 = time.perf_counter()
+            value = self.cache.get(self._key(kop, view_id, phash, ktop))
+            if value is _MISS:
+                first_miss[phash] = i
+                continue
+            wall = time.perf_counter() - t0
+            hits += 1
+            results[i] = value
+            self._count_hit(wall)
+            if self._exporters:
+                self._exporters.emit(self._hit_event(op, view_id, phash, top_k, wall, prompts[i]))
+        misses = list(first_miss.values())
+        groups = (plan(misses) if plan is not None else [misses]) if misses else []
+        if sorted(i for g in groups for i in g) != misses:
+            raise BackendError(
+                f"batch plan returned groups covering {sum(len(g) for g in groups)} indices "
+                f"for {len(misses)} misses; a plan must partition the miss indices"
+            )
+        batch_ids: dict[int, tuple[str, int]] = {}
+        for group in groups:
+            if not group:
+                continue
+            start_ns = time.time_ns()
+            t0 = time.perf_counter()
+            try:
+                values = compute_misses(group)
+                if len(values) != len(group):
+                    raise BackendError(
+                        f"batched compute returned {len(values)} values for "
+                        f"{len(group)} misses; the backend must return one value per miss"
+                    )
+            except BaseException as exc:
+                self._record_forward(
+                    op,
+                    view_id,
+                    top_k,
+                    [hashes[i] for i in group],
+                    [prompts[i] for i in group],
+                    [],
+                    start_ns,
+                    time.perf_counter() - t0,
+                    hits,
+                    batched=True,
+                    exc=exc,
+                )
+                raise
+            wall = time.perf_counter() - t0
+            for i, value in zip(group, values, strict=True):
+                self.cache.put(self._key(kop, view_id, hashes[i], ktop), value)
+                results[i] = value
+            batch_id = self._record_forward(
+                op,
+                view_id,
+                top_k,
+                [hashes[i] for i in group],
+                [prompts[i] for i in group],
+                values,
+                start_ns,
+                wall,
+                hits,
+                batched=True,
+            )
+            for i in group:
+                batch_ids[i] = (batch_id, len(group))
+            hits = 0
+        for i, j in repeats:
+            results[i] = results[j]
+            self._count_hit(0.0)
+            if self._exporters:
+                bid, bsize = batch_ids.get(j, (None, None))
+                self._exporters.emit(
+                    self._hit_event(op, view_id, hashes[i], top_k, 0.0, prompts[i], bid, bsize)
+                )
+        return results
+
+    def _record_forward(
+        self,
+        op: str,
+        view_id: str,
+        top_k: int,
+        hashes: list[str],
+        prompts: list[str],
+        values: list[Any],
+        start_ns: int,
+        wall: float,
+        hits: int,
+        *,
+        batched: bool,
+        exc: BaseException | None = None,
+    ) -> str:
+        """Count one model call and emit its ForwardCall and per-prompt miss events."""
+        n = len(hashes)
+        tokens = [_n_tokens(v) for v in values] if exc is None else [None] * n
+        known = [t for t in tokens if t is not None]
+        n_tokens = sum(known) if known else None
+        with self._stats_lock:
+            s = self.stats
+            s.cache_misses += n
+            s.forward_calls += 1
+            s.scoring_wall_s += wall
+            if exc is not None:
+                s.compute_errors += 1
+            else:
+                s.forward_passes += n
+                s.n_tokens += n_tokens or 0
+                if batched:
+                    s.batches_sent += 1
+                    s.batched_prompts += n
+                    s.max_batch_size = max(s.max_batch_size, n)
+            s.cache_evictions = self.cache.evictions
+        batch_id = _new_batch_id()
+        if not self._exporters:
+            return batch_id
+        kind = view_kind_of(view_id)
+        error = f"{type(exc).__name__}: {exc}" if exc is not None else None
+        call = ForwardCall(
+            run_id=self.run_id,
+            op=op,
+            view_id=view_id,
+            view_kind=kind,
+            probe=self._current_probe,
+            top_k=top_k,
+            batch_id=batch_id,
+            batch_size=n,
+            cache_hits=hits,
+            cache_misses=n,
+            prompt_hashes=hashes,
+            start_ns=start_ns,
+            duration_s=wall,
+            n_tokens=n_tokens,
+            model=self.model_name,
+            error=error,
+            exception=exc,
+            cache_entries=len(self.cache),
+            cache_bytes=self.cache.nbytes,
+            cache_evictions=self.cache.evictions,
+        )
+        self._exporters.emit(call)
+        share = wall / n if n else 0.0
+        for i, phash in enumerate(hashes):
+            self._exporters.emit(
+                CacheLookup(
+                    run_id=self.run_id,
+                    op=op,
+                    view_id=view_id,
+                    view_kind=kind,
+                    probe=self._current_probe,
+                    prompt_hash=phash,
+                    top_k=top_k,
+                    hit=False,
+                    start_ns=start_ns,
+                    duration_s=share,
+                    batch_id=batch_id,
+                    batch_size=n,
+                    batch_duration_s=wall,
+                    n_tokens=tokens[i],
+                    error=error,
+                    prompt=prompts[i] if self.capture_prompts else None,
+                    trace_id=call.trace_id,
+                    span_id=call.span_id,
+                )
+            )
+        return batch_id
+
+
+def _prompt_hash(prompt: str) -> str:
+    """Seed name for :func:`~swayscope.instrumentation.events.prompt_hash`."""
+    return prompt_hash(prompt)
+
+
+__all__ = [
+    "PROBE_STATUSES",
+    "BackendInstrumentation",
+    "BatchPlanner",
+    "CacheOp",
+    "ProbeHandle",
+    "RunHandle",
+    "_prompt_hash",
+]

@@ -1,0 +1,182 @@
+"""The events the core hands to exporters.
+
+Events are plain records with no behaviour. Times: ``start_ns`` is wall-clock
+epoch nanoseconds when the thing began (what spans need); ``duration_s`` is
+measured with ``perf_counter`` (what histograms need).
+
+``trace_id``/``span_id`` start empty; a tracing exporter placed earlier in the
+exporter list (the OpenTelemetry one) fills them so later exporters (JSONL,
+Prometheus exemplars) can point at the span.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+#: Bounded label values for a view. Anything else a custom backend invents is "other".
+VIEW_KINDS = ("base", "ft", "scaled", "null")
+
+
+def view_kind_of(view_id: str) -> str:
+    """Map an exact view id (``scaled_1.25``, ``null_42_i1.0_r1.0``) to its bounded kind."""
+    if view_id in ("base", "ft"):
+        return view_id
+    head = view_id.split("_", 1)[0]
+    return head if head in ("scaled", "null") else "other"
+
+
+def prompt_hash(prompt: str) -> str:
+    """Stable 12-hex SHA-1 prefix of a prompt: the cache key and what telemetry carries."""
+    return hashlib.sha1(prompt.encode("utf-8"), usedforsecurity=False).hexdigest()[:12]
+
+
+@dataclass(slots=True)
+class RunStarted:
+    run_id: str
+    start_ns: int
+    suite: str = ""
+    base_model: str = ""
+    adapter: str = ""
+    total_probes: int = 0
+    version: str = ""
+    trace_id: str | None = None
+    span_id: str | None = None
+
+
+@dataclass(slots=True)
+class RunEnded:
+    run_id: str
+    end_ns: int
+    duration_s: float
+    status: str = "ok"
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class ProbeStarted:
+    run_id: str
+    probe: str
+    kind: str
+    start_ns: int
+    index: int = 0
+    total: int = 0
+
+
+@dataclass(slots=True)
+class ProbeEnded:
+    run_id: str
+    probe: str
+    kind: str
+    end_ns: int
+    duration_s: float
+    status: str
+    """One of pass|fail|warn|skip|error."""
+    verdict: str = ""
+    score: float | None = None
+    error: str | None = None
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(slots=True)
+class ViewEntered:
+    run_id: str
+    view_id: str
+    view_kind: str
+    probe: str | None
+    start_ns: int
+    switch_s: float = 0.0
+    """Seconds the backend spent switching to this view (adapter toggling, LoRA writes)."""
+
+
+@dataclass(slots=True)
+class ViewExited:
+    run_id: str
+    view_id: str
+    view_kind: str
+    probe: str | None
+    end_ns: int
+    duration_s: float
+
+
+@dataclass(slots=True)
+class ForwardCall:
+    """One real model invocation: a batch of missed prompts is one ForwardCall."""
+
+    run_id: str
+    op: str
+    view_id: str
+    view_kind: str
+    probe: str | None
+    top_k: int
+    batch_id: str
+    batch_size: int
+    cache_hits: int
+    """Lookups of the same cached()/cached_batch() call served from the cache."""
+    cache_misses: int
+    prompt_hashes: list[str]
+    start_ns: int
+    duration_s: float
+    n_tokens: int | None = None
+    model: str = ""
+    error: str | None = None
+    exception: BaseException | None = None
+    cache_entries: int = 0
+    cache_bytes: int = 0
+    cache_evictions: int = 0
+    trace_id: str | None = None
+    span_id: str | None = None
+
+
+@dataclass(slots=True)
+class CacheLookup:
+    """One prompt looked up in the cache: the JSONL trace's unit (one line each)."""
+
+    run_id: str
+    op: str
+    view_id: str
+    view_kind: str
+    probe: str | None
+    prompt_hash: str
+    top_k: int
+    hit: bool
+    start_ns: int
+    duration_s: float
+    """Hit: lookup time. Miss: this prompt's share of the forward call (seed meaning)."""
+    batch_id: str | None = None
+    batch_size: int | None = None
+    batch_duration_s: float | None = None
+    n_tokens: int | None = None
+    error: str | None = None
+    prompt: str | None = None
+    """Only set when the user opted in to capturing prompt text."""
+    trace_id: str | None = None
+    span_id: str | None = None
+
+
+Event = (
+    RunStarted
+    | RunEnded
+    | ProbeStarted
+    | ProbeEnded
+    | ViewEntered
+    | ViewExited
+    | ForwardCall
+    | CacheLookup
+)
+
+__all__ = [
+    "VIEW_KINDS",
+    "CacheLookup",
+    "Event",
+    "ForwardCall",
+    "ProbeEnded",
+    "ProbeStarted",
+    "RunEnded",
+    "RunStarted",
+    "ViewEntered",
+    "ViewExited",
+    "prompt_hash",
+    "view_kind_of",
+]

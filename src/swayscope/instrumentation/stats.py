@@ -1,0 +1,63 @@
+"""Counters a backend publishes with each suite result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class BackendStats:
+    """Cumulative counters; the seed's fields keep their names and meanings.
+
+    ``forward_passes`` counts computed prompts (seed meaning); ``forward_calls``
+    counts real model invocations, where a batch is one.
+    """
+
+    cache_hits: int = 0
+    cache_misses: int = 0
+    forward_passes: int = 0
+    #: Wall seconds inside scoring methods (compute + cache hits).
+    scoring_wall_s: float = 0.0
+    batches_sent: int = 0
+    batched_prompts: int = 0
+    max_batch_size: int = 0
+    forward_calls: int = 0
+    compute_errors: int = 0
+    cache_evictions: int = 0
+    n_tokens: int = 0
+    #: Batches split in half after a device out-of-memory error.
+    oom_splits: int = 0
+
+    @property
+    def total_lookups(self) -> int:
+        return self.cache_hits + self.cache_misses
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.total_lookups
+        return (self.cache_hits / total) if total > 0 else 0.0
+
+    @property
+    def avg_batch_size(self) -> float:
+        return (self.batched_prompts / self.batches_sent) if self.batches_sent > 0 else 0.0
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            "forward_passes": self.forward_passes,
+            "scoring_wall_s": self.scoring_wall_s,
+            "hit_rate": self.hit_rate,
+            "batches_sent": self.batches_sent,
+            "batched_prompts": self.batched_prompts,
+            "max_batch_size": self.max_batch_size,
+            "avg_batch_size": self.avg_batch_size,
+            "forward_calls": self.forward_calls,
+            "compute_errors": self.compute_errors,
+            "cache_evictions": self.cache_evictions,
+            "n_tokens": self.n_tokens,
+            "oom_splits": self.oom_splits,
+        }
+
+
+__all__ = ["BackendStats"]
