@@ -1,0 +1,1 @@
+"""Probes: each compares the base and fine-tuned views through one statistic."""

@@ -1,0 +1,132 @@
+"""What every probe is: a pydantic spec, a ``run`` that returns a :class:`ProbeResult`.
+
+A probe reads the model only through a :class:`~swayscope.backends.api.DifferentialBackend`,
+so it runs the same on the dummy and the HF backend. A probe that supports
+null-adapter calibration implements :meth:`Probe.statistic` for an arbitrary
+"other" view; the ``null_adapter`` probe runs it under seeded null adapters and
+later probes report a z-score of their real statistic against that spread.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from swayscope.backends.api import DifferentialBackend, ScoringView
+
+Verdict = Literal["pass", "fail", "warn", "skip", "error"]
+
+#: Opens a view to compare against base: ``ft``, a scaled or a null view.
+ViewFactory = Callable[[], AbstractContextManager[ScoringView]]
+
+
+class ProbeSpec(BaseModel):
+    """Fields every probe spec has; subclasses add their own and keep ``extra="forbid"``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    name: str | None = None
+    """Defaults to ``kind``; must be unique in a suite."""
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+@dataclass(slots=True)
+class Calibration:
+    """Mean and spread of a statistic under null adapters."""
+
+    mean: float
+    std: float
+    samples: list[float]
+
+    def z(self, value: float) -> float | None:
+        if self.std <= 0 or not math.isfinite(self.std):
+            return None
+        return (value - self.mean) / self.std
+
+
+@dataclass(slots=True)
+class ProbeResult:
+    name: str
+    kind: str
+    verdict: Verdict
+    score: float | None = None
+    """The probe's headline statistic (documented per probe)."""
+    message: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    z_score: float | None = None
+    duration_s: float = 0.0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "verdict": self.verdict,
+            "score": self.score,
+            "message": self.message,
+            "evidence": self.evidence,
+            "z_score": self.z_score,
+            "duration_s": self.duration_s,
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class RunDefaults:
+    """Suite-wide defaults a probe may use (seeded, so runs are repeatable)."""
+
+    seed: int = 0
+    top_k: int = 256
+
+
+@dataclass(slots=True)
+class ProbeContext:
+    """Everything a probe may touch during ``run``."""
+
+    backend: DifferentialBackend
+    defaults: RunDefaults = field(default_factory=RunDefaults)
+    calibration: dict[str, Calibration] = field(default_factory=dict)
+    """Probe label → null-adapter calibration, filled by ``null_adapter``."""
+    later_probes: list[tuple[ProbeSpec, Probe]] = field(default_factory=list)
+    """Probes after the current one, for ``null_adapter`` to calibrate."""
+
+
+class Probe:
+    """Base class. Subclasses set ``kind`` and ``spec_class`` and implement ``run``."""
+
+    kind: ClassVar[str]
+    spec_class: ClassVar[type[ProbeSpec]]
+
+    def __init__(self, spec: ProbeSpec) -> None:
+        self.spec = spec
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        raise NotImplementedError
+
+    def statistic(self, ctx: ProbeContext, other: ViewFactory) -> float | None:
+        """The headline statistic of base vs ``other``; None when not calibratable."""
+        return None
+
+    def result(self, verdict: Verdict, **kw: Any) -> ProbeResult:
+        return ProbeResult(name=self.spec.label, kind=self.kind, verdict=verdict, **kw)
+
+
+__all__ = [
+    "Calibration",
+    "Probe",
+    "ProbeContext",
+    "ProbeResult",
+    "ProbeSpec",
+    "RunDefaults",
+    "Verdict",
+    "ViewFactory",
+]
