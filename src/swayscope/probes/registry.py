@@ -1,0 +1,69 @@
+"""Probe kinds by name, and building a probe from one entry of a suite's ``suite:`` list."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from swayscope.errors import SpecError
+from swayscope.probes.adapter_ablation import AdapterAblationProbe
+from swayscope.probes.base import Probe
+from swayscope.probes.delta_kl import DeltaKLProbe
+from swayscope.probes.null_adapter import NullAdapterProbe
+from swayscope.probes.perplexity_shift import PerplexityShiftProbe
+from swayscope.probes.prompt_collapse import PromptCollapseProbe
+
+#: Every probe kind a suite may name, in the order the demo suite runs them.
+PROBE_KINDS: dict[str, type[Probe]] = {
+    cls.kind: cls
+    for cls in (
+        NullAdapterProbe,
+        DeltaKLProbe,
+        AdapterAblationProbe,
+        PromptCollapseProbe,
+        PerplexityShiftProbe,
+    )
+}
+
+
+def probe_class(kind: object) -> type[Probe]:
+    """The class for ``kind``; SpecError naming the kind and listing the valid ones."""
+    valid = ", ".join(PROBE_KINDS)
+    if not isinstance(kind, str) or not kind:
+        raise SpecError(f"probe needs a 'kind' (one of: {valid}); got {kind!r}")
+    try:
+        return PROBE_KINDS[kind]
+    except KeyError:
+        close = difflib.get_close_matches(kind, PROBE_KINDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise SpecError(f"unknown probe kind {kind!r}; valid kinds: {valid}{hint}") from None
+
+
+def build_probe(spec_dict: Mapping[str, Any]) -> Probe:
+    """Validate one probe entry (a mapping with ``kind``) and build its probe.
+
+    Raises :class:`~swayscope.errors.SpecError` for a missing or unknown kind, and
+    pydantic's ``ValidationError`` for bad fields (the runner adds the YAML location).
+    """
+    if not isinstance(spec_dict, Mapping):
+        raise SpecError(
+            f"a probe entry must be a mapping with a 'kind'; got {type(spec_dict).__name__} "
+            f"{spec_dict!r}"
+        )
+    cls = probe_class(spec_dict.get("kind"))
+    spec = cls.spec_class.model_validate(dict(spec_dict))
+    return cls(spec)
+
+
+def check_order(probes: Sequence[Probe]) -> None:
+    """SpecError when a probe that must come first (``null_adapter``) does not."""
+    for i, probe in enumerate(probes):
+        if i > 0 and getattr(type(probe), "must_be_first", False):
+            raise SpecError(
+                f"probe {probe.spec.label!r} ({probe.kind}) must be the first probe of the "
+                f"suite (it calibrates the probes after it); it is number {i + 1}"
+            )
+
+
+__all__ = ["PROBE_KINDS", "build_probe", "check_order", "probe_class"]
