@@ -340,6 +340,28 @@ def test_waiters_recompute_when_the_leader_fails() -> None:
     assert inst.stats.compute_errors == 1
 
 
+def test_reentrant_lookup_of_the_key_being_computed_does_not_deadlock() -> None:
+    # Seed code may answer one op from another that shares its cache entry; the inner
+    # lookup runs inside the outer compute, on the same thread, for the same key.
+    inst = BackendInstrumentation()
+    result: dict[str, int] = {}
+
+    def outer() -> int:
+        return inst.cached("fwd", "base", "p", 0, lambda: 41) + 1
+
+    th = threading.Thread(
+        target=lambda: result.setdefault("v", inst.cached("fwd", "base", "p", 0, outer)),
+        daemon=True,
+    )
+    th.start()
+    th.join(5)
+    assert not th.is_alive(), "nested cached() on the key being computed deadlocked"
+    assert result["v"] == 42  # the seed's answer: the outer compute's value
+    assert inst.cached("fwd", "base", "p", 0, lambda: 0) == 42
+    s = inst.stats
+    assert (s.cache_misses, s.forward_passes, s.cache_hits) == (2, 2, 1)
+
+
 # -- cache bounds and read-only values -----------------------------------------------------------
 
 

@@ -84,6 +84,7 @@ class _Flight:
     done: threading.Event = field(default_factory=threading.Event)
     ok: bool = False
     value: Any = None
+    owner: int = field(default_factory=threading.get_ident)
 
 
 def _new_batch_id() -> str:
@@ -406,6 +407,12 @@ class BackendInstrumentation:
                     flight.done.set()
             if value is _MISS:
                 assert flight is not None
+                if flight.owner == threading.get_ident():
+                    # A compute looking up the very key it is computing (re-entrant,
+                    # same thread): waiting would deadlock. Compute here, as the seed did.
+                    return self._compute_one(
+                        op, view_id, phash, top_k, prompt, key, compute, _Flight()
+                    )
                 flight.done.wait()
                 if not flight.ok:
                     continue  # the leader failed: this caller computes
