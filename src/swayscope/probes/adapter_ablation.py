@@ -78,8 +78,7 @@ class AdapterAblationSpec(ProbeSpec):
         bad = [x for x in v if not math.isfinite(x) or x < 0]
         if bad:
             raise ValueError(
-                f"every λ must be a finite number ≥ 0; got {bad}. "
-                f"Example: {list(DEFAULT_LAMBDAS)}"
+                f"every λ must be a finite number ≥ 0; got {bad}. Example: {list(DEFAULT_LAMBDAS)}"
             )
         if len(set(v)) != len(v):
             dups = sorted({x for x in v if v.count(x) > 1})
@@ -90,9 +89,7 @@ class AdapterAblationSpec(ProbeSpec):
                 f"Example: {list(DEFAULT_LAMBDAS)}"
             )
         if 1.0 not in v:
-            raise ValueError(
-                f"λ values must include 1 (the fine-tuned model); got {list(v)}"
-            )
+            raise ValueError(f"λ values must include 1 (the fine-tuned model); got {list(v)}")
         return tuple(sorted(v))
 
     @property

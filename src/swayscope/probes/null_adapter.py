@@ -105,9 +105,7 @@ class NullAdapterProbe(Probe):
                 not_calibratable.append(label)
                 continue
             arr = np.asarray(samples, dtype=np.float64)
-            cal = Calibration(
-                mean=float(arr.mean()), std=float(arr.std(ddof=1)), samples=samples
-            )
+            cal = Calibration(mean=float(arr.mean()), std=float(arr.std(ddof=1)), samples=samples)
             ctx.calibration[label] = cal
             calibrated[label] = {
                 "kind": later_spec.kind,
@@ -136,8 +134,7 @@ class NullAdapterProbe(Probe):
         elif calibrated:
             verdict = "warn"
             message = (
-                f"calibrated {', '.join(calibrated)}; statistic raised for "
-                f"{', '.join(errors)}"
+                f"calibrated {', '.join(calibrated)}; statistic raised for {', '.join(errors)}"
             )
         elif errors:
             verdict = "error"
@@ -151,5 +148,6 @@ class NullAdapterProbe(Probe):
             evidence=evidence,
             error="; ".join(f"{k}: {v}" for k, v in errors.items()) or None,
         )
+
 
 __all__ = ["NullAdapterProbe", "NullAdapterSpec"]

@@ -22,7 +22,11 @@ is ≈ 0.
 
 **verdict**: ``fail`` when the divergence at length 0 is ≈ 0 (≤ 1e-9 nats);
 ``warn`` when the half-life is below ``min_half_life`` (the effect collapses
-quickly); ``pass`` otherwise (including no half-life within the sweep).
+quickly) or the retention is below ``min_retention`` (the effect is all but
+gone at the longest context, however slowly it got there); ``pass`` otherwise
+(including no half-life within the sweep). The half-life is only as fine as the
+sweep: linear interpolation between two lengths overestimates a fast,
+exponential-looking decay, which is what ``min_retention`` catches.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ class PromptCollapseSpec(ProbeSpec):
     divergence: DivergenceKind = "js"
     min_half_life: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 32.0
     """A half-life (tokens, or words without token counts) below this gives ``warn``."""
+    min_retention: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    """A retention (divergence at the longest context / at 0) below this gives ``warn``."""
 
     @field_validator("prompts")
     @classmethod
@@ -80,9 +86,7 @@ class PromptCollapseSpec(ProbeSpec):
                 f"Example: {list(DEFAULT_CONTEXT_WORDS)}"
             )
         if v[0] != 0:
-            raise ValueError(
-                f"the first context length must be 0 (the bare prompt); got {list(v)}"
-            )
+            raise ValueError(f"the first context length must be 0 (the bare prompt); got {list(v)}")
         if any(b <= a for a, b in pairwise(v)):
             raise ValueError(f"context lengths must be strictly increasing; got {list(v)}")
         return v
@@ -161,6 +165,13 @@ class PromptCollapseProbe(Probe):
                 f"effect collapses: divergence halves after {hl:.3g} {unit} of neutral "
                 f"context (< {spec.min_half_life:g}); retention {retention:.3g}"
             )
+        elif retention is not None and retention < spec.min_retention:
+            verdict = "warn"
+            message = (
+                f"effect fades: retention {retention:.3g} (< {spec.min_retention:g}) after "
+                f"{float(x[-1]):.3g} {unit} of neutral context"
+                + (f"; half-life {hl:.3g} {unit}" if hl is not None else "")
+            )
         else:
             verdict = "pass"
             where = (
@@ -185,6 +196,7 @@ class PromptCollapseProbe(Probe):
                 "half_life_words": finite(hl_words),
                 "retention": finite(retention),
                 "min_half_life": spec.min_half_life,
+                "min_retention": spec.min_retention,
                 "n_prompts": n_p,
                 "top_k": top_k,
             },
