@@ -595,8 +595,7 @@ def test_prompt_text_never_leaves_by_default(tmp_path: Path) -> None:
     assert all("prompt" not in line for line in read_lines(path))
     for event in rec.events:
         for f in dataclasses.fields(event):
-            value = getattr(event, f.name)
-            assert not (isinstance(value, str) and SECRET in value), (type(event), f.name)
+            assert SECRET not in repr(getattr(event, f.name)), (type(event), f.name)
     assert all(e.prompt is None for e in rec.lookups())
 
 
