@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import TypeVar
@@ -85,6 +86,7 @@ class DummyView:
         return _log_softmax(logits)
 
     def _compute_next_token_dist(self, prompt: str, top_k: int) -> TokenDist:
+        self._backend.simulate_latency()
         ids = self._backend.tokenize(prompt)
         logprobs = self._logits(ids)
         order = np.argsort(-logprobs, kind="stable")[:top_k]
@@ -99,6 +101,7 @@ class DummyView:
         )
 
     def _compute_rolling_logprob(self, text: str) -> RollingLogprob:
+        self._backend.simulate_latency()
         ids = self._backend.tokenize(text)
         scored = [float(self._logits(ids[:i])[ids[i]]) for i in range(1, len(ids))]
         return RollingLogprob(
@@ -108,6 +111,7 @@ class DummyView:
         )
 
     def _compute_logprob_of(self, prompt: str, completion: str) -> float:
+        self._backend.simulate_latency()
         p = self._backend.tokenize(prompt)
         full = self._backend.tokenize(prompt + completion)
         if len(full) <= len(p):
@@ -191,6 +195,7 @@ class DummyBackend:
         null_strength: float = 0.2,
         model_name: str = "dummy",
         adapter_name: str = "dummy-adapter",
+        latency_s: float = 0.0,
     ) -> None:
         self.inst = inst if inst is not None else BackendInstrumentation(model_name=model_name)
         if not self.inst.model_name:
@@ -202,6 +207,7 @@ class DummyBackend:
         self._model_name = model_name
         self._adapter_name = adapter_name
         self._active: str | None = None
+        self.latency_s = latency_s
 
     @property
     def model_name(self) -> str:
@@ -210,6 +216,11 @@ class DummyBackend:
     @property
     def adapter_name(self) -> str:
         return self._adapter_name
+
+    def simulate_latency(self) -> None:
+        """Sleep ``latency_s`` per computed prompt, to stand in for a slow model in tests."""
+        if self.latency_s > 0:
+            time.sleep(self.latency_s)
 
     def tokenize(self, text: str) -> tuple[int, ...]:
         """Bytes folded into the vocabulary: deterministic and cheap."""

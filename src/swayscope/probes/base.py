@@ -105,6 +105,8 @@ class Probe:
 
     kind: ClassVar[str]
     spec_class: ClassVar[type[ProbeSpec]]
+    must_be_first: ClassVar[bool] = False
+    """True for probes that prepare state for every later probe (``null_adapter``)."""
 
     def __init__(self, spec: ProbeSpec) -> None:
         self.spec = spec

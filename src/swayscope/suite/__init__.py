@@ -1,0 +1,1 @@
+"""Suites: the YAML spec, the runner that executes it, the result and its reports."""

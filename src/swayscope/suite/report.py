@@ -1,0 +1,99 @@
+"""Render a SuiteResult: terminal table, markdown, JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from swayscope.suite.result import SuiteResult, _jsonable
+
+_VERDICT_STYLE = {"pass": "green", "fail": "red", "warn": "yellow", "skip": "dim", "error": "red"}
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def footer_lines(result: SuiteResult) -> list[str]:
+    s = result.backend_stats
+    hits = int(s.get("cache_hits", 0))
+    lookups = hits + int(s.get("cache_misses", 0))
+    lines = [
+        f"cache: {hits}/{lookups} lookups hit ({100.0 * hits / lookups if lookups else 0.0:.1f} %)"
+        f" · forward calls: {int(s.get('forward_calls', 0))}"
+        f" · mean batch size: {float(s.get('avg_batch_size', 0.0)):.2f}"
+        f" · wall time: {result.wall_s:.2f} s",
+    ]
+    t = result.telemetry
+    for key, label in (
+        ("trace_file", "JSONL trace"),
+        ("trace_id", "trace id"),
+        ("metrics_url", "metrics"),
+        ("otlp_endpoint", "OTLP"),
+        ("pushgateway", "pushgateway"),
+    ):
+        if t.get(key):
+            lines.append(f"{label}: {t[key]}")
+    return lines
+
+
+def _headline(result: SuiteResult) -> str:
+    counts: dict[str, int] = {}
+    for p in result.probes:
+        counts[p.verdict] = counts.get(p.verdict, 0) + 1
+    parts = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+    status = "" if result.status == "complete" else f" — run {result.status}"
+    return f"suite {result.suite!r} run {result.run_id}: {parts or 'no probes ran'}{status}"
+
+
+def render_terminal(result: SuiteResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=_headline(result), title_justify="left", expand=True)
+    table.add_column("probe", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("score", no_wrap=True, justify="right")
+    table.add_column("z", no_wrap=True, justify="right")
+    table.add_column("time", no_wrap=True, justify="right")
+    table.add_column("evidence", ratio=1, overflow="fold")
+    for p in result.probes:
+        style = _VERDICT_STYLE.get(p.verdict, "")
+        table.add_row(
+            p.name if p.name == p.kind else f"{p.name} ({p.kind})",
+            f"[{style}]{p.verdict}[/{style}]" if style else p.verdict,
+            _fmt(p.score),
+            _fmt(p.z_score, 3),
+            f"{p.duration_s:.2f}s",
+            p.error or p.message,
+        )
+    console.print(table)
+    for name in result.not_run:
+        console.print(f"[dim]not run: {name}[/dim]")
+    for line in footer_lines(result):
+        console.print(line, highlight=False, markup=False)
+
+
+def render_markdown(result: SuiteResult) -> str:
+    out = [f"# {_headline(result)}", "", "| probe | kind | verdict | score | z | time | message |"]
+    out.append("|---|---|---|---|---|---|---|")
+    for p in result.probes:
+        msg = (p.error or p.message).replace("|", "\\|").replace("\n", " ")
+        out.append(
+            f"| {p.name} | {p.kind} | **{p.verdict}** | {_fmt(p.score)} | "
+            f"{_fmt(p.z_score, 3)} | {p.duration_s:.2f}s | {msg} |"
+        )
+    out.extend(["", *[f"- not run: {n}" for n in result.not_run]])
+    out.extend(f"- {line}" for line in footer_lines(result))
+    return "\n".join(out) + "\n"
+
+
+def render_json(result: SuiteResult) -> str:
+    data: dict[str, Any] = result.to_dict()
+    return json.dumps(data, indent=2, default=_jsonable) + "\n"
+
+
+__all__ = ["footer_lines", "render_json", "render_markdown", "render_terminal"]

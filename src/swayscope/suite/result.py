@@ -1,0 +1,96 @@
+"""SuiteResult: what a run produced, written as JSON (atomically) and rendered as reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swayscope.probes.base import ProbeResult
+
+RESULT_SCHEMA = 1
+
+EXIT_PASS = 0
+EXIT_PROBE_FAILED = 1
+EXIT_ERROR = 2
+
+
+@dataclass(slots=True)
+class SuiteResult:
+    run_id: str
+    suite: str
+    status: str = "complete"
+    """complete | interrupted | error"""
+    probes: list[ProbeResult] = field(default_factory=list)
+    backend_stats: dict[str, float | int] = field(default_factory=dict)
+    telemetry: dict[str, Any] = field(default_factory=dict)
+    """Where telemetry went: trace_file, trace_id, metrics_url, otlp_endpoint, pushgateway."""
+    models: dict[str, Any] = field(default_factory=dict)
+    started_at: float = 0.0
+    wall_s: float = 0.0
+    error: str | None = None
+    not_run: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 every probe passed (warn and skip included), 1 a probe failed, 2 run error."""
+        if self.status != "complete":
+            return EXIT_ERROR
+        if any(p.verdict in ("fail", "error") for p in self.probes):
+            return EXIT_PROBE_FAILED
+        return EXIT_PASS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": RESULT_SCHEMA,
+            "run_id": self.run_id,
+            "suite": self.suite,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "started_at": self.started_at,
+            "wall_s": self.wall_s,
+            "error": self.error,
+            "models": self.models,
+            "probes": [p.to_dict() for p in self.probes],
+            "not_run": self.not_run,
+            "backend_stats": self.backend_stats,
+            "telemetry": self.telemetry,
+        }
+
+    def write_json(self, path: Path) -> None:
+        """Write atomically: a reader never sees a half-written file, even after Ctrl-C."""
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    return repr(value)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_PASS",
+    "EXIT_PROBE_FAILED",
+    "RESULT_SCHEMA",
+    "SuiteResult",
+    "write_text_atomic",
+]

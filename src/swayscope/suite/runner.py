@@ -1,0 +1,167 @@
+"""Run a loaded suite against a backend, probe by probe, with telemetry the whole time.
+
+A probe that raises becomes an ``error`` result and the run goes on. Ctrl-C
+or SIGTERM stops the run between forward passes: the results so far are
+kept, the trace is complete and exporters are flushed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from swayscope import __version__
+from swayscope.backends.api import DifferentialBackend
+from swayscope.errors import ModelLoadError
+from swayscope.instrumentation import BackendInstrumentation
+from swayscope.probes.base import ProbeContext, ProbeResult, RunDefaults
+from swayscope.suite.progress import RunMonitor
+from swayscope.suite.result import SuiteResult
+from swayscope.suite.spec import DefaultsSpec, LoadedSuite, ModelsSpec
+
+log = logging.getLogger("swayscope.run")
+
+
+def check_model_paths(models: ModelsSpec, source: str = "spec") -> None:
+    """Fail fast, before telemetry starts or a model loads, on folders that do not exist."""
+    if models.kind != "hf":
+        return
+    for key in ("base", "adapter"):
+        value = getattr(models, key)
+        if value is None:
+            raise ModelLoadError(
+                f"{source}: models.{key} is required for kind 'hf'; give the local folder"
+            )
+        if not value.exists():
+            raise ModelLoadError(
+                f"{source}: models.{key} folder {str(value)!r} does not exist; check the path "
+                "(relative paths are resolved against the spec file's folder)"
+            )
+
+
+def build_backend(
+    models: ModelsSpec, defaults: DefaultsSpec, inst: BackendInstrumentation
+) -> DifferentialBackend:
+    """Construct the backend a spec names, sharing ``inst`` (and so its exporters)."""
+    if models.kind == "dummy":
+        from swayscope.backends.dummy import DummyBackend
+
+        return DummyBackend(
+            inst=inst,
+            seed=defaults.seed,
+            adapter_strength=models.adapter_strength,
+            latency_s=models.latency_ms / 1000.0,
+        )
+    from swayscope.backends.hf import HFBackend
+
+    assert models.base is not None and models.adapter is not None
+    backend: DifferentialBackend = HFBackend(
+        models.base,
+        models.adapter,
+        device=models.device,
+        dtype=models.dtype,
+        gguf_file=models.gguf_file,
+        max_top_k=max(defaults.top_k, 256),
+        max_batch_tokens=defaults.max_batch_tokens,
+        max_batch_size=defaults.max_batch_size,
+        inst=inst,
+        seed=defaults.seed,
+    )
+    return backend
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C for the duration, so both stop the run cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_suite(
+    loaded: LoadedSuite,
+    backend: DifferentialBackend,
+    *,
+    telemetry: dict[str, Any] | None = None,
+    live_progress: bool | None = None,
+) -> SuiteResult:
+    """Run every probe in order; always returns a result (partial when interrupted)."""
+    spec = loaded.spec
+    inst = backend.inst
+    probes = loaded.probes
+    result = SuiteResult(
+        run_id=inst.run_id,
+        suite=spec.name,
+        started_at=time.time(),
+        telemetry=dict(telemetry or {}),
+        models={
+            "kind": spec.models.kind,
+            "base": backend.model_name,
+            "adapter": backend.adapter_name,
+        },
+    )
+    monitor = RunMonitor(len(probes), live=live_progress)
+    inst.add_exporter(monitor)
+    ctx = ProbeContext(
+        backend=backend, defaults=RunDefaults(seed=spec.defaults.seed, top_k=spec.defaults.top_k)
+    )
+    t0 = time.perf_counter()
+    try:
+        with (
+            sigterm_as_interrupt(),
+            inst.run(
+                suite=spec.name,
+                base_model=backend.model_name,
+                adapter=backend.adapter_name,
+                total_probes=len(probes),
+                version=__version__,
+            ),
+        ):
+            for i, probe in enumerate(probes):
+                ctx.later_probes = [(p.spec, p) for p in probes[i + 1 :]]
+                with inst.probe(probe.spec.label, probe.kind) as handle:
+                    p0 = time.perf_counter()
+                    try:
+                        outcome = probe.run(ctx)
+                    except Exception as exc:
+                        log.exception("probe %s raised; recorded as error", probe.spec.label)
+                        outcome = ProbeResult(
+                            name=probe.spec.label,
+                            kind=probe.kind,
+                            verdict="error",
+                            error=f"{type(exc).__name__}: {exc}",
+                        )
+                    outcome.duration_s = time.perf_counter() - p0
+                    handle.status = outcome.verdict
+                    handle.verdict = outcome.verdict
+                    handle.score = outcome.score
+                    handle.error = outcome.error
+                result.probes.append(outcome)
+    except KeyboardInterrupt as exc:
+        result.status = "interrupted"
+        result.error = f"interrupted ({exc or 'Ctrl-C'})"
+        result.not_run = [p.spec.label for p in probes[len(result.probes) :]]
+    finally:
+        result.wall_s = time.perf_counter() - t0
+        result.backend_stats = inst.stats.to_dict()
+        result.telemetry["trace_id"] = monitor.trace_id
+        monitor.shutdown()
+    return result
+
+
+__all__ = ["build_backend", "check_model_paths", "run_suite", "sigterm_as_interrupt"]

@@ -1,0 +1,119 @@
+"""Runner on the dummy backend: order, errors become results, stats, interruption."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swayscope.instrumentation import BackendInstrumentation, Exporter, ProbeEnded
+from swayscope.instrumentation.events import Event
+from swayscope.probes.base import ProbeContext, ProbeResult
+from swayscope.suite.result import SuiteResult
+from swayscope.suite.runner import build_backend, run_suite
+from swayscope.suite.spec import load_suite_text
+
+SPEC = """\
+version: 1
+name: t
+models:
+  kind: dummy
+suite:
+  - kind: null_adapter
+  - kind: delta_kl
+  - kind: adapter_ablation
+  - kind: prompt_collapse
+  - kind: perplexity_shift
+"""
+
+
+class Recorder(Exporter):
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def export(self, event: Event) -> None:
+        self.events.append(event)
+
+
+def _run(text: str = SPEC, **kw: Any) -> tuple[SuiteResult, Recorder, BackendInstrumentation]:
+    loaded = load_suite_text(text, "t.yaml")
+    rec = Recorder()
+    inst = BackendInstrumentation(exporters=[rec], **kw)
+    backend = build_backend(loaded.spec.models, loaded.spec.defaults, inst)
+    return run_suite(loaded, backend, live_progress=False), rec, inst
+
+
+def test_all_probes_run_in_order_and_pass_on_a_real_adapter() -> None:
+    result, rec, inst = _run()
+    assert [p.name for p in result.probes] == [
+        "null_adapter", "delta_kl", "adapter_ablation", "prompt_collapse", "perplexity_shift",
+    ]
+    assert all(p.verdict == "pass" for p in result.probes), [p.to_dict() for p in result.probes]
+    assert result.exit_code == 0 and result.status == "complete"
+    assert result.backend_stats["forward_calls"] == inst.stats.forward_calls > 0
+    assert result.backend_stats["cache_hits"] > 0
+    ended = [e for e in rec.events if isinstance(e, ProbeEnded)]
+    assert [(e.done, e.total) for e in ended] == [(i, 5) for i in range(1, 6)]
+    assert all(p.duration_s > 0 for p in result.probes)
+
+
+def test_no_adapter_effect_fails_with_exit_code_1() -> None:
+    text = SPEC.replace("kind: dummy", "kind: dummy\n  adapter_strength: 0.0")
+    result, _, _ = _run(text)
+    assert result.exit_code == 1
+    assert {p.name: p.verdict for p in result.probes}["delta_kl"] == "fail"
+
+
+def test_a_probe_that_raises_becomes_an_error_result_and_the_run_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from swayscope.probes.delta_kl import DeltaKLProbe
+
+    def boom(self: Any, ctx: ProbeContext) -> ProbeResult:
+        raise RuntimeError("probe exploded")
+
+    monkeypatch.setattr(DeltaKLProbe, "run", boom)
+    result, rec, _ = _run()
+    verdicts = {p.name: p.verdict for p in result.probes}
+    assert verdicts["delta_kl"] == "error"
+    assert "probe exploded" in (result.probes[1].error or "")
+    assert verdicts["perplexity_shift"] == "pass"
+    assert result.exit_code == 1
+    ended = {e.probe: e.status for e in rec.events if isinstance(e, ProbeEnded)}
+    assert ended["delta_kl"] == "error"
+
+
+def test_interrupt_keeps_partial_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    from swayscope.probes.adapter_ablation import AdapterAblationProbe
+
+    def interrupt(self: Any, ctx: ProbeContext) -> ProbeResult:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(AdapterAblationProbe, "run", interrupt)
+    result, _, _ = _run()
+    assert result.status == "interrupted"
+    assert [p.name for p in result.probes] == ["null_adapter", "delta_kl"]
+    assert result.not_run == ["adapter_ablation", "prompt_collapse", "perplexity_shift"]
+    assert result.exit_code == 2
+
+
+def test_result_json_is_written_atomically_and_complete(tmp_path: Path) -> None:
+    result, _, _ = _run()
+    out = tmp_path / "r.json"
+    result.write_json(out)
+    data = json.loads(out.read_text())
+    assert data["schema"] == 1 and data["status"] == "complete"
+    assert len(data["probes"]) == 5
+    assert data["backend_stats"]["hit_rate"] == pytest.approx(result.backend_stats["hit_rate"])
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_cross_probe_sharing_shows_in_hits() -> None:
+    result, _, _ = _run()
+    # adapter_ablation's λ=0 and λ=1 reuse delta_kl's base/ft distributions.
+    assert result.backend_stats["hit_rate"] > 0.2
+
