@@ -1,0 +1,314 @@
+"""An offline tiny Llama model, BPE tokenizer and LoRA adapter, built in seconds.
+
+:func:`build_tiny` writes two folders that :class:`swayscope.backends.hf.HFBackend`
+loads like any real model::
+
+    DIR/tiny-llama/   config.json, model.safetensors, tokenizer.json, tokenizer_config.json
+    DIR/tiny-lora/    adapter_config.json, adapter_model.safetensors
+    DIR/swayscope-tiny.json   (what was built: format version, seed)
+
+Everything comes from text shipped in the package (``swayscope/data``): the
+tokenizer is a byte-level BPE trained on ``corpus.txt``; the base model is a
+2-layer Llama (hidden 128) trained for a few steps on the same text, so its
+next-token distributions have some structure rather than being uniform;
+the LoRA adapter (rank 8 on ``q/k/v/o_proj``) is then fine-tuned on
+``finetune.txt`` (a lighthouse keeper's log), so it shifts the model in a
+consistent direction — its divergence from the base is far larger than a random
+(null) adapter of the same size.
+
+Deterministic for a seed: initialisation and data order come from seeded
+generators, and training runs single-threaded (the thread count is restored).
+A folder already built for the same seed and format is reused as is.
+No network access is attempted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from swayscope.errors import ConfigError, ModelLoadError
+
+#: Bump when what build_tiny writes changes, so stale folders are rebuilt.
+TINY_FORMAT = 1
+BASE_DIRNAME = "tiny-llama"
+ADAPTER_DIRNAME = "tiny-lora"
+MARKER = "swayscope-tiny.json"
+
+VOCAB_SIZE = 1024
+HIDDEN = 128
+LAYERS = 2
+HEADS = 4
+KV_HEADS = 2
+CONTEXT = 2048
+LORA_RANK = 8
+LORA_ALPHA = 16
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+BASE_STEPS = 20
+BASE_LR = 5e-3
+ADAPTER_STEPS = 40
+ADAPTER_LR = 3e-3
+BATCH = 16
+WINDOW = 64
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
+
+
+@dataclass(frozen=True, slots=True)
+class TinyModelPaths:
+    """Where :func:`build_tiny` put the base model folder and the LoRA adapter folder."""
+
+    base_dir: Path
+    adapter_dir: Path
+
+
+def package_text(name: str) -> str:
+    """A text file shipped in ``swayscope/data`` (e.g. ``corpus.txt``, ``perplexity.txt``)."""
+    return resources.files("swayscope").joinpath("data", name).read_text(encoding="utf-8")
+
+
+def _paths(root: Path) -> TinyModelPaths:
+    return TinyModelPaths(base_dir=root / BASE_DIRNAME, adapter_dir=root / ADAPTER_DIRNAME)
+
+
+def _is_built(root: Path, seed: int) -> bool:
+    paths = _paths(root)
+    try:
+        marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(marker, dict) or marker.get("format") != TINY_FORMAT:
+        return False
+    if marker.get("seed") != seed:
+        return False
+    needed = [
+        paths.base_dir / "config.json",
+        paths.base_dir / "model.safetensors",
+        paths.base_dir / "tokenizer.json",
+        paths.base_dir / "tokenizer_config.json",
+        paths.adapter_dir / "adapter_config.json",
+        paths.adapter_dir / "adapter_model.safetensors",
+    ]
+    return all(p.is_file() for p in needed)
+
+
+def build_tiny(path: Path | str, seed: int = 0) -> TinyModelPaths:
+    """Write (or reuse) the tiny base model, tokenizer and LoRA adapter under ``path``.
+
+    Takes a few seconds on a CPU, offline. Idempotent: when ``path`` already holds
+    a build for the same ``seed`` it returns at once; a build for another seed is
+    replaced. Only ``tiny-llama/``, ``tiny-lora/`` and ``swayscope-tiny.json``
+    inside ``path`` are touched.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"tiny model seed must be a non-negative integer; got {seed!r}")
+    root = Path(path).expanduser()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(
+            f"tiny model folder {str(root)!r} exists and is not a folder; "
+            "pass a new or existing folder path"
+        )
+    if _is_built(root, seed):
+        return _paths(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=root))
+    except OSError as exc:
+        raise ConfigError(f"cannot create tiny model folder {str(root)!r}: {exc}") from exc
+    try:
+        _build_into(staging, seed)
+        final = _paths(root)
+        (root / MARKER).unlink(missing_ok=True)
+        for name in (BASE_DIRNAME, ADAPTER_DIRNAME):
+            target = root / name
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging / name, target)
+        (root / MARKER).write_text(
+            json.dumps({"format": TINY_FORMAT, "seed": seed}, indent=2) + "\n", encoding="utf-8"
+        )
+        return final
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def _quiet_build(seed: int) -> Iterator[None]:
+    """Seeded, single-threaded (deterministic), offline and quiet; all restored after."""
+    import torch
+    from transformers.utils import logging
+
+    hf_logging: Any = logging  # untyped functions
+
+    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    threads = torch.get_num_threads()
+    progress = hf_logging.is_progress_bar_enabled()
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    hf_logging.disable_progress_bar()
+    try:
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(seed)
+            torch.set_num_threads(1)
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        if progress:
+            hf_logging.enable_progress_bar()
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _token_tensor(tokenizer: Any, name: str) -> Any:
+    """A packaged text as one long tensor of token ids (no BOS, no length warning)."""
+    import torch
+
+    ids = tokenizer.backend_tokenizer.encode(package_text(name), add_special_tokens=False).ids
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def train_tokenizer(out_dir: Path) -> Any:
+    """Train the byte-level BPE on the packaged corpus and save a transformers tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast as _Fast
+
+    fast_cls: Any = _Fast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    lines = (package_text("corpus.txt") + "\n" + package_text("finetune.txt")).splitlines()
+    tok.train_from_iterator(lines, trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
+    fast = fast_cls(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        model_max_length=CONTEXT,
+    )
+    fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def _train(model: Any, params: list[Any], ids: Any, steps: int, lr: float, seed: int) -> None:
+    """A few AdamW steps of next-token loss on random windows of ``ids``."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    window = min(WINDOW, int(ids.numel()) - 1)
+    model.train()
+    for _ in range(steps):
+        starts = torch.randint(0, int(ids.numel()) - window, (BATCH,), generator=gen)
+        batch = torch.stack([ids[s : s + window] for s in starts.tolist()])
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    model.eval()
+
+
+def _build_into(staging: Path, seed: int) -> None:
+    try:
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import LlamaConfig, LlamaForCausalLM
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ModelLoadError(
+            f"building the tiny model needs torch, transformers and peft ({exc}); "
+            "install them with: pip install 'swayscope[hf]'"
+        ) from exc
+
+    base_dir = staging / BASE_DIRNAME
+    adapter_dir = staging / ADAPTER_DIRNAME
+    with _quiet_build(seed):
+        tokenizer = train_tokenizer(base_dir)
+        _pin_tokenizer_class(base_dir)
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=HIDDEN,
+            intermediate_size=2 * HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            num_key_value_heads=KV_HEADS,
+            max_position_embeddings=CONTEXT,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=False,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+        corpus = _token_tensor(tokenizer, "corpus.txt")
+        _train(model, list(model.parameters()), corpus, BASE_STEPS, BASE_LR, seed)
+        model.save_pretrained(str(base_dir), safe_serialization=True)
+
+        lora = LoraConfig(
+            r=LORA_RANK,
+            lora_alpha=LORA_ALPHA,
+            target_modules=list(LORA_TARGETS),
+            lora_dropout=0.0,
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        torch.manual_seed(seed + 1)
+        peft_model = get_peft_model(model, lora)
+        finetune = _token_tensor(tokenizer, "finetune.txt")
+        trainable = [p for p in peft_model.parameters() if p.requires_grad]
+        _train(peft_model, trainable, finetune, ADAPTER_STEPS, ADAPTER_LR, seed + 1)
+        peft_model.save_pretrained(str(adapter_dir), safe_serialization=True)
+        _pin_adapter_config(adapter_dir)
+        (adapter_dir / "README.md").unlink(missing_ok=True)
+
+
+def _pin_tokenizer_class(base_dir: Path) -> None:
+    """Name the class every transformers version loads (not a 5.x-only backend name)."""
+    cfg_path = base_dir / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _pin_adapter_config(adapter_dir: Path) -> None:
+    """Drop the build's temporary base path from the adapter config (it must not leak)."""
+    cfg_path = adapter_dir / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["base_model_name_or_path"] = BASE_DIRNAME
+    if isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(cfg["target_modules"])  # peft writes set order
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+__all__ = [
+    "ADAPTER_DIRNAME",
+    "BASE_DIRNAME",
+    "MARKER",
+    "TINY_FORMAT",
+    "TinyModelPaths",
+    "build_tiny",
+    "package_text",
+    "train_tokenizer",
+]
