@@ -628,6 +628,7 @@ class BackendInstrumentation:
             cache_entries=len(self.cache),
             cache_bytes=self.cache.nbytes,
             cache_evictions=self.cache.evictions,
+            prompts=prompts if self.capture_prompts else None,
         )
         self._exporters.emit(call)
         share = wall / n if n else 0.0

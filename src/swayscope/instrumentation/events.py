@@ -127,6 +127,9 @@ class ForwardCall:
     cache_evictions: int = 0
     trace_id: str | None = None
     span_id: str | None = None
+    prompts: list[str] | None = None
+    """The prompt texts, in ``prompt_hashes`` order; only set when the user opted in to
+    capturing prompt text."""
 
 
 @dataclass(slots=True)
