@@ -1,0 +1,352 @@
+"""Prometheus exporter: every metric, exposition formats, HTTP endpoint, config errors."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+from conftest import http_get, need_binary
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.openmetrics import exposition as om_exposition
+from prometheus_client.openmetrics import parser as om_parser
+from prometheus_client.parser import text_string_to_metric_families
+
+from swayscope.backends.dummy import DummyBackend
+from swayscope.errors import TelemetryConfigError
+from swayscope.instrumentation import BackendInstrumentation, Exporter, prompt_hash
+from swayscope.instrumentation.events import Event
+from swayscope.instrumentation.exporters.otel import OtelExporter
+from swayscope.instrumentation.exporters.prometheus import (
+    BATCH_SIZE_BUCKETS,
+    FORWARD_DURATION_BUCKETS,
+    PrometheusExporter,
+)
+from swayscope.instrumentation.telemetry_config import build_exporters
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+class Broken(Exporter):
+    name = "broken"
+
+    def export(self, event: Event) -> None:
+        raise RuntimeError("always fails")
+
+
+def run_workload(inst: BackendInstrumentation, *, fail: bool = True) -> None:
+    backend = DummyBackend(inst=inst)
+    with inst.run(suite="suite-a", adapter="lora-a", total_probes=3):
+        with inst.probe("delta_kl", "delta_kl") as p:
+            with backend.base() as v:
+                v.next_token_dist("alpha", top_k=4)
+                v.next_token_dist("alpha", top_k=4)
+                v.next_token_dist_batch(["alpha", "beta", "gamma", "delta"], top_k=4)
+            with backend.ft() as v:
+                v.next_token_dist_batch(["alpha", "beta"], top_k=4)
+                v.rolling_logprob("some longer text")
+            p.status = "pass"
+        with inst.probe("prompt_collapse", "prompt_collapse") as p:
+            with backend.scaled(1.5) as v:
+                v.next_token_dist("alpha", top_k=4)
+                v.next_token_dist("alpha", top_k=4)
+            p.status = "warn"
+        if fail:
+            with pytest.raises(ValueError), inst.probe("broken"), inst.view("null_3_i1.0_r1.0"):
+                inst.cached("logprob_of", "null_3_i1.0_r1.0", "x", 0, _boom)
+
+
+def _boom() -> float:
+    raise ValueError("boom")
+
+
+def sample(exp: PrometheusExporter, name: str, **labels: str) -> float | None:
+    return exp.registry.get_sample_value(name, labels)
+
+
+def test_every_metric_after_a_dummy_run() -> None:
+    prom = PrometheusExporter()
+    inst = BackendInstrumentation(exporters=[prom, Broken()], cache_maxsize=4, model_name="m")
+    inst.health.record_spans_dropped(7)
+    run_workload(inst)
+    s = inst.stats
+
+    def g(name: str, **labels: str) -> float:
+        value = sample(prom, name, **labels)
+        assert value is not None, (name, labels)
+        return value
+
+    base = {"op": "next_token_dist", "view_kind": "base", "probe": "delta_kl"}
+    assert g("swayscope_cache_hits_total", **base) == 2  # alpha again, alone and in the batch
+    assert g("swayscope_cache_misses_total", **base) == 4
+    assert g("swayscope_forward_calls_total", **base) == 2
+    assert g("swayscope_cache_hits_total", op="next_token_dist", view_kind="scaled",
+             probe="prompt_collapse") == 1
+    nulls = {"op": "logprob_of", "view_kind": "null", "probe": "broken"}
+    assert g("swayscope_cache_misses_total", **nulls) == 1  # a call that raised is a miss
+    assert g("swayscope_forward_calls_total", **nulls) == 1
+
+    def total(name: str) -> float:
+        return sum(
+            smp.value
+            for fam in prom.registry.collect()
+            for smp in fam.samples
+            if smp.name == name
+        )
+
+    assert total("swayscope_cache_hits_total") == s.cache_hits
+    assert total("swayscope_cache_misses_total") == s.cache_misses
+    assert total("swayscope_forward_calls_total") == s.forward_calls
+    assert total("swayscope_forward_prompts_total") == s.cache_misses
+    assert g("swayscope_forward_prompts_total", op="next_token_dist", view_kind="base") == 4
+    assert g("swayscope_forward_prompts_total", op="logprob_of", view_kind="ft") == 0  # pre-made
+
+    # next_token_dist calls: base alpha (1), base batch (3), ft batch (2), scaled alpha (1)
+    assert g("swayscope_batch_size_bucket", op="next_token_dist", le="1.0") == 2
+    assert g("swayscope_batch_size_bucket", op="next_token_dist", le="2.0") == 3
+    assert g("swayscope_batch_size_bucket", op="next_token_dist", le="4.0") == 4
+    assert g("swayscope_batch_size_bucket", op="next_token_dist", le="512.0") == 4
+    assert g("swayscope_batch_size_bucket", op="next_token_dist", le="+Inf") == 4
+    assert g("swayscope_batch_size_count", op="next_token_dist") == 4
+    assert g("swayscope_batch_size_sum", op="next_token_dist") == 1 + 3 + 2 + 1
+    assert g("swayscope_forward_duration_seconds_count", op="next_token_dist",
+             view_kind="base") == 2
+    assert g("swayscope_forward_duration_seconds_bucket", op="rolling_logprob",
+             view_kind="ft", le="+Inf") == 1
+    assert g("swayscope_forward_duration_seconds_sum", op="next_token_dist",
+             view_kind="base") > 0
+
+    assert g("swayscope_cache_entries") == len(inst.cache) == 4
+    assert g("swayscope_cache_bytes") == inst.cache.nbytes > 0
+    assert g("swayscope_cache_evictions_total") == inst.cache.evictions > 0
+    assert g("swayscope_tokens_total", view_kind="base") == sum(
+        len(p) for p in ("alpha", "beta", "gamma", "delta")
+    )
+    assert g("swayscope_tokens_total", view_kind="null") == 0
+
+    assert g("swayscope_probe_duration_seconds_count", probe="delta_kl", status="pass") == 1
+    assert g("swayscope_probe_duration_seconds_count", probe="broken", status="error") == 1
+    assert g("swayscope_probes_total", status="pass") == 1
+    assert g("swayscope_probes_total", status="warn") == 1
+    assert g("swayscope_probes_total", status="error") == 1
+    assert g("swayscope_probes_total", status="skip") == 0
+    assert g("swayscope_run_info", run_id=inst.run_id, suite="suite-a", base_model="m",
+             adapter="lora-a") == 1
+    assert g("swayscope_run_active") == 0
+    assert g("swayscope_run_progress_ratio") == 1.0
+    assert abs(g("swayscope_run_start_time_seconds") - time.time()) < 60
+    assert g("swayscope_exporter_errors_total", exporter="broken") > 0
+    assert g("swayscope_exporter_errors_total", exporter="otel") == 0
+    assert g("swayscope_spans_dropped_total") == 7
+    inst.close()
+
+
+def test_run_gauges_while_running() -> None:
+    prom = PrometheusExporter()
+    inst = BackendInstrumentation(exporters=[prom])
+    with inst.run(suite="s", total_probes=4):
+        assert sample(prom, "swayscope_run_active") == 1
+        assert sample(prom, "swayscope_run_progress_ratio") == 0
+        with inst.probe("a") as p:
+            p.status = "pass"
+        assert sample(prom, "swayscope_run_progress_ratio") == 0.25
+    assert sample(prom, "swayscope_run_active") == 0
+    with inst.run(suite="second", run_id="second-run"):
+        pass
+    runs = [
+        smp.labels["run_id"]
+        for fam in prom.registry.collect()
+        for smp in fam.samples
+        if smp.name == "swayscope_run_info"
+    ]
+    assert runs == ["second-run"]  # one run_info series: the current run
+    inst.close()
+
+
+def test_promql_hit_ratio_inputs_equal_backend_stats() -> None:
+    prom = PrometheusExporter()
+    inst = BackendInstrumentation(exporters=[prom])
+    run_workload(inst)
+    hits = sum(
+        smp.value for fam in prom.registry.collect() for smp in fam.samples
+        if smp.name == "swayscope_cache_hits_total"
+    )
+    misses = sum(
+        smp.value for fam in prom.registry.collect() for smp in fam.samples
+        if smp.name == "swayscope_cache_misses_total"
+    )
+    assert hits / (hits + misses) == pytest.approx(inst.stats.hit_rate, rel=1e-12)
+    inst.close()
+
+
+def test_labels_stay_bounded() -> None:
+    prom = PrometheusExporter()
+    inst = BackendInstrumentation(exporters=[prom])
+    run_workload(inst)
+    text = generate_latest(prom.registry).decode()
+    for secret in ("scaled_1.5", "null_3_i1.0_r1.0", prompt_hash("alpha"), "alpha"):
+        assert secret not in text
+    kinds = {
+        smp.labels["view_kind"]
+        for fam in prom.registry.collect()
+        for smp in fam.samples
+        if "view_kind" in smp.labels
+    }
+    assert kinds <= {"base", "ft", "scaled", "null"}
+    inst.close()
+
+
+def _run_with_otel() -> tuple[PrometheusExporter, BackendInstrumentation, set[str]]:
+    mem = InMemorySpanExporter()
+    prom = PrometheusExporter()
+    inst = BackendInstrumentation(exporters=[prom, OtelExporter(span_exporter=mem, batch=False)])
+    run_workload(inst)
+    traces = {f"{s.context.trace_id:032x}" for s in mem.get_finished_spans() if s.context}
+    return prom, inst, traces
+
+
+def test_exposition_parses_in_both_formats_with_exemplars() -> None:
+    prom, inst, traces = _run_with_otel()
+    text = generate_latest(prom.registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name in (
+        "swayscope_cache_hits", "swayscope_cache_misses", "swayscope_forward_calls",
+        "swayscope_forward_prompts", "swayscope_batch_size", "swayscope_forward_duration_seconds",
+        "swayscope_cache_entries", "swayscope_cache_bytes", "swayscope_cache_evictions",
+        "swayscope_tokens", "swayscope_probe_duration_seconds", "swayscope_probes",
+        "swayscope_run_info", "swayscope_run_active", "swayscope_run_progress_ratio",
+        "swayscope_run_start_time_seconds", "swayscope_exporter_errors", "swayscope_spans_dropped",
+    ):
+        assert name in families, name
+    assert families["swayscope_forward_duration_seconds"].type == "histogram"
+    assert families["swayscope_cache_hits"].type == "counter"
+    assert "# {" not in text  # no exemplars in the classic text format
+
+    om_text = om_exposition.generate_latest(prom.registry).decode()
+    om = {f.name: f for f in om_parser.text_string_to_metric_families(om_text)}
+    exemplars = [
+        smp.exemplar for smp in om["swayscope_forward_duration_seconds"].samples if smp.exemplar
+    ]
+    assert exemplars
+    assert {e.labels["trace_id"] for e in exemplars} <= traces
+    assert all(len(e.labels["trace_id"]) == 32 for e in exemplars)
+    buckets = [
+        smp.labels["le"] for smp in om["swayscope_forward_duration_seconds"].samples
+        if smp.name.endswith("_bucket") and smp.labels.get("op") == "next_token_dist"
+        and smp.labels.get("view_kind") == "base"
+    ]
+    assert [float(b) for b in buckets[:-1]] == list(FORWARD_DURATION_BUCKETS)
+    assert FORWARD_DURATION_BUCKETS[0] == 0.0005 and FORWARD_DURATION_BUCKETS[-1] == 120
+    assert BATCH_SIZE_BUCKETS == (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+    inst.close()
+
+
+def test_promtool_check_metrics_accepts_the_exposition() -> None:
+    promtool = need_binary("promtool")
+    prom, inst, _ = _run_with_otel()
+    text = generate_latest(prom.registry)
+    proc = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, timeout=30
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == b"" and proc.stderr.strip() == b""  # no lint warnings
+    inst.close()
+
+
+def test_http_endpoint_negotiates_openmetrics_with_exemplars() -> None:
+    prom = PrometheusExporter(port=0)
+    try:
+        assert prom.port and prom.port > 0
+        assert prom.url == f"http://127.0.0.1:{prom.port}/metrics"
+        inst = BackendInstrumentation(
+            exporters=[prom, OtelExporter(span_exporter=InMemorySpanExporter(), batch=False)]
+        )
+        run_workload(inst, fail=False)
+        status, text = http_get(prom.url)
+        assert status == 200 and "swayscope_cache_hits_total" in text and "# {" not in text
+        status, om_text = http_get(prom.url, accept=OPENMETRICS)
+        assert om_text.rstrip().endswith("# EOF")
+        assert '# {trace_id="' in om_text
+        list(om_parser.text_string_to_metric_families(om_text))  # parses
+    finally:
+        prom.shutdown()
+    with pytest.raises(OSError):
+        http_get(f"http://127.0.0.1:{prom.port}/metrics", timeout_s=1.0)
+
+
+def test_port_in_use_or_bad_address_is_a_config_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with pytest.raises(TelemetryConfigError) as err:
+            PrometheusExporter(port=port)
+        assert f"127.0.0.1:{port}" in str(err.value)
+        assert "PrometheusExporter(port=...)" in str(err.value)
+        with pytest.raises(TelemetryConfigError) as err:
+            build_exporters(metrics_port=port, env={})
+        assert "--metrics-port" in str(err.value) and str(port) in str(err.value)
+    with pytest.raises(TelemetryConfigError, match=r"no-such-host\.invalid"):
+        PrometheusExporter(address="no-such-host.invalid", port=0)
+    for bad in ("70000", "-1", "http", "9090x"):
+        with pytest.raises(TelemetryConfigError, match="--metrics-port"):
+            build_exporters(metrics_port=bad, env={})
+    with pytest.raises(TelemetryConfigError, match="--metrics-address"):
+        build_exporters(metrics_address="http://x/", metrics_port=0, env={})
+    with pytest.raises(TelemetryConfigError, match="--pushgateway"):
+        build_exporters(pushgateway_url="ftp://gw:9091", env={})
+    with pytest.raises(TelemetryConfigError, match="--metrics-linger"):
+        build_exporters(metrics_port=0, metrics_linger_s="soon", env={})
+
+
+def test_build_exporters_serves_metrics_and_cleans_up_on_error() -> None:
+    (prom,) = build_exporters(metrics_port=0, env={})
+    assert isinstance(prom, PrometheusExporter) and prom.port
+    prom.shutdown()
+    # a bad OTLP setting after a good metrics port: nothing is left listening
+    with pytest.raises(TelemetryConfigError):
+        build_exporters(metrics_port=0, otlp_endpoint="bad url", env={})
+
+
+def test_linger_waits_for_one_more_scrape() -> None:
+    prom = PrometheusExporter(port=0, linger_s=10.0)
+    inst = BackendInstrumentation(exporters=[prom])
+    with inst.run(), inst.view("ft"):
+        inst.cached("next_token_dist", "ft", "p", 8, lambda: 1.0)
+    seen: list[str] = []
+
+    def scrape_soon() -> None:
+        time.sleep(0.3)
+        seen.append(http_get(str(prom.url))[1])
+
+    scraper = threading.Thread(target=scrape_soon)
+    scraper.start()
+    t0 = time.perf_counter()
+    inst.close()  # lingers until the scrape
+    waited = time.perf_counter() - t0
+    scraper.join(5)
+    assert 0.2 < waited < 5.0
+    assert "swayscope_run_active 0.0" in seen[0]
+    line = 'swayscope_forward_calls_total{op="next_token_dist",probe="none",view_kind="ft"} 1.0'
+    assert line in seen[0]
+
+    prom = PrometheusExporter(port=0, linger_s=0.3)
+    t0 = time.perf_counter()
+    prom.shutdown()  # nobody scrapes: up for linger_s, then down
+    assert 0.25 < time.perf_counter() - t0 < 3.0
+
+
+def test_global_registry_option() -> None:
+    prom = PrometheusExporter(use_global_registry=True)
+    try:
+        assert prom.registry is REGISTRY
+        assert REGISTRY.get_sample_value("swayscope_run_active") == 0
+        with pytest.raises(TelemetryConfigError, match="already registered"):
+            PrometheusExporter(use_global_registry=True)
+    finally:
+        prom.shutdown()
+    assert REGISTRY.get_sample_value("swayscope_run_active") is None
+    PrometheusExporter(use_global_registry=True).shutdown()  # can register again
