@@ -19,11 +19,14 @@ Which TracerProvider
 A slow or dead collector never slows the run
     Spans leave through a background thread. The delivering exporter is wrapped:
     every span it could not deliver (collector down, timeout, queue full) is
-    counted in ``TelemetryHealth.spans_dropped``, and after a failure it drops
-    batches at once for a back-off period instead of retrying into the run's
-    end. ``force_flush`` at run end waits at most ``flush_timeout_s`` and not at
-    all while delivery is failing; ``shutdown`` (and the atexit hook) at most
-    ``shutdown_timeout_s``.
+    counted in ``TelemetryHealth.spans_dropped``. Until a first delivery
+    succeeds, and again after a failure, a 0.25 s TCP connect to the endpoint
+    comes first, so a closed port fails in a millisecond instead of the SDK's
+    seconds of retries; after a failure batches are dropped at once for a
+    back-off period (5 s, doubling to 60 s). ``force_flush`` at run end waits at
+    most ``flush_timeout_s`` (1 s) and not at all while delivery is failing;
+    ``shutdown`` (and the atexit hook) at most ``shutdown_timeout_s`` (5 s), then
+    counts what is still queued as dropped.
 
 Hot path
     With its own provider, forward (and hit) spans are handed to the batch
@@ -283,9 +286,19 @@ class _CountingProcessor(SpanProcessor):
         self._inner = inner
         self._drops = drops
         # BatchSpanProcessor keeps a bounded deque; a full one silently drops the oldest.
-        queue = getattr(getattr(inner, "_batch_processor", None), "_queue", None)
+        batcher = getattr(inner, "_batch_processor", None)
+        queue = getattr(batcher, "_queue", None)
         self.queue: deque[Any] | None = queue if isinstance(queue, deque) else None
         self._maxlen = (self.queue.maxlen or 0) if self.queue is not None else 0
+        batcher_emit = getattr(batcher, "emit", None)
+        self._batcher_emit: Callable[[ReadableSpan], None] | None = (
+            batcher_emit if self.queue is not None and callable(batcher_emit) else None
+        )
+        #: For spans we built finished and sampled: straight into the batch queue when
+        #: there is one (skips two calls and the sampled check), else ``on_end``.
+        self.emit_finished: Callable[[ReadableSpan], None] = (
+            self._emit_batched if self._batcher_emit is not None else self.on_end
+        )
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         self._inner.on_start(span, parent_context)
@@ -295,6 +308,11 @@ class _CountingProcessor(SpanProcessor):
         if queue is not None and len(queue) >= self._maxlen:
             self._drops.add(1)
         self._inner.on_end(span)
+
+    def _emit_batched(self, span: ReadableSpan) -> None:
+        if len(self.queue) >= self._maxlen:  # type: ignore[arg-type]
+            self._drops.add(1)
+        self._batcher_emit(span)  # type: ignore[misc]
 
     def shutdown(self) -> None:
         self._inner.shutdown()
@@ -455,6 +473,7 @@ class OtelExporter(Exporter):
         self._drops = _DropCounter()
         self._guard: _GuardedSpanExporter | None = None
         self._processor: _CountingProcessor | None = None
+        self._emit_finished: Callable[[ReadableSpan], None] = lambda span: None
         self._closed = False
         self._atexit: Callable[[], None] | None = None
         self._scope = InstrumentationScope(SCOPE_NAME, __version__)
@@ -527,6 +546,7 @@ class OtelExporter(Exporter):
         else:
             inner = SimpleSpanProcessor(self._guard)
         self._processor = _CountingProcessor(inner, self._drops)
+        self._emit_finished = self._processor.emit_finished
         provider.add_span_processor(self._processor)
         return provider
 
@@ -813,9 +833,7 @@ class OtelExporter(Exporter):
                 status = Status(StatusCode.ERROR, error)
                 if exc is not None:
                     events = (_exception_event(exc, end),)
-            processor = self._processor
-            assert processor is not None
-            processor.on_end(
+            self._emit_finished(
                 ReadableSpan(
                     name,
                     context=SpanContext(
