@@ -13,7 +13,8 @@ trivial compute (returns a float), so what is measured is the exporters' cost:
 - ``hit``: ``cached()`` on a cached prompt (one hit ``CacheLookup``);
 - ``batch8``: ``cached_batch()`` of 8 new prompts: one model call (one
   ``ForwardCall`` + 8 miss events), reported per call;
-- ``mixed``: a probe-like mix, 3 hits per miss, reported as the wall-time ratio.
+- ``mixed``: a probe-like mix, 3 hits per miss, reported as the wall-time ratio;
+- ``dummy``: the same mix through ``DummyView`` with its real numpy compute.
 
 Exporter configurations: none; ``jsonl`` (TraceWriter to a temporary file);
 ``otel`` (OtelExporter with its own TracerProvider, BatchSpanProcessor and a
@@ -42,6 +43,7 @@ from pathlib import Path
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from swayscope.backends.dummy import DummyBackend, DummyView
 from swayscope.instrumentation import BackendInstrumentation, Event, Exporter
 from swayscope.instrumentation.exporters.jsonl import TraceWriter
 from swayscope.instrumentation.exporters.otel import OtelExporter
@@ -162,12 +164,24 @@ def w_mixed(inst: BackendInstrumentation, n: int) -> int:
     return n
 
 
+def w_dummy(inst: BackendInstrumentation, n: int) -> int:
+    """The dummy backend's real (numpy) compute: the same mix as ``mixed``."""
+    view = DummyView(DummyBackend(inst=inst), "ft", 1.0, None, 1.0)
+    for i in range(n):
+        view.next_token_dist(f"dummy {i}", top_k=8)
+        view.next_token_dist(f"dummy {i}", top_k=8)
+        view.next_token_dist(f"dummy {i // 2}", top_k=8)
+        view.next_token_dist(f"dummy {i // 3}", top_k=8)
+    return n
+
+
 WORKLOADS: dict[str, tuple[Callable[[BackendInstrumentation, int], int], int]] = {
     # name: (workload, items per repeat in the full run)
     "miss": (w_miss, 20_000),
     "hit": (w_hit, 100_000),
     "batch8": (w_batch8, 40_000),
     "mixed": (w_mixed, 10_000),
+    "dummy": (w_dummy, 2_000),
 }
 
 
@@ -208,8 +222,9 @@ def report(results: dict[str, dict[str, float]], repeats: int, scale: float) -> 
     for w, label in labels.items():
         cells = " | ".join(f"{added(w, c):.2f}" for c in shown)
         lines.append(f"| {label} | {cells} | {none[w]:.2f} |")
-    mixed = results["mixed"]
-    ratios = ", ".join(f"{c} {mixed[c] / mixed['none']:.2f}x" for c in shown)
+    def ratios(w: str) -> str:
+        return ", ".join(f"{c} {results[w][c] / none[w]:.2f}x" for c in shown)
+
     fwd_all, hit_all = added("miss", "all"), added("hit", "all")
     fwd_op, hit_op = added("miss", "otel+prometheus"), added("hit", "otel+prometheus")
     lines += [
@@ -217,7 +232,10 @@ def report(results: dict[str, dict[str, float]], repeats: int, scale: float) -> 
         "`noop` is an exporter that ignores every event: the core's own cost of making",
         "events once any exporter is attached (included in every other column).",
         "",
-        f"Wall-time ratio, mixed workload (1 miss : 3 hits), config / none: {ratios}.",
+        "Wall-time ratio, config / none, 1 miss : 3 hits: trivial compute "
+        f"({none['mixed']:.1f} µs per miss + 3 hits): {ratios('mixed')}; the dummy "
+        f"backend's numpy compute ({none['dummy']:.1f} µs per miss + 3 hits): "
+        f"{ratios('dummy')}.",
         "",
         f"Targets: forward call with every exporter on {fwd_all:.1f} µs "
         f"({'met' if fwd_all <= FORWARD_TARGET_US else 'NOT met'}, target "
