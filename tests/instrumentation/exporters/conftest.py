@@ -1,4 +1,4 @@
-"""Fixtures for the exporter tests: real servers on free 127.0.0.1 ports, always killed.
+"""Fixtures for the exporter tests: real servers on free 127.0.0.1 ports, always stopped.
 
 A missing server binary skips the test locally (with a message) and fails it
 when ``CI`` is set: in CI the server tests must run.
@@ -7,86 +7,22 @@ when ``CI`` is set: in CI the server tests must run.
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 import socket
 import subprocess
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def need_binary(name: str, *candidates: Path) -> str:
-    """Path of a server binary; skip (locally) or fail (CI) when it is missing."""
-    for c in candidates:
-        if c.is_file() and os.access(c, os.X_OK):
-            return str(c)
-    found = shutil.which(name)
-    if found:
-        return found
-    msg = f"{name} not found on PATH (install it: see .ci/run); the real-server test cannot run"
-    if IN_CI:
-        pytest.fail(msg + " — CI must run the server tests", pytrace=False)
-    pytest.skip(msg)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(pred: Callable[[], Any], timeout_s: float, interval_s: float = 0.1) -> Any:
-    """Poll ``pred`` until it returns something truthy; bounded in time and tries."""
-    deadline = time.monotonic() + timeout_s
-    result: Any = None
-    for _ in range(int(timeout_s / interval_s) + 2):
-        try:
-            result = pred()
-        except AssertionError:
-            raise
-        except Exception:
-            result = None
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(interval_s)
-    return result
-
-
-def http_get(url: str, accept: str | None = None, timeout_s: float = 2.0) -> tuple[int, str]:
-    req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
-    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-        return resp.status, resp.read().decode("utf-8")
-
-
-@dataclass
-class ServerProcess:
-    """A started server; ``stop()`` terminates it and waits (kills after 5 s)."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+from exporter_servers import (
+    PrometheusServer,
+    RotelAgent,
+    ServerProcess,
+    free_port,
+    need_binary,
+    ready,
+    rotel_binary,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -109,44 +45,6 @@ def servers() -> Iterator[Callable[[str, list[str], Path], ServerProcess]]:
     yield start
     for server in reversed(started):
         server.stop()
-
-
-def _ready(server: ServerProcess, url: str, timeout_s: float) -> None:
-    def ok() -> bool:
-        if server.proc.poll() is not None:
-            raise AssertionError("exited")
-        return http_get(url, timeout_s=1.0)[0] == 200
-
-    try:
-        ready = wait_for(ok, timeout_s)
-    except AssertionError:
-        ready = False
-    if not ready:
-        raise AssertionError(
-            f"{server.name} did not become ready at {url} within {timeout_s} s "
-            f"(exit code {server.proc.poll()}):\n{server.output()[-2000:]}"
-        )
-
-
-# -- Prometheus ------------------------------------------------------------------------------
-
-
-@dataclass
-class PrometheusServer:
-    url: str
-    process: ServerProcess
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        q = urllib.parse.urlencode({"query": expr})
-        _, body = http_get(f"{self.url}/api/v1/query?{q}")
-        data = json.loads(body)
-        assert data["status"] == "success", data
-        return list(data["data"]["result"])
-
-    def scalar(self, expr: str) -> float | None:
-        result = self.query(expr)
-        return float(result[0]["value"][1]) if result else None
-
 
 @pytest.fixture
 def start_prometheus(
@@ -175,11 +73,10 @@ def start_prometheus(
             tmp_path / "prometheus.log",
         )
         url = f"http://127.0.0.1:{port}"
-        _ready(proc, f"{url}/-/ready", 30.0)
+        ready(proc, f"{url}/-/ready", 30.0)
         return PrometheusServer(url, proc)
 
     return start
-
 
 @pytest.fixture
 def pushgateway(
@@ -194,81 +91,8 @@ def pushgateway(
         tmp_path / "pushgateway.log",
     )
     url = f"http://127.0.0.1:{port}"
-    _ready(proc, f"{url}/-/ready", 20.0)
+    ready(proc, f"{url}/-/ready", 20.0)
     return url
-
-
-# -- rotel (OTLP receiver) -------------------------------------------------------------------
-
-
-@dataclass
-class ReceivedSpan:
-    trace_id: str
-    span_id: str
-    parent_id: str
-    name: str
-    kind: str
-    status: str
-    service: str
-    attributes: dict[str, str] = field(default_factory=dict)
-
-
-_FIELD = re.compile(r"^\s*(Trace ID|Parent ID|ID|Name|Kind|Status code)\s*:\s*(.*?)\s*$")
-_ATTR = re.compile(r"^\s*->\s*([^:]+):\s*\w+\((.*)\)\s*$")
-
-
-def parse_rotel_debug(text: str) -> list[ReceivedSpan]:
-    """Spans from rotel's ``--debug-log traces --debug-log-verbosity detailed`` output."""
-    spans: list[ReceivedSpan] = []
-    service = ""
-    section = ""
-    for line in text.splitlines():
-        if line.startswith("ResourceSpans"):
-            service, section = "", "resource"
-            continue
-        if line.startswith("Span #"):
-            spans.append(ReceivedSpan("", "", "", "", "", "", service))
-            section = "span"
-            continue
-        if line.startswith("Attributes:"):
-            section = "span-attrs" if spans and section.startswith("span") else section
-            continue
-        m = _ATTR.match(line)
-        if m:
-            key, value = m.group(1).strip(), m.group(2)
-            if section == "resource" and key == "service.name":
-                service = value
-            elif section == "span-attrs" and spans:
-                spans[-1].attributes[key] = value
-            continue
-        m = _FIELD.match(line)
-        if m and spans and section.startswith("span"):
-            attr = {
-                "Trace ID": "trace_id", "Parent ID": "parent_id", "ID": "span_id",
-                "Name": "name", "Kind": "kind", "Status code": "status",
-            }[m.group(1)]
-            setattr(spans[-1], attr, m.group(2))
-    return spans
-
-
-@dataclass
-class RotelAgent:
-    http_endpoint: str
-    grpc_endpoint: str
-    process: ServerProcess
-
-    def spans(self, trace_id: str | None = None) -> list[ReceivedSpan]:
-        spans = parse_rotel_debug(self.process.output())
-        return [s for s in spans if trace_id is None or s.trace_id == trace_id]
-
-
-def rotel_binary() -> str:
-    try:
-        import rotel
-    except ImportError:
-        return need_binary("rotel-agent")
-    return need_binary("rotel-agent", Path(rotel.__file__).parent / "rotel-agent")
-
 
 @pytest.fixture
 def rotel_agent(
@@ -308,3 +132,4 @@ def rotel_agent(
     if not up:
         raise AssertionError(f"rotel-agent did not listen: {proc.output()[-2000:]}")
     return RotelAgent(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{grpc_port}", proc)
+

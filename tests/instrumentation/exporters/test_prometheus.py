@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import http_get, need_binary
+from exporter_servers import http_get, need_binary
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.openmetrics import exposition as om_exposition

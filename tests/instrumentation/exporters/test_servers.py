@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import (
+from exporter_servers import (
     PrometheusServer,
     RotelAgent,
     free_port,
