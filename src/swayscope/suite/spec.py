@@ -50,10 +50,11 @@ class TelemetrySpec(_Strict):
     """JSONL trace file (appended)."""
     otlp_endpoint: str | None = None
     otlp_protocol: Literal["grpc", "http/protobuf"] | None = None
-    metrics_address: str = "127.0.0.1"
+    metrics_address: str | None = None
+    """Address for the metrics endpoint; 127.0.0.1 when unset."""
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Prometheus endpoint port; 0 picks a free one; None disables it."""
-    metrics_linger_s: float = Field(default=0.0, ge=0)
+    metrics_linger_s: float | None = Field(default=None, ge=0)
     pushgateway: str | None = None
     capture_prompts: bool = False
 

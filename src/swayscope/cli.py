@@ -1,0 +1,276 @@
+"""The ``swayscope`` command: run, demo, trace summarize, tiny-model.
+
+Exit codes: 0 every probe passed, 1 a probe failed, 2 bad input or error.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from swayscope import __version__
+from swayscope.errors import SwayscopeError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Did the LoRA adapter really change the model? Differential probes, observable.",
+)
+trace_app = typer.Typer(no_args_is_help=True, help="Read JSONL forward-pass traces.")
+app.add_typer(trace_app, name="trace")
+
+TraceOpt = Annotated[
+    Path | None, typer.Option("--trace", help="Append a JSONL forward-pass trace to FILE.")
+]
+OtlpOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--otlp-endpoint",
+        help="Send spans over OTLP to URL (else OTEL_EXPORTER_OTLP_ENDPOINT, if set).",
+    ),
+]
+MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option("--metrics-port", help="Serve Prometheus metrics on this port (0: a free one)."),
+]
+MetricsAddrOpt = Annotated[
+    str | None,
+    typer.Option("--metrics-address", help="Address for the metrics endpoint [127.0.0.1]."),
+]
+LingerOpt = Annotated[
+    float | None,
+    typer.Option("--metrics-linger", help="Keep the metrics endpoint up N seconds after the run."),
+]
+PushOpt = Annotated[
+    str | None, typer.Option("--pushgateway", help="Push metrics to this Pushgateway URL.")
+]
+JsonOpt = Annotated[
+    Path | None, typer.Option("--json", help="Write the SuiteResult JSON to OUT (atomically).")
+]
+MarkdownOpt = Annotated[
+    Path | None, typer.Option("--markdown", help="Write a markdown report to OUT.")
+]
+CaptureOpt = Annotated[
+    bool,
+    typer.Option("--capture-prompts", help="Put prompt text into traces (off: hashes only)."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"swayscope {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "opentelemetry"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"swayscope: error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _execute(
+    spec_path: Path | None,
+    spec_text: str | None,
+    *,
+    trace: Path | None,
+    otlp_endpoint: str | None,
+    metrics_port: int | None,
+    metrics_address: str | None,
+    metrics_linger: float | None,
+    pushgateway: str | None,
+    json_out: Path | None,
+    markdown_out: Path | None,
+    capture_prompts: bool,
+) -> int:
+    """Load, wire telemetry, load the model, run, report. Returns the exit code."""
+    from swayscope.instrumentation import BackendInstrumentation
+    from swayscope.suite.report import render_markdown, render_terminal
+    from swayscope.suite.result import write_text_atomic
+    from swayscope.suite.runner import build_backend, check_model_paths, run_suite
+    from swayscope.suite.spec import load_suite, load_suite_text
+    from swayscope.suite.telemetry import TelemetrySettings, start_telemetry
+
+    if spec_path is not None:
+        loaded = load_suite(spec_path)
+    else:
+        assert spec_text is not None
+        loaded = load_suite_text(spec_text, "<demo suite>")
+    spec = loaded.spec
+    check_model_paths(spec.models, loaded.source)
+    settings = TelemetrySettings.from_spec(spec.telemetry, loaded.source).override(
+        trace=trace,
+        otlp_endpoint=otlp_endpoint,
+        metrics_port=metrics_port,
+        metrics_address=metrics_address,
+        metrics_linger_s=metrics_linger,
+        pushgateway=pushgateway,
+        capture_prompts=capture_prompts or None,
+    )
+    run_id = uuid.uuid4().hex[:16]
+    telemetry = start_telemetry(settings, run_id)
+    inst: BackendInstrumentation | None = None
+    try:
+        inst = BackendInstrumentation(
+            cache_maxsize=spec.defaults.cache_size,
+            cache_max_bytes=spec.defaults.cache_max_bytes,
+            trace_path=settings.trace,
+            exporters=telemetry.exporters,
+            capture_prompts=settings.capture_prompts,
+            run_id=run_id,
+        )
+        backend = build_backend(spec.models, spec.defaults, inst)
+    except BaseException:
+        if inst is not None:
+            inst.close()
+        else:
+            for exporter in telemetry.exporters:
+                exporter.shutdown()
+        telemetry.discard_unused_trace()
+        raise
+    try:
+        result = run_suite(loaded, backend, telemetry=telemetry.info())
+        render_terminal(result)
+        if json_out is not None:
+            result.write_json(json_out)
+            typer.echo(f"result JSON: {json_out}")
+        if markdown_out is not None:
+            write_text_atomic(markdown_out, render_markdown(result))
+            typer.echo(f"markdown report: {markdown_out}")
+        if settings.metrics_linger_s:
+            typer.echo(f"metrics stay up {settings.metrics_linger_s:g} s for a last scrape")
+    finally:
+        inst.close()
+    return result.exit_code
+
+
+def _guarded(fn: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        code = fn(*args, **kwargs)
+    except SwayscopeError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted before the run started") from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="Suite spec (YAML).")],
+    trace: TraceOpt = None,
+    otlp_endpoint: OtlpOpt = None,
+    metrics_port: MetricsPortOpt = None,
+    metrics_address: MetricsAddrOpt = None,
+    metrics_linger: LingerOpt = None,
+    pushgateway: PushOpt = None,
+    json_out: JsonOpt = None,
+    markdown_out: MarkdownOpt = None,
+    capture_prompts: CaptureOpt = False,
+) -> None:
+    """Run a suite of probes: base vs fine-tuned, with live telemetry."""
+    _guarded(
+        _execute, spec, None, trace=trace, otlp_endpoint=otlp_endpoint,
+        metrics_port=metrics_port, metrics_address=metrics_address,
+        metrics_linger=metrics_linger, pushgateway=pushgateway, json_out=json_out,
+        markdown_out=markdown_out, capture_prompts=capture_prompts,
+    )
+
+
+@app.command()
+def demo(
+    trace: TraceOpt = None,
+    otlp_endpoint: OtlpOpt = None,
+    metrics_port: MetricsPortOpt = None,
+    metrics_address: MetricsAddrOpt = None,
+    metrics_linger: LingerOpt = None,
+    pushgateway: PushOpt = None,
+    json_out: JsonOpt = None,
+    markdown_out: MarkdownOpt = None,
+    capture_prompts: CaptureOpt = False,
+    home: Annotated[
+        Path | None,
+        typer.Option("--home", help="Folder for the tiny model and demo outputs "
+                     "[$SWAYSCOPE_HOME or ~/.cache/swayscope]."),
+    ] = None,
+) -> None:
+    """Build the tiny model and adapter (once), run all five probes on it, show the telemetry."""
+
+    def go() -> int:
+        from swayscope.backends.tiny import build_tiny
+        from swayscope.suite.demo import cache_dir, demo_suite_yaml
+
+        root = home or cache_dir()
+        paths = build_tiny(root / "tiny-model", seed=0)
+        return _execute(
+            None, demo_suite_yaml(paths.base_dir, paths.adapter_dir),
+            trace=trace or root / "demo" / "trace.jsonl", otlp_endpoint=otlp_endpoint,
+            metrics_port=0 if metrics_port is None else metrics_port,
+            metrics_address=metrics_address, metrics_linger=metrics_linger,
+            pushgateway=pushgateway, json_out=json_out or root / "demo" / "result.json",
+            markdown_out=markdown_out, capture_prompts=capture_prompts,
+        )
+
+    _guarded(go)
+
+
+@app.command("tiny-model")
+def tiny_model(
+    directory: Annotated[Path, typer.Argument(help="Folder to write base/ and adapter/ into.")],
+    seed: Annotated[int, typer.Option(help="Seed for weights, tokenizer and adapter.")] = 0,
+) -> None:
+    """Write the offline tiny Llama model, BPE tokenizer and LoRA adapter to DIRECTORY."""
+
+    def go() -> int:
+        from swayscope.backends.tiny import build_tiny
+
+        paths = build_tiny(directory, seed=seed)
+        typer.echo(f"base model: {paths.base_dir}\nadapter:    {paths.adapter_dir}")
+        return 0
+
+    _guarded(go)
+
+
+@trace_app.command("summarize")
+def trace_summarize(
+    file: Annotated[Path, typer.Argument(help="JSONL trace file.")],
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Run to summarize [the last one in the file].")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="terminal | md | json")
+    ] = "terminal",
+    top: Annotated[int, typer.Option("--top", help="How many slowest events to list.")] = 10,
+) -> None:
+    """Per-probe, per-view and per-op tables and the slowest events of one run."""
+    from swayscope.trace_reader import summarize_command
+
+    if fmt not in ("terminal", "md", "json"):
+        raise _fail(f"--format must be terminal, md or json; got {fmt!r}")
+    _guarded(summarize_command, file, run_id, fmt, top)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]
