@@ -68,6 +68,18 @@ class TelemetryConfig:
         return self.metrics_port is not None or self.pushgateway_url is not None
 
 
+#: Other spellings of the setting names accepted in ``flags`` (the suite's settings use them).
+_FLAG_ALIASES = {"trace": "trace_path", "pushgateway": "pushgateway_url"}
+
+
+def flag_names(flags: Mapping[str, str] | None) -> dict[str, str]:
+    """DEFAULT_FLAGS overridden by ``flags`` (setting → the flag/source to name in errors)."""
+    names = dict(DEFAULT_FLAGS)
+    for key, value in (flags or {}).items():
+        names[_FLAG_ALIASES.get(key, key)] = value
+    return names
+
+
 def _bad(value: object, source: str, why: str, hint: str = "") -> TelemetryConfigError:
     msg = f"invalid value {value!r} for {source}: {why}"
     return TelemetryConfigError(msg + (f". {hint}" if hint else ""))
@@ -244,7 +256,7 @@ def resolve_telemetry_config(
     :func:`build_exporters` checks for one.
     """
     env = os.environ if env is None else env
-    names = {**DEFAULT_FLAGS, **(flags or {})}
+    names = flag_names(flags)
     otlp = resolve_otlp_target(
         otlp_endpoint,
         otlp_protocol,
@@ -322,7 +334,7 @@ def build_exporters(
         flags=flags,
     )
     env = os.environ if env is None else env
-    names = {**DEFAULT_FLAGS, **(flags or {})}
+    names = flag_names(flags)
     # A host TracerProvider (opentelemetry-instrument, an embedding app) is used as is,
     # unless the endpoint flag explicitly asks for our own OTLP pipeline.
     host = not _env_true(env, "OTEL_SDK_DISABLED") and _host_tracer_provider_installed()
@@ -382,6 +394,7 @@ __all__ = [
     "OtlpTarget",
     "TelemetryConfig",
     "build_exporters",
+    "flag_names",
     "parse_address",
     "parse_otlp_endpoint",
     "parse_otlp_protocol",

@@ -300,6 +300,12 @@ def test_port_in_use_or_bad_address_is_a_config_error() -> None:
         build_exporters(pushgateway_url="ftp://gw:9091", env={})
     with pytest.raises(TelemetryConfigError, match="--metrics-linger"):
         build_exporters(metrics_port=0, metrics_linger_s="soon", env={})
+    # the caller may say where each value came from (a spec file, say)
+    spec = {"metrics_port": "telemetry.metrics_port in suite.yaml", "pushgateway": "spec: push"}
+    with pytest.raises(TelemetryConfigError, match=r"telemetry\.metrics_port in suite\.yaml"):
+        build_exporters(metrics_port="x", env={}, flags=spec)
+    with pytest.raises(TelemetryConfigError, match="spec: push"):
+        build_exporters(pushgateway_url="ftp://gw", env={}, flags=spec)
 
 
 def test_build_exporters_serves_metrics_and_cleans_up_on_error() -> None:

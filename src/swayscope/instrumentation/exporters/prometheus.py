@@ -49,7 +49,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY as GLOBAL_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway
@@ -84,6 +84,7 @@ from swayscope.instrumentation.telemetry_config import (
 )
 
 log = logging.getLogger("swayscope.telemetry")
+_M = TypeVar("_M", Counter, Gauge, Histogram)
 
 #: The ops every backend has; their label children exist from the start.
 KNOWN_OPS = ("next_token_dist", "rolling_logprob", "logprob_of")
@@ -354,9 +355,9 @@ class PrometheusExporter(Exporter):
 
     # -- metrics -------------------------------------------------------------------------
 
-    def _add(self, collector: Any) -> Any:
-        self._collectors.append(collector)
-        return collector
+    def _add(self, metric: _M) -> _M:
+        self._collectors.append(metric)
+        return metric
 
     def _register_metrics(self) -> None:
         r = self.registry
