@@ -102,10 +102,12 @@ def parse_otlp_protocol(value: str, source: str) -> OtlpProtocol:
     raise _bad(value, source, "unknown OTLP protocol", "Use grpc or http/protobuf.")
 
 
-def _check_url(value: str, source: str, *, default_scheme: str | None) -> tuple[str, str]:
+def _check_url(
+    value: str, source: str, *, default_scheme: str | None, example: str = "http://127.0.0.1:4318"
+) -> tuple[str, str]:
     """Split ``value`` into (scheme, rest) after checking host and port; errors name ``source``."""
     raw = value.strip()
-    hint = "Expected a URL such as http://127.0.0.1:4318."
+    hint = f"Expected a URL such as {example}."
     if not raw or any(c.isspace() for c in raw):
         raise _bad(value, source, "not a URL (empty or contains whitespace)", hint)
     if "://" not in raw:
@@ -230,7 +232,7 @@ def parse_seconds(value: object, source: str) -> float:
 
 def parse_pushgateway_url(value: str, source: str) -> str:
     """A Pushgateway base URL; ``host:port`` means ``http://host:port``."""
-    _, raw = _check_url(value, source, default_scheme="http")
+    _, raw = _check_url(value, source, default_scheme="http", example="http://127.0.0.1:9091")
     return raw.rstrip("/")
 
 
