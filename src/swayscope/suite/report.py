@@ -53,6 +53,8 @@ def render_terminal(result: SuiteResult) -> None:
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)  # logs and CI: wide enough to keep rows readable
     table = Table(title=_headline(result), title_justify="left", expand=True)
     table.add_column("probe", no_wrap=True)
     table.add_column("verdict", no_wrap=True)

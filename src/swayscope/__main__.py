@@ -1,0 +1,5 @@
+"""``python -m swayscope`` runs the CLI."""
+
+from swayscope.cli import main
+
+main()
