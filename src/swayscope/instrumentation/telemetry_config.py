@@ -104,8 +104,8 @@ def parse_otlp_protocol(value: str, source: str) -> OtlpProtocol:
 
 def _check_url(
     value: str, source: str, *, default_scheme: str | None, example: str = "http://127.0.0.1:4318"
-) -> tuple[str, str]:
-    """Split ``value`` into (scheme, rest) after checking host and port; errors name ``source``."""
+) -> str:
+    """``value`` as a URL with a scheme, after checking host and port; errors name ``source``."""
     raw = value.strip()
     hint = f"Expected a URL such as {example}."
     if not raw or any(c.isspace() for c in raw):
@@ -125,30 +125,31 @@ def _check_url(
         raise _bad(value, source, "no host name", hint)
     if port is not None and port == 0:
         raise _bad(value, source, "port 0 is not a port a collector listens on", hint)
-    return parts.scheme, raw
+    return raw
 
 
 def parse_otlp_endpoint(
-    value: str, protocol: OtlpProtocol, source: str, *, base: bool = True
+    value: str,
+    protocol: OtlpProtocol,
+    source: str,
+    *,
+    signal_path: Literal["append", "if-missing", "keep"] = "if-missing",
 ) -> OtlpTarget:
     """Check an OTLP endpoint and turn it into what the SDK exporter for ``protocol`` takes.
 
-    For http/protobuf a ``base`` endpoint (the CLI flag, ``OTEL_EXPORTER_OTLP_ENDPOINT``)
-    gets ``/v1/traces`` appended; the flag's value is kept as is when it already has
-    a path. grpc endpoints keep only ``scheme://host:port``; a value without a scheme
-    means plaintext (``http://``).
+    For http/protobuf, ``signal_path`` says where ``/v1/traces`` goes: ``append`` for
+    a base URL (``OTEL_EXPORTER_OTLP_ENDPOINT``, per the spec), ``if-missing`` for
+    the CLI flag (kept as given when it has a path), ``keep`` for a traces URL
+    (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``). grpc endpoints keep only
+    ``scheme://host:port``; a value without a scheme means plaintext (``http://``).
     """
     if protocol == "grpc":
-        _, raw = _check_url(value, source, default_scheme="http")
-        parts = urlsplit(raw)
+        parts = urlsplit(_check_url(value, source, default_scheme="http"))
         return OtlpTarget(f"{parts.scheme}://{parts.netloc}", protocol, source)
-    _, raw = _check_url(value, source, default_scheme=None)
-    parts = urlsplit(raw)
+    parts = urlsplit(_check_url(value, source, default_scheme=None))
     path = parts.path
-    if base and source.startswith("OTEL_"):
-        path = path.rstrip("/") + OTLP_TRACES_PATH  # the spec: always relative to the base
-    elif base and path in ("", "/"):
-        path = OTLP_TRACES_PATH
+    if signal_path == "append" or (signal_path == "if-missing" and path in ("", "/")):
+        path = path.rstrip("/") + OTLP_TRACES_PATH
     return OtlpTarget(parts._replace(path=path).geturl(), protocol, source)
 
 
@@ -181,12 +182,12 @@ def resolve_otlp_target(
     proto = resolve_otlp_protocol(protocol, env, protocol_source)
     if endpoint is not None:
         return parse_otlp_endpoint(endpoint, proto, endpoint_source)
-    for name, base in (
-        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", False),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", True),
-    ):
-        if env.get(name):
-            return parse_otlp_endpoint(env[name], proto, name, base=base)
+    if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        return parse_otlp_endpoint(env[name], proto, name, signal_path="keep")
+    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        name = "OTEL_EXPORTER_OTLP_ENDPOINT"
+        return parse_otlp_endpoint(env[name], proto, name, signal_path="append")
     if not default:
         return None
     port = 4317 if proto == "grpc" else 4318
@@ -232,8 +233,8 @@ def parse_seconds(value: object, source: str) -> float:
 
 def parse_pushgateway_url(value: str, source: str) -> str:
     """A Pushgateway base URL; ``host:port`` means ``http://host:port``."""
-    _, raw = _check_url(value, source, default_scheme="http", example="http://127.0.0.1:9091")
-    return raw.rstrip("/")
+    url = _check_url(value, source, default_scheme="http", example="http://127.0.0.1:9091")
+    return url.rstrip("/")
 
 
 def resolve_telemetry_config(
