@@ -9,11 +9,11 @@ nothing that was already looked up.
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _encode_str
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from swayscope.errors import TracePathError
 from swayscope.instrumentation.events import CacheLookup, Event
@@ -21,6 +21,36 @@ from swayscope.instrumentation.exporter import Exporter
 
 #: Version of the line format; bumped only if a field changes meaning.
 SCHEMA_VERSION = 1
+
+
+def _js(value: str | None) -> str:
+    return "null" if value is None else _encode_str(value)
+
+
+def _jn(value: float | None) -> str:
+    # float.__repr__ is what json.dumps writes for finite floats; ints print as ints.
+    return "null" if value is None else repr(value)
+
+
+def _line(
+    ts: float, probe: str | None, view_id: str, prompt_hash: str, top_k: int, op: str,
+    wall_ms: float, hit: bool, run_id: str | None, start_ts: float | None,
+    view_kind: str | None, batch_id: str | None, batch_size: int | None,
+    batch_wall_ms: float | None, n_tokens: int | None, trace_id: str | None,
+    span_id: str | None, error: str | None, prompt: str | None,
+) -> str:
+    """One trace line, hand-encoded: json.dumps of a dict costs ~5 µs a lookup, this ~1 µs."""
+    tail = "}\n" if prompt is None else f',"prompt":{_encode_str(prompt)}}}\n'
+    return (
+        f'{{"schema":{SCHEMA_VERSION},"ts":{ts!r},"probe":{_js(probe)},'
+        f'"view_id":{_encode_str(view_id)},"prompt_hash":{_encode_str(prompt_hash)},'
+        f'"top_k":{top_k!r},"op":{_encode_str(op)},"wall_ms":{wall_ms!r},'
+        f'"hit":{"true" if hit else "false"},"run_id":{_js(run_id)},'
+        f'"start_ts":{_jn(start_ts)},"view_kind":{_js(view_kind)},'
+        f'"batch_id":{_js(batch_id)},"batch_size":{_jn(batch_size)},'
+        f'"batch_wall_ms":{_jn(batch_wall_ms)},"n_tokens":{_jn(n_tokens)},'
+        f'"trace_id":{_js(trace_id)},"span_id":{_js(span_id)},"error":{_js(error)}{tail}'
+    )
 
 
 @dataclass(slots=True)
@@ -46,59 +76,6 @@ class _TraceEvent:
     span_id: str | None = None
     error: str | None = None
     prompt: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "schema": SCHEMA_VERSION,
-            "ts": self.ts,
-            "probe": self.probe,
-            "view_id": self.view_id,
-            "prompt_hash": self.prompt_hash,
-            "top_k": self.top_k,
-            "op": self.op,
-            "wall_ms": self.wall_ms,
-            "hit": self.hit,
-            "run_id": self.run_id,
-            "start_ts": self.start_ts,
-            "view_kind": self.view_kind,
-            "batch_id": self.batch_id,
-            "batch_size": self.batch_size,
-            "batch_wall_ms": self.batch_wall_ms,
-            "n_tokens": self.n_tokens,
-            "trace_id": self.trace_id,
-            "span_id": self.span_id,
-            "error": self.error,
-        }
-        if self.prompt is not None:
-            payload["prompt"] = self.prompt
-        return payload
-
-    @classmethod
-    def from_lookup(cls, event: CacheLookup) -> _TraceEvent:
-        start_ts = event.start_ns / 1e9
-        return cls(
-            ts=start_ts + event.duration_s,
-            probe=event.probe,
-            view_id=event.view_id,
-            prompt_hash=event.prompt_hash,
-            top_k=event.top_k,
-            op=event.op,
-            wall_ms=event.duration_s * 1000.0,
-            hit=event.hit,
-            run_id=event.run_id,
-            start_ts=start_ts,
-            view_kind=event.view_kind,
-            batch_id=event.batch_id,
-            batch_size=event.batch_size,
-            batch_wall_ms=(
-                event.batch_duration_s * 1000.0 if event.batch_duration_s is not None else None
-            ),
-            n_tokens=event.n_tokens,
-            trace_id=event.trace_id,
-            span_id=event.span_id,
-            error=event.error,
-            prompt=event.prompt,
-        )
 
 
 class TraceWriter(Exporter):
@@ -136,15 +113,33 @@ class TraceWriter(Exporter):
         """Append one line (seed API)."""
         if self._fh is None:
             return
-        line = json.dumps(event.to_json()) + "\n"
+        line = _line(
+            event.ts, event.probe, event.view_id, event.prompt_hash, event.top_k, event.op,
+            event.wall_ms, event.hit, event.run_id, event.start_ts, event.view_kind,
+            event.batch_id, event.batch_size, event.batch_wall_ms, event.n_tokens,
+            event.trace_id, event.span_id, event.error, event.prompt,
+        )
+        self._append(line)
+
+    def _append(self, line: str) -> None:
         with self._lock:
             if self._fh is not None:
                 self._fh.write(line)
                 self._fh.flush()
 
     def export(self, event: Event) -> None:
-        if self._fh is not None and type(event) is CacheLookup:
-            self.write(_TraceEvent.from_lookup(event))
+        if self._fh is None or type(event) is not CacheLookup:
+            return
+        start_ts = event.start_ns / 1e9
+        self._append(
+            _line(
+                start_ts + event.duration_s, event.probe, event.view_id, event.prompt_hash,
+                event.top_k, event.op, event.duration_s * 1000.0, event.hit, event.run_id,
+                start_ts, event.view_kind, event.batch_id, event.batch_size,
+                None if event.batch_duration_s is None else event.batch_duration_s * 1000.0,
+                event.n_tokens, event.trace_id, event.span_id, event.error, event.prompt,
+            )
+        )
 
     def force_flush(self, timeout_s: float = 5.0) -> bool:
         with self._lock:
