@@ -46,6 +46,14 @@ LingerOpt = Annotated[
     float | None,
     typer.Option("--metrics-linger", help="Keep the metrics endpoint up N seconds after the run."),
 ]
+WaitOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--metrics-wait",
+        help="At run start, wait up to N seconds for Prometheus to scrape the zeroed series "
+        "(short runs: rate() then sees every increment).",
+    ),
+]
 PushOpt = Annotated[
     str | None, typer.Option("--pushgateway", help="Push metrics to this Pushgateway URL.")
 ]
@@ -98,6 +106,7 @@ def _execute(
     metrics_port: int | None,
     metrics_address: str | None,
     metrics_linger: float | None,
+    metrics_wait: float | None,
     pushgateway: str | None,
     json_out: Path | None,
     markdown_out: Path | None,
@@ -124,6 +133,7 @@ def _execute(
         metrics_port=metrics_port,
         metrics_address=metrics_address,
         metrics_linger_s=metrics_linger,
+        metrics_wait_s=metrics_wait,
         pushgateway=pushgateway,
         capture_prompts=capture_prompts or None,
     )
@@ -182,6 +192,7 @@ def run(
     metrics_port: MetricsPortOpt = None,
     metrics_address: MetricsAddrOpt = None,
     metrics_linger: LingerOpt = None,
+    metrics_wait: WaitOpt = None,
     pushgateway: PushOpt = None,
     json_out: JsonOpt = None,
     markdown_out: MarkdownOpt = None,
@@ -191,7 +202,8 @@ def run(
     _guarded(
         _execute, spec, None, trace=trace, otlp_endpoint=otlp_endpoint,
         metrics_port=metrics_port, metrics_address=metrics_address,
-        metrics_linger=metrics_linger, pushgateway=pushgateway, json_out=json_out,
+        metrics_linger=metrics_linger, metrics_wait=metrics_wait, pushgateway=pushgateway,
+        json_out=json_out,
         markdown_out=markdown_out, capture_prompts=capture_prompts,
     )
 
@@ -203,6 +215,7 @@ def demo(
     metrics_port: MetricsPortOpt = None,
     metrics_address: MetricsAddrOpt = None,
     metrics_linger: LingerOpt = None,
+    metrics_wait: WaitOpt = None,
     pushgateway: PushOpt = None,
     json_out: JsonOpt = None,
     markdown_out: MarkdownOpt = None,
@@ -226,7 +239,8 @@ def demo(
             trace=trace or root / "demo" / "trace.jsonl", otlp_endpoint=otlp_endpoint,
             metrics_port=0 if metrics_port is None else metrics_port,
             metrics_address=metrics_address, metrics_linger=metrics_linger,
-            pushgateway=pushgateway, json_out=json_out or root / "demo" / "result.json",
+            metrics_wait=metrics_wait, pushgateway=pushgateway,
+            json_out=json_out or root / "demo" / "result.json",
             markdown_out=markdown_out, capture_prompts=capture_prompts,
         )
 

@@ -192,11 +192,14 @@ class BackendInstrumentation:
         total_probes: int = 0,
         run_id: str | None = None,
         version: str = "",
+        probes: Sequence[str] = (),
     ) -> Iterator[RunHandle]:
         """Scope one suite run; events inside carry its ``run_id``. Flushes exporters at the end."""
         if run_id is not None:
             self.run_id = run_id
-        handle = RunHandle(run_id=self.run_id, total_probes=total_probes, start_ns=time.time_ns())
+        handle = RunHandle(
+            run_id=self.run_id, total_probes=total_probes or len(probes), start_ns=time.time_ns()
+        )
         self._run = handle
         t0 = time.perf_counter()
         self.emit(
@@ -206,8 +209,9 @@ class BackendInstrumentation:
                 suite=suite,
                 base_model=base_model or self.model_name,
                 adapter=adapter,
-                total_probes=total_probes,
+                total_probes=total_probes or len(probes),
                 version=version,
+                probes=tuple(probes),
             )
         )
         error: str | None = None

@@ -40,6 +40,8 @@ class RunStarted:
     adapter: str = ""
     total_probes: int = 0
     version: str = ""
+    probes: tuple[str, ...] = ()
+    """Names of the probes the run will execute, in order (bounded label values)."""
     trace_id: str | None = None
     span_id: str | None = None
 

@@ -31,6 +31,7 @@ DEFAULT_FLAGS: Mapping[str, str] = {
     "metrics_address": "--metrics-address",
     "metrics_port": "--metrics-port",
     "metrics_linger_s": "--metrics-linger",
+    "metrics_wait_s": "--metrics-wait",
     "pushgateway_url": "--pushgateway",
 }
 
@@ -316,6 +317,7 @@ def build_exporters(
     flags: Mapping[str, str] | None = None,
     otel_hit_spans: bool = False,
     run_id: str | None = None,
+    metrics_wait_s: float | str | None = None,
 ) -> list[Exporter]:
     """The exporters the CLI flags ask for, ready to pass to ``BackendInstrumentation``.
 
@@ -361,6 +363,10 @@ def build_exporters(
                     pushgateway_url=cfg.pushgateway_url,
                     run_id=run_id,
                     flags=names,
+                    first_scrape_wait_s=(
+                        0.0 if metrics_wait_s is None
+                        else parse_seconds(metrics_wait_s, names["metrics_wait_s"])
+                    ),
                 )
             )
         if want_otel:

@@ -130,6 +130,7 @@ def run_suite(
                 adapter=backend.adapter_name,
                 total_probes=len(probes),
                 version=__version__,
+                probes=[p.spec.label for p in probes],
             ),
         ):
             for i, probe in enumerate(probes):

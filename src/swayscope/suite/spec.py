@@ -55,6 +55,9 @@ class TelemetrySpec(_Strict):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Prometheus endpoint port; 0 picks a free one; None disables it."""
     metrics_linger_s: float | None = Field(default=None, ge=0)
+    """Keep the metrics endpoint up this long after the run, until a last scrape."""
+    metrics_wait_s: float | None = Field(default=None, ge=0)
+    """At run start, wait up to this long for a scrape of the zeroed series."""
     pushgateway: str | None = None
     capture_prompts: bool = False
 

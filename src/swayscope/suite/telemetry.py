@@ -24,6 +24,7 @@ _SPEC_TO_SETTING = {
     "metrics_address": "metrics_address",
     "metrics_port": "metrics_port",
     "metrics_linger_s": "metrics_linger_s",
+    "metrics_wait_s": "metrics_wait_s",
     "pushgateway": "pushgateway_url",
 }
 
@@ -36,6 +37,7 @@ class TelemetrySettings:
     metrics_address: str | None = None
     metrics_port: int | None = None
     metrics_linger_s: float | None = None
+    metrics_wait_s: float | None = None
     pushgateway: str | None = None
     capture_prompts: bool = False
     flags: dict[str, str] = field(default_factory=dict)
@@ -111,6 +113,7 @@ def start_telemetry(settings: TelemetrySettings, run_id: str) -> Telemetry:
         metrics_address=settings.metrics_address,
         metrics_port=settings.metrics_port,
         metrics_linger_s=settings.metrics_linger_s,
+        metrics_wait_s=settings.metrics_wait_s,
         pushgateway_url=settings.pushgateway,
         capture_prompts=settings.capture_prompts,
         flags={**DEFAULT_FLAGS, **settings.flags},

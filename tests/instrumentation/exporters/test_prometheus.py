@@ -356,3 +356,49 @@ def test_global_registry_option() -> None:
         prom.shutdown()
     assert REGISTRY.get_sample_value("swayscope_run_active") is None
     PrometheusExporter(use_global_registry=True).shutdown()  # can register again
+
+
+def test_run_start_zeroes_every_series_and_can_wait_for_a_scrape() -> None:
+    """rate() loses the increment that creates a series: so the run's series exist at 0
+    first, and with first_scrape_wait_s the run starts only after a scrape saw them."""
+    prom = PrometheusExporter(port=0, first_scrape_wait_s=10.0)
+    inst = BackendInstrumentation(exporters=[prom])
+    started = threading.Event()
+
+    def run() -> None:
+        with inst.run(suite="s", probes=["alpha", "beta"]):
+            started.set()
+            with inst.probe("alpha"):
+                inst.cached("next_token_dist", "base", "p", 8, lambda: 1.0)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    time.sleep(0.3)
+    assert not started.is_set(), "the run must wait for the first scrape"
+    assert prom.url is not None
+    first = http_get(prom.url)[1]
+    worker.join(10)
+    assert started.is_set()
+    zero = [
+        line for line in first.splitlines()
+        if line.startswith("swayscope_cache_misses_total{") and line.endswith(" 0.0")
+    ]
+    # 3 ops x 4 view kinds x (2 probes + "none"), all present and 0 before any lookup.
+    assert len(zero) == 3 * 4 * 3
+    assert any('probe="beta"' in line and 'view_kind="null"' in line for line in zero)
+    after = http_get(prom.url)[1]
+    assert (
+        'swayscope_cache_misses_total{op="next_token_dist",probe="alpha",view_kind="base"} 1.0'
+        in after
+    )
+    inst.close()
+
+
+def test_first_scrape_wait_is_bounded_when_nobody_scrapes() -> None:
+    prom = PrometheusExporter(port=0, first_scrape_wait_s=0.4)
+    inst = BackendInstrumentation(exporters=[prom])
+    t0 = time.monotonic()
+    with inst.run(suite="s", probes=["alpha"]):
+        pass
+    assert 0.35 <= time.monotonic() - t0 < 3.0
+    inst.close()

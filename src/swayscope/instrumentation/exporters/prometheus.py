@@ -211,8 +211,12 @@ class _HotMetrics(Collector):
         return self._families(empty=True)
 
     def collect(self) -> Iterable[Metric]:
-        families = self._families(empty=False)
         owner = self._owner
+        generation = owner.generation
+        families = self._families(empty=False)
+        with owner.scraped:
+            owner.scraped_generation = max(owner.scraped_generation, generation)
+            owner.scraped.notify_all()
         if owner.closing:
             owner.final_scrape.set()
         return families
@@ -301,8 +305,16 @@ class PrometheusExporter(Exporter):
         push_timeout_s: float = 2.0,
         run_id: str | None = None,
         flags: Mapping[str, str] | None = None,
+        first_scrape_wait_s: float = 0.0,
     ) -> None:
         names = {**_ARG_NAMES, **(flags or {})}
+        self.first_scrape_wait_s = parse_seconds(
+            first_scrape_wait_s, names.get("metrics_wait_s", "first_scrape_wait_s")
+        )
+        # Scrapes that started after the run's series were zeroed (see _on_run_started).
+        self.scraped = threading.Condition()
+        self.generation = 0
+        self.scraped_generation = 0
         self.address = parse_address(address, names["metrics_address"])
         requested_port = None if port is None else parse_port(port, names["metrics_port"])
         self.linger_s = parse_seconds(linger_s, names["metrics_linger_s"])
@@ -472,6 +484,23 @@ class PrometheusExporter(Exporter):
         self.run_active.set(1)
         self.run_progress.set(0)
         self.run_start_time.set(ev.start_ns / 1e9)
+        # Every (op, view_kind, probe) series exists at 0 before its first increment:
+        # Prometheus' rate()/increase() cannot see the increment that creates a series.
+        for probe in (*ev.probes, NO_PROBE):
+            for op in KNOWN_OPS:
+                for kind in VIEW_KINDS:
+                    self.hot.bind(op, kind, probe)
+        if self._server is not None and self.first_scrape_wait_s > 0:
+            self._wait_for_scrape(self.first_scrape_wait_s)
+
+    def _wait_for_scrape(self, timeout_s: float) -> bool:
+        """Block until a scrape that began after this call has finished (or timeout)."""
+        with self.scraped:
+            self.generation += 1
+            target = self.generation
+            return self.scraped.wait_for(
+                lambda: self.scraped_generation >= target, timeout=timeout_s
+            )
 
     # -- exposition ----------------------------------------------------------------------
 
