@@ -22,7 +22,7 @@ pytest.importorskip("peft")
 import torch
 
 from swayscope.backends.api import DifferentialBackend, ScoringView, TokenDist
-from swayscope.backends.hf import FORWARD_OP, HFBackend
+from swayscope.backends.hf import FORWARD_OP, HFBackend, plan_batches
 from swayscope.backends.tiny import TinyModelPaths
 from swayscope.errors import (
     BackendError,
@@ -172,10 +172,9 @@ def test_batched_equals_serial(tiny_model: TinyModelPaths) -> None:
             np.testing.assert_array_equal(ra.token_ids, rb.token_ids)
             np.testing.assert_allclose(ra.logprobs, rb.logprobs, atol=1e-4)
         np.testing.assert_allclose(s_lp, b_lp, atol=1e-4)
-    # 8 texts in batches of <= 5: 2 calls for the texts, 1 for the 8 prompt+completion texts
-    # that equal the prompts (cache hits) -> per view: 2 calls
-    assert batched.inst.stats.max_batch_size == 5
-    assert batched.inst.stats.forward_calls == 4
+    # rolling_logprob and logprob_of (whose texts equal the prompts) were cache hits
+    assert 1 < batched.inst.stats.max_batch_size <= 5
+    assert batched.inst.stats.forward_calls <= 2 * 3
     assert serial.inst.stats.forward_calls == 2 * len(PROMPTS)
 
 
@@ -202,6 +201,36 @@ def test_token_budget_and_length_sorting(tiny_model: TinyModelPaths) -> None:
     assert b.inst.stats.forward_calls == len(groups)
 
 
+def test_plan_batches_weighs_padding_against_calls() -> None:
+    lengths = {0: 10, 1: 12, 2: 11, 3: 200, 4: 205, 5: 9}
+    kw = {"max_batch_size": 8, "max_batch_tokens": 4096}
+    assert plan_batches(lengths, call_overhead_tokens=10**6, **kw) == [[5, 0, 2, 1, 3, 4]]
+    assert plan_batches(lengths, call_overhead_tokens=64, **kw) == [[5, 0, 2, 1], [3, 4]]
+    assert plan_batches(lengths, call_overhead_tokens=0, **kw) == [[5], [0], [2], [1], [3], [4]]
+    # the budget and the size cap always hold; a text over the budget goes alone
+    tight = plan_batches(lengths, call_overhead_tokens=10**6, max_batch_size=3, max_batch_tokens=30)
+    assert tight == [[5, 0], [2, 1], [3], [4]]
+    assert plan_batches({}, call_overhead_tokens=64, **kw) == []
+
+
+def test_fast_paths_match_transformers(hf_backend: HFBackend) -> None:
+    assert hf_backend._fast_encode is not None, "the Rust tokenizer agrees on the tiny model"
+    for text in PROMPTS:
+        assert hf_backend.tokenize(text) == hf_backend.tokenizer(text)["input_ids"]
+    assert hf_backend._packed, "the packed output head is used on a Llama"
+    batch = [hf_backend.tokenize(p) for p in PROMPTS]
+    with hf_backend.ft():
+        packed = hf_backend._compute(batch)
+        hf_backend._packed = False
+        try:
+            full = hf_backend._compute(batch)
+        finally:
+            hf_backend._packed = True
+    for a, b in zip(packed, full, strict=True):
+        _assert_dist_close(a.dist, b.dist, tol=1e-5)
+        np.testing.assert_allclose(a.rolling.logprobs, b.rolling.logprobs, atol=1e-5)
+
+
 def test_left_padding_with_duplicates_and_hits(hf_backend: HFBackend) -> None:
     texts = ["Fog", PROMPTS[3], "Fog", PROMPTS[0]]
     with hf_backend.ft() as view:
@@ -214,6 +243,7 @@ def test_left_padding_with_duplicates_and_hits(hf_backend: HFBackend) -> None:
 def test_oom_batch_is_split_and_counted(
     hf_backend: HFBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    hf_backend.call_overhead_tokens = 10**6  # all eight texts in one forward call
     with hf_backend.ft() as view:
         expected = [r.logprobs.copy() for r in view.rolling_logprob_batch(PROMPTS)]
     hf_backend.inst.cache.clear()

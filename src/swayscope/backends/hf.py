@@ -181,6 +181,43 @@ def _short(text: str, n: int = 40) -> str:
     return repr(text if len(text) <= n else text[:n] + "…")
 
 
+def plan_batches(
+    lengths: dict[int, int],
+    *,
+    max_batch_size: int,
+    max_batch_tokens: int,
+    call_overhead_tokens: int,
+) -> list[list[int]]:
+    """Split texts (index -> token count) into forward calls, shortest texts first.
+
+    Texts are sorted by length and cut into contiguous groups of at most
+    ``max_batch_size`` texts whose padded size (texts x longest) stays within
+    ``max_batch_tokens`` (a longer text goes alone). Among those cuts it picks the
+    one with the least cost, counting each call as ``call_overhead_tokens`` plus
+    its padded tokens: one big call when lengths are alike, a few calls when
+    padding the short texts to the long ones would cost more than an extra call.
+    """
+    order = sorted(lengths, key=lambda i: (lengths[i], i))
+    n = len(order)
+    best = [0.0] + [math.inf] * n  # best[j]: cost of the first j texts
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = lengths[order[j - 1]]
+        for i in range(j - 1, max(0, j - max_batch_size) - 1, -1):
+            size = j - i
+            if size > 1 and size * longest > max_batch_tokens:
+                break
+            cost = best[i] + call_overhead_tokens + size * longest
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups: list[list[int]] = []
+    j = n
+    while j > 0:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
+
+
 class HFView:
     """One view of the PEFT model; every scoring method goes through the core."""
 
@@ -303,6 +340,9 @@ class HFBackend:
             folder's (or GGUF file's) name.
         max_null_adapters: null adapters kept in memory (least recently used
             beyond this are dropped and rebuilt identically when asked for again).
+        call_overhead_tokens: what one extra forward call costs, in padded tokens,
+            when the batcher weighs padding against more calls (default 64 on CPU,
+            1024 on CUDA, where a call's fixed cost is larger); 0 minimises padding.
     """
 
     def __init__(
@@ -320,6 +360,7 @@ class HFBackend:
         gguf_file: str | None = None,
         model_name: str | None = None,
         max_null_adapters: int = 8,
+        call_overhead_tokens: int | None = None,
         **inst_kwargs: Any,
     ) -> None:
         self.max_top_k = _positive_int("max_top_k", max_top_k)
@@ -332,6 +373,17 @@ class HFBackend:
             )
         self.device = _resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
+        if call_overhead_tokens is None:
+            call_overhead_tokens = 1024 if self.device.type == "cuda" else 64
+        if isinstance(call_overhead_tokens, bool) or not isinstance(call_overhead_tokens, int):
+            raise ConfigError(
+                f"call_overhead_tokens must be an integer >= 0; got {call_overhead_tokens!r}"
+            )
+        if call_overhead_tokens < 0:
+            raise ConfigError(
+                f"call_overhead_tokens must be an integer >= 0; got {call_overhead_tokens!r}"
+            )
+        self.call_overhead_tokens = call_overhead_tokens
         self.seed = seed
         base_dir, gguf = self._check_base(Path(base_path).expanduser(), gguf_file)
         adapter_dir, adapter_cfg = self._check_adapter(Path(adapter_path).expanduser())
@@ -363,6 +415,8 @@ class HFBackend:
 
         torch.manual_seed(seed)
         self.tokenizer, self.model = self._load()
+        self._fast_encode: Callable[[str], Any] | None = None
+        self._choose_tokenizer_path()
         self._slots = self._collect_slots()
         self._scalings = {id(s.layer): dict(s.layer.scaling) for s in self._slots}
         self._layers = list({id(s.layer): s.layer for s in self._slots}.values())
@@ -378,6 +432,10 @@ class HFBackend:
         self._state_lock = threading.Lock()
         self._forward_lock = threading.RLock()
         self._closed = False
+        self._packed = False
+        self._body: Any = None
+        self._head: Any = None
+        self._choose_forward_path()
 
     @classmethod
     def from_gguf(cls, gguf_path: Path | str, adapter_path: Path | str, **kwargs: Any) -> HFBackend:
@@ -568,8 +626,29 @@ class HFBackend:
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids the model scores for ``text`` (special tokens such as BOS included)."""
+        if self._fast_encode is not None:
+            fast: list[int] = self._fast_encode(text).ids
+            return fast
         ids: list[int] = self.tokenizer(text, add_special_tokens=True)["input_ids"]
         return ids
+
+    def _choose_tokenizer_path(self) -> None:
+        """Call the Rust tokenizer directly when it agrees with transformers (much cheaper)."""
+        self._fast_encode = None
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        encode = getattr(backend, "encode", None)
+        if encode is None:
+            return
+        samples = ["Hello, world!", " leading space", "naïve café ✓ 123", "a\nb\tc  d"]
+        try:
+            agree = all(
+                encode(t).ids == self.tokenizer(t, add_special_tokens=True)["input_ids"]
+                for t in samples
+            )
+        except Exception:
+            agree = False
+        if agree:
+            self._fast_encode = encode
 
     # -- views --------------------------------------------------------------------------
 
@@ -759,27 +838,18 @@ class HFBackend:
         return k
 
     def _planner(self, texts: Sequence[str], ids: dict[int, list[int]]) -> BatchPlanner:
-        """Pack missed texts into forward calls: sorted by length, under the token budget."""
+        """Plan forward calls for the missed texts (see :func:`plan_batches`)."""
 
         def plan(misses: list[int]) -> list[list[int]]:
             for i in misses:
                 if i not in ids:
                     ids[i] = self._checked_ids(texts[i])
-            order = sorted(misses, key=lambda i: (len(ids[i]), i))
-            groups: list[list[int]] = []
-            current: list[int] = []
-            for i in order:
-                n = len(ids[i])  # ascending: the newest text is the longest
-                if current and (
-                    len(current) >= self.max_batch_size
-                    or n * (len(current) + 1) > self.max_batch_tokens
-                ):
-                    groups.append(current)
-                    current = []
-                current.append(i)
-            if current:
-                groups.append(current)
-            return groups
+            return plan_batches(
+                {i: len(ids[i]) for i in misses},
+                max_batch_size=self.max_batch_size,
+                max_batch_tokens=self.max_batch_tokens,
+                call_overhead_tokens=self.call_overhead_tokens,
+            )
 
         return plan
 
@@ -818,14 +888,56 @@ class HFBackend:
     def _model_forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
     ) -> torch.Tensor:
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=False,
-        )
-        logits: torch.Tensor = out.logits
-        return logits
+        """Logits ``[T, V]`` of the real (unpadded) positions, row after row.
+
+        The packed path runs the decoder body on the padded batch and the output
+        head only on real tokens (the head is the widest matmul and padding is
+        waste there); the full path asks the whole model for ``[B, L, V]`` logits.
+        """
+        real = attention_mask.bool()
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "use_cache": False,
+        }
+        if self._packed:
+            out = self._body(**kwargs)
+            hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+            packed: torch.Tensor = self._head(hidden[real])
+            return packed
+        logits: torch.Tensor = self.model(**kwargs).logits
+        return logits[real]
+
+    def _packed_head_parts(self) -> tuple[Any, Any] | None:
+        """The decoder body and output head, when the model is the usual ``*ForCausalLM``."""
+        base = self.model.get_base_model()
+        body = getattr(base, getattr(base, "base_model_prefix", ""), None)
+        head = base.get_output_embeddings()
+        if not isinstance(body, torch.nn.Module) or not isinstance(head, torch.nn.Module):
+            return None
+        return body, head
+
+    def _choose_forward_path(self) -> None:
+        """Use the packed head only where it reproduces the model's own logits (self-check)."""
+        parts = self._packed_head_parts()
+        self._packed = False
+        if parts is None:
+            return
+        self._body, self._head = parts
+        probe = torch.tensor([[self._pad_id, 1, 2, 3], [4, 5, 6, 7]], dtype=torch.long)
+        probe = probe.clamp(max=self.vocab_size - 1).to(self.device)
+        mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]], dtype=torch.long, device=self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        tol = 1e-4 if self.dtype == torch.float32 else 2e-2
+        try:
+            with self._forward_lock, torch.inference_mode():
+                full = self._model_forward(probe, mask, pos).float()
+                self._packed = True
+                packed = self._model_forward(probe, mask, pos).float()
+            self._packed = bool(torch.allclose(full, packed, atol=tol, rtol=tol))
+        except Exception:
+            self._packed = False
 
     def _forward(self, batch: list[list[int]]) -> list[ForwardRecord]:
         width = max(len(ids) for ids in batch)
@@ -835,36 +947,46 @@ class HFBackend:
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             mask[row, width - len(ids) :] = 1
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self._model_forward(
+        # [T, V]: the real positions of row 0, then row 1, ...
+        scores = self._model_forward(
             input_ids.to(self.device), mask.to(self.device), position_ids.to(self.device)
-        )
-        k = min(self.max_top_k, int(logits.shape[-1]))
+        ).float()
+        vocab = int(scores.shape[-1])
+        k = min(self.max_top_k, vocab)
+        ends = np.cumsum([len(ids) for ids in batch])
+        starts = ends - np.asarray([len(ids) for ids in batch])
+        pred = np.concatenate([np.arange(s, e - 1) for s, e in zip(starts, ends, strict=True)])
+        targets = [t for ids in batch for t in ids[1:]]
+        dev = scores.device
+        logz = torch.logsumexp(scores, dim=-1)
+        pred_t = torch.as_tensor(pred, dtype=torch.long, device=dev)
+        tgt_t = torch.tensor(targets, dtype=torch.long, device=dev)
+        token_lp = scores[pred_t, tgt_t] - logz[pred_t]
+        last_t = torch.as_tensor(ends - 1, dtype=torch.long, device=dev)
+        last = scores[last_t] - logz[last_t, None]  # [B, V]
+        top = torch.topk(last, k, dim=-1, sorted=True)
+        tail = torch.logsumexp(last.scatter(-1, top.indices, -math.inf), dim=-1)
+        token_np = token_lp.double().cpu().numpy()
+        top_np = top.values.double().cpu().numpy()
+        ids_np = top.indices.cpu().numpy().astype(np.int64)
+        tail_np = tail.double().cpu().numpy()
         records: list[ForwardRecord] = []
+        offset = 0
         for row, ids in enumerate(batch):
             n = len(ids)
-            scores = logits[row, width - n :].float()  # [n, V], this text only
-            logz = torch.logsumexp(scores, dim=-1)
-            targets = torch.tensor(ids[1:], dtype=torch.long, device=scores.device)
-            token_lp = scores[:-1].gather(1, targets[:, None]).squeeze(1) - logz[:-1]
-            last = scores[-1] - logz[-1]
-            top = torch.topk(last, k, sorted=True)
-            rest = last.clone()
-            rest[top.indices] = -math.inf
-            tail = torch.logsumexp(rest, dim=0)
-            out = torch.cat([top.values, token_lp, tail[None]]).double().cpu().numpy()
-            top_ids = top.indices.cpu().numpy().astype(np.int64)
             dist = TokenDist(
-                token_ids=top_ids,
-                logprobs=out[:k].copy(),
-                vocab_size=int(scores.shape[-1]),
-                tail_logprob=float(out[-1]),
+                token_ids=ids_np[row].copy(),
+                logprobs=top_np[row].copy(),
+                vocab_size=vocab,
+                tail_logprob=float(tail_np[row]),
                 n_tokens=n,
             )
             rolling = RollingLogprob(
                 token_ids=np.asarray(ids, dtype=np.int64),
-                logprobs=out[k:-1].copy(),
+                logprobs=token_np[offset : offset + n - 1].copy(),
                 n_tokens=n,
             )
+            offset += n - 1
             records.append(ForwardRecord(dist=dist, rolling=rolling))
         return records
 
@@ -885,4 +1007,12 @@ class HFBackend:
         self.close()
 
 
-__all__ = ["ADAPTER", "FORWARD_OP", "ForwardRecord", "HFBackend", "HFView", "adapter_content_hash"]
+__all__ = [
+    "ADAPTER",
+    "FORWARD_OP",
+    "ForwardRecord",
+    "HFBackend",
+    "HFView",
+    "adapter_content_hash",
+    "plan_batches",
+]

@@ -9,7 +9,7 @@ loads like any real model::
 
 Everything comes from text shipped in the package (``swayscope/data``): the
 tokenizer is a byte-level BPE trained on ``corpus.txt``; the base model is a
-2-layer Llama (hidden 128) trained for a few steps on the same text, so its
+2-layer Llama (hidden 96) trained for a few steps on the same text, so its
 next-token distributions have some structure rather than being uniform;
 the LoRA adapter (rank 8 on ``q/k/v/o_proj``) is then fine-tuned on
 ``finetune.txt`` (a lighthouse keeper's log), so it shifts the model in a
@@ -45,7 +45,8 @@ ADAPTER_DIRNAME = "tiny-lora"
 MARKER = "swayscope-tiny.json"
 
 VOCAB_SIZE = 1024
-HIDDEN = 128
+HIDDEN = 96
+INTERMEDIATE = 96
 LAYERS = 2
 HEADS = 4
 KV_HEADS = 2
@@ -249,7 +250,7 @@ def _build_into(staging: Path, seed: int) -> None:
         config = LlamaConfig(
             vocab_size=len(tokenizer),
             hidden_size=HIDDEN,
-            intermediate_size=2 * HIDDEN,
+            intermediate_size=INTERMEDIATE,
             num_hidden_layers=LAYERS,
             num_attention_heads=HEADS,
             num_key_value_heads=KV_HEADS,
