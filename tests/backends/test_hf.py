@@ -578,3 +578,15 @@ def test_shared_instrumentation_object(tiny_model: TinyModelPaths) -> None:
     b.close()
     with pytest.raises(ViewError, match="closed"):
         b.ft().__enter__()
+
+
+def test_adapter_weights_for_missing_modules(tiny_model: TinyModelPaths, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    adapter = _adapter_copy(tiny_model, tmp_path)
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    key = next(k for k in weights if "layers.1.self_attn.q_proj.lora_A" in k)
+    weights[key.replace("layers.1.", "layers.7.")] = weights[key].clone()
+    save_file(weights, str(adapter / "adapter_model.safetensors"))
+    with pytest.raises(ModelLoadError, match=r"holds 17 LoRA tensors but 16 .*trained for this"):
+        HFBackend(tiny_model.base_dir, adapter)

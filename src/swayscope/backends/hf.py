@@ -375,11 +375,11 @@ class HFBackend:
         self.dtype = _resolve_dtype(dtype, self.device)
         if call_overhead_tokens is None:
             call_overhead_tokens = 1024 if self.device.type == "cuda" else 64
-        if isinstance(call_overhead_tokens, bool) or not isinstance(call_overhead_tokens, int):
-            raise ConfigError(
-                f"call_overhead_tokens must be an integer >= 0; got {call_overhead_tokens!r}"
-            )
-        if call_overhead_tokens < 0:
+        if (
+            isinstance(call_overhead_tokens, bool)
+            or not isinstance(call_overhead_tokens, int)
+            or call_overhead_tokens < 0
+        ):
             raise ConfigError(
                 f"call_overhead_tokens must be an integer >= 0; got {call_overhead_tokens!r}"
             )
@@ -397,24 +397,27 @@ class HFBackend:
         base_ident = str(base_dir.resolve()) + (f"/{gguf}" if gguf else "")
         model_id = f"{base_ident}|{str(self.dtype).removeprefix('torch.')}@{self.adapter_hash[:16]}"
 
+        if inst is not None and inst.model_id is not None and inst.model_id != model_id:
+            raise ConfigError(
+                f"instrumentation already belongs to model {inst.model_id!r}; give each "
+                "backend its own BackendInstrumentation"
+            )
+        own_inst = inst is None
         if inst is None:
             try:
                 inst = BackendInstrumentation(model_name=self._model_name, **inst_kwargs)
             except TypeError as exc:
                 raise ConfigError(f"unknown instrumentation keyword: {exc}") from exc
-        if inst.model_id is not None and inst.model_id != model_id:
-            raise ConfigError(
-                f"instrumentation already belongs to model {inst.model_id!r}; give each "
-                "backend its own BackendInstrumentation"
-            )
         self.inst = inst
-        if not inst.model_name:
-            inst.model_name = self._model_name
-        inst.model_id = model_id
         self.model_id = model_id
 
         torch.manual_seed(seed)
-        self.tokenizer, self.model = self._load()
+        try:
+            self.tokenizer, self.model = self._load()
+        except BaseException:
+            if own_inst:
+                inst.close()
+            raise
         self._fast_encode: Callable[[str], Any] | None = None
         self._choose_tokenizer_path()
         self._slots = self._collect_slots()
@@ -436,6 +439,9 @@ class HFBackend:
         self._body: Any = None
         self._head: Any = None
         self._choose_forward_path()
+        if not inst.model_name:
+            inst.model_name = self._model_name
+        inst.model_id = model_id  # joins every cache key: two models never share entries
 
     @classmethod
     def from_gguf(cls, gguf_path: Path | str, adapter_path: Path | str, **kwargs: Any) -> HFBackend:
@@ -606,7 +612,33 @@ class HFBackend:
                 f"adapter {str(self.adapter_path)!r} attached no LoRA layer to the base model; "
                 "pass the adapter trained for this base model"
             )
+        stored = self._stored_lora_tensors()
+        if stored is not None and stored != len(slots):
+            raise ModelLoadError(
+                f"adapter {str(self.adapter_path)!r} holds {stored} LoRA tensors but {len(slots)} "
+                f"LoRA parameters were attached to base model {str(self.base_path)!r}; some of "
+                "its weights match no module (or some modules got no weights) — pass the adapter "
+                "trained for this base model"
+            )
         return slots
+
+    def _stored_lora_tensors(self) -> int | None:
+        """How many LoRA A/B tensors the adapter's safetensors file holds (None: unknown)."""
+        path = self.adapter_path / "adapter_model.safetensors"
+        if not path.is_file():
+            return None
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                keys = list(fh.keys())
+        except Exception as exc:
+            raise ModelLoadError(
+                f"adapter weights {str(path)!r} are not a readable safetensors file ({exc}); "
+                "re-save the adapter"
+            ) from exc
+        families = tuple(f".{family}." for family in _RANK_DIM)
+        return sum(1 for k in keys if any(f in k for f in families))
 
     # -- identity -----------------------------------------------------------------------
 

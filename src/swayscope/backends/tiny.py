@@ -39,7 +39,7 @@ from typing import Any
 from swayscope.errors import ConfigError, ModelLoadError
 
 #: Bump when what build_tiny writes changes, so stale folders are rebuilt.
-TINY_FORMAT = 1
+TINY_FORMAT = 2
 BASE_DIRNAME = "tiny-llama"
 ADAPTER_DIRNAME = "tiny-lora"
 MARKER = "swayscope-tiny.json"
