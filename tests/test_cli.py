@@ -228,3 +228,21 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert _metric_sum(metrics, "swayscope_forward_calls_total") == stats["forward_calls"]
     assert _metric_sum(metrics, 'swayscope_probes_total') == 5
     assert time.monotonic() - started < 120
+
+
+def test_collector_down_does_not_stop_the_run_and_drops_are_reported(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # closed again when the block ends: nobody listens
+    spec = write_spec(tmp_path)
+    result = tmp_path / "r.json"
+    out = swayscope(
+        tmp_path, "run", str(spec), "--otlp-endpoint", f"http://127.0.0.1:{closed}",
+        "--json", str(result),
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(result.read_text())
+    assert data["telemetry"]["otlp_endpoint"].startswith(f"http://127.0.0.1:{closed}")
+    assert re.fullmatch(r"[0-9a-f]{32}", data["telemetry"]["trace_id"])
+    assert data["telemetry"]["spans_dropped"] > 0
+    assert "spans dropped" in out.stdout

@@ -34,6 +34,13 @@ OtlpOpt = Annotated[
         help="Send spans over OTLP to URL (else OTEL_EXPORTER_OTLP_ENDPOINT, if set).",
     ),
 ]
+ProtocolOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--otlp-protocol",
+        help="grpc or http/protobuf (else OTEL_EXPORTER_OTLP_PROTOCOL; default http/protobuf).",
+    ),
+]
 MetricsPortOpt = Annotated[
     int | None,
     typer.Option("--metrics-port", help="Serve Prometheus metrics on this port (0: a free one)."),
@@ -103,6 +110,7 @@ def _execute(
     *,
     trace: Path | None,
     otlp_endpoint: str | None,
+    otlp_protocol: str | None,
     metrics_port: int | None,
     metrics_address: str | None,
     metrics_linger: float | None,
@@ -130,6 +138,7 @@ def _execute(
     settings = TelemetrySettings.from_spec(spec.telemetry, loaded.source).override(
         trace=trace,
         otlp_endpoint=otlp_endpoint,
+        otlp_protocol=otlp_protocol,
         metrics_port=metrics_port,
         metrics_address=metrics_address,
         metrics_linger_s=metrics_linger,
@@ -189,6 +198,7 @@ def run(
     spec: Annotated[Path, typer.Argument(help="Suite spec (YAML).")],
     trace: TraceOpt = None,
     otlp_endpoint: OtlpOpt = None,
+    otlp_protocol: ProtocolOpt = None,
     metrics_port: MetricsPortOpt = None,
     metrics_address: MetricsAddrOpt = None,
     metrics_linger: LingerOpt = None,
@@ -201,6 +211,7 @@ def run(
     """Run a suite of probes: base vs fine-tuned, with live telemetry."""
     _guarded(
         _execute, spec, None, trace=trace, otlp_endpoint=otlp_endpoint,
+        otlp_protocol=otlp_protocol,
         metrics_port=metrics_port, metrics_address=metrics_address,
         metrics_linger=metrics_linger, metrics_wait=metrics_wait, pushgateway=pushgateway,
         json_out=json_out,
@@ -212,6 +223,7 @@ def run(
 def demo(
     trace: TraceOpt = None,
     otlp_endpoint: OtlpOpt = None,
+    otlp_protocol: ProtocolOpt = None,
     metrics_port: MetricsPortOpt = None,
     metrics_address: MetricsAddrOpt = None,
     metrics_linger: LingerOpt = None,
@@ -237,6 +249,7 @@ def demo(
         return _execute(
             None, demo_suite_yaml(paths.base_dir, paths.adapter_dir),
             trace=trace or root / "demo" / "trace.jsonl", otlp_endpoint=otlp_endpoint,
+            otlp_protocol=otlp_protocol,
             metrics_port=0 if metrics_port is None else metrics_port,
             metrics_address=metrics_address, metrics_linger=metrics_linger,
             metrics_wait=metrics_wait, pushgateway=pushgateway,

@@ -27,6 +27,13 @@ def footer_lines(result: SuiteResult) -> list[str]:
         f" · wall time: {result.wall_s:.2f} s",
     ]
     t = result.telemetry
+    errors = {k: v for k, v in (t.get("exporter_errors") or {}).items() if v}
+    if errors or t.get("spans_dropped"):
+        lost = ", ".join(f"{name} {n}" for name, n in sorted(errors.items()))
+        lines.append(
+            f"telemetry losses: exporter errors {lost or 0}; spans dropped "
+            f"{t.get('spans_dropped') or 0} (the run itself was not affected)"
+        )
     for key, label in (
         ("trace_file", "JSONL trace"),
         ("trace_id", "trace id"),

@@ -161,6 +161,8 @@ def run_suite(
         result.wall_s = time.perf_counter() - t0
         result.backend_stats = inst.stats.to_dict()
         result.telemetry["trace_id"] = monitor.trace_id
+        result.telemetry["exporter_errors"] = inst.health.exporter_errors()
+        result.telemetry["spans_dropped"] = inst.health.spans_dropped
         monitor.shutdown()
     return result
 
