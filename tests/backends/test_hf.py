@@ -590,3 +590,12 @@ def test_adapter_weights_for_missing_modules(tiny_model: TinyModelPaths, tmp_pat
     save_file(weights, str(adapter / "adapter_model.safetensors"))
     with pytest.raises(ModelLoadError, match=r"holds 17 LoRA tensors but 16 .*trained for this"):
         HFBackend(tiny_model.base_dir, adapter)
+
+
+def test_call_overhead_default_and_override(tiny_model: TinyModelPaths) -> None:
+    paths = (tiny_model.base_dir, tiny_model.adapter_dir)
+    guessed = HFBackend(*paths, device="cpu").call_overhead_tokens
+    assert 100 <= guessed <= 1000, "a tiny 2-layer model: a call is worth hundreds of tokens"
+    assert HFBackend(*paths, device="cpu", call_overhead_tokens=0).call_overhead_tokens == 0
+    with pytest.raises(ConfigError, match="call_overhead_tokens must be an integer >= 0; got -1"):
+        HFBackend(*paths, call_overhead_tokens=-1)

@@ -341,8 +341,9 @@ class HFBackend:
         max_null_adapters: null adapters kept in memory (least recently used
             beyond this are dropped and rebuilt identically when asked for again).
         call_overhead_tokens: what one extra forward call costs, in padded tokens,
-            when the batcher weighs padding against more calls (default 64 on CPU,
-            1024 on CUDA, where a call's fixed cost is larger); 0 minimises padding.
+            when the batcher weighs padding against more calls; by default guessed
+            from the model's layers and parameters and the device
+            (:meth:`_default_call_overhead`); 0 minimises padding.
     """
 
     def __init__(
@@ -373,9 +374,7 @@ class HFBackend:
             )
         self.device = _resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
-        if call_overhead_tokens is None:
-            call_overhead_tokens = 1024 if self.device.type == "cuda" else 64
-        if (
+        if call_overhead_tokens is not None and (
             isinstance(call_overhead_tokens, bool)
             or not isinstance(call_overhead_tokens, int)
             or call_overhead_tokens < 0
@@ -383,7 +382,6 @@ class HFBackend:
             raise ConfigError(
                 f"call_overhead_tokens must be an integer >= 0; got {call_overhead_tokens!r}"
             )
-        self.call_overhead_tokens = call_overhead_tokens
         self.seed = seed
         base_dir, gguf = self._check_base(Path(base_path).expanduser(), gguf_file)
         adapter_dir, adapter_cfg = self._check_adapter(Path(adapter_path).expanduser())
@@ -439,6 +437,9 @@ class HFBackend:
         self._body: Any = None
         self._head: Any = None
         self._choose_forward_path()
+        self.call_overhead_tokens: int = (
+            self._default_call_overhead() if call_overhead_tokens is None else call_overhead_tokens
+        )
         if not inst.model_name:
             inst.model_name = self._model_name
         inst.model_id = model_id  # joins every cache key: two models never share entries
@@ -949,6 +950,20 @@ class HFBackend:
         if not isinstance(body, torch.nn.Module) or not isinstance(head, torch.nn.Module):
             return None
         return body, head
+
+    def _default_call_overhead(self) -> int:
+        """What one more forward call costs, in padded tokens, guessed from the model's shape.
+
+        A call's fixed cost (Python, kernel launches) grows with the number of
+        layers; a token's cost grows with the parameter count. On CPU a tiny
+        2-layer model is worth ~250 tokens per call, SmolLM2-135M ~9, a 7B model 1;
+        on CUDA tokens are ~1000x cheaper, so calls are merged far more eagerly.
+        """
+        layers = int(getattr(self.model.config, "num_hidden_layers", None) or 12)
+        params_m: float = sum(p.numel() for p in self.model.parameters()) / 1e6
+        per_layer = 80_000.0 if self.device.type == "cuda" else 40.0
+        guess = round(per_layer * layers / max(params_m, 1e-3))
+        return max(1, min(self.max_batch_tokens, guess))
 
     def _choose_forward_path(self) -> None:
         """Use the packed head only where it reproduces the model's own logits (self-check)."""
