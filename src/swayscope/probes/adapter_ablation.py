@@ -129,11 +129,6 @@ class AdapterAblationProbe(Probe):
     spec_class: ClassVar[type[ProbeSpec]] = AdapterAblationSpec
     spec: AdapterAblationSpec
 
-    def __init__(self, spec: ProbeSpec) -> None:
-        if not isinstance(spec, AdapterAblationSpec):
-            spec = AdapterAblationSpec.model_validate(spec.model_dump())
-        super().__init__(spec)
-
     def run(self, ctx: ProbeContext) -> ProbeResult:
         spec = self.spec
         backend = ctx.backend

@@ -109,6 +109,9 @@ class Probe:
     """True for probes that prepare state for every later probe (``null_adapter``)."""
 
     def __init__(self, spec: ProbeSpec) -> None:
+        if not isinstance(spec, self.spec_class):
+            # A generic ProbeSpec (or another kind's) is re-validated as this kind's spec.
+            spec = self.spec_class.model_validate(spec.model_dump())
         self.spec = spec
 
     def run(self, ctx: ProbeContext) -> ProbeResult:

@@ -72,11 +72,6 @@ class DeltaKLProbe(Probe):
     spec_class: ClassVar[type[ProbeSpec]] = DeltaKLSpec
     spec: DeltaKLSpec
 
-    def __init__(self, spec: ProbeSpec) -> None:
-        if not isinstance(spec, DeltaKLSpec):
-            spec = DeltaKLSpec.model_validate(spec.model_dump())
-        super().__init__(spec)
-
     def _per_prompt(self, ctx: ProbeContext, other: ViewFactory) -> FloatArray:
         top_k = ctx.defaults.top_k
         base = view_dists(ctx.backend.base, self.spec.prompts, top_k)

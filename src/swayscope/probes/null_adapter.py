@@ -65,11 +65,6 @@ class NullAdapterProbe(Probe):
     must_be_first: ClassVar[bool] = True
     spec: NullAdapterSpec
 
-    def __init__(self, spec: ProbeSpec) -> None:
-        if not isinstance(spec, NullAdapterSpec):
-            spec = NullAdapterSpec.model_validate(spec.model_dump())
-        super().__init__(spec)
-
     def seeds(self, ctx: ProbeContext) -> list[int]:
         first = self.spec.seed if self.spec.seed is not None else ctx.defaults.seed
         return [first + i for i in range(self.spec.n)]

@@ -103,8 +103,6 @@ class PerplexityShiftProbe(Probe):
     spec: PerplexityShiftSpec
 
     def __init__(self, spec: ProbeSpec) -> None:
-        if not isinstance(spec, PerplexityShiftSpec):
-            spec = PerplexityShiftSpec.model_validate(spec.model_dump())
         super().__init__(spec)
         self._chunks: list[str] | None = None
 

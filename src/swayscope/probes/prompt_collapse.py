@@ -119,11 +119,6 @@ class PromptCollapseProbe(Probe):
     spec_class: ClassVar[type[ProbeSpec]] = PromptCollapseSpec
     spec: PromptCollapseSpec
 
-    def __init__(self, spec: ProbeSpec) -> None:
-        if not isinstance(spec, PromptCollapseSpec):
-            spec = PromptCollapseSpec.model_validate(spec.model_dump())
-        super().__init__(spec)
-
     def prompts_at(self, n_words: int) -> list[str]:
         """The spec's prompts with ``n_words`` of neutral context in front (0: unchanged)."""
         spec = self.spec
