@@ -262,7 +262,10 @@ def demo(
 
 @app.command("tiny-model")
 def tiny_model(
-    directory: Annotated[Path, typer.Argument(help="Folder to write base/ and adapter/ into.")],
+    directory: Annotated[
+        Path,
+        typer.Argument(help="Folder to write tiny-llama/ (base) and tiny-lora/ (adapter) into."),
+    ],
     seed: Annotated[int, typer.Option(help="Seed for weights, tokenizer and adapter.")] = 0,
 ) -> None:
     """Write the offline tiny Llama model, BPE tokenizer and LoRA adapter to DIRECTORY."""
