@@ -16,28 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from machine import cpu_model
+
 from swayscope.instrumentation import BackendInstrumentation
 
 HIT_BUDGET_US = 5.0
 BATCH = 32
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def best_us(run: Callable[[], int], repeats: int) -> float:

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from swayscope.errors import InputError
-from swayscope.instrumentation import BackendInstrumentation
+from swayscope.instrumentation import BackendInstrumentation, view_kind_of
 
 #: The top-k a backend computes when none is asked for.
 DEFAULT_TOP_K = 256
@@ -100,6 +100,20 @@ class ScoringView(Protocol):
     def logprob_of_batch(self, pairs: Sequence[tuple[str, str]]) -> list[float]: ...
 
 
+class ViewIdentity:
+    """The ``id``/``kind`` half of :class:`ScoringView` that every backend's view shares."""
+
+    _id: str
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def kind(self) -> str:
+        return view_kind_of(self._id)
+
+
 class DifferentialBackend(Protocol):
     """A base model and its adapter, seen through views; one view active at a time."""
 
@@ -166,6 +180,7 @@ __all__ = [
     "RollingLogprob",
     "ScoringView",
     "TokenDist",
+    "ViewIdentity",
     "check_text",
     "check_top_k",
     "null_view_id",

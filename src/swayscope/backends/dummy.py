@@ -23,13 +23,14 @@ from swayscope.backends.api import (
     DEFAULT_TOP_K,
     RollingLogprob,
     TokenDist,
+    ViewIdentity,
     check_text,
     check_top_k,
     null_view_id,
     scaled_view_id,
 )
 from swayscope.errors import InputError, ViewError
-from swayscope.instrumentation import BackendInstrumentation, view_kind_of
+from swayscope.instrumentation import BackendInstrumentation
 
 T = TypeVar("T")
 
@@ -44,7 +45,7 @@ def _log_softmax(logits: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return shifted - math.log(float(np.exp(shifted).sum()))
 
 
-class DummyView:
+class DummyView(ViewIdentity):
     """One view of the dummy model; every scoring method goes through the core."""
 
     def __init__(
@@ -61,14 +62,6 @@ class DummyView:
         self._lam = lam
         self._null_seed = null_seed
         self._null_scale = null_scale
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def kind(self) -> str:
-        return view_kind_of(self._id)
 
     # -- the model ------------------------------------------------------------------
 

@@ -52,13 +52,14 @@ from swayscope.backends.api import (
     DEFAULT_TOP_K,
     RollingLogprob,
     TokenDist,
+    ViewIdentity,
     check_text,
     check_top_k,
     null_view_id,
     scaled_view_id,
 )
 from swayscope.errors import BackendError, ConfigError, InputError, ModelLoadError, ViewError
-from swayscope.instrumentation import BackendInstrumentation, BatchPlanner, view_kind_of
+from swayscope.instrumentation import BackendInstrumentation, BatchPlanner
 
 #: The cache op every scoring op of this backend is stored under (one record per text).
 FORWARD_OP = "forward"
@@ -218,7 +219,7 @@ def plan_batches(
     return groups[::-1]
 
 
-class HFView:
+class HFView(ViewIdentity):
     """One view of the PEFT model; every scoring method goes through the core."""
 
     def __init__(self, backend: HFBackend, view_id: str) -> None:
@@ -226,14 +227,6 @@ class HFView:
         self._inst = backend.inst
         self._id = view_id
         self._live = True
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def kind(self) -> str:
-        return view_kind_of(self._id)
 
     def _check_live(self) -> None:
         if not self._live or self._b._active is not self:
