@@ -5,11 +5,14 @@ Exit codes: 0 every probe passed, 1 a probe failed, 2 bad input or error.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -24,55 +27,71 @@ app = typer.Typer(
 trace_app = typer.Typer(no_args_is_help=True, help="Read JSONL forward-pass traces.")
 app.add_typer(trace_app, name="trace")
 
-TraceOpt = Annotated[
-    Path | None, typer.Option("--trace", help="Append a JSONL forward-pass trace to FILE.")
-]
-OtlpOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--otlp-endpoint",
-        help="Send spans over OTLP to URL (else OTEL_EXPORTER_OTLP_ENDPOINT, if set).",
+#: The telemetry settings as flags: setting name → (flag, type, help). Flags live here only;
+#: each setting's one name is the field of ``TelemetrySettings`` and the spec's key.
+TELEMETRY_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "trace": ("--trace", Path | None, "Append a JSONL forward-pass trace to FILE."),
+    "otlp_endpoint": (
+        "--otlp-endpoint", str | None,
+        "Send spans over OTLP to URL (else OTEL_EXPORTER_OTLP_ENDPOINT, if set).",
     ),
-]
-ProtocolOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--otlp-protocol",
-        help="grpc or http/protobuf (else OTEL_EXPORTER_OTLP_PROTOCOL; default http/protobuf).",
+    "otlp_protocol": (
+        "--otlp-protocol", str | None,
+        "grpc or http/protobuf (else OTEL_EXPORTER_OTLP_PROTOCOL; default http/protobuf).",
     ),
-]
-MetricsPortOpt = Annotated[
-    int | None,
-    typer.Option("--metrics-port", help="Serve Prometheus metrics on this port (0: a free one)."),
-]
-MetricsAddrOpt = Annotated[
-    str | None,
-    typer.Option("--metrics-address", help="Address for the metrics endpoint [127.0.0.1]."),
-]
-LingerOpt = Annotated[
-    float | None,
-    typer.Option("--metrics-linger", help="Keep the metrics endpoint up N seconds after the run."),
-]
-WaitOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--metrics-wait",
-        help="At run start, wait up to N seconds for Prometheus to scrape the zeroed series "
+    "metrics_port": (
+        "--metrics-port", int | None, "Serve Prometheus metrics on this port (0: a free one).",
+    ),
+    "metrics_address": (
+        "--metrics-address", str | None, "Address for the metrics endpoint [127.0.0.1].",
+    ),
+    "metrics_linger_s": (
+        "--metrics-linger", float | None, "Keep the metrics endpoint up N seconds after the run.",
+    ),
+    "metrics_wait_s": (
+        "--metrics-wait", float | None,
+        "At run start, wait up to N seconds for Prometheus to scrape the zeroed series "
         "(short runs: rate() then sees every increment).",
     ),
-]
-PushOpt = Annotated[
-    str | None, typer.Option("--pushgateway", help="Push metrics to this Pushgateway URL.")
-]
+    "pushgateway": ("--pushgateway", str | None, "Push metrics to this Pushgateway URL."),
+    "capture_prompts": (
+        "--capture-prompts", bool | None, "Put prompt text into traces (off: hashes only).",
+    ),
+}
+#: Setting name → its flag, for error messages.
+FLAG_OF: dict[str, str] = {name: flag for name, (flag, _, _) in TELEMETRY_FLAGS.items()}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def telemetry_flags(command: F) -> F:
+    """Add every telemetry flag to ``command``; it receives them as ``flags={setting: value}``."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "flags"]
+    added = [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=None,
+            annotation=Annotated[kind, typer.Option(flag, help=help_text)],
+        )
+        for name, (flag, kind, help_text) in TELEMETRY_FLAGS.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name) for name in TELEMETRY_FLAGS}
+        return command(flags=flags, **kwargs)
+
+    params = sorted(own + added, key=lambda p: p.kind)
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper  # type: ignore[return-value]
+
+
 JsonOpt = Annotated[
     Path | None, typer.Option("--json", help="Write the SuiteResult JSON to OUT (atomically).")
 ]
 MarkdownOpt = Annotated[
     Path | None, typer.Option("--markdown", help="Write a markdown report to OUT.")
-]
-CaptureOpt = Annotated[
-    bool,
-    typer.Option("--capture-prompts", help="Put prompt text into traces (off: hashes only)."),
 ]
 
 
@@ -108,17 +127,9 @@ def _execute(
     spec_path: Path | None,
     spec_text: str | None,
     *,
-    trace: Path | None,
-    otlp_endpoint: str | None,
-    otlp_protocol: str | None,
-    metrics_port: int | None,
-    metrics_address: str | None,
-    metrics_linger: float | None,
-    metrics_wait: float | None,
-    pushgateway: str | None,
+    flags: dict[str, Any],
     json_out: Path | None,
     markdown_out: Path | None,
-    capture_prompts: bool,
 ) -> int:
     """Load, wire telemetry, load the model, run, report. Returns the exit code."""
     from swayscope.instrumentation import BackendInstrumentation
@@ -126,7 +137,7 @@ def _execute(
     from swayscope.suite.result import write_text_atomic
     from swayscope.suite.runner import build_backend, check_model_paths, run_suite
     from swayscope.suite.spec import load_suite, load_suite_text
-    from swayscope.suite.telemetry import TelemetrySettings, start_telemetry
+    from swayscope.suite.telemetry import run_settings, start_telemetry
 
     if spec_path is not None:
         loaded = load_suite(spec_path)
@@ -134,18 +145,8 @@ def _execute(
         assert spec_text is not None
         loaded = load_suite_text(spec_text, "<demo suite>")
     spec = loaded.spec
-    check_model_paths(spec.models, loaded.source)
-    settings = TelemetrySettings.from_spec(spec.telemetry, loaded.source).override(
-        trace=trace,
-        otlp_endpoint=otlp_endpoint,
-        otlp_protocol=otlp_protocol,
-        metrics_port=metrics_port,
-        metrics_address=metrics_address,
-        metrics_linger_s=metrics_linger,
-        metrics_wait_s=metrics_wait,
-        pushgateway=pushgateway,
-        capture_prompts=capture_prompts or None,
-    )
+    check_model_paths(loaded)
+    settings = run_settings(loaded, flags, FLAG_OF)
     run_id = uuid.uuid4().hex[:16]
     telemetry = start_telemetry(settings, run_id)
     inst: BackendInstrumentation | None = None
@@ -153,7 +154,6 @@ def _execute(
         inst = BackendInstrumentation(
             cache_maxsize=spec.defaults.cache_size,
             cache_max_bytes=spec.defaults.cache_max_bytes,
-            trace_path=settings.trace,
             exporters=telemetry.exporters,
             capture_prompts=settings.capture_prompts,
             run_id=run_id,
@@ -162,10 +162,9 @@ def _execute(
     except BaseException:
         if inst is not None:
             inst.close()
+            telemetry.discard_unused_trace()
         else:
-            for exporter in telemetry.exporters:
-                exporter.shutdown()
-        telemetry.discard_unused_trace()
+            telemetry.shutdown()
         raise
     try:
         result = run_suite(loaded, backend, telemetry=telemetry.info())
@@ -194,49 +193,30 @@ def _guarded(fn: Any, *args: Any, **kwargs: Any) -> None:
 
 
 @app.command()
+@telemetry_flags
 def run(
     spec: Annotated[Path, typer.Argument(help="Suite spec (YAML).")],
-    trace: TraceOpt = None,
-    otlp_endpoint: OtlpOpt = None,
-    otlp_protocol: ProtocolOpt = None,
-    metrics_port: MetricsPortOpt = None,
-    metrics_address: MetricsAddrOpt = None,
-    metrics_linger: LingerOpt = None,
-    metrics_wait: WaitOpt = None,
-    pushgateway: PushOpt = None,
     json_out: JsonOpt = None,
     markdown_out: MarkdownOpt = None,
-    capture_prompts: CaptureOpt = False,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Run a suite of probes: base vs fine-tuned, with live telemetry."""
-    _guarded(
-        _execute, spec, None, trace=trace, otlp_endpoint=otlp_endpoint,
-        otlp_protocol=otlp_protocol,
-        metrics_port=metrics_port, metrics_address=metrics_address,
-        metrics_linger=metrics_linger, metrics_wait=metrics_wait, pushgateway=pushgateway,
-        json_out=json_out,
-        markdown_out=markdown_out, capture_prompts=capture_prompts,
-    )
+    _guarded(_execute, spec, None, flags=flags, json_out=json_out, markdown_out=markdown_out)
 
 
 @app.command()
+@telemetry_flags
 def demo(
-    trace: TraceOpt = None,
-    otlp_endpoint: OtlpOpt = None,
-    otlp_protocol: ProtocolOpt = None,
-    metrics_port: MetricsPortOpt = None,
-    metrics_address: MetricsAddrOpt = None,
-    metrics_linger: LingerOpt = None,
-    metrics_wait: WaitOpt = None,
-    pushgateway: PushOpt = None,
     json_out: JsonOpt = None,
     markdown_out: MarkdownOpt = None,
-    capture_prompts: CaptureOpt = False,
     home: Annotated[
         Path | None,
         typer.Option("--home", help="Folder for the tiny model and demo outputs "
                      "[$SWAYSCOPE_HOME or ~/.cache/swayscope]."),
     ] = None,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Build the tiny model and adapter (once), run all five probes on it, show the telemetry."""
 
@@ -246,15 +226,14 @@ def demo(
 
         root = home or cache_dir()
         paths = build_tiny(root / "tiny-model", seed=0)
+        demo_flags = {
+            **flags,
+            "trace": flags["trace"] or root / "demo" / "trace.jsonl",
+            "metrics_port": 0 if flags["metrics_port"] is None else flags["metrics_port"],
+        }
         return _execute(
-            None, demo_suite_yaml(paths.base_dir, paths.adapter_dir),
-            trace=trace or root / "demo" / "trace.jsonl", otlp_endpoint=otlp_endpoint,
-            otlp_protocol=otlp_protocol,
-            metrics_port=0 if metrics_port is None else metrics_port,
-            metrics_address=metrics_address, metrics_linger=metrics_linger,
-            metrics_wait=metrics_wait, pushgateway=pushgateway,
-            json_out=json_out or root / "demo" / "result.json",
-            markdown_out=markdown_out, capture_prompts=capture_prompts,
+            None, demo_suite_yaml(paths.base_dir, paths.adapter_dir), flags=demo_flags,
+            json_out=json_out or root / "demo" / "result.json", markdown_out=markdown_out,
         )
 
     _guarded(go)

@@ -7,6 +7,20 @@ written against the seed keeps working.
 
 from __future__ import annotations
 
+#: The most characters of a value an error message echoes.
+SHOWN_VALUE_CHARS = 80
+
+
+def shown(value: object, limit: int = SHOWN_VALUE_CHARS) -> str:
+    """``repr(value)`` capped at ``limit`` characters, for error messages.
+
+    A value echoed whole can be megabytes (an expanded YAML alias, a huge list).
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 1]}… ({len(text)} characters)"
+
 
 class SwayscopeError(Exception):
     """Base class: a message that says what was wrong, with the value, and what to do."""
@@ -45,6 +59,7 @@ class TelemetryConfigError(SwayscopeError, ValueError):
 
 
 __all__ = [
+    "SHOWN_VALUE_CHARS",
     "BackendError",
     "ConfigError",
     "InputError",
@@ -54,4 +69,5 @@ __all__ = [
     "TelemetryConfigError",
     "TracePathError",
     "ViewError",
+    "shown",
 ]

@@ -13,9 +13,10 @@ import numpy.typing as npt
 
 from swayscope.errors import InputError
 from swayscope.instrumentation import BackendInstrumentation, view_kind_of
+from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
 
-#: The top-k a backend computes when none is asked for.
-DEFAULT_TOP_K = 256
+#: Token budget of one model call (prompts times padded length), unless the spec says otherwise.
+DEFAULT_MAX_BATCH_TOKENS = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +163,9 @@ def null_view_id(seed: int, init_scale: float = 1.0, rank_scale: float = 1.0) ->
 
 def check_top_k(top_k: int) -> int:
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0:
-        raise InputError(f"top_k must be a positive integer; got {top_k!r}. Try top_k=256.")
+        raise InputError(
+            f"top_k must be a positive integer; got {top_k!r}. Try top_k={DEFAULT_TOP_K}."
+        )
     return top_k
 
 
@@ -175,6 +178,7 @@ def check_text(text: str, what: str = "prompt") -> str:
 
 
 __all__ = [
+    "DEFAULT_MAX_BATCH_TOKENS",
     "DEFAULT_TOP_K",
     "DifferentialBackend",
     "RollingLogprob",

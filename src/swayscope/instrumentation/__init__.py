@@ -1,14 +1,13 @@
 """The observable forward-pass engine: one cache, one stats record, pluggable exporters.
 
-Seed-compatible: code written against the seed module imports the same names
-from here and runs unchanged. Importing this package pulls in no torch,
-transformers, OpenTelemetry or prometheus_client.
+v0-compatible: code written against the module swayscope grew from imports the
+same names from here and runs unchanged (``BackendInstrumentation`` here is the
+core plus v0's JSONL ``trace``, see :mod:`.v0`). Importing this package pulls in
+no torch, transformers, OpenTelemetry or prometheus_client.
 """
 
 from swayscope.instrumentation.cache import _MISS, ForwardCache, measure_bytes
 from swayscope.instrumentation.core import (
-    PROBE_STATUSES,
-    BackendInstrumentation,
     BatchPlanner,
     CacheOp,
     ProbeHandle,
@@ -31,9 +30,18 @@ from swayscope.instrumentation.events import (
 from swayscope.instrumentation.exporter import Exporter, ExporterSet, TelemetryHealth
 from swayscope.instrumentation.exporters.jsonl import TraceWriter, _TraceEvent
 from swayscope.instrumentation.stats import BackendStats
+from swayscope.instrumentation.v0 import BackendInstrumentation
+from swayscope.instrumentation.vocabulary import (
+    DEFAULT_TOP_K,
+    PROBE_STATUSES,
+    VIEW_KINDS,
+    ProbeStatus,
+)
 
 __all__ = [
+    "DEFAULT_TOP_K",
     "PROBE_STATUSES",
+    "VIEW_KINDS",
     "_MISS",
     "BackendInstrumentation",
     "BackendStats",
@@ -48,6 +56,7 @@ __all__ = [
     "ProbeEnded",
     "ProbeHandle",
     "ProbeStarted",
+    "ProbeStatus",
     "RunEnded",
     "RunHandle",
     "RunStarted",

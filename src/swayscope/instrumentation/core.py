@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 from swayscope.errors import BackendError
@@ -40,18 +39,16 @@ from swayscope.instrumentation.events import (
     view_kind_of,
 )
 from swayscope.instrumentation.exporter import Exporter, ExporterSet, TelemetryHealth
-from swayscope.instrumentation.exporters.jsonl import TraceWriter
 from swayscope.instrumentation.stats import BackendStats
+from swayscope.instrumentation.vocabulary import PROBE_STATUSES, ProbeStatus
 
 T = TypeVar("T")
 
-#: One of "next_token_dist" | "rolling_logprob" | "logprob_of" (seed name, kept).
+#: One of "next_token_dist" | "rolling_logprob" | "logprob_of" (v0 name, kept).
 CacheOp = str
 
 #: Splits a batch's miss indices into groups, each sent as one model call.
 BatchPlanner = Callable[[list[int]], list[list[int]]]
-
-PROBE_STATUSES = ("pass", "fail", "warn", "skip", "error")
 
 
 @dataclass(slots=True)
@@ -60,7 +57,7 @@ class ProbeHandle:
 
     name: str
     kind: str
-    status: str | None = None
+    status: ProbeStatus | None = None
     verdict: str = ""
     score: float | None = None
     error: str | None = None
@@ -99,17 +96,18 @@ def _n_tokens(value: Any) -> int | None:
 class BackendInstrumentation:
     """What a backend instance owns: one cache, one stats record, one exporter list.
 
-    ``trace_path`` keeps the seed's JSONL trace; ``exporters`` adds any others.
-    ``model_id`` (e.g. base path + adapter hash) joins the cache key so two
-    models sharing an instrumentation never share entries. Prompt text is never
-    put on events unless ``capture_prompts`` is true.
+    ``exporters`` receive every event. ``model_id`` (e.g. base path + adapter
+    hash) joins the cache key so two models sharing an instrumentation never
+    share entries. Prompt text is never put on events unless
+    ``capture_prompts`` is true. The v0 ``trace_path``/``trace`` (a JSONL
+    writer) live in :mod:`swayscope.instrumentation.v0`, which the package
+    exports under this same name.
     """
 
     def __init__(
         self,
         *,
         cache_maxsize: int = 256,
-        trace_path: Path | str | None = None,
         cache_max_bytes: int | None = None,
         exporters: Sequence[Exporter] = (),
         capture_prompts: bool = False,
@@ -125,9 +123,6 @@ class BackendInstrumentation:
         self.model_name = model_name
         self.model_id = model_id
         self._exporters = ExporterSet(self.health, exporters)
-        self._trace = TraceWriter(trace_path)
-        if self._trace.enabled:
-            self._exporters.add(self._trace)
         self._current_probe: str | None = None
         self._stats_lock = threading.Lock()
         self._inflight: dict[tuple[Any, ...], _Flight] = {}
@@ -138,23 +133,15 @@ class BackendInstrumentation:
     # -- exporters -------------------------------------------------------------------
 
     @property
-    def trace(self) -> TraceWriter:
-        return self._trace
-
-    @trace.setter
-    def trace(self, writer: TraceWriter) -> None:
-        """Redirect the JSONL trace (seed behaviour): the old writer stops receiving events."""
-        self._exporters.remove(self._trace)
-        self._trace = writer
-        if writer.enabled:
-            self._exporters.add(writer)
-
-    @property
     def exporters(self) -> list[Exporter]:
         return list(self._exporters)
 
     def add_exporter(self, exporter: Exporter) -> None:
         self._exporters.add(exporter)
+
+    def remove_exporter(self, exporter: Exporter) -> None:
+        """Stop sending events to ``exporter`` (it is not shut down)."""
+        self._exporters.remove(exporter)
 
     def emit(self, event: Event) -> None:
         """Hand one event to every exporter; failures are counted, never raised."""
@@ -164,13 +151,16 @@ class BackendInstrumentation:
     def force_flush(self, timeout_s: float = 5.0) -> bool:
         return self._exporters.force_flush(timeout_s)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
-        """Flush and shut down every exporter (the JSONL file included). Idempotent."""
+        """Flush and shut down every exporter. Idempotent."""
         if self._closed:
             return
         self._closed = True
         self._exporters.shutdown()
-        self._trace.close()
 
     # -- context: run, probe, view --------------------------------------------------------
 
@@ -179,7 +169,7 @@ class BackendInstrumentation:
         return self._current_probe
 
     def set_current_probe(self, name: str | None) -> None:
-        """Label for subsequent events (seed API); ``probe()`` is the scoped form."""
+        """Label for subsequent events (v0 API); ``probe()`` is the scoped form."""
         self._current_probe = name
 
     @contextmanager
@@ -265,7 +255,7 @@ class BackendInstrumentation:
             self._current_probe = previous
             if run is not None:
                 run.probes_done += 1
-            status = handle.status if handle.status in PROBE_STATUSES else "pass"
+            status: ProbeStatus = handle.status if handle.status in PROBE_STATUSES else "pass"
             self.emit(
                 ProbeEnded(
                     run_id=self.run_id,
@@ -273,7 +263,7 @@ class BackendInstrumentation:
                     kind=handle.kind,
                     end_ns=time.time_ns(),
                     duration_s=time.perf_counter() - t0,
-                    status=status or "pass",
+                    status=status,
                     verdict=handle.verdict,
                     score=handle.score,
                     error=handle.error,
@@ -413,7 +403,7 @@ class BackendInstrumentation:
                 assert flight is not None
                 if flight.owner == threading.get_ident():
                     # A compute looking up the very key it is computing (re-entrant,
-                    # same thread): waiting would deadlock. Compute here, as the seed did.
+                    # same thread): waiting would deadlock. Compute here, as v0 did.
                     return self._compute_one(
                         op, view_id, phash, top_k, prompt, key, compute, _Flight()
                     )
@@ -663,12 +653,11 @@ class BackendInstrumentation:
 
 
 def _prompt_hash(prompt: str) -> str:
-    """Seed name for :func:`~swayscope.instrumentation.events.prompt_hash`."""
+    """v0 name for :func:`~swayscope.instrumentation.events.prompt_hash`."""
     return prompt_hash(prompt)
 
 
 __all__ = [
-    "PROBE_STATUSES",
     "BackendInstrumentation",
     "BatchPlanner",
     "CacheOp",

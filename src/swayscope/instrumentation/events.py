@@ -14,8 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-#: Bounded label values for a view. Anything else a custom backend invents is "other".
-VIEW_KINDS = ("base", "ft", "scaled", "null")
+from swayscope.instrumentation.vocabulary import VIEW_KINDS, ProbeStatus
 
 
 def view_kind_of(view_id: str) -> str:
@@ -72,8 +71,7 @@ class ProbeEnded:
     kind: str
     end_ns: int
     duration_s: float
-    status: str
-    """One of pass|fail|warn|skip|error."""
+    status: ProbeStatus
     verdict: str = ""
     score: float | None = None
     error: str | None = None
@@ -148,7 +146,7 @@ class CacheLookup:
     hit: bool
     start_ns: int
     duration_s: float
-    """Hit: lookup time. Miss: this prompt's share of the forward call (seed meaning)."""
+    """Hit: lookup time. Miss: this prompt's share of the forward call (v0 meaning)."""
     batch_id: str | None = None
     batch_size: int | None = None
     batch_duration_s: float | None = None

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 @dataclass(slots=True)
 class BackendStats:
-    """Cumulative counters; the seed's fields keep their names and meanings.
+    """Cumulative counters; the v0 fields keep their names and meanings.
 
-    ``forward_passes`` counts computed prompts (seed meaning); ``forward_calls``
+    ``forward_passes`` counts computed prompts (v0 meaning); ``forward_calls``
     counts real model invocations, where a batch is one.
     """
 

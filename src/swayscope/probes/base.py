@@ -13,13 +13,15 @@ import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from swayscope.backends.api import DifferentialBackend, ScoringView
+from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K, ProbeStatus
 
-Verdict = Literal["pass", "fail", "warn", "skip", "error"]
+#: A probe's verdict is its status: one vocabulary for probes, events and results.
+Verdict = ProbeStatus
 
 #: Opens a view to compare against base: ``ft``, a scaled or a null view.
 ViewFactory = Callable[[], AbstractContextManager[ScoringView]]
@@ -85,7 +87,7 @@ class RunDefaults:
     """Suite-wide defaults a probe may use (seeded, so runs are repeatable)."""
 
     seed: int = 0
-    top_k: int = 256
+    top_k: int = DEFAULT_TOP_K
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from swayscope.errors import SpecError
+from swayscope.errors import SpecError, shown
 from swayscope.probes.adapter_ablation import AdapterAblationProbe
 from swayscope.probes.base import Probe
 from swayscope.probes.delta_kl import DeltaKLProbe
@@ -31,13 +31,15 @@ def probe_class(kind: object) -> type[Probe]:
     """The class for ``kind``; SpecError naming the kind and listing the valid ones."""
     valid = ", ".join(PROBE_KINDS)
     if not isinstance(kind, str) or not kind:
-        raise SpecError(f"probe needs a 'kind' (one of: {valid}); got {kind!r}")
+        raise SpecError(f"probe needs a 'kind' (one of: {valid}); got {shown(kind)}")
     try:
         return PROBE_KINDS[kind]
     except KeyError:
         close = difflib.get_close_matches(kind, PROBE_KINDS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise SpecError(f"unknown probe kind {kind!r}; valid kinds: {valid}{hint}") from None
+        raise SpecError(
+            f"unknown probe kind {shown(kind)}; valid kinds: {valid}{hint}"
+        ) from None
 
 
 def build_probe(spec_dict: Mapping[str, Any]) -> Probe:
@@ -49,21 +51,31 @@ def build_probe(spec_dict: Mapping[str, Any]) -> Probe:
     if not isinstance(spec_dict, Mapping):
         raise SpecError(
             f"a probe entry must be a mapping with a 'kind'; got {type(spec_dict).__name__} "
-            f"{spec_dict!r}"
+            f"{shown(spec_dict)}"
         )
     cls = probe_class(spec_dict.get("kind"))
     spec = cls.spec_class.model_validate(dict(spec_dict))
     return cls(spec)
 
 
+class ProbeOrderError(SpecError):
+    """A probe that must come first does not; ``index`` is where it is."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 def check_order(probes: Sequence[Probe]) -> None:
-    """SpecError when a probe that must come first (``null_adapter``) does not."""
+    """:class:`ProbeOrderError` when a probe that must come first (``null_adapter``) does not."""
     for i, probe in enumerate(probes):
-        if i > 0 and getattr(type(probe), "must_be_first", False):
-            raise SpecError(
+        if i > 0 and probe.must_be_first:
+            raise ProbeOrderError(
                 f"probe {probe.spec.label!r} ({probe.kind}) must be the first probe of the "
-                f"suite (it calibrates the probes after it); it is number {i + 1}"
+                f"suite: it calibrates the probes after it, so it must come first, and it is "
+                f"number {i + 1}; move it to the top",
+                i,
             )
 
 
-__all__ = ["PROBE_KINDS", "build_probe", "check_order", "probe_class"]
+__all__ = ["PROBE_KINDS", "ProbeOrderError", "build_probe", "check_order", "probe_class"]

@@ -20,28 +20,32 @@ from swayscope import __version__
 from swayscope.backends.api import DifferentialBackend
 from swayscope.errors import ModelLoadError
 from swayscope.instrumentation import BackendInstrumentation
+from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
 from swayscope.probes.base import ProbeContext, ProbeResult, RunDefaults
 from swayscope.suite.progress import RunMonitor
 from swayscope.suite.result import SuiteResult
 from swayscope.suite.spec import DefaultsSpec, LoadedSuite, ModelsSpec
 
-log = logging.getLogger("swayscope.run")
+log = logging.getLogger(__name__)
 
 
-def check_model_paths(models: ModelsSpec, source: str = "spec") -> None:
+def check_model_paths(loaded: LoadedSuite) -> None:
     """Fail fast, before telemetry starts or a model loads, on folders that do not exist."""
+    models = loaded.spec.models
     if models.kind != "hf":
         return
     for key in ("base", "adapter"):
         value = getattr(models, key)
         if value is None:
             raise ModelLoadError(
-                f"{source}: models.{key} is required for kind 'hf'; give the local folder"
+                f"{loaded.where('models')}: models.{key} is required for kind 'hf'; "
+                "give the local folder"
             )
         if not value.exists():
             raise ModelLoadError(
-                f"{source}: models.{key} folder {str(value)!r} does not exist; check the path "
-                "(relative paths are resolved against the spec file's folder)"
+                f"{loaded.where('models', key)}: models.{key} folder {str(value)!r} does not "
+                "exist; check the path (relative paths are resolved against the spec file's "
+                "folder)"
             )
 
 
@@ -67,7 +71,7 @@ def build_backend(
         device=models.device,
         dtype=models.dtype,
         gguf_file=models.gguf_file,
-        max_top_k=max(defaults.top_k, 256),
+        max_top_k=max(defaults.top_k, DEFAULT_TOP_K),
         max_batch_tokens=defaults.max_batch_tokens,
         max_batch_size=defaults.max_batch_size,
         inst=inst,
@@ -163,6 +167,7 @@ def run_suite(
         result.telemetry["trace_id"] = monitor.trace_id
         result.telemetry["exporter_errors"] = inst.health.exporter_errors()
         result.telemetry["spans_dropped"] = inst.health.spans_dropped
+        inst.remove_exporter(monitor)
         monitor.shutdown()
     return result
 

@@ -13,8 +13,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from swayscope.errors import SpecError
-from swayscope.probes.base import Probe, ProbeSpec
+from swayscope.backends.api import DEFAULT_MAX_BATCH_TOKENS
+from swayscope.errors import SpecError, SwayscopeError, shown
+from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
+from swayscope.probes.base import Probe
+from swayscope.probes.registry import ProbeOrderError, build_probe, check_order
 
 
 class _Strict(BaseModel):
@@ -38,14 +41,17 @@ class ModelsSpec(_Strict):
 
 class DefaultsSpec(_Strict):
     seed: int = Field(default=0, ge=0)
-    top_k: int = Field(default=256, gt=0)
+    top_k: int = Field(default=DEFAULT_TOP_K, gt=0)
     max_batch_size: int = Field(default=32, gt=0)
-    max_batch_tokens: int = Field(default=8192, gt=0)
+    max_batch_tokens: int = Field(default=DEFAULT_MAX_BATCH_TOKENS, gt=0)
     cache_size: int = Field(default=4096, gt=0)
     cache_max_bytes: int | None = Field(default=None, gt=0)
 
 
 class TelemetrySpec(_Strict):
+    """The ``telemetry:`` block; its keys are the names of
+    :class:`~swayscope.instrumentation.settings.TelemetrySettings`, checked there."""
+
     trace: Path | None = None
     """JSONL trace file (appended)."""
     otlp_endpoint: str | None = None
@@ -79,12 +85,20 @@ class SuiteSpec(_Strict):
 
 
 class LoadedSuite:
-    """A validated spec plus its probes, built in order."""
+    """A validated spec plus its probes, built in order, and where each key sits in the file."""
 
-    def __init__(self, spec: SuiteSpec, probes: list[Probe], source: str) -> None:
+    def __init__(
+        self, spec: SuiteSpec, probes: list[Probe], source: str, root: yaml.Node | None = None
+    ) -> None:
         self.spec = spec
         self.probes = probes
         self.source = source
+        self._root = root
+
+    def where(self, *path: int | str) -> str:
+        """``file:line`` of the key at ``path`` (or of its closest parent); the file alone if
+        the spec has no YAML behind it."""
+        return _where(self._root, path, self.source)
 
 
 def _locate(node: yaml.Node | None, loc: tuple[int | str, ...]) -> yaml.Node | None:
@@ -104,30 +118,31 @@ def _locate(node: yaml.Node | None, loc: tuple[int | str, ...]) -> yaml.Node | N
     return node
 
 
+def _where(root: yaml.Node | None, path: tuple[int | str, ...], source: str) -> str:
+    node = _locate(root, path)
+    return f"{source}:{node.start_mark.line + 1}" if node is not None else source
+
+
 def _format_errors(
     exc: ValidationError, root: yaml.Node | None, source: str, prefix: tuple[int | str, ...]
 ) -> str:
     lines = []
     for err in exc.errors():
         loc = prefix + tuple(err["loc"])
-        node = _locate(root, loc)
-        where = f"{source}:{node.start_mark.line + 1}" if node is not None else source
+        where = _where(root, loc, source)
         key = ".".join(str(p) for p in loc) or "(top level)"
-        value = err.get("input")
-        shown = "" if err["type"] == "missing" else f" (got {value!r})"
+        got = "" if err["type"] == "missing" else f" (got {shown(err.get('input'))})"
         hint = ""
         if err["type"] == "extra_forbidden":
             hint = "; remove it or check its spelling"
         elif err["type"] == "missing":
             hint = "; add it"
-        lines.append(f"{where}: {key}: {err['msg']}{shown}{hint}")
+        lines.append(f"{where}: {key}: {err['msg']}{got}{hint}")
     return "invalid suite spec:\n  " + "\n  ".join(lines)
 
 
 def load_suite_text(text: str, source: str = "<spec>") -> LoadedSuite:
     """Parse and validate a spec given as YAML text."""
-    from swayscope.probes.registry import PROBE_KINDS
-
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -142,36 +157,35 @@ def load_suite_text(text: str, source: str = "<spec>") -> LoadedSuite:
         spec = SuiteSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(_format_errors(exc, root, source, ())) from exc
-
-    probes: list[Probe] = []
+    probes = [_build_probe(item, i, root, source) for i, item in enumerate(spec.suite)]
     labels: dict[str, int] = {}
-    for i, item in enumerate(spec.suite):
-        node = _locate(root, ("suite", i))
-        where = f"{source}:{node.start_mark.line + 1}" if node is not None else source
-        kind = item.get("kind") if isinstance(item, dict) else None
-        cls = PROBE_KINDS.get(kind) if isinstance(kind, str) else None
-        if cls is None:
+    for i, probe in enumerate(probes):
+        label = probe.spec.label
+        if label in labels:
             raise SpecError(
-                f"{where}: suite.{i}.kind: unknown probe kind {kind!r}; "
-                f"valid kinds: {', '.join(sorted(PROBE_KINDS))}"
+                f"{_where(root, ('suite', i), source)}: suite.{i}: probe name {label!r} is "
+                f"already used by suite.{labels[label]}; give one of them a distinct 'name:'"
             )
-        try:
-            probe_spec: ProbeSpec = cls.spec_class.model_validate(item)
-        except ValidationError as exc:
-            raise SpecError(_format_errors(exc, root, source, ("suite", i))) from exc
-        if probe_spec.label in labels:
-            raise SpecError(
-                f"{where}: suite.{i}: probe name {probe_spec.label!r} is already used by "
-                f"suite.{labels[probe_spec.label]}; give one of them a distinct 'name:'"
-            )
-        if cls.must_be_first and i != 0:
-            raise SpecError(
-                f"{where}: suite.{i}: probe kind {kind!r} calibrates the probes after it and "
-                "must come first in the suite; move it to the top"
-            )
-        labels[probe_spec.label] = i
-        probes.append(cls(probe_spec))
-    return LoadedSuite(spec, probes, source)
+        labels[label] = i
+    try:
+        check_order(probes)
+    except ProbeOrderError as exc:
+        where = _where(root, ("suite", exc.index), source)
+        raise SpecError(f"{where}: suite.{exc.index}: {exc}") from None
+    return LoadedSuite(spec, probes, source, root)
+
+
+def _build_probe(item: object, i: int, root: yaml.Node | None, source: str) -> Probe:
+    """Build ``suite[i]`` through the probe registry; errors located in the file."""
+    try:
+        return build_probe(item)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SpecError(_format_errors(exc, root, source, ("suite", i))) from exc
+    except SwayscopeError as exc:
+        key = "kind" if isinstance(item, dict) and "kind" in item else None
+        path = ("suite", i, key) if key else ("suite", i)
+        label = f"suite.{i}.kind" if key else f"suite.{i}"
+        raise SpecError(f"{_where(root, path, source)}: {label}: {exc}") from None
 
 
 def load_suite(path: Path) -> LoadedSuite:

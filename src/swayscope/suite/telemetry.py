@@ -1,67 +1,40 @@
-"""Wire a run's telemetry from the spec's ``telemetry:`` block and the CLI flags.
+"""A run's telemetry: settings from the spec's ``telemetry:`` block and the caller's overrides.
 
-Flags override the spec. Each setting remembers where it came from, so an
-error names ``--metrics-port`` or ``telemetry.metrics_port in suite.yaml``.
-Everything is checked and every listener bound here, before a model loads.
+Overrides (the CLI's flags) win over the spec. Each value keeps where it came
+from, so an error names ``--metrics-port`` or
+``telemetry.metrics_port (suite.yaml:12)``. Everything is checked and every
+listener bound here, before a model loads.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from swayscope.instrumentation.exporter import Exporter
-from swayscope.instrumentation.telemetry_config import DEFAULT_FLAGS, build_exporters
-from swayscope.suite.spec import TelemetrySpec
-
-#: Spec key → the setting name ``build_exporters`` uses.
-_SPEC_TO_SETTING = {
-    "trace": "trace_path",
-    "otlp_endpoint": "otlp_endpoint",
-    "otlp_protocol": "otlp_protocol",
-    "metrics_address": "metrics_address",
-    "metrics_port": "metrics_port",
-    "metrics_linger_s": "metrics_linger_s",
-    "metrics_wait_s": "metrics_wait_s",
-    "pushgateway": "pushgateway_url",
-}
+from swayscope.instrumentation.exporters.factory import build_exporters
+from swayscope.instrumentation.settings import TelemetrySettings, resolve_settings
+from swayscope.suite.spec import LoadedSuite
 
 
-@dataclass(frozen=True, slots=True)
-class TelemetrySettings:
-    trace: Path | None = None
-    otlp_endpoint: str | None = None
-    otlp_protocol: str | None = None
-    metrics_address: str | None = None
-    metrics_port: int | None = None
-    metrics_linger_s: float | None = None
-    metrics_wait_s: float | None = None
-    pushgateway: str | None = None
-    capture_prompts: bool = False
-    flags: dict[str, str] = field(default_factory=dict)
-    """``build_exporters`` setting → how the user spelled it (flag or spec key)."""
-
-    @classmethod
-    def from_spec(cls, spec: TelemetrySpec, source: str) -> TelemetrySettings:
-        values = spec.model_dump()
-        flags = {
-            setting: f"telemetry.{key} in {source}"
-            for key, setting in _SPEC_TO_SETTING.items()
-            if values.get(key) is not None
-        }
-        return cls(**values, flags=flags)
-
-    def override(self, **given: Any) -> TelemetrySettings:
-        """Apply CLI flags (None = not given) on top of the spec's values."""
-        given = {k: v for k, v in given.items() if v is not None}
-        flags = dict(self.flags)
-        for key in given:
-            setting = _SPEC_TO_SETTING.get(key)
-            if setting is not None:
-                flags[setting] = DEFAULT_FLAGS[setting]
-        return dataclasses.replace(self, **given, flags=flags)
+def run_settings(
+    loaded: LoadedSuite,
+    overrides: Mapping[str, object] | None = None,
+    override_sources: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> TelemetrySettings:
+    """The spec's telemetry settings with ``overrides`` (None: not given) on top, checked."""
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    for key, value in loaded.spec.telemetry.model_dump(exclude_none=True).items():
+        values[key] = value
+        sources[key] = f"telemetry.{key} ({loaded.where('telemetry', key)})"
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+            sources[key] = (override_sources or {}).get(key, key)
+    return resolve_settings(values, sources=sources, env=env)
 
 
 @dataclass(slots=True)
@@ -93,8 +66,13 @@ class Telemetry:
                 out["otlp_endpoint"] = "host TracerProvider"
         return out
 
+    def shutdown(self) -> None:
+        """For a run that never started: stop the exporters, leave no empty trace file."""
+        for exporter in self.exporters:
+            exporter.shutdown()
+        self.discard_unused_trace()
+
     def discard_unused_trace(self) -> None:
-        """After a run that never started: leave no empty trace file behind."""
         trace = self.settings.trace
         if trace is None or self.trace_existed:
             return
@@ -106,21 +84,10 @@ class Telemetry:
 
 
 def start_telemetry(settings: TelemetrySettings, run_id: str) -> Telemetry:
-    """Check every setting and start the OTel/Prometheus exporters (JSONL is the core's)."""
-    exporters = build_exporters(
-        otlp_endpoint=settings.otlp_endpoint,
-        otlp_protocol=settings.otlp_protocol,
-        metrics_address=settings.metrics_address,
-        metrics_port=settings.metrics_port,
-        metrics_linger_s=settings.metrics_linger_s,
-        metrics_wait_s=settings.metrics_wait_s,
-        pushgateway_url=settings.pushgateway,
-        capture_prompts=settings.capture_prompts,
-        flags={**DEFAULT_FLAGS, **settings.flags},
-        run_id=run_id,
-    )
+    """Start every exporter ``settings`` asks for (JSONL, OTel, Prometheus)."""
     trace_existed = settings.trace is not None and settings.trace.exists()
+    exporters = build_exporters(settings, run_id=run_id)
     return Telemetry(settings=settings, exporters=exporters, trace_existed=trace_existed)
 
 
-__all__ = ["Telemetry", "TelemetrySettings", "start_telemetry"]
+__all__ = ["Telemetry", "run_settings", "start_telemetry"]

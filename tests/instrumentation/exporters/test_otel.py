@@ -17,17 +17,14 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from sway_testing import cli_exporters, cli_settings
 
 from swayscope.backends.dummy import DummyBackend
 from swayscope.errors import TelemetryConfigError
 from swayscope.instrumentation import BackendInstrumentation, prompt_hash
 from swayscope.instrumentation.exporters.jsonl import TraceWriter
 from swayscope.instrumentation.exporters.otel import OtelExporter
-from swayscope.instrumentation.telemetry_config import (
-    build_exporters,
-    resolve_otlp_target,
-    resolve_telemetry_config,
-)
+from swayscope.instrumentation.settings import resolve_otlp_target
 
 FORWARD_KEYS = {
     "swayscope.op",
@@ -479,11 +476,11 @@ def test_bad_otlp_settings_name_value_and_source(
     kwargs: dict[str, str], env: dict[str, str], names: list[str]
 ) -> None:
     with pytest.raises(TelemetryConfigError) as err:
-        resolve_telemetry_config(env=env, **kwargs)  # type: ignore[arg-type]
+        cli_settings(env=env, **kwargs)
     for name in names:
         assert name in str(err.value)
     with pytest.raises(TelemetryConfigError):
-        build_exporters(env=env, **kwargs)  # type: ignore[arg-type]
+        cli_exporters(env=env, **kwargs)
 
 
 def test_bad_endpoint_argument_names_the_argument() -> None:
@@ -492,8 +489,8 @@ def test_bad_endpoint_argument_names_the_argument() -> None:
 
 
 def test_build_exporters_turns_otel_on_from_flag_or_env() -> None:
-    assert build_exporters(env={}) == []
-    (exp,) = build_exporters(otlp_endpoint="http://127.0.0.1:4318", env={})
+    assert cli_exporters(env={}) == []
+    (exp,) = cli_exporters(otlp_endpoint="http://127.0.0.1:4318", env={})
     assert isinstance(exp, OtelExporter) and exp.owns_provider
     assert exp.target is not None and exp.target.source == "--otlp-endpoint"
     exp.shutdown()
@@ -501,12 +498,12 @@ def test_build_exporters_turns_otel_on_from_flag_or_env() -> None:
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
     }
-    (exp,) = build_exporters(env=env)
+    (exp,) = cli_exporters(env=env)
     assert isinstance(exp, OtelExporter)
     assert exp.target is not None and exp.target.protocol == "grpc"
     exp.shutdown()
-    assert build_exporters(env={**env, "OTEL_SDK_DISABLED": "true"}) == []
-    assert build_exporters(env={**env, "OTEL_TRACES_EXPORTER": "none"}) == []
+    assert cli_exporters(env={**env, "OTEL_SDK_DISABLED": "true"}) == []
+    assert cli_exporters(env={**env, "OTEL_TRACES_EXPORTER": "none"}) == []
 
 
 def _python(code: str, tmp_path: Path) -> str:
@@ -526,12 +523,13 @@ def test_global_host_provider_is_used_as_is(tmp_path: Path) -> None:
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
         from swayscope.instrumentation import BackendInstrumentation
-        from swayscope.instrumentation.telemetry_config import build_exporters
+        from swayscope.instrumentation.exporters.factory import build_exporters
+        from swayscope.instrumentation.settings import resolve_settings
         mem = InMemorySpanExporter()
         host = TracerProvider()
         host.add_span_processor(SimpleSpanProcessor(mem))
         trace.set_tracer_provider(host)
-        (exp,) = build_exporters(env={})
+        (exp,) = build_exporters(resolve_settings(env={}), env={})
         assert exp.tracer_provider is host and not exp.owns_provider
         inst = BackendInstrumentation(exporters=[exp])
         with trace.get_tracer("app").start_as_current_span("app-request") as outer:
@@ -578,7 +576,11 @@ def test_importing_instrumentation_pulls_in_no_telemetry_library(tmp_path: Path)
         """
         import sys
         import swayscope.instrumentation
-        import swayscope.instrumentation.telemetry_config
+        import swayscope.instrumentation.settings
+        import swayscope.instrumentation.exporters.factory
+        from swayscope.instrumentation.exporters.factory import build_exporters
+        from swayscope.instrumentation.settings import resolve_settings
+        assert build_exporters(resolve_settings(env={}), env={}) == []
         print(sorted(m for m in sys.modules
                      if m.split(".")[0] in ("opentelemetry", "prometheus_client")))
         """,

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.openmetrics import exposition as om_exposition
 from prometheus_client.openmetrics import parser as om_parser
 from prometheus_client.parser import text_string_to_metric_families
+from sway_testing import cli_exporters
 
 from swayscope.backends.dummy import DummyBackend
 from swayscope.errors import TelemetryConfigError
@@ -25,7 +26,6 @@ from swayscope.instrumentation.exporters.prometheus import (
     FORWARD_DURATION_BUCKETS,
     PrometheusExporter,
 )
-from swayscope.instrumentation.telemetry_config import build_exporters
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -287,34 +287,34 @@ def test_port_in_use_or_bad_address_is_a_config_error() -> None:
         assert f"127.0.0.1:{port}" in str(err.value)
         assert "PrometheusExporter(port=...)" in str(err.value)
         with pytest.raises(TelemetryConfigError) as err:
-            build_exporters(metrics_port=port, env={})
+            cli_exporters(metrics_port=port, env={})
         assert "--metrics-port" in str(err.value) and str(port) in str(err.value)
     with pytest.raises(TelemetryConfigError, match=r"no-such-host\.invalid"):
         PrometheusExporter(address="no-such-host.invalid", port=0)
     for bad in ("70000", "-1", "http", "9090x"):
         with pytest.raises(TelemetryConfigError, match="--metrics-port"):
-            build_exporters(metrics_port=bad, env={})
+            cli_exporters(metrics_port=bad, env={})
     with pytest.raises(TelemetryConfigError, match="--metrics-address"):
-        build_exporters(metrics_address="http://x/", metrics_port=0, env={})
+        cli_exporters(metrics_address="http://x/", metrics_port=0, env={})
     with pytest.raises(TelemetryConfigError, match="--pushgateway"):
-        build_exporters(pushgateway_url="ftp://gw:9091", env={})
+        cli_exporters(pushgateway="ftp://gw:9091", env={})
     with pytest.raises(TelemetryConfigError, match="--metrics-linger"):
-        build_exporters(metrics_port=0, metrics_linger_s="soon", env={})
+        cli_exporters(metrics_port=0, metrics_linger_s="soon", env={})
     # the caller may say where each value came from (a spec file, say)
     spec = {"metrics_port": "telemetry.metrics_port in suite.yaml", "pushgateway": "spec: push"}
     with pytest.raises(TelemetryConfigError, match=r"telemetry\.metrics_port in suite\.yaml"):
-        build_exporters(metrics_port="x", env={}, flags=spec)
+        cli_exporters(metrics_port="x", env={}, sources=spec)
     with pytest.raises(TelemetryConfigError, match="spec: push"):
-        build_exporters(pushgateway_url="ftp://gw", env={}, flags=spec)
+        cli_exporters(pushgateway="ftp://gw", env={}, sources=spec)
 
 
 def test_build_exporters_serves_metrics_and_cleans_up_on_error() -> None:
-    (prom,) = build_exporters(metrics_port=0, env={})
+    (prom,) = cli_exporters(metrics_port=0, env={})
     assert isinstance(prom, PrometheusExporter) and prom.port
     prom.shutdown()
     # a bad OTLP setting after a good metrics port: nothing is left listening
     with pytest.raises(TelemetryConfigError):
-        build_exporters(metrics_port=0, otlp_endpoint="bad url", env={})
+        cli_exporters(metrics_port=0, otlp_endpoint="bad url", env={})
 
 
 def test_linger_waits_for_one_more_scrape() -> None:

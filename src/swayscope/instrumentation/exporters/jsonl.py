@@ -1,8 +1,8 @@
 """JSONL trace: one JSON object per cache lookup, appended and flushed line by line.
 
-The seed's fields keep their names and meanings (``ts`` is when the lookup
+The v0 fields keep their names and meanings (``ts`` is when the lookup
 finished, ``wall_ms`` its duration, or for a batched miss its share of the
-forward call); new fields are only added, so a reader of the seed's format
+forward call); new fields are only added, so a reader of the v0 format
 still reads these files. Each line is flushed as written: a crash loses
 nothing that was already looked up.
 """
@@ -55,7 +55,7 @@ def _line(
 
 @dataclass(slots=True)
 class _TraceEvent:
-    """One trace line. The first eight fields are the seed's; the rest were added."""
+    """One trace line. The first eight fields are v0's; the rest were added."""
 
     ts: float
     probe: str | None
@@ -87,7 +87,7 @@ class TraceWriter(Exporter):
 
     name = "jsonl"
 
-    def __init__(self, path: Path | str | None) -> None:
+    def __init__(self, path: Path | str | None, *, source: str = "the trace path") -> None:
         self._path = Path(path) if path is not None else None
         self._fh: IO[str] | None = None
         self._lock = threading.Lock()
@@ -98,7 +98,7 @@ class TraceWriter(Exporter):
             except OSError as exc:
                 raise TracePathError(
                     f"cannot open trace file {str(self._path)!r} for appending: "
-                    f"{exc.strerror or exc}. Choose a writable path (--trace FILE)."
+                    f"{exc.strerror or exc} (from {source}). Choose a writable path."
                 ) from exc
 
     @property
@@ -110,7 +110,7 @@ class TraceWriter(Exporter):
         return self._fh is not None
 
     def write(self, event: _TraceEvent) -> None:
-        """Append one line (seed API)."""
+        """Append one line (v0 API)."""
         if self._fh is None:
             return
         line = _line(

@@ -82,7 +82,7 @@ from swayscope.instrumentation.events import (
     ViewExited,
 )
 from swayscope.instrumentation.exporter import Exporter, TelemetryHealth
-from swayscope.instrumentation.telemetry_config import OtlpTarget, resolve_otlp_target
+from swayscope.instrumentation.settings import OtlpTarget, resolve_otlp_target
 
 log = logging.getLogger("swayscope.telemetry")
 

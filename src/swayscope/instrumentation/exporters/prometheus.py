@@ -65,9 +65,7 @@ from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
 from swayscope.errors import TelemetryConfigError
-from swayscope.instrumentation.core import PROBE_STATUSES
 from swayscope.instrumentation.events import (
-    VIEW_KINDS,
     CacheLookup,
     Event,
     ForwardCall,
@@ -76,18 +74,17 @@ from swayscope.instrumentation.events import (
     RunStarted,
 )
 from swayscope.instrumentation.exporter import Exporter
-from swayscope.instrumentation.telemetry_config import (
+from swayscope.instrumentation.settings import (
     parse_address,
     parse_port,
     parse_pushgateway_url,
     parse_seconds,
 )
+from swayscope.instrumentation.vocabulary import KNOWN_OPS, PROBE_STATUSES, VIEW_KINDS
 
-log = logging.getLogger("swayscope.telemetry")
+log = logging.getLogger(__name__)
 _M = TypeVar("_M", Counter, Gauge, Histogram)
 
-#: The ops every backend has; their label children exist from the start.
-KNOWN_OPS = ("next_token_dist", "rolling_logprob", "logprob_of")
 #: Label value of ``probe`` for lookups made outside any probe.
 NO_PROBE = "none"
 #: Exporters whose error counter exists (at 0) from the start, so increase() sees the first.
@@ -102,11 +99,13 @@ PROBE_DURATION_BUCKETS: tuple[float, ...] = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 )
 
+#: How errors name each setting when the caller gives no ``sources``.
 _ARG_NAMES: Mapping[str, str] = {
     "metrics_address": "PrometheusExporter(address=...)",
     "metrics_port": "PrometheusExporter(port=...)",
     "metrics_linger_s": "PrometheusExporter(linger_s=...)",
-    "pushgateway_url": "PrometheusExporter(pushgateway_url=...)",
+    "metrics_wait_s": "PrometheusExporter(first_scrape_wait_s=...)",
+    "pushgateway": "PrometheusExporter(pushgateway_url=...)",
 }
 
 
@@ -304,13 +303,11 @@ class PrometheusExporter(Exporter):
         push_interval_s: float = 10.0,
         push_timeout_s: float = 2.0,
         run_id: str | None = None,
-        flags: Mapping[str, str] | None = None,
         first_scrape_wait_s: float = 0.0,
+        sources: Mapping[str, str] | None = None,
     ) -> None:
-        names = {**_ARG_NAMES, **(flags or {})}
-        self.first_scrape_wait_s = parse_seconds(
-            first_scrape_wait_s, names.get("metrics_wait_s", "first_scrape_wait_s")
-        )
+        names = {**_ARG_NAMES, **(sources or {})}
+        self.first_scrape_wait_s = parse_seconds(first_scrape_wait_s, names["metrics_wait_s"])
         # Scrapes that started after the run's series were zeroed (see _on_run_started).
         self.scraped = threading.Condition()
         self.generation = 0
@@ -319,7 +316,7 @@ class PrometheusExporter(Exporter):
         requested_port = None if port is None else parse_port(port, names["metrics_port"])
         self.linger_s = parse_seconds(linger_s, names["metrics_linger_s"])
         self.pushgateway_url = (
-            parse_pushgateway_url(pushgateway_url, names["pushgateway_url"])
+            parse_pushgateway_url(pushgateway_url, names["pushgateway"])
             if pushgateway_url
             else None
         )

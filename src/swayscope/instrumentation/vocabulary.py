@@ -1,0 +1,34 @@
+"""The bounded words every layer shares: probe statuses, view kinds, ops, the default top-k.
+
+Defined once here, at the bottom of the layers, so events, probes, results and
+exporters agree on them; they are also the only values metric labels take.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+#: How a probe ended. ``warn`` and ``skip`` count as passed for the exit code.
+ProbeStatus = Literal["pass", "fail", "warn", "skip", "error"]
+PROBE_STATUSES: tuple[ProbeStatus, ...] = get_args(ProbeStatus)
+
+#: Bounded label values for a view. Anything else a custom backend invents is "other".
+ViewKind = Literal["base", "ft", "scaled", "null"]
+VIEW_KINDS: tuple[ViewKind, ...] = get_args(ViewKind)
+
+#: The scoring ops every backend view has (the cache and the metrics key on them).
+KnownOp = Literal["next_token_dist", "rolling_logprob", "logprob_of"]
+KNOWN_OPS: tuple[KnownOp, ...] = get_args(KnownOp)
+
+#: The top-k a next-token distribution keeps when none is asked for.
+DEFAULT_TOP_K = 256
+
+__all__ = [
+    "DEFAULT_TOP_K",
+    "KNOWN_OPS",
+    "PROBE_STATUSES",
+    "VIEW_KINDS",
+    "KnownOp",
+    "ProbeStatus",
+    "ViewKind",
+]
