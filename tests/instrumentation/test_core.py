@@ -618,7 +618,7 @@ def test_an_exporter_that_raises_never_stops_the_run(
     boom, rec = Boom(), Recorder()
     path = tmp_path / "t.jsonl"
     inst = BackendInstrumentation(exporters=[boom, rec], trace_path=path)
-    with caplog.at_level(logging.WARNING, logger="swayscope.telemetry"):
+    with caplog.at_level(logging.WARNING, logger="swayscope"):
         with inst.run(), inst.probe("p"):
             for i in range(5):
                 assert inst.cached("op", "base", f"k{i % 3}", 1, lambda: 1) == 1
@@ -632,7 +632,7 @@ def test_an_exporter_that_raises_never_stops_the_run(
     assert "recorder" not in errors
     assert len(rec.lookups()) == 7
     assert len(read_lines(path)) == 7
-    warnings = [r for r in caplog.records if r.name == "swayscope.telemetry"]
+    warnings = [r for r in caplog.records if r.name == "swayscope.instrumentation.exporter"]
     assert len(warnings) == 1
     assert "boom" in warnings[0].getMessage()
 

@@ -15,7 +15,7 @@ def test_plain_progress_lines_name_probe_calls_elapsed_and_eta(
 ) -> None:
     monitor = RunMonitor(2, live=False)
     inst = BackendInstrumentation(exporters=[monitor])
-    with caplog.at_level(logging.INFO, logger="swayscope.run"), inst.run(total_probes=2):
+    with caplog.at_level(logging.INFO, logger="swayscope"), inst.run(total_probes=2):
         for name in ("first", "second"):
             with inst.probe(name) as p:
                 inst.cached_batch("next_token_dist", "base", [name, name + "!"], 8,

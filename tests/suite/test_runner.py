@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,19 @@ def test_cross_probe_sharing_shows_in_hits() -> None:
     # adapter_ablation's λ=0 and λ=1 reuse delta_kl's base/ft distributions.
     assert result.backend_stats["hit_rate"] > 0.2
 
+
+
+def test_two_runs_on_one_instrumentation_log_each_progress_line_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The runner's progress monitor leaves with its run; a second run logs no stale copy."""
+    loaded = load_suite_text(SPEC, "t.yaml")
+    inst = BackendInstrumentation()
+    backend = build_backend(loaded.spec.models, loaded.spec.defaults, inst)
+    with caplog.at_level(logging.INFO, logger="swayscope"):
+        for _ in range(2):
+            run_suite(loaded, backend, live_progress=False)
+    done = [r.getMessage() for r in caplog.records if r.getMessage().startswith("probe 1/5 ")]
+    assert len([m for m in done if "started" in m]) == 2
+    assert len([m for m in done if " in " in m and "started" not in m]) == 2
+    assert inst.exporters == []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from swayscope.errors import SpecError
+from swayscope.errors import SpecError, SwayscopeError
 from swayscope.suite.spec import load_suite, load_suite_text
 
 GOOD = """\
@@ -100,3 +100,21 @@ def test_relative_model_paths_resolve_against_the_spec_folder(tmp_path: Path) ->
     loaded = load_suite(spec)
     assert loaded.spec.models.base == spec.parent / "m" / "base"
     assert loaded.spec.models.adapter == Path("/abs/adapter")
+
+
+def test_telemetry_values_are_checked_with_their_file_and_line(tmp_path: Path) -> None:
+    from swayscope.suite.telemetry import run_settings
+
+    text = (
+        "version: 1\ntelemetry:\n  trace: t.jsonl\n  pushgateway: ftp://gw\n"
+        "suite:\n  - kind: delta_kl\n"
+    )
+    with pytest.raises(SwayscopeError) as info:
+        run_settings(load_suite_text(text, "s.yaml"), env={})
+    assert "telemetry.pushgateway (s.yaml:4)" in str(info.value)
+    settings = run_settings(
+        load_suite_text(text.replace("ftp://gw", "gw:9091"), "s.yaml"),
+        {"trace": tmp_path / "flag.jsonl", "metrics_port": None}, {"trace": "--trace"}, env={},
+    )
+    assert settings.trace == tmp_path / "flag.jsonl" and settings.source("trace") == "--trace"
+    assert settings.source("pushgateway") == "telemetry.pushgateway (s.yaml:4)"

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 
 from swayscope.instrumentation.events import Event
 
-log = logging.getLogger("swayscope.telemetry")
+log = logging.getLogger(__name__)
 
 
 class TelemetryHealth:

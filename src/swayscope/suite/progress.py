@@ -20,7 +20,7 @@ from swayscope.instrumentation.events import (
 )
 from swayscope.instrumentation.exporter import Exporter
 
-log = logging.getLogger("swayscope.run")
+log = logging.getLogger(__name__)
 
 
 class RunMonitor(Exporter):

@@ -18,6 +18,7 @@ from typing import Any
 
 from swayscope import __version__
 from swayscope.backends.api import DifferentialBackend
+from swayscope.backends.dummy import DummyBackend
 from swayscope.errors import ModelLoadError
 from swayscope.instrumentation import BackendInstrumentation
 from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
@@ -54,8 +55,6 @@ def build_backend(
 ) -> DifferentialBackend:
     """Construct the backend a spec names, sharing ``inst`` (and so its exporters)."""
     if models.kind == "dummy":
-        from swayscope.backends.dummy import DummyBackend
-
         return DummyBackend(
             inst=inst,
             seed=defaults.seed,

@@ -84,7 +84,7 @@ from swayscope.instrumentation.events import (
 from swayscope.instrumentation.exporter import Exporter, TelemetryHealth
 from swayscope.instrumentation.settings import OtlpTarget, resolve_otlp_target
 
-log = logging.getLogger("swayscope.telemetry")
+log = logging.getLogger(__name__)
 
 SCOPE_NAME = "swayscope"
 SPAN_RUN = "swayscope.run"
