@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
+from swayscope.backends.api import DifferentialBackend
 from swayscope.cli import FLAG_OF
+from swayscope.instrumentation.events import CacheLookup, Event, ForwardCall
 from swayscope.instrumentation.exporter import Exporter
 from swayscope.instrumentation.exporters.factory import build_exporters
 from swayscope.instrumentation.settings import TelemetrySettings, resolve_settings
+from swayscope.probes.base import Probe, ProbeContext, ProbeResult, RunDefaults
 
 
 def cli_settings(
@@ -26,3 +31,50 @@ def cli_exporters(
 ) -> list[Exporter]:
     """The exporters the CLI would build for these flag values."""
     return build_exporters(cli_settings(env, sources, **given), env=env)
+
+
+class Recorder(Exporter):
+    """A user-defined exporter: keeps every event it is handed (thread-safe)."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.flushed = 0
+        self.shut = False
+        self._lock = threading.Lock()
+
+    def export(self, event: Event) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def force_flush(self, timeout_s: float = 5.0) -> bool:
+        self.flushed += 1
+        return True
+
+    def shutdown(self) -> None:
+        self.shut = True
+
+    def lookups(self) -> list[CacheLookup]:
+        return [e for e in self.events if isinstance(e, CacheLookup)]
+
+    def calls(self) -> list[ForwardCall]:
+        return [e for e in self.events if isinstance(e, ForwardCall)]
+
+
+class ProbeRun(NamedTuple):
+    results: list[ProbeResult]
+    ctx: ProbeContext
+
+
+def run_probes(
+    backend: DifferentialBackend, probes: Sequence[Probe], seed: int = 0
+) -> ProbeRun:
+    """Run ``probes`` in order the way the runner does (later probes visible for calibration),
+    without telemetry or error handling: what a probe test needs."""
+    ctx = ProbeContext(backend=backend, defaults=RunDefaults(seed=seed))
+    results = []
+    for i, probe in enumerate(probes):
+        ctx.later_probes = [(p.spec, p) for p in probes[i + 1 :]]
+        results.append(probe.run(ctx))
+    return ProbeRun(results, ctx)

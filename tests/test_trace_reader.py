@@ -23,10 +23,10 @@ from swayscope.trace_reader import (
 )
 
 
-def seed_line(
+def v0_line(
     *, probe: str | None, view: str, op: str, wall_ms: float, hit: bool, h: str = "aaaaaaaaaaaa"
 ) -> dict[str, Any]:
-    """Exactly the seed's payload: eight fields, no run_id, no schema."""
+    """Exactly the v0 payload: eight fields, no run_id, no schema."""
     return {
         "ts": 1700000000.0,
         "probe": probe,
@@ -41,7 +41,7 @@ def seed_line(
 
 def new_line(run_id: str, **kw: Any) -> dict[str, Any]:
     batch_id = kw.pop("batch_id", None)
-    return {**seed_line(**kw), "schema": 1, "run_id": run_id, "batch_id": batch_id}
+    return {**v0_line(**kw), "schema": 1, "run_id": run_id, "batch_id": batch_id}
 
 
 def write(path: Path, rows: list[dict[str, Any]], tail: str = "") -> Path:
@@ -49,23 +49,23 @@ def write(path: Path, rows: list[dict[str, Any]], tail: str = "") -> Path:
     return path
 
 
-SEED_ROWS = [
-    seed_line(probe="delta_kl", view="base", op="next_token_dist", wall_ms=10.0, hit=False),
-    seed_line(probe="delta_kl", view="base", op="next_token_dist", wall_ms=0.01, hit=True),
-    seed_line(probe="delta_kl", view="ft", op="next_token_dist", wall_ms=20.0, hit=False),
-    seed_line(probe=None, view="ft", op="rolling_logprob", wall_ms=30.0, hit=False),
+V0_ROWS = [
+    v0_line(probe="delta_kl", view="base", op="next_token_dist", wall_ms=10.0, hit=False),
+    v0_line(probe="delta_kl", view="base", op="next_token_dist", wall_ms=0.01, hit=True),
+    v0_line(probe="delta_kl", view="ft", op="next_token_dist", wall_ms=20.0, hit=False),
+    v0_line(probe=None, view="ft", op="rolling_logprob", wall_ms=30.0, hit=False),
 ]
 
 
 @pytest.fixture
-def seed_trace(tmp_path: Path) -> Path:
-    return write(tmp_path / "seed.jsonl", SEED_ROWS)
+def v0_trace(tmp_path: Path) -> Path:
+    return write(tmp_path / "v0.jsonl", V0_ROWS)
 
 
 @pytest.fixture
 def mixed_trace(tmp_path: Path) -> Path:
     rows = [
-        *SEED_ROWS,
+        *V0_ROWS,
         new_line("run-aaaa1111", probe="p1", view="base", op="logprob_of", wall_ms=1.0, hit=False),
         new_line(
             "run-bbbb2222",
@@ -101,8 +101,8 @@ def mixed_trace(tmp_path: Path) -> Path:
 # -- reading ---------------------------------------------------------------------------------------
 
 
-def test_reads_seed_format_as_one_anonymous_run(seed_trace: Path) -> None:
-    trace = read_trace(seed_trace)
+def test_reads_v0_format_as_one_anonymous_run(v0_trace: Path) -> None:
+    trace = read_trace(v0_trace)
     assert trace.malformed == 0
     assert len(trace.records) == 4
     assert trace.run_ids() == [None]
@@ -110,7 +110,7 @@ def test_reads_seed_format_as_one_anonymous_run(seed_trace: Path) -> None:
     assert s is not None
     assert s.run_id is None and s.run_label == ANONYMOUS_RUN
     assert (s.totals.events, s.totals.hits, s.totals.misses) == (4, 1, 3)
-    assert s.forward_calls == 3  # seed misses have no batch_id: one call each
+    assert s.forward_calls == 3  # v0 misses have no batch_id: one call each
     assert s.totals.total_ms == pytest.approx(60.01)
     assert [g.name for g in s.by_probe] == ["delta_kl", "(none)"]
     assert [g.name for g in s.by_view] == ["ft", "base"]  # by total time
@@ -148,7 +148,7 @@ def test_select_run_by_id_prefix_and_anonymous(mixed_trace: Path) -> None:
 
 
 def test_malformed_and_truncated_lines_are_skipped_and_counted(tmp_path: Path) -> None:
-    good = seed_line(probe="p", view="base", op="op", wall_ms=1.0, hit=False)
+    good = v0_line(probe="p", view="base", op="op", wall_ms=1.0, hit=False)
     path = tmp_path / "bad.jsonl"
     with path.open("wb") as fh:
         fh.write((json.dumps(good) + "\n").encode())
@@ -170,7 +170,7 @@ def test_malformed_and_truncated_lines_are_skipped_and_counted(tmp_path: Path) -
 
 def test_optional_fields_with_wrong_types_are_dropped_not_fatal(tmp_path: Path) -> None:
     row = {
-        **seed_line(probe="p", view="base", op="op", wall_ms=1.0, hit=True),
+        **v0_line(probe="p", view="base", op="op", wall_ms=1.0, hit=True),
         "run_id": 7,
         "batch_size": "many",
         "top_k": None,
@@ -235,8 +235,8 @@ def test_json_format(mixed_trace: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert out["slowest"][0]["wall_ms"] == 1.0
 
 
-def test_markdown_format(seed_trace: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert summarize_command(seed_trace, None, "md", 2) == 0
+def test_markdown_format(v0_trace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert summarize_command(v0_trace, None, "md", 2) == 0
     out = capsys.readouterr().out
     assert out.startswith("# Trace summary: run `(no run_id)`")
     for heading in ("## By probe", "## By view", "## By op", "## Slowest 2 events"):
@@ -246,7 +246,7 @@ def test_markdown_format(seed_trace: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_markdown_escapes_pipes(tmp_path: Path) -> None:
-    row = seed_line(probe="a|b", view="base", op="op", wall_ms=1.0, hit=False)
+    row = v0_line(probe="a|b", view="base", op="op", wall_ms=1.0, hit=False)
     s = summarize(read_trace(write(tmp_path / "t.jsonl", [row])))
     assert s is not None
     assert "| a\\|b |" in render_markdown(s)
@@ -264,22 +264,22 @@ def test_terminal_format(mixed_trace: Path, capsys: pytest.CaptureFixture[str]) 
 def test_terminal_shows_markup_like_names_verbatim(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    row = seed_line(probe="[bold]x[/bold]", view="base", op="op", wall_ms=1.0, hit=False)
+    row = v0_line(probe="[bold]x[/bold]", view="base", op="op", wall_ms=1.0, hit=False)
     assert summarize_command(write(tmp_path / "t.jsonl", [row]), None, "terminal", 1) == 0
     assert "[bold]x[/bold]" in capsys.readouterr().out
 
 
 def test_top_zero_lists_no_slow_events(
-    seed_trace: Path, capsys: pytest.CaptureFixture[str]
+    v0_trace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert summarize_command(seed_trace, None, "json", 0) == 0
+    assert summarize_command(v0_trace, None, "json", 0) == 0
     assert json.loads(capsys.readouterr().out)["slowest"] == []
 
 
 def test_malformed_count_reported_on_stderr(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write(tmp_path / "t.jsonl", SEED_ROWS, tail='{"ts": 1.0, "probe": "del')
+    path = write(tmp_path / "t.jsonl", V0_ROWS, tail='{"ts": 1.0, "probe": "del')
     assert summarize_command(path, None, "json", 5) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["malformed_lines"] == 1
@@ -320,10 +320,10 @@ def test_unknown_run_id_exits_1_and_lists_runs(
     assert "run-aaaa1111" in err and "run-bbbb2222" in err and ANONYMOUS_RUN in err
 
 
-def test_bad_arguments_exit_2(seed_trace: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert summarize_command(seed_trace, None, "html", 10) == 2
+def test_bad_arguments_exit_2(v0_trace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert summarize_command(v0_trace, None, "html", 10) == 2
     assert "'html'" in capsys.readouterr().err
-    assert summarize_command(seed_trace, None, "md", -1) == 2
+    assert summarize_command(v0_trace, None, "md", -1) == 2
     assert "--top" in capsys.readouterr().err
 
 

@@ -1,8 +1,8 @@
 """One exception hierarchy for everything swayscope raises on purpose.
 
-Subclasses also inherit the builtin exception a caller of the seed module
+Subclasses also inherit the builtin exception a caller of the v0 module
 would have caught (``ValueError``, ``RuntimeError``, ``OSError``), so code
-written against the seed keeps working.
+written against v0 keeps working.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Read a JSONL forward-pass trace and summarize one run of it.
 
 Reads what :class:`~swayscope.instrumentation.TraceWriter` writes (``"schema": 1``)
-and the seed's format before it (no ``run_id``, no ``schema``). Lines that are
-not a JSON object with the seed's core fields — a line cut off by a crash, a
+and the v0 format before it (no ``run_id``, no ``schema``). Lines that are
+not a JSON object with the v0 core fields — a line cut off by a crash, a
 stray write — are skipped and counted, never fatal.
 
-Runs: lines with the same ``run_id`` form one run; seed lines without a
+Runs: lines with the same ``run_id`` form one run; v0 lines without a
 ``run_id`` form one anonymous run. The default run is the last one to *start*
 in the file (the run whose first line comes last), which for appended runs is
 the most recent one.
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-#: How an anonymous (seed-format, no ``run_id``) run is shown and selected.
+#: How an anonymous (v0-format, no ``run_id``) run is shown and selected.
 ANONYMOUS_RUN = "(no run_id)"
 
 FORMATS = ("terminal", "md", "json")
@@ -61,7 +61,7 @@ class TraceFile:
     malformed_line_numbers: list[int] = field(default_factory=list)
 
     def run_ids(self) -> list[str | None]:
-        """Distinct run ids in order of first appearance (``None``: anonymous seed run)."""
+        """Distinct run ids in order of first appearance (``None``: anonymous v0 run)."""
         seen: dict[str | None, None] = {}
         for r in self.records:
             seen.setdefault(r.run_id, None)
@@ -69,7 +69,7 @@ class TraceFile:
 
     def select(self, run_id: str | None = None) -> tuple[str | None, list[TraceRecord]]:
         """The records of one run: ``run_id`` exactly, else a unique prefix of one, else
-        :data:`ANONYMOUS_RUN`/``""`` for the seed run; ``None`` picks the last run.
+        :data:`ANONYMOUS_RUN`/``""`` for the v0 run; ``None`` picks the last run.
 
         Returns the resolved run id and its records (empty when nothing matches).
         """
@@ -113,7 +113,7 @@ def _opt_float(value: Any) -> float | None:
 def parse_line(text: str, line: int) -> TraceRecord | None:
     """One line → a record, or ``None`` when it is not a readable lookup line.
 
-    Required (the seed's core): ``view_id`` and ``op`` strings, ``hit`` a bool,
+    Required (the v0 core): ``view_id`` and ``op`` strings, ``hit`` a bool,
     ``wall_ms`` a finite number, ``probe`` a string or null when present. Every
     other field is optional; a wrong type there is dropped, not fatal.
     """
@@ -155,7 +155,7 @@ def parse_line(text: str, line: int) -> TraceRecord | None:
 
 def read_trace(path: Path) -> TraceFile:
     """Read every line of ``path``; unreadable lines (bad JSON, bad UTF-8, missing the
-    seed's core fields, cut off mid-line) are counted in ``malformed``. Blank lines
+    v0 core fields, cut off mid-line) are counted in ``malformed``. Blank lines
     are ignored. Raises ``OSError`` when the file cannot be opened."""
     records: list[TraceRecord] = []
     bad: list[int] = []
@@ -285,7 +285,7 @@ def summarize(trace: TraceFile, run_id: str | None = None, top: int = 10) -> Tra
     for r in trace.records:
         counts[r.run_id] = counts.get(r.run_id, 0) + 1
     misses = [r for r in records if not r.hit]
-    # A batched miss shares its batch_id with the other rows of one model call; seed
+    # A batched miss shares its batch_id with the other rows of one model call; v0
     # lines have no batch_id, so each of their misses was its own call.
     forward_calls = len({r.batch_id for r in misses if r.batch_id is not None}) + sum(
         1 for r in misses if r.batch_id is None

@@ -16,7 +16,7 @@ import pytest
 from swayscope.backends.api import RollingLogprob, ScoringView, TokenDist
 from swayscope.backends.dummy import DummyBackend, DummyView
 from swayscope.errors import InputError, ViewError
-from swayscope.instrumentation import BackendInstrumentation, CacheLookup, Event, Exporter
+from swayscope.instrumentation import BackendInstrumentation, CacheLookup
 
 PROMPTS = ["The capital of France is", "Once upon a time", "def f(x):", "ünïcödé ✓"]
 VOCAB = 64
@@ -235,18 +235,10 @@ def test_view_released_after_an_exception() -> None:
         assert v.id == "base"
 
 
-class _Collect(Exporter):
-    name = "collect"
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def export(self, event: Event) -> None:
-        self.events.append(event)
-
-
 def test_dummy_uses_a_given_instrumentation_and_probe_labels() -> None:
-    col = _Collect()
+    from sway_testing import Recorder  # here: other processes import this file by path
+
+    col = Recorder()
     inst = BackendInstrumentation(exporters=[col])
     b = DummyBackend(inst=inst)
     assert b.inst is inst
@@ -298,6 +290,6 @@ def test_bad_view_arguments() -> None:
         b.null(-1)
     with pytest.raises(InputError):
         b.null(1, init_scale=0)
-    # InputError is a ValueError, as callers of a seed-era backend would catch.
+    # InputError is a ValueError, as callers of a v0-era backend would catch.
     with pytest.raises(ValueError):
         b.scaled(float("inf"))

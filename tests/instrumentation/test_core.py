@@ -1,4 +1,4 @@
-"""Issue 2, "Better than the seed": every point, asserted on the core itself."""
+"""Issue 2, "Better than v0": every point, asserted on the core itself."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sway_testing import Recorder
 
 from swayscope.errors import BackendError, ConfigError, TracePathError
 from swayscope.instrumentation import (
@@ -35,35 +36,6 @@ from swayscope.instrumentation import (
     measure_bytes,
     prompt_hash,
 )
-
-
-class Recorder(Exporter):
-    """A user-defined exporter: keeps every event it is handed."""
-
-    name = "recorder"
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.flushed = 0
-        self.shut = False
-        self._lock = threading.Lock()
-
-    def export(self, event: Event) -> None:
-        with self._lock:
-            self.events.append(event)
-
-    def force_flush(self, timeout_s: float = 5.0) -> bool:
-        self.flushed += 1
-        return True
-
-    def shutdown(self) -> None:
-        self.shut = True
-
-    def lookups(self) -> list[CacheLookup]:
-        return [e for e in self.events if isinstance(e, CacheLookup)]
-
-    def calls(self) -> list[ForwardCall]:
-        return [e for e in self.events if isinstance(e, ForwardCall)]
 
 
 class Boom(Exporter):
@@ -356,7 +328,7 @@ def test_reentrant_lookup_of_the_key_being_computed_does_not_deadlock() -> None:
     th.start()
     th.join(5)
     assert not th.is_alive(), "nested cached() on the key being computed deadlocked"
-    assert result["v"] == 42  # the seed's answer: the outer compute's value
+    assert result["v"] == 42  # v0's answer: the outer compute's value
     assert inst.cached("fwd", "base", "p", 0, lambda: 0) == 42
     s = inst.stats
     assert (s.cache_misses, s.forward_passes, s.cache_hits) == (2, 2, 1)

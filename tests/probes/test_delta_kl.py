@@ -6,26 +6,18 @@ import json
 
 import pytest
 from pydantic import ValidationError
+from sway_testing import run_probes
 
 from swayscope.backends.dummy import DummyBackend
-from swayscope.probes.base import Calibration, Probe, ProbeContext, ProbeResult, RunDefaults
+from swayscope.probes.base import Calibration, ProbeContext
 from swayscope.probes.defaults import DEFAULT_PROMPTS
 from swayscope.probes.delta_kl import DeltaKLProbe, DeltaKLSpec
 from swayscope.probes.null_adapter import NullAdapterProbe, NullAdapterSpec
 
 
-def run_suite(backend: DummyBackend, probes: list[Probe], seed: int = 0) -> list[ProbeResult]:
-    ctx = ProbeContext(backend=backend, defaults=RunDefaults(seed=seed))
-    out = []
-    for i, probe in enumerate(probes):
-        ctx.later_probes = [(p.spec, p) for p in probes[i + 1 :]]
-        out.append(probe.run(ctx))
-    return out
-
-
 def test_real_adapter_passes() -> None:
     backend = DummyBackend(adapter_strength=1.0)
-    (r,) = run_suite(backend, [DeltaKLProbe(DeltaKLSpec())])
+    (r,) = run_probes(backend, [DeltaKLProbe(DeltaKLSpec())]).results
     assert r.verdict == "pass"
     assert r.kind == "delta_kl" and r.name == "delta_kl"
     assert r.score is not None and r.score > 0.05
@@ -39,27 +31,27 @@ def test_real_adapter_passes() -> None:
 
 def test_no_adapter_fails() -> None:
     backend = DummyBackend(adapter_strength=0.0)
-    (r,) = run_suite(backend, [DeltaKLProbe(DeltaKLSpec())])
+    (r,) = run_probes(backend, [DeltaKLProbe(DeltaKLSpec())]).results
     assert r.verdict == "fail"
     assert r.score == 0.0
     # threshold 0 still fails an adapter that changes nothing
-    (r0,) = run_suite(backend, [DeltaKLProbe(DeltaKLSpec(threshold=0.0))])
+    (r0,) = run_probes(backend, [DeltaKLProbe(DeltaKLSpec(threshold=0.0))]).results
     assert r0.verdict == "fail"
 
 
 def test_threshold_decides() -> None:
     backend = DummyBackend()
-    (r,) = run_suite(backend, [DeltaKLProbe(DeltaKLSpec(threshold=0.5))])
+    (r,) = run_probes(backend, [DeltaKLProbe(DeltaKLSpec(threshold=0.5))]).results
     assert r.verdict == "fail"
     assert "< threshold" in r.message
 
 
 def test_kl_option() -> None:
     backend = DummyBackend()
-    js, kl = run_suite(
+    js, kl = run_probes(
         backend,
         [DeltaKLProbe(DeltaKLSpec()), DeltaKLProbe(DeltaKLSpec(name="kl", divergence="kl"))],
-    )
+    ).results
     assert kl.verdict == "pass"
     assert kl.evidence["divergence"] == "kl"
     assert kl.evidence["threshold"] == 0.02
@@ -67,9 +59,9 @@ def test_kl_option() -> None:
 
 
 def test_deterministic_for_a_seed() -> None:
-    a = run_suite(DummyBackend(), [DeltaKLProbe(DeltaKLSpec())], seed=3)[0]
-    b = run_suite(DummyBackend(), [DeltaKLProbe(DeltaKLSpec())], seed=3)[0]
-    c = run_suite(DummyBackend(), [DeltaKLProbe(DeltaKLSpec())], seed=4)[0]
+    a = run_probes(DummyBackend(), [DeltaKLProbe(DeltaKLSpec())], seed=3).results[0]
+    b = run_probes(DummyBackend(), [DeltaKLProbe(DeltaKLSpec())], seed=3).results[0]
+    c = run_probes(DummyBackend(), [DeltaKLProbe(DeltaKLSpec())], seed=4).results[0]
     assert a.to_dict() == b.to_dict()
     assert a.score == c.score
     assert (a.evidence["ci_low"], a.evidence["ci_high"]) != (
@@ -80,21 +72,21 @@ def test_deterministic_for_a_seed() -> None:
 
 def test_one_batched_forward_call_per_view() -> None:
     backend = DummyBackend()
-    run_suite(backend, [DeltaKLProbe(DeltaKLSpec())])
+    run_probes(backend, [DeltaKLProbe(DeltaKLSpec())])
     s = backend.inst.stats
     assert s.forward_calls == 2
     assert s.batches_sent == 2
     assert s.max_batch_size == len(DEFAULT_PROMPTS)
-    run_suite(backend, [DeltaKLProbe(DeltaKLSpec(name="again"))])
+    run_probes(backend, [DeltaKLProbe(DeltaKLSpec(name="again"))])
     assert s.forward_calls == 2  # second run: all cache hits
     assert s.cache_hits == 2 * len(DEFAULT_PROMPTS)
 
 
 def test_calibrated_z_score_is_large() -> None:
     backend = DummyBackend()
-    null, dkl = run_suite(
+    null, dkl = run_probes(
         backend, [NullAdapterProbe(NullAdapterSpec()), DeltaKLProbe(DeltaKLSpec())]
-    )
+    ).results
     assert null.verdict == "pass"
     assert dkl.verdict == "pass"
     assert dkl.z_score is not None and dkl.z_score > 10

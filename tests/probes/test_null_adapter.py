@@ -6,28 +6,18 @@ import json
 
 import pytest
 from pydantic import ValidationError
+from sway_testing import run_probes
 
 from swayscope.backends.dummy import DummyBackend
 from swayscope.probes.adapter_ablation import AdapterAblationProbe, AdapterAblationSpec
-from swayscope.probes.base import Probe, ProbeContext, ProbeResult, RunDefaults, ViewFactory
+from swayscope.probes.base import Probe, ProbeContext, ViewFactory
 from swayscope.probes.delta_kl import DeltaKLProbe, DeltaKLSpec
 from swayscope.probes.null_adapter import NullAdapterProbe, NullAdapterSpec
 from swayscope.probes.perplexity_shift import PerplexityShiftProbe, PerplexityShiftSpec
 
 
-def run_suite(
-    backend: DummyBackend, probes: list[Probe], seed: int = 0
-) -> tuple[list[ProbeResult], ProbeContext]:
-    ctx = ProbeContext(backend=backend, defaults=RunDefaults(seed=seed))
-    out = []
-    for i, probe in enumerate(probes):
-        ctx.later_probes = [(p.spec, p) for p in probes[i + 1 :]]
-        out.append(probe.run(ctx))
-    return out, ctx
-
-
 def test_skip_without_later_probes() -> None:
-    (r,), ctx = run_suite(DummyBackend(), [NullAdapterProbe(NullAdapterSpec())])
+    (r,), ctx = run_probes(DummyBackend(), [NullAdapterProbe(NullAdapterSpec())])
     assert r.verdict == "skip"
     assert r.score == 0.0
     assert ctx.calibration == {}
@@ -38,7 +28,7 @@ def test_skip_when_nothing_is_calibratable() -> None:
         NullAdapterProbe(NullAdapterSpec()),
         AdapterAblationProbe(AdapterAblationSpec()),
     ]
-    (r, _), ctx = run_suite(DummyBackend(), probes)
+    (r, _), ctx = run_probes(DummyBackend(), probes)
     assert r.verdict == "skip"
     assert r.evidence["not_calibratable"] == ["adapter_ablation"]
     assert ctx.calibration == {}
@@ -52,7 +42,7 @@ def test_calibrates_later_probes() -> None:
         AdapterAblationProbe(AdapterAblationSpec()),
         PerplexityShiftProbe(PerplexityShiftSpec(name="ppl")),
     ]
-    (r, *_), ctx = run_suite(backend, probes, seed=5)
+    (r, *_), ctx = run_probes(backend, probes, seed=5)
     assert r.verdict == "pass"
     assert r.score == 2.0
     assert set(ctx.calibration) == {"delta_kl", "ppl"}
@@ -67,7 +57,7 @@ def test_calibrates_later_probes() -> None:
 
 def test_seed_override_and_determinism() -> None:
     def calibrate(spec: NullAdapterSpec, seed: int) -> list[float]:
-        _, ctx = run_suite(
+        _, ctx = run_probes(
             DummyBackend(), [NullAdapterProbe(spec), DeltaKLProbe(DeltaKLSpec())], seed
         )
         return ctx.calibration["delta_kl"].samples
@@ -81,7 +71,7 @@ def test_seed_override_and_determinism() -> None:
 def test_null_views_are_cached_and_base_is_shared() -> None:
     backend = DummyBackend()
     probes: list[Probe] = [NullAdapterProbe(NullAdapterSpec()), DeltaKLProbe(DeltaKLSpec())]
-    run_suite(backend, probes)
+    run_probes(backend, probes)
     # null_adapter: base + 3 null batches; delta_kl: base from the cache, ft computed
     assert backend.inst.stats.forward_calls == 5
 
@@ -97,12 +87,12 @@ def test_a_raising_statistic_is_reported_not_fatal() -> None:
         Exploding(DeltaKLSpec(name="bad")),
         DeltaKLProbe(DeltaKLSpec()),
     ]
-    (r, *_), ctx = run_suite(DummyBackend(), probes)
+    (r, *_), ctx = run_probes(DummyBackend(), probes)
     assert r.verdict == "warn"
     assert "bad" in r.evidence["errors"] and "boom" in r.evidence["errors"]["bad"]
     assert r.error is not None and "boom" in r.error
     assert set(ctx.calibration) == {"delta_kl"}
-    (r2, _), _ = run_suite(DummyBackend(), probes[:2])
+    (r2, _), _ = run_probes(DummyBackend(), probes[:2])
     assert r2.verdict == "error"
 
 

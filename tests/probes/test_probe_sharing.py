@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from sway_testing import run_probes
+
 from swayscope.backends.dummy import DummyBackend
 from swayscope.probes.base import ProbeContext, ProbeResult
 from swayscope.probes.defaults import DEFAULT_COLLAPSE_PROMPTS, DEFAULT_PROMPTS
@@ -12,12 +14,7 @@ from swayscope.probes.registry import PROBE_KINDS, build_probe
 
 def run_default_suite(backend: DummyBackend) -> dict[str, ProbeResult]:
     probes = [build_probe({"kind": k}) for k in PROBE_KINDS]
-    ctx = ProbeContext(backend=backend)
-    out = {}
-    for i, probe in enumerate(probes):
-        ctx.later_probes = [(p.spec, p) for p in probes[i + 1 :]]
-        out[probe.kind] = probe.run(ctx)
-    return out
+    return {p.kind: r for p, r in zip(probes, run_probes(backend, probes).results, strict=True)}
 
 
 def test_default_suite_on_a_real_adapter() -> None:

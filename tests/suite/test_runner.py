@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sway_testing import Recorder
 
-from swayscope.instrumentation import BackendInstrumentation, Exporter, ProbeEnded
-from swayscope.instrumentation.events import Event
+from swayscope.instrumentation import BackendInstrumentation, ProbeEnded
 from swayscope.probes.base import ProbeContext, ProbeResult
 from swayscope.suite.result import SuiteResult
 from swayscope.suite.runner import build_backend, run_suite
@@ -28,16 +28,6 @@ suite:
   - kind: prompt_collapse
   - kind: perplexity_shift
 """
-
-
-class Recorder(Exporter):
-    name = "recorder"
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def export(self, event: Event) -> None:
-        self.events.append(event)
 
 
 def _run(text: str = SPEC, **kw: Any) -> tuple[SuiteResult, Recorder, BackendInstrumentation]:

@@ -1,8 +1,8 @@
-"""The seed module's names and behaviours, taken literally (issue 2, "Seed compatibility").
+"""The v0 module's names and behaviours, taken literally (the module swayscope grew from).
 
-Everything here is written the way code against the seed module was written:
-the seed's names, imported from ``swayscope.instrumentation``, used with the
-seed's arguments, checked against the seed's counter meanings.
+Everything here is written the way code against the v0 module was written:
+v0's names, imported from ``swayscope.instrumentation``, used with the
+v0's arguments, checked against v0's counter meanings.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from swayscope.instrumentation import (
     _TraceEvent,
 )
 
-SEED_TRACE_FIELDS = ("ts", "probe", "view_id", "prompt_hash", "top_k", "op", "wall_ms", "hit")
-SEED_STATS_FIELDS = (
+V0_TRACE_FIELDS = ("ts", "probe", "view_id", "prompt_hash", "top_k", "op", "wall_ms", "hit")
+V0_STATS_FIELDS = (
     "cache_hits",
     "cache_misses",
     "forward_passes",
@@ -38,7 +38,7 @@ SEED_STATS_FIELDS = (
     "batched_prompts",
     "max_batch_size",
 )
-SEED_STATS_KEYS = (*SEED_STATS_FIELDS, "hit_rate", "avg_batch_size")
+V0_STATS_KEYS = (*V0_STATS_FIELDS, "hit_rate", "avg_batch_size")
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
@@ -48,7 +48,7 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 # -- names ---------------------------------------------------------------------------------
 
 
-def test_seed_names_import_from_one_module() -> None:
+def test_v0_names_import_from_one_module() -> None:
     import swayscope.instrumentation as mod
 
     for name in (
@@ -65,7 +65,7 @@ def test_seed_names_import_from_one_module() -> None:
     assert CacheOp is str
 
 
-def test_prompt_hash_is_the_seed_hash() -> None:
+def test_prompt_hash_is_the_v0_hash() -> None:
     import hashlib
 
     expected = hashlib.sha1(b"hello", usedforsecurity=False).hexdigest()[:12]
@@ -90,7 +90,7 @@ def test_forward_cache_get_put_len_clear() -> None:
     assert cache.get(key) is _MISS
 
 
-def test_forward_cache_default_maxsize_is_seed_default() -> None:
+def test_forward_cache_default_maxsize_is_v0_default() -> None:
     assert ForwardCache().maxsize == 256
 
 
@@ -128,7 +128,7 @@ def test_forward_cache_rejects_non_positive_maxsize(bad: int) -> None:
 # -- TraceWriter / _TraceEvent -----------------------------------------------------------------
 
 
-def seed_event(**overrides: Any) -> _TraceEvent:
+def v0_event(**overrides: Any) -> _TraceEvent:
     fields: dict[str, Any] = {
         "ts": 1700000000.5,
         "probe": "delta_kl",
@@ -143,32 +143,32 @@ def seed_event(**overrides: Any) -> _TraceEvent:
     return _TraceEvent(**fields)
 
 
-def test_trace_event_has_the_seed_fields_in_order() -> None:
+def test_trace_event_has_the_v0_fields_in_order() -> None:
     names = [f.name for f in dataclasses.fields(_TraceEvent)]
-    assert tuple(names[: len(SEED_TRACE_FIELDS)]) == SEED_TRACE_FIELDS
-    # Positional construction, as the seed allowed.
+    assert tuple(names[: len(V0_TRACE_FIELDS)]) == V0_TRACE_FIELDS
+    # Positional construction, as v0 allowed.
     ev = _TraceEvent(1.0, None, "ft", "abc", 3, "logprob_of", 0.5, True)
     assert (ev.ts, ev.probe, ev.view_id, ev.hit) == (1.0, None, "ft", True)
 
 
 def test_trace_writer_none_is_a_no_op(tmp_path: Path) -> None:
     writer = TraceWriter(None)
-    writer.write(seed_event())
+    writer.write(v0_event())
     writer.close()
     writer.close()
     assert list(tmp_path.iterdir()) == []
 
 
-def test_trace_writer_writes_seed_fields_and_only_adds(tmp_path: Path) -> None:
-    path = tmp_path / "deep" / "dir" / "trace.jsonl"  # parents are created, as in the seed
+def test_trace_writer_writes_v0_fields_and_only_adds(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "dir" / "trace.jsonl"  # parents are created, as in v0
     writer = TraceWriter(path)
-    writer.write(seed_event())
-    writer.write(seed_event(hit=True, wall_ms=0.01, probe=None))
+    writer.write(v0_event())
+    writer.write(v0_event(hit=True, wall_ms=0.01, probe=None))
     writer.close()
     lines = read_lines(path)
     assert len(lines) == 2
     first = lines[0]
-    for name in SEED_TRACE_FIELDS:
+    for name in V0_TRACE_FIELDS:
         assert name in first, name
     assert first["ts"] == 1700000000.5
     assert first["probe"] == "delta_kl"
@@ -180,8 +180,8 @@ def test_trace_writer_writes_seed_fields_and_only_adds(tmp_path: Path) -> None:
     assert first["hit"] is False
     assert lines[1]["hit"] is True
     assert lines[1]["probe"] is None
-    # Anything beyond the seed's fields is an addition, never a renamed seed field.
-    added = set(first) - set(SEED_TRACE_FIELDS)
+    # Anything beyond v0's fields is an addition, never a renamed v0 field.
+    added = set(first) - set(V0_TRACE_FIELDS)
     assert "schema" in added
     assert first["schema"] == 1
     assert not added & {"timestamp", "view", "hash", "k", "operation", "duration_ms", "cached"}
@@ -191,7 +191,7 @@ def test_trace_writer_appends(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     for _ in range(2):
         w = TraceWriter(path)
-        w.write(seed_event())
+        w.write(v0_event())
         w.close()
     assert len(read_lines(path)) == 2
 
@@ -199,9 +199,9 @@ def test_trace_writer_appends(tmp_path: Path) -> None:
 # -- BackendStats ------------------------------------------------------------------------------
 
 
-def test_backend_stats_seed_fields_settable_and_derived() -> None:
+def test_backend_stats_v0_fields_settable_and_derived() -> None:
     stats = BackendStats()
-    for name in SEED_STATS_FIELDS:
+    for name in V0_STATS_FIELDS:
         assert getattr(stats, name) == 0
     assert stats.hit_rate == 0.0
     assert stats.avg_batch_size == 0.0
@@ -217,7 +217,7 @@ def test_backend_stats_seed_fields_settable_and_derived() -> None:
     assert stats.hit_rate == 0.75
     assert stats.avg_batch_size == 2.5
     d = stats.to_dict()
-    for key in SEED_STATS_KEYS:
+    for key in V0_STATS_KEYS:
         assert key in d, key
     assert d["cache_hits"] == 3
     assert d["hit_rate"] == 0.75
@@ -252,7 +252,7 @@ def test_instrumentation_rejects_bad_maxsize() -> None:
         BackendInstrumentation(cache_maxsize=0)
 
 
-def test_cached_counts_like_the_seed(tmp_path: Path) -> None:
+def test_cached_counts_like_v0(tmp_path: Path) -> None:
     path = tmp_path / "trace.jsonl"
     inst = BackendInstrumentation(cache_maxsize=16, trace_path=path)
     calls: list[str] = []
@@ -298,7 +298,7 @@ def test_cached_returns_a_stored_none_as_a_hit() -> None:
     assert inst.stats.cache_hits == 1
 
 
-def test_cached_batch_counts_like_the_seed(tmp_path: Path) -> None:
+def test_cached_batch_counts_like_v0(tmp_path: Path) -> None:
     path = tmp_path / "trace.jsonl"
     inst = BackendInstrumentation(trace_path=path)
     seen: list[list[int]] = []
@@ -339,7 +339,7 @@ def test_cached_batch_counts_like_the_seed(tmp_path: Path) -> None:
     assert s.avg_batch_size == 2.5
     inst.close()
     lines = read_lines(path)
-    assert len(lines) == 9  # one line per prompt, as the seed
+    assert len(lines) == 9  # one line per prompt, as v0
     assert sum(1 for ln in lines if ln["hit"]) == 4
 
 
@@ -390,11 +390,11 @@ def test_assigning_a_trace_to_an_untraced_instrumentation(tmp_path: Path) -> Non
     assert [ln["prompt_hash"] for ln in read_lines(path)] == [_prompt_hash("after")]
 
 
-# -- a program written against the seed, run unchanged -------------------------------------------
+# -- a program written against v0, run unchanged -------------------------------------------
 
-SEED_STYLE_PROGRAM = textwrap.dedent(
+V0_STYLE_PROGRAM = textwrap.dedent(
     '''
-    """A backend written against the seed module, in its three-line-glue style."""
+    """A backend written against the v0 module, in its three-line-glue style."""
     import json
     import sys
     from pathlib import Path
@@ -454,9 +454,9 @@ SEED_STYLE_PROGRAM = textwrap.dedent(
 )
 
 
-def test_seed_style_program_runs_unchanged(tmp_path: Path) -> None:
-    program = tmp_path / "seed_style.py"
-    program.write_text(SEED_STYLE_PROGRAM, encoding="utf-8")
+def test_v0_style_program_runs_unchanged(tmp_path: Path) -> None:
+    program = tmp_path / "v0_style.py"
+    program.write_text(V0_STYLE_PROGRAM, encoding="utf-8")
     trace = tmp_path / "trace.jsonl"
     proc = subprocess.run(
         [sys.executable, str(program), str(trace)],
@@ -476,11 +476,11 @@ def test_seed_style_program_runs_unchanged(tmp_path: Path) -> None:
     assert out["max_batch_size"] == 2
     assert out["hit_rate"] == 0.4
     assert out["cache_len"] == 3
-    for key in SEED_STATS_KEYS:
+    for key in V0_STATS_KEYS:
         assert key in out["to_dict_keys"]
     lines = read_lines(trace)
     assert len(lines) == 5
     for line in lines:
-        for name in SEED_TRACE_FIELDS:
+        for name in V0_TRACE_FIELDS:
             assert name in line
     assert {ln["probe"] for ln in lines} == {"delta_kl"}
