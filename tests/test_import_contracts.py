@@ -28,6 +28,8 @@ HEAVY = {
 #: The instrumentation core: events, cache, stats, the exporter interface, settings.
 CORE = {
     "swayscope.instrumentation.vocabulary",
+    "swayscope.instrumentation.hashing",
+    "swayscope.instrumentation.redaction",
     "swayscope.instrumentation.events",
     "swayscope.instrumentation.cache",
     "swayscope.instrumentation.stats",

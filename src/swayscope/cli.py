@@ -12,12 +12,16 @@ import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from swayscope import __version__
 from swayscope.errors import SwayscopeError
+from swayscope.exit_codes import EXIT_ERROR
+
+if TYPE_CHECKING:
+    from swayscope.suite.result import SuiteResult
 
 app = typer.Typer(
     add_completion=False,
@@ -131,10 +135,12 @@ def _execute(
     json_out: Path | None,
     markdown_out: Path | None,
 ) -> int:
-    """Load, wire telemetry, load the model, run, report. Returns the exit code."""
+    """Load, check every input and output, wire telemetry, load the model, run, save, report.
+
+    Returns the exit code. Everything a user can get wrong fails before the model loads.
+    """
     from swayscope.instrumentation import BackendInstrumentation
-    from swayscope.suite.report import render_markdown, render_terminal
-    from swayscope.suite.result import write_text_atomic
+    from swayscope.suite.outputs import check_outputs
     from swayscope.suite.runner import build_backend, check_model_paths, run_suite
     from swayscope.suite.spec import load_suite, load_suite_text
     from swayscope.suite.telemetry import run_settings, start_telemetry
@@ -147,6 +153,9 @@ def _execute(
     spec = loaded.spec
     check_model_paths(loaded)
     settings = run_settings(loaded, flags, FLAG_OF)
+    check_outputs(
+        {settings.source("trace"): settings.trace, "--json": json_out, "--markdown": markdown_out}
+    )
     run_id = uuid.uuid4().hex[:16]
     telemetry = start_telemetry(settings, run_id)
     inst: BackendInstrumentation | None = None
@@ -156,6 +165,7 @@ def _execute(
             cache_max_bytes=spec.defaults.cache_max_bytes,
             exporters=telemetry.exporters,
             capture_prompts=settings.capture_prompts,
+            prompt_hash_key=settings.prompt_hash_key,
             run_id=run_id,
         )
         backend = build_backend(spec.models, spec.defaults, inst)
@@ -168,27 +178,65 @@ def _execute(
         raise
     try:
         result = run_suite(loaded, backend, telemetry=telemetry.info())
-        render_terminal(result)
-        if json_out is not None:
-            result.write_json(json_out)
-            typer.echo(f"result JSON: {json_out}")
-        if markdown_out is not None:
-            write_text_atomic(markdown_out, render_markdown(result))
-            typer.echo(f"markdown report: {markdown_out}")
+        code = _save_and_report(result, json_out, markdown_out)
         if settings.metrics_linger_s:
             typer.echo(f"metrics stay up {settings.metrics_linger_s:g} s for a last scrape")
-    finally:
+    except BaseException:
         inst.close()
-    return result.exit_code
-
-
-def _guarded(fn: Any, *args: Any, **kwargs: Any) -> None:
+        raise
     try:
-        code = fn(*args, **kwargs)
+        inst.close()
+    except KeyboardInterrupt:
+        typer.echo(
+            "interrupted while the metrics endpoint lingered; the run's result stands", err=True
+        )
+    return code
+
+
+def _save_and_report(result: SuiteResult, json_out: Path | None, markdown_out: Path | None) -> int:
+    """Save the result first (a rendering problem must not lose it), then show it.
+
+    A file that cannot be written is reported and makes the exit code 2.
+    """
+    from swayscope.suite.outputs import write_text_atomic
+    from swayscope.suite.report import render_markdown, render_terminal
+
+    saved: list[str] = []
+    failures: list[str] = []
+    writers: list[tuple[Path | None, str, Callable[[Path], None]]] = [
+        (json_out, "result JSON", result.write_json),
+        (markdown_out, "markdown report",
+         lambda path: write_text_atomic(path, render_markdown(result))),
+    ]
+    for path, label, write in writers:
+        if path is None:
+            continue
+        try:
+            write(path)
+            saved.append(f"{label}: {path}")
+        except OSError as exc:
+            failures.append(
+                f"could not write the {label} to {str(path)!r}: {exc.strerror or exc}"
+            )
+    render_terminal(result)
+    for line in saved:
+        typer.echo(line)
+    for failure in failures:
+        typer.echo(f"swayscope: error: {failure}", err=True)
+    return EXIT_ERROR if failures else result.exit_code
+
+
+def _guarded(fn: Callable[..., int], *args: Any, **kwargs: Any) -> None:
+    """Run a command: SIGTERM behaves as Ctrl-C throughout; errors become exit 2."""
+    from swayscope.suite.runner import sigterm_as_interrupt
+
+    try:
+        with sigterm_as_interrupt():
+            code = fn(*args, **kwargs)
     except SwayscopeError as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
-        raise _fail("interrupted before the run started") from None
+        raise _fail("interrupted before the run started; nothing was written") from None
     raise typer.Exit(code)
 
 

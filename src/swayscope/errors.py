@@ -34,6 +34,10 @@ class TracePathError(SwayscopeError, OSError):
     """The JSONL trace file cannot be created or written."""
 
 
+class OutputPathError(SwayscopeError, OSError):
+    """A result or report file cannot be written where it was asked for."""
+
+
 class BackendError(SwayscopeError, RuntimeError):
     """A backend broke its contract (wrong result count, bad view state)."""
 
@@ -64,6 +68,7 @@ __all__ = [
     "ConfigError",
     "InputError",
     "ModelLoadError",
+    "OutputPathError",
     "SpecError",
     "SwayscopeError",
     "TelemetryConfigError",

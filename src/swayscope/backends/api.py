@@ -11,9 +11,13 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from swayscope.errors import InputError
+from swayscope.errors import InputError, shown
 from swayscope.instrumentation import BackendInstrumentation, view_kind_of
 from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
+
+#: Largest seed accepted anywhere (null adapters use ``seed .. seed + n - 1``), so every
+#: RNG that receives one (numpy, torch) takes it without overflow.
+MAX_SEED = 2**32 - 1
 
 #: Token budget of one model call (prompts times padded length), unless the spec says otherwise.
 DEFAULT_MAX_BATCH_TOKENS = 8192
@@ -153,8 +157,10 @@ def scaled_view_id(lam: float) -> str:
 
 def null_view_id(seed: int, init_scale: float = 1.0, rank_scale: float = 1.0) -> str:
     """Canonical id of a seeded null adapter; every parameter that changes it is in the id."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InputError(f"null adapter seed must be a non-negative integer; got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InputError(
+            f"null adapter seed must be an integer 0..{MAX_SEED}; got {shown(seed)}"
+        )
     for name, value in (("init_scale", init_scale), ("rank_scale", rank_scale)):
         if not math.isfinite(value) or value <= 0:
             raise InputError(f"null adapter {name} must be a positive number; got {value!r}")
@@ -170,16 +176,28 @@ def check_top_k(top_k: int) -> int:
 
 
 def check_text(text: str, what: str = "prompt") -> str:
+    """``text`` if it is usable model input. Messages never quote the text (it may be private)."""
     if not isinstance(text, str):
-        raise InputError(f"{what} must be a string; got {type(text).__name__} {text!r}")
+        raise InputError(f"{what} must be a string; got {type(text).__name__}")
     if not text.strip():
-        raise InputError(f"{what} is empty ({text!r}); give at least one non-space character")
+        raise InputError(
+            f"{what} is empty or only whitespace ({len(text)} characters); give at least one "
+            "non-space character"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"{what} is not valid Unicode: a lone surrogate at character {exc.start}; "
+            "fix how the text was decoded"
+        ) from None
     return text
 
 
 __all__ = [
     "DEFAULT_MAX_BATCH_TOKENS",
     "DEFAULT_TOP_K",
+    "MAX_SEED",
     "DifferentialBackend",
     "RollingLogprob",
     "ScoringView",

@@ -14,16 +14,19 @@ exporters (:mod:`.exporter`); it knows nothing about any exporter's library.
 
 from __future__ import annotations
 
+import operator
 import os
 import threading
 import time
+import traceback
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from swayscope.errors import BackendError
+from swayscope.errors import BackendError, InputError, shown
 from swayscope.instrumentation.cache import _MISS, ForwardCache
 from swayscope.instrumentation.events import (
     CacheLookup,
@@ -35,12 +38,13 @@ from swayscope.instrumentation.events import (
     RunStarted,
     ViewEntered,
     ViewExited,
-    prompt_hash,
     view_kind_of,
 )
 from swayscope.instrumentation.exporter import Exporter, ExporterSet, TelemetryHealth
+from swayscope.instrumentation.hashing import PromptHasher, cache_digest, prompt_hash
+from swayscope.instrumentation.redaction import redact_texts
 from swayscope.instrumentation.stats import BackendStats
-from swayscope.instrumentation.vocabulary import PROBE_STATUSES, ProbeStatus
+from swayscope.instrumentation.vocabulary import PROBE_STATUSES, ProbeOutcome, ProbeStatus
 
 T = TypeVar("T")
 
@@ -84,6 +88,10 @@ class _Flight:
     owner: int = field(default_factory=threading.get_ident)
 
 
+#: Texts of recently failed prompts kept (in memory only) to redact error messages.
+_FAILED_PROMPTS_KEPT = 64
+
+
 def _new_batch_id() -> str:
     return os.urandom(8).hex()
 
@@ -114,8 +122,11 @@ class BackendInstrumentation:
         run_id: str | None = None,
         model_name: str = "",
         model_id: str | None = None,
+        prompt_hash_key: bytes | str | None = None,
     ) -> None:
         self.cache = ForwardCache(maxsize=cache_maxsize, max_bytes=cache_max_bytes)
+        self._hasher = PromptHasher(prompt_hash_key)
+        self._failed_prompts: deque[str] = deque(maxlen=_FAILED_PROMPTS_KEPT)
         self.stats = BackendStats()
         self.health = TelemetryHealth()
         self.run_id = run_id or uuid.uuid4().hex[:16]
@@ -245,17 +256,25 @@ class BackendInstrumentation:
                 total=total,
             )
         )
+        interrupted = False
         try:
             yield handle
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
         except BaseException as exc:
             handle.status = "error"
-            handle.error = handle.error or f"{type(exc).__name__}: {exc}"
+            handle.error = handle.error or self.redact(f"{type(exc).__name__}: {exc}")
             raise
         finally:
             self._current_probe = previous
-            if run is not None:
-                run.probes_done += 1
-            status: ProbeStatus = handle.status if handle.status in PROBE_STATUSES else "pass"
+            status: ProbeOutcome
+            if interrupted:
+                status = "not_run"  # stopped before a verdict: not a probe error
+            else:
+                if run is not None:
+                    run.probes_done += 1
+                status = handle.status if handle.status in PROBE_STATUSES else "pass"
             self.emit(
                 ProbeEnded(
                     run_id=self.run_id,
@@ -317,10 +336,29 @@ class BackendInstrumentation:
 
     # -- lookups ------------------------------------------------------------------------
 
-    def _key(self, op: str, view_id: str, phash: str, top_k: int) -> tuple[Any, ...]:
+    def hash_prompt(self, prompt: str) -> str:
+        """The 12-hex hash telemetry carries for ``prompt`` (keyed when a key was given)."""
+        return self._hasher(prompt)
+
+    def redact(self, message: str) -> str:
+        """``message`` without the text of any prompt whose computation recently failed
+        (unless prompts are captured): for errors that leave the process."""
+        if self.capture_prompts or not self._failed_prompts:
+            return message
+        with self._inflight_lock:
+            texts = list(self._failed_prompts)
+        return redact_texts(message, texts, self._hasher)
+
+    def _error_text(self, exc: BaseException, prompts: Sequence[str]) -> str:
+        if not self.capture_prompts:
+            with self._inflight_lock:
+                self._failed_prompts.extend(prompts)
+        return self.redact(f"{type(exc).__name__}: {exc}")
+
+    def _key(self, op: str, view_id: str, digest: bytes, top_k: int) -> tuple[Any, ...]:
         if self.model_id is None:
-            return (op, view_id, phash, top_k)
-        return (self.model_id, op, view_id, phash, top_k)
+            return (op, view_id, digest, top_k)
+        return (self.model_id, op, view_id, digest, top_k)
 
     def _count_hit(self, wall: float) -> None:
         with self._stats_lock:
@@ -331,7 +369,6 @@ class BackendInstrumentation:
         self,
         op: str,
         view_id: str,
-        phash: str,
         top_k: int,
         wall: float,
         prompt: str,
@@ -344,7 +381,7 @@ class BackendInstrumentation:
             view_id=view_id,
             view_kind=view_kind_of(view_id),
             probe=self._current_probe,
-            prompt_hash=phash,
+            prompt_hash=self._hasher(prompt),
             top_k=top_k,
             hit=True,
             start_ns=time.time_ns() - int(wall * 1e9),
@@ -372,15 +409,19 @@ class BackendInstrumentation:
         callers of the same missing key wait for one compute and count as hits.
         A ``compute`` that raises stores nothing, is counted, and re-raises.
         """
-        phash = prompt_hash(prompt)
-        key = self._key(key_op or op, view_id, phash, top_k if key_top_k is None else key_top_k)
+        top_k = _check_top_k(top_k)
+        _check_prompt(prompt, 0)
+        key = self._key(
+            key_op or op, view_id, cache_digest(prompt),
+            top_k if key_top_k is None else _check_top_k(key_top_k),
+        )
         t0 = time.perf_counter()
         value = self.cache.get(key)
         if value is not _MISS:
             wall = time.perf_counter() - t0
             self._count_hit(wall)
             if self._exporters:
-                self._exporters.emit(self._hit_event(op, view_id, phash, top_k, wall, prompt))
+                self._exporters.emit(self._hit_event(op, view_id, top_k, wall, prompt))
             return value  # type: ignore[no-any-return]
         while True:
             with self._inflight_lock:
@@ -392,9 +433,7 @@ class BackendInstrumentation:
             if leader:
                 assert flight is not None
                 try:
-                    return self._compute_one(
-                        op, view_id, phash, top_k, prompt, key, compute, flight
-                    )
+                    return self._compute_one(op, view_id, top_k, prompt, key, compute, flight)
                 finally:
                     with self._inflight_lock:
                         del self._inflight[key]
@@ -405,7 +444,7 @@ class BackendInstrumentation:
                     # A compute looking up the very key it is computing (re-entrant,
                     # same thread): waiting would deadlock. Compute here, as v0 did.
                     return self._compute_one(
-                        op, view_id, phash, top_k, prompt, key, compute, _Flight()
+                        op, view_id, top_k, prompt, key, compute, _Flight()
                     )
                 flight.done.wait()
                 if not flight.ok:
@@ -414,14 +453,13 @@ class BackendInstrumentation:
             wall = time.perf_counter() - t0
             self._count_hit(wall)
             if self._exporters:
-                self._exporters.emit(self._hit_event(op, view_id, phash, top_k, wall, prompt))
+                self._exporters.emit(self._hit_event(op, view_id, top_k, wall, prompt))
             return value  # type: ignore[no-any-return]
 
     def _compute_one(
         self,
         op: str,
         view_id: str,
-        phash: str,
         top_k: int,
         prompt: str,
         key: tuple[Any, ...],
@@ -434,26 +472,16 @@ class BackendInstrumentation:
             value = compute()
         except BaseException as exc:
             self._record_forward(
-                op,
-                view_id,
-                top_k,
-                [phash],
-                [prompt],
-                [],
-                start_ns,
-                time.perf_counter() - t0,
-                0,
-                batched=False,
-                exc=exc,
+                op, view_id, top_k, [prompt], [], start_ns, time.perf_counter() - t0, 0,
+                batched=False, exc=exc,
             )
             raise
         wall = time.perf_counter() - t0
         self.cache.put(key, value)
         flight.value = value
         flight.ok = True
-        self._record_forward(
-            op, view_id, top_k, [phash], [prompt], [value], start_ns, wall, 0, batched=False
-        )
+        self._record_forward(op, view_id, top_k, [prompt], [value], start_ns, wall, 0,
+                             batched=False)
         return value
 
     def cached_batch(
@@ -475,34 +503,38 @@ class BackendInstrumentation:
         repeats count as hits). ``plan`` may split the misses into several model
         calls (a token budget); each group is one forward call.
         """
+        top_k = _check_top_k(top_k)
+        for i, prompt in enumerate(prompts):
+            _check_prompt(prompt, i)
         results: list[Any] = [None] * len(prompts)
-        hashes = [prompt_hash(p) for p in prompts]
+        digests = [cache_digest(p) for p in prompts]
         kop = key_op or op
-        ktop = top_k if key_top_k is None else key_top_k
-        first_miss: dict[str, int] = {}
+        ktop = top_k if key_top_k is None else _check_top_k(key_top_k)
+        first_miss: dict[bytes, int] = {}
         repeats: list[tuple[int, int]] = []
         hits = 0
-        for i, phash in enumerate(hashes):
-            if phash in first_miss:
-                repeats.append((i, first_miss[phash]))
+        for i, digest in enumerate(digests):
+            if digest in first_miss:
+                repeats.append((i, first_miss[digest]))
                 continue
             t0 = time.perf_counter()
-            value = self.cache.get(self._key(kop, view_id, phash, ktop))
+            value = self.cache.get(self._key(kop, view_id, digest, ktop))
             if value is _MISS:
-                first_miss[phash] = i
+                first_miss[digest] = i
                 continue
             wall = time.perf_counter() - t0
             hits += 1
             results[i] = value
             self._count_hit(wall)
             if self._exporters:
-                self._exporters.emit(self._hit_event(op, view_id, phash, top_k, wall, prompts[i]))
+                self._exporters.emit(self._hit_event(op, view_id, top_k, wall, prompts[i]))
         misses = list(first_miss.values())
         groups = (plan(misses) if plan is not None else [misses]) if misses else []
         if sorted(i for g in groups for i in g) != misses:
             raise BackendError(
                 f"batch plan returned groups covering {sum(len(g) for g in groups)} indices "
-                f"for {len(misses)} misses; a plan must partition the miss indices"
+                f"for {len(misses)} misses; a plan must partition the miss indices "
+                "(a backend bug: report it to the backend's authors)"
             )
         batch_ids: dict[int, tuple[str, int]] = {}
         for group in groups:
@@ -515,37 +547,21 @@ class BackendInstrumentation:
                 if len(values) != len(group):
                     raise BackendError(
                         f"batched compute returned {len(values)} values for "
-                        f"{len(group)} misses; the backend must return one value per miss"
+                        f"{len(group)} misses; the backend must return one value per miss "
+                        "(a backend bug: report it to the backend's authors)"
                     )
             except BaseException as exc:
                 self._record_forward(
-                    op,
-                    view_id,
-                    top_k,
-                    [hashes[i] for i in group],
-                    [prompts[i] for i in group],
-                    [],
-                    start_ns,
-                    time.perf_counter() - t0,
-                    hits,
-                    batched=True,
-                    exc=exc,
+                    op, view_id, top_k, [prompts[i] for i in group], [], start_ns,
+                    time.perf_counter() - t0, hits, batched=True, exc=exc,
                 )
                 raise
             wall = time.perf_counter() - t0
             for i, value in zip(group, values, strict=True):
-                self.cache.put(self._key(kop, view_id, hashes[i], ktop), value)
+                self.cache.put(self._key(kop, view_id, digests[i], ktop), value)
                 results[i] = value
             batch_id = self._record_forward(
-                op,
-                view_id,
-                top_k,
-                [hashes[i] for i in group],
-                [prompts[i] for i in group],
-                values,
-                start_ns,
-                wall,
-                hits,
+                op, view_id, top_k, [prompts[i] for i in group], values, start_ns, wall, hits,
                 batched=True,
             )
             for i in group:
@@ -557,7 +573,7 @@ class BackendInstrumentation:
             if self._exporters:
                 bid, bsize = batch_ids.get(j, (None, None))
                 self._exporters.emit(
-                    self._hit_event(op, view_id, hashes[i], top_k, 0.0, prompts[i], bid, bsize)
+                    self._hit_event(op, view_id, top_k, 0.0, prompts[i], bid, bsize)
                 )
         return results
 
@@ -566,7 +582,6 @@ class BackendInstrumentation:
         op: str,
         view_id: str,
         top_k: int,
-        hashes: list[str],
         prompts: list[str],
         values: list[Any],
         start_ns: int,
@@ -577,7 +592,7 @@ class BackendInstrumentation:
         exc: BaseException | None = None,
     ) -> str:
         """Count one model call and emit its ForwardCall and per-prompt miss events."""
-        n = len(hashes)
+        n = len(prompts)
         tokens = [_n_tokens(v) for v in values] if exc is None else [None] * n
         known = [t for t in tokens if t is not None]
         n_tokens = sum(known) if known else None
@@ -596,11 +611,12 @@ class BackendInstrumentation:
                     s.batched_prompts += n
                     s.max_batch_size = max(s.max_batch_size, n)
             s.cache_evictions = self.cache.evictions
+        error = self._error_text(exc, prompts) if exc is not None else None
         batch_id = _new_batch_id()
         if not self._exporters:
             return batch_id
         kind = view_kind_of(view_id)
-        error = f"{type(exc).__name__}: {exc}" if exc is not None else None
+        hashes = [self._hasher(p) for p in prompts]
         call = ForwardCall(
             run_id=self.run_id,
             op=op,
@@ -619,6 +635,7 @@ class BackendInstrumentation:
             model=self.model_name,
             error=error,
             exception=exc,
+            error_stack=self.redact(_stack(exc)) if exc is not None else None,
             cache_entries=len(self.cache),
             cache_bytes=self.cache.nbytes,
             cache_evictions=self.cache.evictions,
@@ -652,8 +669,31 @@ class BackendInstrumentation:
         return batch_id
 
 
+def _check_top_k(top_k: object) -> int:
+    """``top_k`` as a plain int (numpy integers accepted); InputError otherwise."""
+    if isinstance(top_k, bool):
+        raise InputError(f"top_k must be an integer; got the bool {top_k!r}")
+    try:
+        return operator.index(top_k)  # type: ignore[arg-type]
+    except TypeError:
+        raise InputError(
+            f"top_k must be an integer; got {type(top_k).__name__} {shown(top_k)}"
+        ) from None
+
+
+def _check_prompt(prompt: object, index: int) -> None:
+    if not isinstance(prompt, str):
+        raise InputError(
+            f"prompt #{index} must be a string; got {type(prompt).__name__}"
+        )
+
+
+def _stack(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
+
+
 def _prompt_hash(prompt: str) -> str:
-    """v0 name for :func:`~swayscope.instrumentation.events.prompt_hash`."""
+    """v0 name for :func:`~swayscope.instrumentation.hashing.prompt_hash`."""
     return prompt_hash(prompt)
 
 

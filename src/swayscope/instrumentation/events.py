@@ -11,10 +11,10 @@ Prometheus exemplars) can point at the span.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
-from swayscope.instrumentation.vocabulary import VIEW_KINDS, ProbeStatus
+from swayscope.instrumentation.hashing import prompt_hash
+from swayscope.instrumentation.vocabulary import VIEW_KINDS, ProbeOutcome
 
 
 def view_kind_of(view_id: str) -> str:
@@ -23,11 +23,6 @@ def view_kind_of(view_id: str) -> str:
         return view_id
     head = view_id.split("_", 1)[0]
     return head if head in ("scaled", "null") else "other"
-
-
-def prompt_hash(prompt: str) -> str:
-    """Stable 12-hex SHA-1 prefix of a prompt: the cache key and what telemetry carries."""
-    return hashlib.sha1(prompt.encode("utf-8"), usedforsecurity=False).hexdigest()[:12]
 
 
 @dataclass(slots=True)
@@ -71,7 +66,7 @@ class ProbeEnded:
     kind: str
     end_ns: int
     duration_s: float
-    status: ProbeStatus
+    status: ProbeOutcome
     verdict: str = ""
     score: float | None = None
     error: str | None = None
@@ -121,7 +116,11 @@ class ForwardCall:
     n_tokens: int | None = None
     model: str = ""
     error: str | None = None
+    """``Type: message`` of a failed call, prompt text redacted unless captured."""
     exception: BaseException | None = None
+    """The exception itself, for its type; its message may quote prompt text (use ``error``)."""
+    error_stack: str | None = None
+    """The formatted traceback, redacted like ``error``."""
     cache_entries: int = 0
     cache_bytes: int = 0
     cache_evictions: int = 0

@@ -126,11 +126,18 @@ class ExporterSet:
         return ok
 
     def shutdown(self) -> None:
+        """Shut every exporter down, even when one is interrupted (Ctrl-C during a metrics
+        linger): the others still flush; the interrupt is raised once all are done."""
+        interrupt: BaseException | None = None
         for exporter in self._exporters:
             try:
                 exporter.shutdown()
             except Exception as exc:
                 self.health.record_error(exporter.name, exc)
+            except BaseException as exc:
+                interrupt = interrupt or exc
+        if interrupt is not None:
+            raise interrupt
 
 
 __all__ = ["Exporter", "ExporterSet", "TelemetryHealth"]

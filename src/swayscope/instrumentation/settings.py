@@ -20,9 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from swayscope.errors import TelemetryConfigError, shown
+from swayscope.instrumentation.hashing import PROMPT_HASH_KEY_ENV
 
 OtlpProtocol = Literal["grpc", "http/protobuf"]
 
@@ -62,6 +63,9 @@ class TelemetrySettings:
     """Pushgateway base URL the metrics are pushed to."""
     capture_prompts: bool = False
     """Put prompt text into telemetry (off: 12-hex hashes only)."""
+    prompt_hash_key: str | None = field(default=None, repr=False)
+    """Key of the keyed prompt hash (HMAC); default from ``$SWAYSCOPE_PROMPT_HASH_KEY``.
+    A secret: no flag (flags show in process lists), never printed."""
     otel: bool = field(default=False, compare=False)
     """Derived: spans are wanted (an endpoint was given or an ``OTEL_*`` one is set)."""
     otlp_explicit: bool = field(default=False, compare=False)
@@ -83,10 +87,40 @@ class TelemetrySettings:
 SETTING_NAMES: tuple[str, ...] = tuple(
     f.name for f in fields(TelemetrySettings) if f.name not in ("otel", "otlp_explicit", "sources")
 )
+#: Settings that are secrets: read from the spec or the environment, never from a flag.
+SECRET_SETTINGS: tuple[str, ...] = ("prompt_hash_key",)
+
+
+#: Query parameters whose values are secrets (compared lower-case, ``-`` read as ``_``).
+_SECRET_PARAMS = frozenset({
+    "access_token", "api_key", "apikey", "auth", "key", "password", "secret", "sig",
+    "signature", "token",
+})
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit to print or store: the password of its userinfo and the values of
+    secret-looking query parameters replaced by ``***``. Not a URL: returned as is."""
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if password is not None:
+        netloc = f"{user}:***@{netloc.rsplit('@', 1)[1]}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([
+            (k, "***" if k.lower().replace("-", "_") in _SECRET_PARAMS else v) for k, v in pairs
+        ], safe="*")
+    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 def _bad(value: object, source: str, why: str, hint: str = "") -> TelemetryConfigError:
-    msg = f"invalid value {shown(value)} for {source}: {why}"
+    shown_value = shown(redact_url(value) if isinstance(value, str) else value)
+    msg = f"invalid value {shown_value} for {source}: {why}"
     return TelemetryConfigError(msg + (f". {hint}" if hint else ""))
 
 
@@ -260,6 +294,17 @@ def _parse_trace(value: object, source: str) -> Path:
     return Path(value)
 
 
+def _parse_key(value: object, source: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise TelemetryConfigError(
+            f"{source} must be a string (the key of the keyed prompt hash); "
+            f"got {type(value).__name__}"
+        )
+    return value
+
+
 def _check_names(given: Mapping[str, object], sources: Mapping[str, str]) -> None:
     for name in (*given, *sources):
         if name not in SETTING_NAMES:
@@ -334,6 +379,10 @@ def resolve_settings(
         capture_prompts=parse_bool(
             values.get("capture_prompts", False), name_of("capture_prompts")
         ),
+        prompt_hash_key=_parse_key(
+            values.get("prompt_hash_key", env.get(PROMPT_HASH_KEY_ENV)),
+            src.get("prompt_hash_key", PROMPT_HASH_KEY_ENV),
+        ),
         otel=otel,
         otlp_explicit=endpoint is not None,
         sources=src,
@@ -343,6 +392,7 @@ def resolve_settings(
 __all__ = [
     "DEFAULT_METRICS_ADDRESS",
     "OTLP_TRACES_PATH",
+    "SECRET_SETTINGS",
     "SETTING_NAMES",
     "OtlpProtocol",
     "OtlpTarget",
@@ -355,6 +405,7 @@ __all__ = [
     "parse_port",
     "parse_pushgateway_url",
     "parse_seconds",
+    "redact_url",
     "resolve_otlp_protocol",
     "resolve_otlp_target",
     "resolve_settings",

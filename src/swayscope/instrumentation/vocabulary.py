@@ -11,6 +11,9 @@ from typing import Literal, get_args
 #: How a probe ended. ``warn`` and ``skip`` count as passed for the exit code.
 ProbeStatus = Literal["pass", "fail", "warn", "skip", "error"]
 PROBE_STATUSES: tuple[ProbeStatus, ...] = get_args(ProbeStatus)
+#: How a probe's events end: a status, or ``not_run`` when the run was stopped mid-probe
+#: (Ctrl-C, SIGTERM): no verdict, counted nowhere as a probe result.
+ProbeOutcome = Literal["pass", "fail", "warn", "skip", "error", "not_run"]
 
 #: Bounded label values for a view. Anything else a custom backend invents is "other".
 ViewKind = Literal["base", "ft", "scaled", "null"]
@@ -29,6 +32,7 @@ __all__ = [
     "PROBE_STATUSES",
     "VIEW_KINDS",
     "KnownOp",
+    "ProbeOutcome",
     "ProbeStatus",
     "ViewKind",
 ]

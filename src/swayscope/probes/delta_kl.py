@@ -19,7 +19,6 @@ from typing import Annotated, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from swayscope.instrumentation import prompt_hash
 from swayscope.probes.base import Probe, ProbeContext, ProbeResult, ProbeSpec, ViewFactory
 from swayscope.probes.defaults import DEFAULT_PROMPTS, check_prompts
 from swayscope.probes.divergence import (
@@ -109,7 +108,8 @@ class DeltaKLProbe(Probe):
             "max": float(per.max()),
             "n_prompts": len(spec.prompts),
             "per_prompt": [float(v) for v in per],
-            "max_prompt_hash": prompt_hash(spec.prompts[top]),
+            "max_prompt_hash": ctx.backend.inst.hash_prompt(spec.prompts[top]),
+            "max_prompt_index": top,
             "threshold": threshold,
             "min_z": spec.min_z,
             "top_k": ctx.defaults.top_k,

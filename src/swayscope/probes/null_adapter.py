@@ -25,9 +25,9 @@ from contextlib import AbstractContextManager
 from typing import Annotated, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from swayscope.backends.api import ScoringView
+from swayscope.backends.api import MAX_SEED, ScoringView
 from swayscope.probes.base import (
     Calibration,
     Probe,
@@ -48,12 +48,21 @@ class NullAdapterSpec(ProbeSpec):
     kind: Literal["null_adapter"] = "null_adapter"
     n: Annotated[int, Field(ge=2, le=64)] = 3
     """Null adapters per statistic (at least 2: a spread needs two samples)."""
-    seed: Annotated[int, Field(ge=0)] | None = None
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None
     """First null-adapter seed (then seed+1, …); defaults to the suite's ``defaults.seed``."""
     init_scale: PositiveFloat = 1.0
     """Scale of the null adapter's random init relative to the real adapter's."""
     rank_scale: PositiveFloat = 1.0
     """Rank of the null adapter relative to the real adapter's."""
+
+    @model_validator(mode="after")
+    def _seeds_in_range(self) -> NullAdapterSpec:
+        if self.seed is not None and self.seed + self.n - 1 > MAX_SEED:
+            raise ValueError(
+                f"seeds {self.seed}..{self.seed + self.n - 1} go past {MAX_SEED}; "
+                f"give seed <= {MAX_SEED - self.n + 1}"
+            )
+        return self
 
 
 class NullAdapterProbe(Probe):

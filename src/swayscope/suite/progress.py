@@ -80,6 +80,8 @@ class RunMonitor(Exporter):
             self.done = event.done
             if self._progress is not None:
                 self._progress.update(self._task, completed=event.done, calls=self.forward_calls)
+            elif event.status == "not_run":
+                log.info("probe %s: interrupted, not run", event.probe)
             else:
                 elapsed = time.monotonic() - self._t0
                 eta = elapsed / event.done * (self.total - event.done) if event.done else 0.0

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-from swayscope.suite.result import SuiteResult, _jsonable
+from swayscope.suite.result import SuiteResult
 
 _VERDICT_STYLE = {"pass": "green", "fail": "red", "warn": "yellow", "skip": "dim", "error": "red"}
 
@@ -56,13 +53,16 @@ def _headline(result: SuiteResult) -> str:
 
 
 def render_terminal(result: SuiteResult) -> None:
+    """The result as a table. User text (names, messages) is rendered as plain text, never
+    parsed as Rich markup: a name like ``[/]`` or ``[INST]`` shows as itself."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)  # logs and CI: wide enough to keep rows readable
-    table = Table(title=_headline(result), title_justify="left", expand=True)
+    table = Table(title=Text(_headline(result)), title_justify="left", expand=True)
     table.add_column("probe", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     table.add_column("score", no_wrap=True, justify="right")
@@ -70,20 +70,19 @@ def render_terminal(result: SuiteResult) -> None:
     table.add_column("time", no_wrap=True, justify="right")
     table.add_column("evidence", ratio=1, overflow="fold")
     for p in result.probes:
-        style = _VERDICT_STYLE.get(p.verdict, "")
         table.add_row(
-            p.name if p.name == p.kind else f"{p.name} ({p.kind})",
-            f"[{style}]{p.verdict}[/{style}]" if style else p.verdict,
+            Text(p.name if p.name == p.kind else f"{p.name} ({p.kind})"),
+            Text(p.verdict, style=_VERDICT_STYLE.get(p.verdict, "")),
             _fmt(p.score),
             _fmt(p.z_score, 3),
             f"{p.duration_s:.2f}s",
-            p.error or p.message,
+            Text(p.error or p.message),
         )
     console.print(table)
     for name in result.not_run:
-        console.print(f"[dim]not run: {name}[/dim]")
+        console.print(Text(f"not run: {name}", style="dim"))
     for line in footer_lines(result):
-        console.print(line, highlight=False, markup=False)
+        console.print(Text(line), highlight=False)
 
 
 def render_markdown(result: SuiteResult) -> str:
@@ -101,8 +100,7 @@ def render_markdown(result: SuiteResult) -> str:
 
 
 def render_json(result: SuiteResult) -> str:
-    data: dict[str, Any] = result.to_dict()
-    return json.dumps(data, indent=2, default=_jsonable) + "\n"
+    return result.to_json()
 
 
 __all__ = ["footer_lines", "render_json", "render_markdown", "render_terminal"]

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swayscope.exit_codes import EXIT_ERROR, EXIT_PASS, EXIT_PROBE_FAILED
 from swayscope.probes.base import ProbeResult
+from swayscope.suite.outputs import write_text_atomic
 
 RESULT_SCHEMA = 1
 
-EXIT_PASS = 0
-EXIT_PROBE_FAILED = 1
-EXIT_ERROR = 2
 
 
 @dataclass(slots=True)
@@ -60,30 +58,31 @@ class SuiteResult:
             "telemetry": self.telemetry,
         }
 
+    def to_json(self) -> str:
+        """Strict JSON (a non-finite number becomes null: NaN is not JSON)."""
+        return json.dumps(_strict(self.to_dict()), indent=2, allow_nan=False) + "\n"
+
     def write_json(self, path: Path) -> None:
         """Write atomically: a reader never sees a half-written file, even after Ctrl-C."""
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n")
+        write_text_atomic(path, self.to_json())
 
 
-def _jsonable(value: Any) -> Any:
+def _strict(value: Any) -> Any:
+    """``value`` with only JSON's types: paths and arrays converted, non-finite floats null."""
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, Path):
         return str(value)
     tolist = getattr(value, "tolist", None)
     if callable(tolist):
-        return tolist()
+        return _strict(tolist())
     return repr(value)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 __all__ = [
@@ -92,5 +91,4 @@ __all__ = [
     "EXIT_PROBE_FAILED",
     "RESULT_SCHEMA",
     "SuiteResult",
-    "write_text_atomic",
 ]

@@ -11,6 +11,7 @@ import logging
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -143,12 +144,12 @@ def run_suite(
                     try:
                         outcome = probe.run(ctx)
                     except Exception as exc:
-                        log.exception("probe %s raised; recorded as error", probe.spec.label)
+                        error = inst.redact(f"{type(exc).__name__}: {exc}")
+                        log.error("probe %s raised %s; recorded as error", probe.spec.label, error)
+                        # The traceback may quote prompt text: only at DEBUG, only redacted.
+                        log.debug("%s", inst.redact("".join(traceback.format_exception(exc))))
                         outcome = ProbeResult(
-                            name=probe.spec.label,
-                            kind=probe.kind,
-                            verdict="error",
-                            error=f"{type(exc).__name__}: {exc}",
+                            name=probe.spec.label, kind=probe.kind, verdict="error", error=error
                         )
                     outcome.duration_s = time.perf_counter() - p0
                     handle.status = outcome.verdict

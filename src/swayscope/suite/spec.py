@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from swayscope.backends.api import DEFAULT_MAX_BATCH_TOKENS
+from swayscope.backends.api import DEFAULT_MAX_BATCH_TOKENS, MAX_SEED
 from swayscope.errors import SpecError, SwayscopeError, shown
 from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
 from swayscope.probes.base import Probe
@@ -40,7 +40,7 @@ class ModelsSpec(_Strict):
 
 
 class DefaultsSpec(_Strict):
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     top_k: int = Field(default=DEFAULT_TOP_K, gt=0)
     max_batch_size: int = Field(default=32, gt=0)
     max_batch_tokens: int = Field(default=DEFAULT_MAX_BATCH_TOKENS, gt=0)
@@ -66,6 +66,8 @@ class TelemetrySpec(_Strict):
     """At run start, wait up to this long for a scrape of the zeroed series."""
     pushgateway: str | None = None
     capture_prompts: bool = False
+    prompt_hash_key: str | None = None
+    """Key of the keyed prompt hash; prefer ``$SWAYSCOPE_PROMPT_HASH_KEY`` to a key in a file."""
 
 
 class SuiteSpec(_Strict):
@@ -141,13 +143,64 @@ def _format_errors(
     return "invalid suite spec:\n  " + "\n  ".join(lines)
 
 
+#: The most values a spec may hold once YAML aliases are expanded: far above any real
+#: suite, far below what a few hundred bytes of nested aliases can expand to.
+MAX_SPEC_VALUES = 100_000
+
+
+def _check_size(root: yaml.Node | None, source: str) -> None:
+    """Refuse a spec whose aliases expand past :data:`MAX_SPEC_VALUES` (an alias bomb)."""
+    count = 0
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_SPEC_VALUES:
+            raise SpecError(
+                f"{source}: the spec expands to more than {MAX_SPEC_VALUES} values "
+                "(nested YAML aliases?); write the values out or split the suite"
+            )
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend((key, value))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+
+
+def _unencodable(data: object, path: tuple[int | str, ...] = ()) -> tuple[int | str, ...] | None:
+    """The key path of the first string that is not valid Unicode (a lone surrogate)."""
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    items = data.items() if isinstance(data, dict) else (
+        enumerate(data) if isinstance(data, list) else ()
+    )
+    for key, value in items:
+        found = _unencodable(key, path) if isinstance(key, str) else None
+        found = found or _unencodable(value, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
 def load_suite_text(text: str, source: str = "<spec>") -> LoadedSuite:
     """Parse and validate a spec given as YAML text."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_size(root, source)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"{source}: not valid YAML: {exc}") from exc
+    bad = _unencodable(data)
+    if bad is not None:
+        key = ".".join(str(p) for p in bad) or "(top level)"
+        raise SpecError(
+            f"{_where(root, bad, source)}: {key}: the text is not valid Unicode (a lone "
+            "surrogate such as \\udcff); fix the escape or the file's encoding"
+        )
     if not isinstance(data, dict):
         raise SpecError(
             f"{source}: a suite spec must be a YAML mapping with 'version', 'models' and "

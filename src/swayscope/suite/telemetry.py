@@ -14,7 +14,7 @@ from typing import Any
 
 from swayscope.instrumentation.exporter import Exporter
 from swayscope.instrumentation.exporters.factory import build_exporters
-from swayscope.instrumentation.settings import TelemetrySettings, resolve_settings
+from swayscope.instrumentation.settings import TelemetrySettings, redact_url, resolve_settings
 from swayscope.suite.spec import LoadedSuite
 
 
@@ -46,6 +46,7 @@ class Telemetry:
     trace_existed: bool
 
     def info(self) -> dict[str, Any]:
+        """Where telemetry goes, fit to print and store (credentials in URLs redacted)."""
         out: dict[str, Any] = {
             "trace_file": str(self.settings.trace) if self.settings.trace else None,
             "metrics_url": None,
@@ -55,13 +56,13 @@ class Telemetry:
         for exporter in self.exporters:
             url = getattr(exporter, "url", None)
             if url:
-                out["metrics_url"] = url
+                out["metrics_url"] = redact_url(url)
             push = getattr(exporter, "pushgateway_url", None)
             if push:
-                out["pushgateway"] = push
+                out["pushgateway"] = redact_url(push)
             target = getattr(exporter, "target", None)
             if target is not None:
-                out["otlp_endpoint"] = f"{target.endpoint} ({target.protocol})"
+                out["otlp_endpoint"] = f"{redact_url(target.endpoint)} ({target.protocol})"
             elif getattr(exporter, "annotates_trace", False):
                 out["otlp_endpoint"] = "host TracerProvider"
         return out

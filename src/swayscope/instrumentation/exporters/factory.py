@@ -7,6 +7,8 @@ prometheus_client.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -15,6 +17,8 @@ from swayscope.errors import TelemetryConfigError
 from swayscope.instrumentation.exporter import Exporter
 from swayscope.instrumentation.exporters.jsonl import TraceWriter
 from swayscope.instrumentation.settings import TelemetrySettings, env_true
+
+log = logging.getLogger(__name__)
 
 
 def host_tracer_provider_installed() -> bool:
@@ -31,6 +35,15 @@ def host_tracer_provider_installed() -> bool:
     return not isinstance(provider, api.ProxyTracerProvider | api.NoOpTracerProvider)
 
 
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 def _prometheus(settings: TelemetrySettings, run_id: str | None) -> Exporter:
     try:
         from swayscope.instrumentation.exporters.prometheus import PrometheusExporter
@@ -40,6 +53,13 @@ def _prometheus(settings: TelemetrySettings, run_id: str | None) -> Exporter:
             f"prometheus_client, which is not installed ({exc}). "
             "Install swayscope[prometheus]."
         ) from exc
+    if settings.metrics_port is not None and not is_loopback(settings.metrics_address):
+        log.warning(
+            "the metrics endpoint listens on %s (from %s): any host that can reach this "
+            "machine can read it (run id, suite, model and adapter names). Keep the default "
+            "127.0.0.1 unless a scraper on another host needs it, and firewall the port.",
+            settings.metrics_address, settings.source("metrics_address"),
+        )
     return PrometheusExporter(
         address=settings.metrics_address,
         port=settings.metrics_port,

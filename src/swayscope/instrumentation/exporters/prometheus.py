@@ -469,6 +469,8 @@ class PrometheusExporter(Exporter):
         self.run_id = run_id
 
     def _on_probe_ended(self, ev: ProbeEnded) -> None:
+        if ev.status == "not_run":
+            return  # stopped mid-probe: no verdict to count
         self.probe_duration.labels(ev.probe, ev.status).observe(ev.duration_s)
         self.probes.labels(ev.status).inc()
         if ev.total > 0:
