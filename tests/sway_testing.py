@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 from swayscope.backends.api import DifferentialBackend
@@ -78,3 +82,47 @@ def run_probes(
         ctx.later_probes = [(p.spec, p) for p in probes[i + 1 :]]
         results.append(probe.run(ctx))
     return ProbeRun(results, ctx)
+
+
+DUMMY_SPEC = """\
+version: 1
+name: cli-test
+models:
+  kind: dummy
+  adapter_strength: {strength}
+  latency_ms: {latency}
+suite:
+  - kind: null_adapter
+  - kind: delta_kl
+  - kind: adapter_ablation
+  - kind: prompt_collapse
+  - kind: perplexity_shift
+"""
+
+
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PYTHONUNBUFFERED="1",
+        SWAYSCOPE_HOME=str(tmp_path / "home"),
+        HF_HUB_OFFLINE="1",
+        COLUMNS="160",
+    )
+    for key in list(env):
+        if key.startswith("OTEL_"):
+            del env[key]
+    return env
+
+
+def swayscope(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the ``swayscope`` command in a subprocess, in ``tmp_path``, with a clean env."""
+    return subprocess.run(
+        [sys.executable, "-m", "swayscope", *args],
+        capture_output=True, text=True, timeout=timeout, env=cli_env(tmp_path), cwd=tmp_path,
+    )
+
+
+def write_spec(tmp_path: Path, strength: float = 1.0, latency: float = 0.0) -> Path:
+    spec = tmp_path / "suite.yaml"
+    spec.write_text(DUMMY_SPEC.format(strength=strength, latency=latency))
+    return spec

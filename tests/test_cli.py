@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -14,48 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-DUMMY_SPEC = """\
-version: 1
-name: cli-test
-models:
-  kind: dummy
-  adapter_strength: {strength}
-  latency_ms: {latency}
-suite:
-  - kind: null_adapter
-  - kind: delta_kl
-  - kind: adapter_ablation
-  - kind: prompt_collapse
-  - kind: perplexity_shift
-"""
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PYTHONUNBUFFERED="1",
-        SWAYSCOPE_HOME=str(tmp_path / "home"),
-        HF_HUB_OFFLINE="1",
-        COLUMNS="160",
-    )
-    for key in list(env):
-        if key.startswith("OTEL_"):
-            del env[key]
-    return env
-
-
-def swayscope(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "swayscope", *args],
-        capture_output=True, text=True, timeout=timeout, env=_env(tmp_path), cwd=tmp_path,
-    )
-
-
-def write_spec(tmp_path: Path, strength: float = 1.0, latency: float = 0.0) -> Path:
-    spec = tmp_path / "suite.yaml"
-    spec.write_text(DUMMY_SPEC.format(strength=strength, latency=latency))
-    return spec
+from sway_testing import cli_env, swayscope, write_spec
 
 
 def read_trace(path: Path) -> list[dict[str, object]]:
@@ -154,7 +112,7 @@ def test_signal_leaves_valid_partial_results_and_a_complete_trace(
     proc = subprocess.Popen(
         [sys.executable, "-m", "swayscope", "run", str(spec), "--trace", str(trace),
          "--json", str(result)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path),
         cwd=tmp_path,
     )
     deadline = time.monotonic() + 60
@@ -198,7 +156,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "swayscope", "demo", "--metrics-linger", "20"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path),
         cwd=tmp_path,
     )
     assert proc.stdout is not None

@@ -5,6 +5,7 @@ Exit codes: 0 every probe passed, 1 a probe failed, 2 bad input or error.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -179,17 +180,19 @@ def _execute(
     try:
         result = run_suite(loaded, backend, telemetry=telemetry.info())
         code = _save_and_report(result, json_out, markdown_out)
-        if settings.metrics_linger_s:
-            typer.echo(f"metrics stay up {settings.metrics_linger_s:g} s for a last scrape")
     except BaseException:
         inst.close()
         raise
     try:
+        if settings.metrics_linger_s:
+            typer.echo(f"metrics stay up {settings.metrics_linger_s:g} s for a last scrape")
         inst.close()
     except KeyboardInterrupt:
         typer.echo(
             "interrupted while the metrics endpoint lingered; the run's result stands", err=True
         )
+        with contextlib.suppress(KeyboardInterrupt):
+            inst.close()  # a no-op when closing had begun; else a second Ctrl-C skips it
     return code
 
 

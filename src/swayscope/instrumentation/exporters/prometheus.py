@@ -426,6 +426,8 @@ class PrometheusExporter(Exporter):
             self._on_run_started(event)  # type: ignore[arg-type]
         elif kind is RunEnded:
             self.run_active.set(0)
+            if event.status == "interrupted":  # type: ignore[union-attr]
+                self.linger_s = 0.0  # the user stopped the run: do not hold the process
 
     def _on_forward(self, ev: ForwardCall) -> None:
         key = (ev.op, ev.view_kind, ev.probe)

@@ -1,0 +1,255 @@
+"""The CLI under careless and hostile input: each test names what it protects (issue 11)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sway_testing import DUMMY_SPEC, cli_env, swayscope, write_spec
+
+
+def _spec(tmp_path: Path, text: str, name: str = "suite.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# -- outputs ------------------------------------------------------------------------------------
+
+
+def test_same_file_for_trace_and_json_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    out_file = tmp_path / "out.jsonl"
+    out_file.write_text('{"earlier": "run"}\n')
+    out = swayscope(tmp_path, "run", str(write_spec(tmp_path)), "--trace", str(out_file),
+                    "--json", str(out_file))
+    assert out.returncode == 2
+    assert "--trace" in out.stderr and "--json" in out.stderr and "own file" in out.stderr
+    assert out_file.read_text() == '{"earlier": "run"}\n'
+
+
+def test_same_file_through_a_symlink_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "r.json"
+    (tmp_path / "link.json").symlink_to(target)
+    out = swayscope(tmp_path, "run", str(write_spec(tmp_path)), "--json", str(target),
+                    "--markdown", str(tmp_path / "link.json"))
+    assert out.returncode == 2 and "own file" in out.stderr
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_folder", "a_fifo"])
+def test_unwritable_output_fails_before_the_model_loads(tmp_path: Path, where: str) -> None:
+    blocker = tmp_path / "blocker"
+    if where == "under_a_file":
+        blocker.write_text("x")
+        target = blocker / "r.json"
+    elif where == "a_folder":
+        blocker.mkdir()
+        target = blocker
+    else:
+        os.mkfifo(blocker)
+        target = blocker
+    trace = tmp_path / "t.jsonl"
+    started = time.monotonic()
+    out = swayscope(tmp_path, "run", str(write_spec(tmp_path, latency=50.0)), "--json",
+                    str(target), "--trace", str(trace))
+    assert out.returncode == 2, out.stdout
+    assert "--json" in out.stderr and str(target) in out.stderr
+    assert not trace.exists()
+    assert time.monotonic() - started < 30  # nothing ran (the suite would take minutes)
+
+
+def test_a_write_failure_at_the_end_exits_2_and_still_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from swayscope.cli import app
+    from swayscope.suite import result as result_module
+
+    def disk_full(path: Path, text: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(result_module, "write_text_atomic", disk_full)
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(app, ["run", str(write_spec(tmp_path)), "--json", "r.json"])
+    assert out.exit_code == 2
+    assert "could not write the result JSON" in out.output and "No space left" in out.output
+    assert "5 pass" in out.output
+
+
+def test_result_files_respect_the_umask_and_keep_an_existing_mode(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path)
+    fresh, kept = tmp_path / "fresh.json", tmp_path / "kept.md"
+    kept.write_text("old")
+    kept.chmod(0o640)
+    old = os.umask(0o022)
+    try:
+        out = swayscope(tmp_path, "run", str(spec), "--json", str(fresh), "--markdown", str(kept))
+    finally:
+        os.umask(old)
+    assert out.returncode == 0, out.stderr
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+def test_rich_markup_in_user_text_renders_literally_and_the_result_is_saved(
+    tmp_path: Path,
+) -> None:
+    text = DUMMY_SPEC.format(strength=1.0, latency=0.0).replace("name: cli-test", "name: '[/]'")
+    text = text.replace(
+        "  - kind: delta_kl\n", "  - kind: delta_kl\n    name: '[INST] x [/INST]'\n"
+    )
+    result = tmp_path / "r.json"
+    out = swayscope(tmp_path, "run", str(_spec(tmp_path, text)), "--json", str(result))
+    assert out.returncode == 0, out.stderr
+    assert "[INST] x [/INST]" in out.stdout and "'[/]'" in out.stdout
+    assert json.loads(result.read_text())["suite"] == "[/]"
+
+
+# -- spec input ----------------------------------------------------------------------------------
+
+
+def test_yaml_alias_bomb_is_refused_fast_with_a_short_message(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join(['*a' + str(i - 1)] * 10)}]" for i in range(1, 10)]
+    bomb = "\n".join(["version: 1", *lines, "suite:", "  - kind: delta_kl", "    prompts: *a9"])
+    started = time.monotonic()
+    out = swayscope(tmp_path, "run", str(_spec(tmp_path, bomb)), timeout=60)
+    assert out.returncode == 2 and "aliases" in out.stderr
+    assert len(out.stderr) < 2000
+    assert time.monotonic() - started < 30
+
+
+def test_a_seed_that_would_overflow_an_rng_is_refused_with_its_line(tmp_path: Path) -> None:
+    text = "version: 1\nmodels:\n  kind: dummy\ndefaults:\n  seed: 18446744073709551616\n" \
+           "suite:\n  - kind: delta_kl\n"
+    out = swayscope(tmp_path, "run", str(_spec(tmp_path, text)))
+    assert out.returncode == 2
+    assert "suite.yaml:5" in out.stderr and "defaults.seed" in out.stderr
+
+
+def test_a_lone_surrogate_in_a_prompt_is_refused_with_its_line(tmp_path: Path) -> None:
+    text = 'version: 1\nmodels:\n  kind: dummy\nsuite:\n  - kind: delta_kl\n' \
+           '    prompts: ["ok", "\\udcff abc"]\n'
+    out = swayscope(tmp_path, "run", str(_spec(tmp_path, text)))
+    assert out.returncode == 2
+    assert "suite.yaml:6" in out.stderr and "suite.0.prompts.1" in out.stderr
+    assert "abc" not in out.stderr  # the prompt itself is not echoed
+
+
+def test_a_huge_bad_value_is_not_echoed_whole(tmp_path: Path) -> None:
+    huge = "[" + ", ".join(["1"] * 50_000) + "]"
+    text = f"version: 1\nmodels:\n  kind: dummy\ndefaults:\n  top_k: {huge}\n" \
+           "suite:\n  - kind: delta_kl\n"
+    out = swayscope(tmp_path, "run", str(_spec(tmp_path, text)))
+    assert out.returncode == 2 and "defaults.top_k" in out.stderr
+    assert len(out.stderr) < 2000
+
+
+def test_model_folder_errors_name_their_line(tmp_path: Path) -> None:
+    text = "version: 1\nname: x\nmodels:\n  kind: hf\n  base: /no/such/base\n" \
+           "  adapter: /no/such/adapter\nsuite:\n  - kind: delta_kl\n"
+    out = swayscope(tmp_path, "run", str(_spec(tmp_path, text)))
+    assert out.returncode == 2 and "suite.yaml:5" in out.stderr and "models.base" in out.stderr
+
+
+# -- privacy -------------------------------------------------------------------------------------
+
+
+def test_credentials_in_endpoint_urls_never_reach_any_output(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    result, md = tmp_path / "r.json", tmp_path / "r.md"
+    out = swayscope(
+        tmp_path, "run", str(write_spec(tmp_path)), "--json", str(result), "--markdown", str(md),
+        "--otlp-endpoint", f"http://alice:hunter2@127.0.0.1:{closed}/v1/traces?token=tok3n",
+        "--pushgateway", f"http://bob:s3cret@127.0.0.1:{closed}",
+    )
+    assert out.returncode == 0, out.stderr
+    for text in (out.stdout, out.stderr, result.read_text(), md.read_text()):
+        for secret in ("hunter2", "s3cret", "tok3n"):
+            assert secret not in text
+    assert "alice:***@" in result.read_text()
+
+
+def test_keyed_prompt_hash_from_the_environment_reaches_the_trace(tmp_path: Path) -> None:
+    import hashlib
+    import hmac
+
+    trace = tmp_path / "t.jsonl"
+    env = {**cli_env(tmp_path), "SWAYSCOPE_PROMPT_HASH_KEY": "k3y"}
+    text = "version: 1\nmodels:\n  kind: dummy\nsuite:\n  - kind: delta_kl\n" \
+           "    prompts: ['my PIN is 4711', 'hello there']\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "swayscope", "run", str(_spec(tmp_path, text)), "--trace",
+         str(trace)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    hashes = {json.loads(line)["prompt_hash"] for line in trace.read_text().splitlines()}
+    keyed = hmac.new(b"k3y", b"my PIN is 4711", hashlib.sha256).hexdigest()[:12]
+    unkeyed = hashlib.sha1(b"my PIN is 4711").hexdigest()[:12]
+    assert keyed in hashes and unkeyed not in hashes
+
+
+def test_a_non_loopback_metrics_address_warns(tmp_path: Path) -> None:
+    out = swayscope(tmp_path, "run", str(write_spec(tmp_path)), "--metrics-port", "0",
+                    "--metrics-address", "0.0.0.0")
+    assert out.returncode == 0, out.stderr
+    assert "0.0.0.0" in out.stderr and "any host" in out.stderr
+
+
+# -- signals -------------------------------------------------------------------------------------
+
+
+def _popen(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "swayscope", *args], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path), cwd=tmp_path,
+    )
+
+
+def test_sigterm_while_the_model_loads_exits_2_and_leaves_nothing(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from swayscope.backends.tiny import build_tiny
+
+    paths = build_tiny(tmp_path / "tiny", seed=0)
+    spec = _spec(tmp_path, f"version: 1\nmodels:\n  kind: hf\n  base: {paths.base_dir}\n"
+                 f"  adapter: {paths.adapter_dir}\nsuite:\n  - kind: delta_kl\n")
+    trace = tmp_path / "t.jsonl"
+    proc = _popen(tmp_path, "run", str(spec), "--trace", str(trace))
+    deadline = time.monotonic() + 60
+    while not trace.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the trace opens just before the model starts to load
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2, stderr
+    assert "interrupted before the run started" in stderr
+    assert not trace.exists()
+
+
+def test_ctrl_c_during_metrics_linger_keeps_the_runs_outcome(tmp_path: Path) -> None:
+    result = tmp_path / "r.json"
+    proc = _popen(tmp_path, "run", str(write_spec(tmp_path)), "--metrics-port", "0",
+                  "--metrics-linger", "60", "--json", str(result))
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("metrics stay up"):
+            break
+    time.sleep(1.0)  # into the linger
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "run's result stands" in stderr and "before the run started" not in stderr
+    assert json.loads(result.read_text())["exit_code"] == 0
