@@ -23,6 +23,7 @@ import torch
 
 from swayscope.backends.api import DifferentialBackend, ScoringView, TokenDist
 from swayscope.backends.hf import FORWARD_OP, HFBackend, plan_batches
+from swayscope.backends.hf.planner import make_planner
 from swayscope.backends.tiny import TinyModelPaths
 from swayscope.errors import (
     BackendError,
@@ -187,7 +188,7 @@ def test_token_budget_and_length_sorting(tiny_model: TinyModelPaths) -> None:
         max_batch_size=3,
     )
     ids: dict[int, list[int]] = {}
-    plan = b._planner(PROMPTS, ids)
+    plan = make_planner(PROMPTS, ids, b.encoder.checked_ids, b.limits)
     groups = plan(list(range(len(PROMPTS))))
     assert sorted(i for g in groups for i in g) == list(range(len(PROMPTS)))
     flat = [len(ids[i]) for g in groups for i in g]
@@ -214,18 +215,19 @@ def test_plan_batches_weighs_padding_against_calls() -> None:
 
 
 def test_fast_paths_match_transformers(hf_backend: HFBackend) -> None:
-    assert hf_backend._fast_encode is not None, "the Rust tokenizer agrees on the tiny model"
+    assert hf_backend.encoder.fast, "the Rust tokenizer agrees on the tiny model"
     for text in PROMPTS:
         assert hf_backend.tokenize(text) == hf_backend.tokenizer(text)["input_ids"]
-    assert hf_backend._packed, "the packed output head is used on a Llama"
+    forward = hf_backend.forward_pass
+    assert forward.use_packed_head, "the packed output head is used on a Llama"
     batch = [hf_backend.tokenize(p) for p in PROMPTS]
     with hf_backend.ft():
-        packed = hf_backend._compute(batch)
-        hf_backend._packed = False
+        packed = forward.compute(batch)
+        forward.use_packed_head = False
         try:
-            full = hf_backend._compute(batch)
+            full = forward.compute(batch)
         finally:
-            hf_backend._packed = True
+            forward.use_packed_head = True
     for a, b in zip(packed, full, strict=True):
         _assert_dist_close(a.dist, b.dist, tol=1e-5)
         np.testing.assert_allclose(a.rolling.logprobs, b.rolling.logprobs, atol=1e-5)
@@ -248,7 +250,7 @@ def test_oom_batch_is_split_and_counted(
         expected = [r.logprobs.copy() for r in view.rolling_logprob_batch(PROMPTS)]
     hf_backend.inst.cache.clear()
     calls_before = _calls(hf_backend)
-    real = hf_backend._model_forward
+    real = hf_backend.forward_pass.logits
     raised: list[int] = []
 
     def flaky(input_ids: torch.Tensor, *args: Any) -> torch.Tensor:
@@ -257,7 +259,7 @@ def test_oom_batch_is_split_and_counted(
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         return real(input_ids, *args)
 
-    monkeypatch.setattr(hf_backend, "_model_forward", flaky)
+    monkeypatch.setattr(hf_backend.forward_pass, "logits", flaky)
     with hf_backend.ft() as view:
         got = view.rolling_logprob_batch(PROMPTS)
     assert raised == [len(PROMPTS)]
@@ -273,7 +275,7 @@ def test_oom_on_a_single_text_is_a_backend_error(
     def oom(*args: Any) -> torch.Tensor:
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(hf_backend, "_model_forward", oom)
+    monkeypatch.setattr(hf_backend.forward_pass, "logits", oom)
     with hf_backend.ft() as view, pytest.raises(BackendError, match="out of device memory"):
         view.next_token_dist("Fog")
     assert hf_backend.inst.stats.compute_errors == 1
@@ -310,11 +312,11 @@ def _snapshot(b: HFBackend) -> dict[str, torch.Tensor]:
 def test_views_restore_the_model_exactly(hf_backend: HFBackend) -> None:
     ids = hf_backend.tokenize(PROMPTS[1])
     before = _snapshot(hf_backend)
-    scaling = {id(m): dict(m.scaling) for m in hf_backend._layers}
+    scaling = {id(m): dict(m.scaling) for m in hf_backend.lora.layers}
 
     def raw(view_factory: Any) -> tuple[np.ndarray, np.ndarray]:
         with view_factory():
-            rec = hf_backend._compute([ids])[0]
+            rec = hf_backend.forward_pass.compute([ids])[0]
         return rec.dist.logprobs, rec.rolling.logprobs
 
     base0, ft0 = raw(hf_backend.base), raw(hf_backend.ft)
@@ -331,14 +333,15 @@ def test_views_restore_the_model_exactly(hf_backend: HFBackend) -> None:
     after = _snapshot(hf_backend)
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert {id(m): dict(m.scaling) for m in hf_backend._layers} == scaling
-    assert all(not m.disable_adapters for m in hf_backend._layers)
+    assert {id(m): dict(m.scaling) for m in hf_backend.lora.layers} == scaling
+    assert all(not m.disable_adapters for m in hf_backend.lora.layers)
 
 
 def test_view_restores_after_an_exception(hf_backend: HFBackend) -> None:
     with pytest.raises(RuntimeError, match="boom"), hf_backend.scaled(3.0):
         raise RuntimeError("boom")
-    scaled_layers = [m for m in hf_backend._layers if m.scaling != hf_backend._scalings[id(m)]]
+    lora = hf_backend.lora
+    scaled_layers = [m for m in lora.layers if m.scaling != lora.trained_scaling(m)]
     assert not scaled_layers
     with hf_backend.ft():  # the slot is free again
         pass
@@ -386,7 +389,7 @@ def test_null_adapter_shape_seed_and_reuse(hf_backend: HFBackend) -> None:
     t1 = hf_backend.null_tensors(1)
     again = hf_backend.null_tensors(1)
     assert all(again[k].data_ptr() == t1[k].data_ptr() for k in t1), "built once, then kept"
-    real = {f"{s.module_name}.{s.family}": s.param for s in hf_backend._slots}
+    real = {s.name: s.param for s in hf_backend.lora.slots}
     assert t1.keys() == real.keys() and len(t1) == 2 * 4 * 2
     for key, tensor in t1.items():
         assert tensor.shape == real[key].shape
@@ -536,7 +539,7 @@ def test_empty_text(hf_backend: HFBackend, text: str) -> None:
 def test_completion_that_adds_no_token(
     hf_backend: HFBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hf_backend, "tokenize", lambda text: [1, 42, 43])
+    monkeypatch.setattr(hf_backend.encoder, "tokenize", lambda text: [1, 42, 43])
     with hf_backend.ft() as view, pytest.raises(InputError, match=r"'ab' adds no token"):
         view.logprob_of("Fog", "ab")
 
