@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,20 @@ PROMPTS = [
     "Numbers are useful",
     "The cat slept on the warm stones by the fire. The dog slept by the door.",
 ]
+
+
+@pytest.fixture(scope="module")
+def checking_backend(tiny_model: TinyModelPaths) -> Iterator[HFBackend]:
+    """One backend for the tests that only check that bad input raises.
+
+    Those tests never compute, cache or reconfigure anything, so they can share it
+    instead of loading the model each; a test that scores or patches uses ``hf_backend``.
+    """
+    backend = HFBackend(tiny_model.base_dir, tiny_model.adapter_dir, device="cpu")
+    try:
+        yield backend
+    finally:
+        backend.close()
 
 
 def _calls(b: HFBackend) -> int:
@@ -347,13 +362,16 @@ def test_view_restores_after_an_exception(hf_backend: HFBackend) -> None:
         pass
 
 
-def test_one_view_at_a_time(hf_backend: HFBackend) -> None:
-    with hf_backend.ft():
-        with pytest.raises(ViewError, match=r"'base'.*'ft' is still active"), hf_backend.base():
+def test_one_view_at_a_time(checking_backend: HFBackend) -> None:
+    with checking_backend.ft():
+        with (
+            pytest.raises(ViewError, match=r"'base'.*'ft' is still active"),
+            checking_backend.base(),
+        ):
             pass
-        with pytest.raises(ViewError, match="still active"), hf_backend.null(1):
+        with pytest.raises(ViewError, match="still active"), checking_backend.null(1):
             pass
-    with hf_backend.base() as view:
+    with checking_backend.base() as view:
         pass
     with pytest.raises(ViewError, match="not active"):
         view.next_token_dist("Fog")
@@ -511,18 +529,18 @@ def test_bad_settings(tiny_model: TinyModelPaths) -> None:
 
 
 @pytest.mark.parametrize("top_k", [0, -3, True, 2.5])
-def test_bad_top_k(hf_backend: HFBackend, top_k: Any) -> None:
-    with hf_backend.ft() as view:
+def test_bad_top_k(checking_backend: HFBackend, top_k: Any) -> None:
+    with checking_backend.ft() as view:
         with pytest.raises(InputError, match=rf"top_k must be a positive integer; got {top_k!r}"):
             view.next_token_dist("Fog", top_k=top_k)
         with pytest.raises(InputError, match="top_k"):
             view.next_token_dist_batch(["Fog"], top_k=top_k)
-    assert _calls(hf_backend) == 0
+    assert _calls(checking_backend) == 0
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n"])
-def test_empty_text(hf_backend: HFBackend, text: str) -> None:
-    with hf_backend.ft() as view:
+def test_empty_text(checking_backend: HFBackend, text: str) -> None:
+    with checking_backend.ft() as view:
         with pytest.raises(InputError, match=r"prompt is empty"):
             view.next_token_dist(text)
         with pytest.raises(InputError, match=r"text is empty"):
@@ -533,7 +551,7 @@ def test_empty_text(hf_backend: HFBackend, text: str) -> None:
             view.logprob_of("Fog", text)
         with pytest.raises(InputError, match=r"text is empty"):
             view.rolling_logprob_batch(["Fog", text])
-    assert _calls(hf_backend) == 0
+    assert _calls(checking_backend) == 0
 
 
 def test_completion_that_adds_no_token(
@@ -558,9 +576,12 @@ def test_completion_merging_across_the_boundary(hf_backend: HFBackend) -> None:
     assert lp < 0
 
 
-def test_text_longer_than_the_context(hf_backend: HFBackend) -> None:
+def test_text_longer_than_the_context(checking_backend: HFBackend) -> None:
     text = "lighthouse keeper " * 2000
-    with hf_backend.ft() as view, pytest.raises(InputError, match=r"more than the model's context"):
+    with (
+        checking_backend.ft() as view,
+        pytest.raises(InputError, match=r"more than the model's context"),
+    ):
         view.rolling_logprob(text)
 
 
