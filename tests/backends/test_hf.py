@@ -604,7 +604,8 @@ def test_shared_instrumentation_object(tiny_model: TinyModelPaths) -> None:
         b.ft().__enter__()
 
 
-def test_adapter_weights_for_missing_modules(tiny_model: TinyModelPaths, tmp_path: Path) -> None:
+def _adapter_with_weights_for_a_missing_layer(tiny_model: TinyModelPaths, tmp_path: Path) -> Path:
+    """A copy of the adapter with one extra LoRA tensor, for a layer the model lacks."""
     from safetensors.torch import load_file, save_file
 
     adapter = _adapter_copy(tiny_model, tmp_path)
@@ -612,6 +613,11 @@ def test_adapter_weights_for_missing_modules(tiny_model: TinyModelPaths, tmp_pat
     key = next(k for k in weights if "layers.1.self_attn.q_proj.lora_A" in k)
     weights[key.replace("layers.1.", "layers.7.")] = weights[key].clone()
     save_file(weights, str(adapter / "adapter_model.safetensors"))
+    return adapter
+
+
+def test_adapter_weights_for_missing_modules(tiny_model: TinyModelPaths, tmp_path: Path) -> None:
+    adapter = _adapter_with_weights_for_a_missing_layer(tiny_model, tmp_path)
     with pytest.raises(ModelLoadError, match=r"holds 17 LoRA tensors but 16 .*trained for this"):
         HFBackend(tiny_model.base_dir, adapter)
 
@@ -623,3 +629,29 @@ def test_call_overhead_default_and_override(tiny_model: TinyModelPaths) -> None:
     assert HFBackend(*paths, device="cpu", call_overhead_tokens=0).call_overhead_tokens == 0
     with pytest.raises(ConfigError, match="call_overhead_tokens must be an integer >= 0; got -1"):
         HFBackend(*paths, call_overhead_tokens=-1)
+
+
+def test_a_failed_load_shuts_down_the_instrumentation_it_built(
+    tiny_model: TinyModelPaths, tmp_path: Path
+) -> None:
+    class ShutdownRecorder(Exporter):
+        name = "shutdown-recorder"
+
+        def __init__(self) -> None:
+            self.shut = False
+
+        def export(self, event: Event) -> None:
+            pass
+
+        def shutdown(self) -> None:
+            self.shut = True
+
+    failing = {
+        "load": _adapter_copy(tiny_model, tmp_path / "load", target_modules=["c_attn"]),
+        "slot check": _adapter_with_weights_for_a_missing_layer(tiny_model, tmp_path / "slots"),
+    }
+    for stage, adapter in failing.items():
+        rec = ShutdownRecorder()
+        with pytest.raises(ModelLoadError):
+            HFBackend(tiny_model.base_dir, adapter, device="cpu", exporters=[rec])
+        assert rec.shut, f"a failed {stage} leaves the instrumentation's exporters running"

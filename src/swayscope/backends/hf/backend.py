@@ -120,6 +120,20 @@ class HFBackend:
         )
         self.inst, own_inst = _instrumentation(inst, inst_kwargs, self._model_name, self.model_id)
         torch.manual_seed(seed)
+        slots = self._load(own_inst)
+        self._assemble(slots, max_top_k, max_batch_size, max_batch_tokens, call_overhead_tokens)
+        self._nulls = NullAdapters(slots, max_null_adapters)
+        self._closed = False
+        if not self.inst.model_name:
+            self.inst.model_name = self._model_name
+        self.inst.model_id = self.model_id  # joins every cache key: two models never share entries
+
+    def _load(self, own_inst: bool) -> list[LoraSlot]:
+        """Load the tokenizer and the model, and find the adapter's LoRA parameters in it.
+
+        On failure an instrumentation the backend built itself is closed (nobody
+        else holds it).
+        """
         try:
             self.tokenizer, self.model = load_model(
                 self.base_path,
@@ -134,12 +148,7 @@ class HFBackend:
             if own_inst:
                 self.inst.close()
             raise
-        self._assemble(slots, max_top_k, max_batch_size, max_batch_tokens, call_overhead_tokens)
-        self._nulls = NullAdapters(slots, max_null_adapters)
-        self._closed = False
-        if not self.inst.model_name:
-            self.inst.model_name = self._model_name
-        self.inst.model_id = self.model_id  # joins every cache key: two models never share entries
+        return slots
 
     def _assemble(
         self,
