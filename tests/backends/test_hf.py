@@ -21,6 +21,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 import torch
+from sway_testing import Recorder
 
 from swayscope.backends.api import DifferentialBackend, ScoringView, TokenDist
 from swayscope.backends.hf import FORWARD_OP, HFBackend, plan_batches
@@ -34,8 +35,8 @@ from swayscope.errors import (
     SwayscopeError,
     ViewError,
 )
-from swayscope.instrumentation import BackendInstrumentation, Exporter
-from swayscope.instrumentation.events import Event, ForwardCall, ViewEntered, ViewExited
+from swayscope.instrumentation import BackendInstrumentation
+from swayscope.instrumentation.events import ForwardCall, ViewEntered, ViewExited
 
 PROMPTS = [
     "The lamp was lit at",
@@ -378,15 +379,6 @@ def test_one_view_at_a_time(checking_backend: HFBackend) -> None:
 
 
 def test_views_are_traced_events(tiny_model: TinyModelPaths) -> None:
-    class Recorder(Exporter):
-        name = "recorder"
-
-        def __init__(self) -> None:
-            self.events: list[Event] = []
-
-        def export(self, event: Event) -> None:
-            self.events.append(event)
-
     rec = Recorder()
     b = HFBackend(tiny_model.base_dir, tiny_model.adapter_dir, device="cpu", exporters=[rec])
     with b.null(7) as v:
@@ -634,24 +626,12 @@ def test_call_overhead_default_and_override(tiny_model: TinyModelPaths) -> None:
 def test_a_failed_load_shuts_down_the_instrumentation_it_built(
     tiny_model: TinyModelPaths, tmp_path: Path
 ) -> None:
-    class ShutdownRecorder(Exporter):
-        name = "shutdown-recorder"
-
-        def __init__(self) -> None:
-            self.shut = False
-
-        def export(self, event: Event) -> None:
-            pass
-
-        def shutdown(self) -> None:
-            self.shut = True
-
     failing = {
         "load": _adapter_copy(tiny_model, tmp_path / "load", target_modules=["c_attn"]),
         "slot check": _adapter_with_weights_for_a_missing_layer(tiny_model, tmp_path / "slots"),
     }
     for stage, adapter in failing.items():
-        rec = ShutdownRecorder()
+        rec = Recorder()
         with pytest.raises(ModelLoadError):
             HFBackend(tiny_model.base_dir, adapter, device="cpu", exporters=[rec])
         assert rec.shut, f"a failed {stage} leaves the instrumentation's exporters running"
