@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 import torch
+from sway_testing import Recorder
 
 from swayscope.backends.api import DifferentialBackend, ScoringView, TokenDist
 from swayscope.backends.hf import FORWARD_OP, HFBackend, plan_batches
+from swayscope.backends.hf.planner import make_planner
 from swayscope.backends.tiny import TinyModelPaths
 from swayscope.errors import (
     BackendError,
@@ -32,8 +35,8 @@ from swayscope.errors import (
     SwayscopeError,
     ViewError,
 )
-from swayscope.instrumentation import BackendInstrumentation, Exporter
-from swayscope.instrumentation.events import Event, ForwardCall, ViewEntered, ViewExited
+from swayscope.instrumentation import BackendInstrumentation
+from swayscope.instrumentation.events import ForwardCall, ViewEntered, ViewExited
 
 PROMPTS = [
     "The lamp was lit at",
@@ -45,6 +48,20 @@ PROMPTS = [
     "Numbers are useful",
     "The cat slept on the warm stones by the fire. The dog slept by the door.",
 ]
+
+
+@pytest.fixture(scope="module")
+def checking_backend(tiny_model: TinyModelPaths) -> Iterator[HFBackend]:
+    """One backend for the tests that only check that bad input raises.
+
+    Those tests never compute, cache or reconfigure anything, so they can share it
+    instead of loading the model each; a test that scores or patches uses ``hf_backend``.
+    """
+    backend = HFBackend(tiny_model.base_dir, tiny_model.adapter_dir, device="cpu")
+    try:
+        yield backend
+    finally:
+        backend.close()
 
 
 def _calls(b: HFBackend) -> int:
@@ -187,7 +204,7 @@ def test_token_budget_and_length_sorting(tiny_model: TinyModelPaths) -> None:
         max_batch_size=3,
     )
     ids: dict[int, list[int]] = {}
-    plan = b._planner(PROMPTS, ids)
+    plan = make_planner(PROMPTS, ids, b.encoder.checked_ids, b.limits)
     groups = plan(list(range(len(PROMPTS))))
     assert sorted(i for g in groups for i in g) == list(range(len(PROMPTS)))
     flat = [len(ids[i]) for g in groups for i in g]
@@ -214,18 +231,19 @@ def test_plan_batches_weighs_padding_against_calls() -> None:
 
 
 def test_fast_paths_match_transformers(hf_backend: HFBackend) -> None:
-    assert hf_backend._fast_encode is not None, "the Rust tokenizer agrees on the tiny model"
+    assert hf_backend.encoder.fast, "the Rust tokenizer agrees on the tiny model"
     for text in PROMPTS:
         assert hf_backend.tokenize(text) == hf_backend.tokenizer(text)["input_ids"]
-    assert hf_backend._packed, "the packed output head is used on a Llama"
+    forward = hf_backend.forward_pass
+    assert forward.use_packed_head, "the packed output head is used on a Llama"
     batch = [hf_backend.tokenize(p) for p in PROMPTS]
     with hf_backend.ft():
-        packed = hf_backend._compute(batch)
-        hf_backend._packed = False
+        packed = forward.compute(batch)
+        forward.use_packed_head = False
         try:
-            full = hf_backend._compute(batch)
+            full = forward.compute(batch)
         finally:
-            hf_backend._packed = True
+            forward.use_packed_head = True
     for a, b in zip(packed, full, strict=True):
         _assert_dist_close(a.dist, b.dist, tol=1e-5)
         np.testing.assert_allclose(a.rolling.logprobs, b.rolling.logprobs, atol=1e-5)
@@ -248,7 +266,7 @@ def test_oom_batch_is_split_and_counted(
         expected = [r.logprobs.copy() for r in view.rolling_logprob_batch(PROMPTS)]
     hf_backend.inst.cache.clear()
     calls_before = _calls(hf_backend)
-    real = hf_backend._model_forward
+    real = hf_backend.forward_pass.logits
     raised: list[int] = []
 
     def flaky(input_ids: torch.Tensor, *args: Any) -> torch.Tensor:
@@ -257,7 +275,7 @@ def test_oom_batch_is_split_and_counted(
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         return real(input_ids, *args)
 
-    monkeypatch.setattr(hf_backend, "_model_forward", flaky)
+    monkeypatch.setattr(hf_backend.forward_pass, "logits", flaky)
     with hf_backend.ft() as view:
         got = view.rolling_logprob_batch(PROMPTS)
     assert raised == [len(PROMPTS)]
@@ -273,7 +291,7 @@ def test_oom_on_a_single_text_is_a_backend_error(
     def oom(*args: Any) -> torch.Tensor:
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(hf_backend, "_model_forward", oom)
+    monkeypatch.setattr(hf_backend.forward_pass, "logits", oom)
     with hf_backend.ft() as view, pytest.raises(BackendError, match="out of device memory"):
         view.next_token_dist("Fog")
     assert hf_backend.inst.stats.compute_errors == 1
@@ -310,11 +328,11 @@ def _snapshot(b: HFBackend) -> dict[str, torch.Tensor]:
 def test_views_restore_the_model_exactly(hf_backend: HFBackend) -> None:
     ids = hf_backend.tokenize(PROMPTS[1])
     before = _snapshot(hf_backend)
-    scaling = {id(m): dict(m.scaling) for m in hf_backend._layers}
+    scaling = {id(m): dict(m.scaling) for m in hf_backend.lora.layers}
 
     def raw(view_factory: Any) -> tuple[np.ndarray, np.ndarray]:
         with view_factory():
-            rec = hf_backend._compute([ids])[0]
+            rec = hf_backend.forward_pass.compute([ids])[0]
         return rec.dist.logprobs, rec.rolling.logprobs
 
     base0, ft0 = raw(hf_backend.base), raw(hf_backend.ft)
@@ -331,41 +349,36 @@ def test_views_restore_the_model_exactly(hf_backend: HFBackend) -> None:
     after = _snapshot(hf_backend)
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert {id(m): dict(m.scaling) for m in hf_backend._layers} == scaling
-    assert all(not m.disable_adapters for m in hf_backend._layers)
+    assert {id(m): dict(m.scaling) for m in hf_backend.lora.layers} == scaling
+    assert all(not m.disable_adapters for m in hf_backend.lora.layers)
 
 
 def test_view_restores_after_an_exception(hf_backend: HFBackend) -> None:
     with pytest.raises(RuntimeError, match="boom"), hf_backend.scaled(3.0):
         raise RuntimeError("boom")
-    scaled_layers = [m for m in hf_backend._layers if m.scaling != hf_backend._scalings[id(m)]]
+    lora = hf_backend.lora
+    scaled_layers = [m for m in lora.layers if m.scaling != lora.trained_scaling(m)]
     assert not scaled_layers
     with hf_backend.ft():  # the slot is free again
         pass
 
 
-def test_one_view_at_a_time(hf_backend: HFBackend) -> None:
-    with hf_backend.ft():
-        with pytest.raises(ViewError, match=r"'base'.*'ft' is still active"), hf_backend.base():
+def test_one_view_at_a_time(checking_backend: HFBackend) -> None:
+    with checking_backend.ft():
+        with (
+            pytest.raises(ViewError, match=r"'base'.*'ft' is still active"),
+            checking_backend.base(),
+        ):
             pass
-        with pytest.raises(ViewError, match="still active"), hf_backend.null(1):
+        with pytest.raises(ViewError, match="still active"), checking_backend.null(1):
             pass
-    with hf_backend.base() as view:
+    with checking_backend.base() as view:
         pass
     with pytest.raises(ViewError, match="not active"):
         view.next_token_dist("Fog")
 
 
 def test_views_are_traced_events(tiny_model: TinyModelPaths) -> None:
-    class Recorder(Exporter):
-        name = "recorder"
-
-        def __init__(self) -> None:
-            self.events: list[Event] = []
-
-        def export(self, event: Event) -> None:
-            self.events.append(event)
-
     rec = Recorder()
     b = HFBackend(tiny_model.base_dir, tiny_model.adapter_dir, device="cpu", exporters=[rec])
     with b.null(7) as v:
@@ -386,7 +399,7 @@ def test_null_adapter_shape_seed_and_reuse(hf_backend: HFBackend) -> None:
     t1 = hf_backend.null_tensors(1)
     again = hf_backend.null_tensors(1)
     assert all(again[k].data_ptr() == t1[k].data_ptr() for k in t1), "built once, then kept"
-    real = {f"{s.module_name}.{s.family}": s.param for s in hf_backend._slots}
+    real = {s.name: s.param for s in hf_backend.lora.slots}
     assert t1.keys() == real.keys() and len(t1) == 2 * 4 * 2
     for key, tensor in t1.items():
         assert tensor.shape == real[key].shape
@@ -508,18 +521,18 @@ def test_bad_settings(tiny_model: TinyModelPaths) -> None:
 
 
 @pytest.mark.parametrize("top_k", [0, -3, True, 2.5])
-def test_bad_top_k(hf_backend: HFBackend, top_k: Any) -> None:
-    with hf_backend.ft() as view:
+def test_bad_top_k(checking_backend: HFBackend, top_k: Any) -> None:
+    with checking_backend.ft() as view:
         with pytest.raises(InputError, match=rf"top_k must be a positive integer; got {top_k!r}"):
             view.next_token_dist("Fog", top_k=top_k)
         with pytest.raises(InputError, match="top_k"):
             view.next_token_dist_batch(["Fog"], top_k=top_k)
-    assert _calls(hf_backend) == 0
+    assert _calls(checking_backend) == 0
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n"])
-def test_empty_text(hf_backend: HFBackend, text: str) -> None:
-    with hf_backend.ft() as view:
+def test_empty_text(checking_backend: HFBackend, text: str) -> None:
+    with checking_backend.ft() as view:
         with pytest.raises(InputError, match=r"prompt is empty"):
             view.next_token_dist(text)
         with pytest.raises(InputError, match=r"text is empty"):
@@ -530,13 +543,13 @@ def test_empty_text(hf_backend: HFBackend, text: str) -> None:
             view.logprob_of("Fog", text)
         with pytest.raises(InputError, match=r"text is empty"):
             view.rolling_logprob_batch(["Fog", text])
-    assert _calls(hf_backend) == 0
+    assert _calls(checking_backend) == 0
 
 
 def test_completion_that_adds_no_token(
     hf_backend: HFBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hf_backend, "tokenize", lambda text: [1, 42, 43])
+    monkeypatch.setattr(hf_backend.encoder, "tokenize", lambda text: [1, 42, 43])
     with hf_backend.ft() as view, pytest.raises(InputError, match=r"'ab' adds no token"):
         view.logprob_of("Fog", "ab")
 
@@ -555,9 +568,12 @@ def test_completion_merging_across_the_boundary(hf_backend: HFBackend) -> None:
     assert lp < 0
 
 
-def test_text_longer_than_the_context(hf_backend: HFBackend) -> None:
+def test_text_longer_than_the_context(checking_backend: HFBackend) -> None:
     text = "lighthouse keeper " * 2000
-    with hf_backend.ft() as view, pytest.raises(InputError, match=r"more than the model's context"):
+    with (
+        checking_backend.ft() as view,
+        pytest.raises(InputError, match=r"more than the model's context"),
+    ):
         view.rolling_logprob(text)
 
 
@@ -580,7 +596,8 @@ def test_shared_instrumentation_object(tiny_model: TinyModelPaths) -> None:
         b.ft().__enter__()
 
 
-def test_adapter_weights_for_missing_modules(tiny_model: TinyModelPaths, tmp_path: Path) -> None:
+def _adapter_with_weights_for_a_missing_layer(tiny_model: TinyModelPaths, tmp_path: Path) -> Path:
+    """A copy of the adapter with one extra LoRA tensor, for a layer the model lacks."""
     from safetensors.torch import load_file, save_file
 
     adapter = _adapter_copy(tiny_model, tmp_path)
@@ -588,6 +605,11 @@ def test_adapter_weights_for_missing_modules(tiny_model: TinyModelPaths, tmp_pat
     key = next(k for k in weights if "layers.1.self_attn.q_proj.lora_A" in k)
     weights[key.replace("layers.1.", "layers.7.")] = weights[key].clone()
     save_file(weights, str(adapter / "adapter_model.safetensors"))
+    return adapter
+
+
+def test_adapter_weights_for_missing_modules(tiny_model: TinyModelPaths, tmp_path: Path) -> None:
+    adapter = _adapter_with_weights_for_a_missing_layer(tiny_model, tmp_path)
     with pytest.raises(ModelLoadError, match=r"holds 17 LoRA tensors but 16 .*trained for this"):
         HFBackend(tiny_model.base_dir, adapter)
 
@@ -599,3 +621,17 @@ def test_call_overhead_default_and_override(tiny_model: TinyModelPaths) -> None:
     assert HFBackend(*paths, device="cpu", call_overhead_tokens=0).call_overhead_tokens == 0
     with pytest.raises(ConfigError, match="call_overhead_tokens must be an integer >= 0; got -1"):
         HFBackend(*paths, call_overhead_tokens=-1)
+
+
+def test_a_failed_load_shuts_down_the_instrumentation_it_built(
+    tiny_model: TinyModelPaths, tmp_path: Path
+) -> None:
+    failing = {
+        "load": _adapter_copy(tiny_model, tmp_path / "load", target_modules=["c_attn"]),
+        "slot check": _adapter_with_weights_for_a_missing_layer(tiny_model, tmp_path / "slots"),
+    }
+    for stage, adapter in failing.items():
+        rec = Recorder()
+        with pytest.raises(ModelLoadError):
+            HFBackend(tiny_model.base_dir, adapter, device="cpu", exporters=[rec])
+        assert rec.shut, f"a failed {stage} leaves the instrumentation's exporters running"

@@ -1,0 +1,318 @@
+"""Loading: settings, the base and adapter folders, and the PEFT model built from them.
+
+Everything is offline (local folders only). The folders are checked before any
+library is asked to load them, so a wrong path or a non-LoRA adapter is reported
+in swayscope's words; after loading, the attached LoRA parameters are checked
+against the adapter's stored tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from swayscope.backends.hf.lora import ADAPTER, RANK_DIM, LoraSlot
+from swayscope.errors import ConfigError, ModelLoadError
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+#: The weight files PEFT's ``save_pretrained`` writes (one of them).
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+# -- settings ---------------------------------------------------------------------------
+
+
+def positive_int(name: str, value: int) -> int:
+    """``value`` when it is an integer > 0, else :class:`ConfigError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer; got {value!r}")
+    return value
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda[:N]"`` as a device."""
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]'; got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            f"device {device!r} is not a torch device; use 'auto', 'cpu' or 'cuda'"
+        ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device!r} asked for but CUDA is not available; use device='cpu'"
+        )
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``"auto"`` (bfloat16 on CUDA, float32 on CPU) or a dtype name as a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ConfigError(
+            f"dtype {dtype!r} is not supported; use 'auto', 'float32', 'bfloat16' or 'float16'"
+        ) from None
+
+
+# -- folders ----------------------------------------------------------------------------
+
+
+def check_base(path: Path, gguf_file: str | None) -> tuple[Path, str | None]:
+    """The base folder and GGUF file name (if any) that ``path``/``gguf_file`` name."""
+    if gguf_file is None and path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(
+                f"GGUF base model file {str(path)!r} does not exist; pass the path of a "
+                "local .gguf file"
+            )
+        return path.parent, path.name
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"base model folder {str(path)!r} does not exist; pass a local folder with "
+            "config.json, weights and tokenizer files (a test model: "
+            "`swayscope tiny-model DIR`)"
+        )
+    if gguf_file is not None:
+        if not (path / gguf_file).is_file():
+            raise ModelLoadError(
+                f"GGUF file {gguf_file!r} is not in {str(path)!r}; pass the file name of a "
+                ".gguf file inside the base folder"
+            )
+        return path, gguf_file
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"base model folder {str(path)!r} has no config.json; pass a transformers "
+            "model folder (save_pretrained output) or a .gguf file"
+        )
+    return path, None
+
+
+def check_adapter(path: Path) -> tuple[Path, dict[str, Any]]:
+    """The adapter folder and its config, when it is a complete plain-LoRA PEFT adapter."""
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"adapter folder {str(path)!r} does not exist; pass a local PEFT LoRA adapter "
+            "folder (adapter_config.json + adapter_model.safetensors)"
+        )
+    cfg_path = path / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise ModelLoadError(
+            f"adapter folder {str(path)!r} has no adapter_config.json; pass the folder "
+            "written by PEFT's save_pretrained"
+        )
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"adapter config {str(cfg_path)!r} is not valid JSON ({exc}); re-save the adapter"
+        ) from exc
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(f"adapter config {str(cfg_path)!r} is not a JSON object")
+    peft_type = cfg.get("peft_type")
+    if str(peft_type).upper() != "LORA":
+        raise ModelLoadError(
+            f"adapter {str(path)!r} has peft_type {peft_type!r}, not 'LORA'; swayscope "
+            "compares LoRA adapters only — pass a LoRA adapter folder"
+        )
+    if cfg.get("use_dora"):
+        raise ModelLoadError(
+            f"adapter {str(path)!r} is a DoRA adapter (use_dora=true); only plain LoRA "
+            "adapters are supported — pass a LoRA adapter without DoRA"
+        )
+    if not any((path / w).is_file() for w in ADAPTER_WEIGHTS):
+        raise ModelLoadError(
+            f"adapter folder {str(path)!r} has no weights ({' or '.join(ADAPTER_WEIGHTS)}); "
+            "pass the complete folder written by PEFT's save_pretrained"
+        )
+    return path, cfg
+
+
+def adapter_content_hash(adapter_dir: Path) -> str:
+    """SHA-256 of the adapter's config and weight files (what the adapter *is*)."""
+    h = hashlib.sha256()
+    for name in ("adapter_config.json", *ADAPTER_WEIGHTS):
+        path = adapter_dir / name
+        if not path.is_file():
+            continue
+        h.update(name.encode() + b"\0")
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def model_identity(
+    base_dir: Path, gguf_file: str | None, dtype: torch.dtype, adapter_hash: str
+) -> str:
+    """The id that joins every cache key: base path (and GGUF file), dtype, adapter content."""
+    base_ident = str(base_dir.resolve()) + (f"/{gguf_file}" if gguf_file else "")
+    return f"{base_ident}|{str(dtype).removeprefix('torch.')}@{adapter_hash[:16]}"
+
+
+# -- the model --------------------------------------------------------------------------
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No progress bars and no warnings while transformers and PEFT load."""
+    from transformers.utils import logging as hf_logging_module
+
+    hf_logging: Any = hf_logging_module  # untyped functions
+    progress = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        if progress:
+            hf_logging.enable_progress_bar()
+
+
+def load_model(
+    base_path: Path,
+    gguf_file: str | None,
+    adapter_path: Path,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[Any, Any]:
+    """The tokenizer and the frozen, eval-mode PEFT model (base + adapter) on ``device``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    with _quiet_transformers():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(base_path), local_files_only=True, **gguf_kw
+            )
+        except Exception as exc:
+            raise ModelLoadError(
+                f"cannot load the tokenizer from {str(base_path)!r}: "
+                f"{type(exc).__name__}: {exc}. The base folder needs tokenizer files "
+                "(tokenizer.json or the GGUF's vocabulary)"
+            ) from exc
+        try:
+            base = AutoModelForCausalLM.from_pretrained(
+                str(base_path), dtype=dtype, local_files_only=True, **gguf_kw
+            )
+        except Exception as exc:
+            raise ModelLoadError(
+                f"cannot load the base model from {str(base_path)!r}: "
+                f"{type(exc).__name__}: {exc}. Pass a causal-LM folder saved with "
+                "transformers (or a .gguf file)"
+            ) from exc
+        model = _attach_adapter(base, adapter_path, base_path)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.to(device)
+    return tokenizer, model
+
+
+def _attach_adapter(base: Any, adapter_path: Path, base_path: Path) -> Any:
+    from peft import LoraConfig, PeftModel
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    try:
+        lora_cfg = LoraConfig.from_pretrained(str(adapter_path))
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot read the LoRA config in {str(adapter_path)!r}: "
+            f"{type(exc).__name__}: {exc}; re-save the adapter with PEFT"
+        ) from exc
+    targets = lora_cfg.target_modules
+    if targets is not None and targets != "all-linear":
+        names = [n for n, _ in base.named_modules() if n]
+        if not any(check_target_module_exists(lora_cfg, n) for n in names):
+            shown = sorted(targets) if isinstance(targets, (set, list)) else targets
+            raise ModelLoadError(
+                f"adapter {str(adapter_path)!r} targets modules {shown!r}, which are not "
+                f"in the base model {str(base_path)!r}; pass the adapter trained for this "
+                "base model"
+            )
+    try:
+        return PeftModel.from_pretrained(
+            base, str(adapter_path), adapter_name=ADAPTER, is_trainable=False
+        )
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot attach adapter {str(adapter_path)!r} to base model "
+            f"{str(base_path)!r}: {type(exc).__name__}: {exc}. Was it trained for "
+            "this base model?"
+        ) from exc
+
+
+def check_attached(slots: Sequence[LoraSlot], adapter_path: Path, base_path: Path) -> None:
+    """:class:`ModelLoadError` unless every stored LoRA tensor found its module."""
+    if not slots:
+        raise ModelLoadError(
+            f"adapter {str(adapter_path)!r} attached no LoRA layer to the base model; "
+            "pass the adapter trained for this base model"
+        )
+    stored = _stored_lora_tensors(adapter_path)
+    if stored is not None and stored != len(slots):
+        raise ModelLoadError(
+            f"adapter {str(adapter_path)!r} holds {stored} LoRA tensors but {len(slots)} "
+            f"LoRA parameters were attached to base model {str(base_path)!r}; some of "
+            "its weights match no module (or some modules got no weights) — pass the adapter "
+            "trained for this base model"
+        )
+
+
+def _stored_lora_tensors(adapter_path: Path) -> int | None:
+    """How many LoRA A/B tensors the adapter's safetensors file holds (None: unknown)."""
+    path = adapter_path / "adapter_model.safetensors"
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            keys = list(fh.keys())
+    except Exception as exc:
+        raise ModelLoadError(
+            f"adapter weights {str(path)!r} are not a readable safetensors file ({exc}); "
+            "re-save the adapter"
+        ) from exc
+    families = tuple(f".{family}." for family in RANK_DIM)
+    return sum(1 for k in keys if any(f in k for f in families))
+
+
+__all__ = [
+    "ADAPTER_WEIGHTS",
+    "adapter_content_hash",
+    "check_adapter",
+    "check_attached",
+    "check_base",
+    "load_model",
+    "model_identity",
+    "positive_int",
+    "resolve_device",
+    "resolve_dtype",
+]

@@ -1,0 +1,100 @@
+"""Where views get forward records: the instrumentation's cache, else planned forward calls.
+
+Every scoring op shares one cached record per (view, text), stored under
+:data:`FORWARD_OP` and the backend's ``max_top_k``, so asking a second op about
+the same text costs no forward pass and a smaller ``top_k`` is sliced from the
+record. :class:`RecordSource` is all of the backend a view can reach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from swayscope.backends.api import check_top_k
+from swayscope.backends.hf.forward import ForwardPass, ForwardRecord
+from swayscope.backends.hf.planner import BatchLimits, make_planner
+from swayscope.backends.hf.tokenizer import TextEncoder
+from swayscope.errors import InputError
+from swayscope.instrumentation import BackendInstrumentation, BatchPlanner, CacheOp
+
+#: The cache op every scoring op of this backend is stored under (one record per text).
+FORWARD_OP = "forward"
+
+
+class RecordSource:
+    """Forward records for views, through the instrumentation core (cache, batching, events).
+
+    Args:
+        inst: the instrumentation every lookup and forward call goes through.
+        encoder: tokenizes and checks texts.
+        forward: runs the model.
+        limits: the batch limits planners use (read at plan time, so changes apply).
+    """
+
+    def __init__(
+        self,
+        inst: BackendInstrumentation,
+        encoder: TextEncoder,
+        forward: ForwardPass,
+        limits: BatchLimits,
+    ) -> None:
+        self._inst = inst
+        self._encoder = encoder
+        self._forward = forward
+        self._limits = limits
+
+    def check_top_k(self, top_k: int) -> None:
+        """:class:`InputError` unless ``top_k`` is a positive integer the records can serve."""
+        check_top_k(top_k)
+        max_top_k = self._forward.max_top_k
+        if top_k > max_top_k and max_top_k < self._forward.vocab_size:
+            raise InputError(
+                f"top_k={top_k} is above this backend's max_top_k={max_top_k}; ask for "
+                f"top_k <= {max_top_k} or build HFBackend(max_top_k={top_k})"
+            )
+
+    def completion_start(self, prompt: str, completion: str) -> int:
+        """Index of the first token of ``prompt + completion`` that the completion affects."""
+        return self._encoder.completion_start(prompt, completion)
+
+    def record(self, op: CacheOp, view_id: str, text: str, top_k: int) -> ForwardRecord:
+        """The record of ``text`` under ``view_id`` (``op``/``top_k`` name the request)."""
+        forward, encoder = self._forward, self._encoder
+        record: ForwardRecord = self._inst.cached(
+            op,
+            view_id,
+            text,
+            top_k,
+            lambda: forward.compute([encoder.checked_ids(text)])[0],
+            key_op=FORWARD_OP,
+            key_top_k=forward.max_top_k,
+        )
+        return record
+
+    def records(
+        self, op: CacheOp, view_id: str, texts: Sequence[str], top_k: int
+    ) -> list[ForwardRecord]:
+        """The records of ``texts`` under ``view_id``; misses go out in planned batches."""
+        forward, encoder = self._forward, self._encoder
+        ids: dict[int, list[int]] = {}
+
+        def compute(indices: list[int]) -> list[ForwardRecord]:
+            return forward.compute([ids.get(i) or encoder.checked_ids(texts[i]) for i in indices])
+
+        return self._inst.cached_batch(
+            op,
+            view_id,
+            texts,
+            top_k,
+            compute,
+            key_op=FORWARD_OP,
+            key_top_k=forward.max_top_k,
+            plan=self.planner(texts, ids),
+        )
+
+    def planner(self, texts: Sequence[str], ids: dict[int, list[int]]) -> BatchPlanner:
+        """Plans forward calls for the missed ``texts``, tokenizing each into ``ids`` once."""
+        return make_planner(texts, ids, self._encoder.checked_ids, self._limits)
+
+
+__all__ = ["FORWARD_OP", "RecordSource"]
