@@ -136,7 +136,7 @@ def test_one_forward_serves_every_op(hf_backend: HFBackend) -> None:
     # logprob_of is the sum of the completion tokens' rolling logprobs
     start = len(hf_backend.tokenize("The lamp was lit"))
     assert lp == pytest.approx(float(rolling.logprobs[start - 1 :].sum()), abs=1e-9)
-    keys = list(hf_backend.inst.cache._store)
+    keys = hf_backend.inst.cache.keys()
     assert all(k[1] == FORWARD_OP for k in keys) and len(keys) == 2
 
 
@@ -550,8 +550,10 @@ def test_completion_that_adds_no_token(
     hf_backend: HFBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(hf_backend.encoder, "tokenize", lambda text: [1, 42, 43])
-    with hf_backend.ft() as view, pytest.raises(InputError, match=r"'ab' adds no token"):
+    with hf_backend.ft() as view, pytest.raises(InputError, match=r"adds no token") as err:
         view.logprob_of("Fog", "ab")
+    # issue 11: the text is named by hash and length, never quoted
+    assert "'ab'" not in str(err.value) and hf_backend.inst.hash_prompt("ab") in str(err.value)
 
 
 def test_completion_merging_across_the_boundary(hf_backend: HFBackend) -> None:

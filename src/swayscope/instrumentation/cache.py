@@ -1,4 +1,4 @@
-"""Bounded LRU for forward-pass results, keyed on ``(op, view_id, prompt_hash, top_k)``.
+"""Bounded LRU for forward-pass results, keyed on ``(op, view_id, prompt digest, top_k)``.
 
 Bounded by entry count and, optionally, by bytes. Values are measured, not
 guessed (:func:`measure_bytes`), and arrays inside them are made read-only on
@@ -121,6 +121,11 @@ class ForwardCache:
                 _, (_, evicted) = self._store.popitem(last=False)
                 self._bytes -= evicted
                 self._evictions += 1
+
+    def keys(self) -> list[tuple[Any, ...]]:
+        """A snapshot of the keys, least recently used first."""
+        with self._lock:
+            return list(self._store)
 
     def __len__(self) -> int:
         return len(self._store)

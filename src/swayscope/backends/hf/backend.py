@@ -160,7 +160,9 @@ class HFBackend:
     ) -> None:
         """Build the parts that work on the loaded model."""
         self.encoder = TextEncoder(
-            self.tokenizer, getattr(self.model.config, "max_position_embeddings", None)
+            self.tokenizer,
+            getattr(self.model.config, "max_position_embeddings", None),
+            lambda text: f"(prompt hash {self.inst.hash_prompt(text)}, {len(text)} characters)",
         )
         self.lora = LoraSwitch(slots)
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])

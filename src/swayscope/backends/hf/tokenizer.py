@@ -17,9 +17,8 @@ from swayscope.errors import InputError
 _AGREEMENT_SAMPLES = ("Hello, world!", " leading space", "naïve café ✓ 123", "a\nb\tc  d")
 
 
-def short(text: str, n: int = 40) -> str:
-    """``text`` cut to ``n`` characters, quoted, for error messages about texts."""
-    return repr(text if len(text) <= n else text[:n] + "…")
+def _unnamed(text: str) -> str:
+    return f"of {len(text)} characters"
 
 
 def _fast_encoder(tokenizer: Any) -> Callable[[str], Any] | None:
@@ -46,8 +45,16 @@ class TextEncoder:
         context_length: the model's context in tokens (``None``: unknown, unchecked).
     """
 
-    def __init__(self, tokenizer: Any, context_length: int | None) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        context_length: int | None,
+        name: Callable[[str], str] = _unnamed,
+    ) -> None:
+        """``name`` says which text an error is about without quoting it (texts may be
+        private): the backend passes the instrumentation's prompt hash."""
         self.tokenizer = tokenizer
+        self._name = name
         self.context_length = context_length
         self._fast_encode = _fast_encoder(tokenizer)
         pad = tokenizer.pad_token_id
@@ -73,10 +80,13 @@ class TextEncoder:
         """``text``'s token ids; :class:`InputError` when there are none or too many."""
         ids = self.tokenize(text)
         if not ids:
-            raise InputError(f"text {short(text)} tokenizes to no tokens; give more text")
+            raise InputError(
+                f"text {self._name(text)} tokenizes to no tokens; give more text"
+            )
         if self.context_length is not None and len(ids) > self.context_length:
             raise InputError(
-                f"text {short(text)} has {len(ids)} tokens, more than the model's context of "
+                f"text {self._name(text)} has {len(ids)} tokens, more than the model's "
+                f"context of "
                 f"{self.context_length}; shorten it"
             )
         return ids
@@ -94,15 +104,16 @@ class TextEncoder:
             k += 1
         if len(full) <= k:
             raise InputError(
-                f"completion {short(completion)} adds no token after prompt {short(prompt)}; "
+                f"completion {self._name(completion)} adds no token after prompt "
+                f"{self._name(prompt)}; "
                 "give a completion that tokenizes to at least one token"
             )
         if k == 0:
             raise InputError(
-                f"completion {short(completion)} merges into the first token of prompt "
-                f"{short(prompt)}, so nothing before it can be scored; give a longer prompt"
+                f"completion {self._name(completion)} merges into the first token of prompt "
+                f"{self._name(prompt)}, so nothing before it can be scored; give a longer prompt"
             )
         return k
 
 
-__all__ = ["TextEncoder", "short"]
+__all__ = ["TextEncoder"]
