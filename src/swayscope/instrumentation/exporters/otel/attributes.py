@@ -1,0 +1,168 @@
+"""What each span is called and carries: span names, attribute keys, attribute builders.
+
+The names are a public contract (trace queries and dashboards use them); every
+key is defined here once. Prompt text appears only when the user opted in
+(``capture_prompts``); otherwise spans carry the 12-hex prompt hash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from swayscope import __version__
+from swayscope.instrumentation.events import (
+    CacheLookup,
+    ForwardCall,
+    ProbeEnded,
+    ProbeStarted,
+    RunEnded,
+    RunStarted,
+    ViewEntered,
+)
+
+Attributes = dict[str, Any]
+
+#: Instrumentation scope of every span this exporter makes.
+SCOPE_NAME = "swayscope"
+
+SPAN_RUN = "swayscope.run"
+SPAN_PROBE = "swayscope.probe"
+SPAN_VIEW = "swayscope.view"
+SPAN_FORWARD = "swayscope.forward"
+SPAN_CACHE_HIT = "swayscope.cache_hit"
+
+# run
+RUN_ID = "swayscope.run_id"
+SUITE = "swayscope.suite"
+BASE_MODEL = "swayscope.base_model"
+ADAPTER = "swayscope.adapter"
+VERSION = "swayscope.version"
+RUN_TOTAL_PROBES = "swayscope.run.total_probes"
+RUN_STATUS = "swayscope.run.status"
+
+# probe
+PROBE = "swayscope.probe"
+PROBE_KIND = "swayscope.probe.kind"
+PROBE_INDEX = "swayscope.probe.index"
+PROBE_STATUS = "swayscope.probe.status"
+PROBE_VERDICT = "swayscope.probe.verdict"
+PROBE_SCORE = "swayscope.probe.score"
+PROBE_ERROR = "swayscope.probe.error"
+
+# view
+VIEW_ID = "swayscope.view_id"
+VIEW_KIND = "swayscope.view_kind"
+VIEW_SWITCH_SECONDS = "swayscope.view.switch_seconds"
+
+# counts rolled up on run, probe and view spans (and per forward call)
+CACHE_HITS = "swayscope.cache.hits"
+CACHE_MISSES = "swayscope.cache.misses"
+FORWARD_CALLS = "swayscope.forward.calls"
+
+# forward calls and cache hits
+OP = "swayscope.op"
+TOP_K = "swayscope.top_k"
+BATCH_SIZE = "swayscope.batch.size"
+BATCH_ID = "swayscope.batch.id"
+PROMPT_HASH = "swayscope.prompt_hash"
+PROMPT_HASHES = "swayscope.prompt_hashes"
+PROMPT = "swayscope.prompt"
+PROMPTS = "swayscope.prompts"
+CACHE_HIT = "swayscope.cache.hit"
+
+# OpenTelemetry GenAI semantic conventions
+GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+
+
+def run_started(ev: RunStarted) -> Attributes:
+    attrs: Attributes = {
+        RUN_ID: ev.run_id,
+        SUITE: ev.suite,
+        BASE_MODEL: ev.base_model,
+        ADAPTER: ev.adapter,
+        VERSION: ev.version or __version__,
+        RUN_TOTAL_PROBES: ev.total_probes,
+    }
+    if ev.base_model:
+        attrs[GEN_AI_REQUEST_MODEL] = ev.base_model
+    return attrs
+
+
+def run_ended(ev: RunEnded) -> Attributes:
+    return {RUN_STATUS: ev.status}
+
+
+def probe_started(ev: ProbeStarted) -> Attributes:
+    return {
+        PROBE: ev.probe,
+        PROBE_KIND: ev.kind,
+        PROBE_INDEX: ev.index,
+        RUN_ID: ev.run_id,
+    }
+
+
+def probe_ended(ev: ProbeEnded) -> Attributes:
+    attrs: Attributes = {PROBE_STATUS: ev.status, PROBE_VERDICT: ev.verdict}
+    if ev.score is not None:
+        attrs[PROBE_SCORE] = ev.score
+    if ev.error is not None:
+        attrs[PROBE_ERROR] = ev.error
+    return attrs
+
+
+def view_entered(ev: ViewEntered) -> Attributes:
+    attrs: Attributes = {
+        VIEW_ID: ev.view_id,
+        VIEW_KIND: ev.view_kind,
+        VIEW_SWITCH_SECONDS: ev.switch_s,
+    }
+    if ev.probe is not None:
+        attrs[PROBE] = ev.probe
+    return attrs
+
+
+def rolled_up_counts(hits: int, misses: int, calls: int) -> Attributes:
+    """What a run, probe or view span reports about everything inside it."""
+    return {CACHE_HITS: hits, CACHE_MISSES: misses, FORWARD_CALLS: calls}
+
+
+def forward_call(ev: ForwardCall, capture_prompts: bool) -> Attributes:
+    attrs: Attributes = {
+        OP: ev.op,
+        VIEW_ID: ev.view_id,
+        VIEW_KIND: ev.view_kind,
+        BATCH_SIZE: ev.batch_size,
+        BATCH_ID: ev.batch_id,
+        CACHE_HITS: ev.cache_hits,
+        CACHE_MISSES: ev.cache_misses,
+        TOP_K: ev.top_k,
+        PROMPT_HASHES: tuple(ev.prompt_hashes),
+        GEN_AI_OPERATION_NAME: ev.op,
+    }
+    if ev.probe is not None:
+        attrs[PROBE] = ev.probe
+    if ev.model:
+        attrs[GEN_AI_REQUEST_MODEL] = ev.model
+    if ev.n_tokens is not None:
+        attrs[GEN_AI_USAGE_INPUT_TOKENS] = ev.n_tokens
+    if capture_prompts and ev.prompts is not None:
+        attrs[PROMPTS] = tuple(ev.prompts)
+    return attrs
+
+
+def cache_hit(ev: CacheLookup, capture_prompts: bool) -> Attributes:
+    attrs: Attributes = {
+        OP: ev.op,
+        VIEW_ID: ev.view_id,
+        VIEW_KIND: ev.view_kind,
+        PROMPT_HASH: ev.prompt_hash,
+        TOP_K: ev.top_k,
+        CACHE_HIT: True,
+    }
+    if ev.probe is not None:
+        attrs[PROBE] = ev.probe
+    if capture_prompts and ev.prompt is not None:
+        attrs[PROMPT] = ev.prompt
+    return attrs

@@ -1,0 +1,373 @@
+"""OtelExporter: core events in, OpenTelemetry spans out, through the tracer's public API."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+
+from swayscope import __version__
+from swayscope.instrumentation.events import (
+    CacheLookup,
+    Event,
+    ForwardCall,
+    ProbeEnded,
+    ProbeStarted,
+    RunEnded,
+    RunStarted,
+    ViewEntered,
+    ViewExited,
+)
+from swayscope.instrumentation.exporter import Exporter, TelemetryHealth
+from swayscope.instrumentation.exporters.otel import attributes as attr
+from swayscope.instrumentation.exporters.otel.accounting import SpanAccounting
+from swayscope.instrumentation.exporters.otel.deferred import DeferredSpans
+from swayscope.instrumentation.exporters.otel.environment import (
+    DEFAULT_EXPORT_TIMEOUT_S,
+    batch_settings,
+    outer_context,
+)
+from swayscope.instrumentation.exporters.otel.frames import Frame, FrameKind, FrameStack
+from swayscope.instrumentation.exporters.otel.processor import DEFAULT_SHUTDOWN_TIMEOUT_S
+from swayscope.instrumentation.exporters.otel.provider import (
+    OwnPipeline,
+    build_pipeline,
+    host_tracer_provider,
+    otlp_span_exporter,
+)
+from swayscope.instrumentation.settings import OtlpTarget, resolve_otlp_target
+
+#: How long the run-end flush waits for the collector, at most.
+DEFAULT_FLUSH_TIMEOUT_S = 1.0
+
+_INTERNAL = SpanKind.INTERNAL
+
+
+def _call_bounded(fn: Callable[[], object], timeout_s: float, name: str) -> bool:
+    """Run ``fn`` in a daemon thread, wait at most ``timeout_s``: True if it finished truthy.
+
+    For a host's provider, whose ``force_flush`` may block on a dead collector.
+    """
+    result: list[object] = []
+
+    def target() -> None:
+        try:
+            result.append(fn())
+        except Exception:
+            result.append(False)
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join(max(0.0, timeout_s))
+    return not thread.is_alive() and bool(result and result[0])
+
+
+def _shutdown_at_exit(ref: weakref.ref[OtelExporter]) -> None:
+    exporter = ref()
+    if exporter is not None:
+        exporter.shutdown()
+
+
+def _end_frame_span(
+    frame: Frame, end_ns: int, attrs: attr.Attributes | None, error: str | None
+) -> None:
+    span = frame.span
+    span.set_attributes(attr.rolled_up_counts(frame.hits, frame.misses, frame.calls))
+    if attrs:
+        span.set_attributes(attrs)
+    if error is not None:
+        span.set_status(Status(StatusCode.ERROR, error))
+    span.end(end_time=end_ns)
+
+
+class OtelExporter(Exporter):
+    """Turns core events into OpenTelemetry spans; fills ``trace_id``/``span_id`` on events.
+
+    Placed before the other exporters (``annotates_trace``) so the JSONL trace and
+    Prometheus exemplars point at the spans. See the package docstring for which
+    TracerProvider is used and how a dead collector is handled.
+    """
+
+    name = "otel"
+    annotates_trace = True
+
+    def __init__(
+        self,
+        *,
+        endpoint: str | None = None,
+        protocol: str | None = None,
+        target: OtlpTarget | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+        span_exporter: SpanExporter | None = None,
+        service_name: str | None = None,
+        hit_spans: bool = False,
+        capture_prompts: bool = False,
+        batch: bool = True,
+        max_queue_size: int | None = None,
+        schedule_delay_s: float | None = None,
+        export_timeout_s: float = DEFAULT_EXPORT_TIMEOUT_S,
+        flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
+        shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        self.hit_spans = hit_spans
+        self.capture_prompts = capture_prompts
+        self.flush_timeout_s = flush_timeout_s
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.target: OtlpTarget | None = None
+        self._accounting = SpanAccounting()
+        self._frames = FrameStack(outer_context(env))
+        self._closed = False
+        self._atexit: Callable[[], None] | None = None
+        self._pipeline: OwnPipeline | None = None
+        self._deferred: DeferredSpans | None = None
+
+        if endpoint is not None and target is None:
+            target = resolve_otlp_target(
+                endpoint, protocol, env,
+                endpoint_source="OtelExporter(endpoint=...)",
+                protocol_source="OtelExporter(protocol=...)",
+            )
+        provider = tracer_provider
+        if provider is None and span_exporter is None and target is None:
+            provider = host_tracer_provider()
+        if provider is None:
+            if span_exporter is None:
+                target = target or resolve_otlp_target(None, protocol, env, default=True)
+                assert target is not None
+                span_exporter = otlp_span_exporter(target, export_timeout_s, env)
+                self.target = target
+            settings = (
+                batch_settings(
+                    env, max_queue_size=max_queue_size, schedule_delay_s=schedule_delay_s
+                )
+                if batch
+                else None
+            )
+            self._pipeline = build_pipeline(
+                span_exporter,
+                self._accounting,
+                target=target,
+                service_name=service_name,
+                batch=settings,
+                shutdown_timeout_s=shutdown_timeout_s,
+            )
+            provider = self._pipeline.provider
+            if settings is not None:
+                self._deferred = DeferredSpans(
+                    self._make_leaf,
+                    self._pipeline.ids,
+                    self._accounting,
+                    max_pending=settings.max_queue_size,
+                )
+            ref = weakref.ref(self)
+            self._atexit = lambda: _shutdown_at_exit(ref)
+            atexit.register(self._atexit)
+        self._provider = provider
+        self._tracer = provider.get_tracer(attr.SCOPE_NAME, __version__)
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            CacheLookup: self._on_lookup,
+            ForwardCall: self._on_forward,
+            ViewEntered: self._on_view_entered,
+            ViewExited: self._on_view_exited,
+            ProbeStarted: self._on_probe_started,
+            ProbeEnded: self._on_probe_ended,
+            RunStarted: self._on_run_started,
+            RunEnded: self._on_run_ended,
+        }
+
+    # -- Exporter interface --------------------------------------------------------------
+
+    def bind(self, health: TelemetryHealth) -> None:
+        super().bind(health)
+        self._accounting.bind(health)
+
+    @property
+    def owns_provider(self) -> bool:
+        """True when the TracerProvider was built here (not the host's)."""
+        return self._pipeline is not None
+
+    @property
+    def tracer_provider(self) -> trace.TracerProvider:
+        return self._provider
+
+    @property
+    def spans_dropped(self) -> int:
+        """Spans made here that were not delivered (also counted in the bound health)."""
+        return self._accounting.dropped_total
+
+    @property
+    def spans_delivered(self) -> int:
+        """Spans made here that the span exporter accepted."""
+        return self._accounting.delivered_total
+
+    def export(self, event: Event) -> None:
+        if not self._closed:
+            self._handlers[type(event)](event)
+
+    def force_flush(self, timeout_s: float = 5.0) -> bool:
+        """Deliver queued spans, waiting at most ``min(timeout_s, flush_timeout_s)``; not at
+        all while delivery is failing (the worker drops and counts them instead)."""
+        if self._closed:
+            return True
+        budget = max(0.0, min(timeout_s, self.flush_timeout_s))
+        pipeline = self._pipeline
+        if pipeline is None:
+            return self._flush_host(budget)
+        deadline = time.monotonic() + budget
+        if self._deferred is not None and not self._deferred.flush(budget):
+            return False
+        if pipeline.guard.failing:
+            return False
+        return pipeline.processor.force_flush(int((deadline - time.monotonic()) * 1000))
+
+    def shutdown(self) -> None:
+        """End open spans, deliver what is queued (bounded), release the provider we built.
+
+        A host's provider is flushed (bounded) but never shut down.
+        """
+        if self._closed:
+            return
+        now = time.time_ns()
+        for frame in reversed(self._frames.pop_all()):
+            _end_frame_span(frame, now, None, None)
+        if self._atexit is not None:
+            atexit.unregister(self._atexit)
+            self._atexit = None
+        self._closed = True
+        pipeline = self._pipeline
+        if pipeline is None:
+            self._flush_host(self.shutdown_timeout_s)
+            return
+        deadline = time.monotonic() + self.shutdown_timeout_s
+        if self._deferred is not None:
+            self._deferred.shutdown(self.shutdown_timeout_s)
+        pipeline.processor.shutdown(deadline - time.monotonic())
+        pipeline.provider.shutdown()
+
+    def _flush_host(self, timeout_s: float) -> bool:
+        flush = getattr(self._provider, "force_flush", None)
+        if flush is None:
+            return True
+        return _call_bounded(
+            lambda: flush(int(timeout_s * 1000)), timeout_s, "swayscope-otel-flush"
+        )
+
+    # -- run / probe / view spans ------------------------------------------------------------
+
+    def _open(
+        self, kind: FrameKind, span_name: str, name: str, start_ns: int, attrs: attr.Attributes
+    ) -> Frame:
+        parent = self._frames.parent_context()
+        span = self._tracer.start_span(
+            span_name, context=parent, kind=_INTERNAL, start_time=start_ns, attributes=attrs
+        )
+        frame = Frame(kind, name, span, parent)
+        self._frames.push(frame)
+        return frame
+
+    def _close(
+        self,
+        kind: FrameKind,
+        name: str | None,
+        end_ns: int,
+        attrs: attr.Attributes | None = None,
+        error: str | None = None,
+    ) -> None:
+        """End the innermost open ``kind`` span, and first any left open inside it."""
+        popped = self._frames.pop(kind, name)
+        if not popped:
+            return
+        for frame in reversed(popped[1:]):
+            _end_frame_span(frame, end_ns, None, None)
+        _end_frame_span(popped[0], end_ns, attrs, error)
+
+    def _on_run_started(self, ev: RunStarted) -> None:
+        frame = self._open("run", attr.SPAN_RUN, ev.run_id, ev.start_ns, attr.run_started(ev))
+        ev.trace_id, ev.span_id = frame.trace_hex, frame.span_hex
+
+    def _on_run_ended(self, ev: RunEnded) -> None:
+        error = (ev.error or ev.status) if ev.status == "error" else None
+        self._close("run", ev.run_id, ev.end_ns, attr.run_ended(ev), error)
+
+    def _on_probe_started(self, ev: ProbeStarted) -> None:
+        self._open("probe", attr.SPAN_PROBE, ev.probe, ev.start_ns, attr.probe_started(ev))
+
+    def _on_probe_ended(self, ev: ProbeEnded) -> None:
+        error = (ev.error or "probe error") if ev.status == "error" else None
+        self._close("probe", ev.probe, ev.end_ns, attr.probe_ended(ev), error)
+
+    def _on_view_entered(self, ev: ViewEntered) -> None:
+        self._open("view", attr.SPAN_VIEW, ev.view_id, ev.start_ns, attr.view_entered(ev))
+
+    def _on_view_exited(self, ev: ViewExited) -> None:
+        self._close("view", ev.view_id, ev.end_ns)
+
+    # -- forward calls and cache hits: the hot path ------------------------------------------
+
+    def _on_lookup(self, ev: CacheLookup) -> None:
+        if not ev.hit:
+            return  # a miss is part of its ForwardCall's span
+        frame = self._frames.count_hit()
+        if self.hit_spans:
+            self._leaf(ev, frame)
+        elif frame is not None and frame.sampled:
+            ev.trace_id = frame.trace_hex
+            ev.span_id = frame.span_hex
+
+    def _on_forward(self, ev: ForwardCall) -> None:
+        self._leaf(ev, self._frames.count_forward(ev.cache_misses))
+
+    def _leaf(self, ev: ForwardCall | CacheLookup, frame: Frame | None) -> None:
+        """The span of a forward call or hit under ``frame``; the event gets its ids.
+
+        With a provider built here, under a sampled frame, the span is made by the
+        deferred worker (its id chosen now); under an unsampled one it is not made
+        at all: that provider's sampler (OTEL_TRACES_SAMPLER) is parent-based or
+        decides by trace id, so the span would not be sampled either.
+        """
+        deferred = self._deferred
+        if frame is not None and self._pipeline is not None:
+            if not frame.sampled:
+                return
+            if deferred is not None:
+                span_id = deferred.submit(ev, frame.context)
+                if span_id is not None:
+                    ev.trace_id = frame.trace_hex
+                    ev.span_id = format(span_id, "016x")
+                    return
+        sc = self._make_leaf(ev, frame.context if frame is not None else self._frames.root)
+        if sc.is_valid and sc.trace_flags.sampled:
+            ev.trace_id = format(sc.trace_id, "032x")
+            ev.span_id = format(sc.span_id, "016x")
+
+    def _make_leaf(self, ev: ForwardCall | CacheLookup, context: Context | None) -> SpanContext:
+        """Make the finished span of ``ev`` through the tracer; its span context."""
+        error: str | None
+        exception: BaseException | None
+        if isinstance(ev, ForwardCall):
+            name, attrs = attr.SPAN_FORWARD, attr.forward_call(ev, self.capture_prompts)
+            error, exception = ev.error, ev.exception
+        else:
+            name, attrs = attr.SPAN_CACHE_HIT, attr.cache_hit(ev, self.capture_prompts)
+            error = exception = None
+        end_ns = ev.start_ns + int(ev.duration_s * 1e9)
+        span = self._tracer.start_span(
+            name, context=context, kind=_INTERNAL, start_time=ev.start_ns, attributes=attrs
+        )
+        if error is not None:
+            span.set_status(Status(StatusCode.ERROR, error))
+            if exception is not None:
+                span.record_exception(exception, timestamp=end_ns)
+        span.end(end_time=end_ns)
+        return span.get_span_context()
