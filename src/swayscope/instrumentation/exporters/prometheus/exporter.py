@@ -1,0 +1,328 @@
+"""PrometheusExporter: core events in, ``swayscope_*`` metrics out, served and/or pushed."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from prometheus_client import REGISTRY as GLOBAL_REGISTRY
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway
+from prometheus_client.exposition import start_http_server
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
+
+from swayscope.errors import TelemetryConfigError
+from swayscope.instrumentation.events import (
+    CacheLookup,
+    Event,
+    ForwardCall,
+    ProbeEnded,
+    RunEnded,
+    RunStarted,
+)
+from swayscope.instrumentation.exporter import Exporter, TelemetryHealth
+from swayscope.instrumentation.exporters.prometheus import metrics as m
+from swayscope.instrumentation.exporters.prometheus.hot import (
+    ForwardTargets,
+    HotMetrics,
+    ScrapeTracker,
+    SeriesCounts,
+)
+from swayscope.instrumentation.settings import (
+    parse_address,
+    parse_port,
+    parse_pushgateway_url,
+    parse_seconds,
+)
+from swayscope.instrumentation.vocabulary import KNOWN_OPS, PROBE_STATUSES, VIEW_KINDS
+
+log = logging.getLogger(__name__)
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
+#: How errors name each setting when the caller gives no ``sources``.
+_ARG_NAMES: Mapping[str, str] = {
+    "metrics_address": "PrometheusExporter(address=...)",
+    "metrics_port": "PrometheusExporter(port=...)",
+    "metrics_linger_s": "PrometheusExporter(linger_s=...)",
+    "metrics_wait_s": "PrometheusExporter(first_scrape_wait_s=...)",
+    "pushgateway": "PrometheusExporter(pushgateway_url=...)",
+}
+
+_LookupKey = tuple[str, str, str | None]
+
+
+class PrometheusExporter(Exporter):
+    """Keeps the ``swayscope_*`` metrics up to date from core events; serves and/or pushes them.
+
+    Construction fails with :class:`TelemetryConfigError` (before any forward pass)
+    when the address does not resolve, the port is in use, or a value is malformed.
+    """
+
+    name = "prometheus"
+
+    def __init__(
+        self,
+        *,
+        registry: CollectorRegistry | None = None,
+        use_global_registry: bool = False,
+        address: str = "127.0.0.1",
+        port: int | None = None,
+        linger_s: float = 0.0,
+        pushgateway_url: str | None = None,
+        push_job: str = "swayscope",
+        push_interval_s: float = 10.0,
+        push_timeout_s: float = 2.0,
+        run_id: str | None = None,
+        first_scrape_wait_s: float = 0.0,
+        sources: Mapping[str, str] | None = None,
+    ) -> None:
+        names = {**_ARG_NAMES, **(sources or {})}
+        self.first_scrape_wait_s = parse_seconds(first_scrape_wait_s, names["metrics_wait_s"])
+        self.address = parse_address(address, names["metrics_address"])
+        requested_port = None if port is None else parse_port(port, names["metrics_port"])
+        self.linger_s = parse_seconds(linger_s, names["metrics_linger_s"])
+        self.pushgateway_url = (
+            parse_pushgateway_url(pushgateway_url, names["pushgateway"])
+            if pushgateway_url
+            else None
+        )
+        self.push_job = push_job
+        self.push_interval_s = push_interval_s
+        self.push_timeout_s = push_timeout_s
+        self.run_id = run_id
+        self.known_exporters = m.KNOWN_EXPORTERS + (("pushgateway",) if pushgateway_url else ())
+        if registry is not None and use_global_registry:
+            raise TelemetryConfigError(
+                "give either registry= or use_global_registry=True, not both"
+            )
+        self.registry: CollectorRegistry = (
+            GLOBAL_REGISTRY if use_global_registry else registry or CollectorRegistry()
+        )
+        self.scrapes = ScrapeTracker()
+        self._closed = False
+        self._collectors: list[Collector] = []
+        self._push_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._push_thread: threading.Thread | None = None
+        self._server: Any = None
+        # Per (op, view_kind, probe) of an event: the records it adds to, looked up once.
+        self._hit_series: dict[_LookupKey, SeriesCounts] = {}
+        self._forward_targets: dict[_LookupKey, ForwardTargets] = {}
+        try:
+            self._register_metrics()
+        except ValueError as exc:  # duplicated names in the (global) registry
+            self._unregister()
+            raise TelemetryConfigError(
+                f"the swayscope metrics are already registered in this registry ({exc}); "
+                "shut the other PrometheusExporter down first or give each its own registry"
+            ) from exc
+        self._lock = self.hot.lock
+        self.port: int | None = None
+        self.url: str | None = None
+        if requested_port is not None:
+            self._serve(requested_port, names)
+        if self.pushgateway_url is not None and push_interval_s > 0:
+            self._push_thread = threading.Thread(
+                target=self._push_loop, name="swayscope-pushgateway", daemon=True
+            )
+            self._push_thread.start()
+
+    # -- metrics -------------------------------------------------------------------------
+
+    def _bound_health(self) -> TelemetryHealth | None:
+        return getattr(self, "health", None)
+
+    def _add(self, metric: _M) -> _M:
+        self._collectors.append(metric)
+        return metric
+
+    def _register_metrics(self) -> None:
+        r = self.registry
+        self.hot = HotMetrics(self.scrapes, self._bound_health, self.known_exporters)
+        r.register(self.hot)
+        self._collectors.append(self.hot)
+        self.probe_duration = self._add(Histogram(
+            m.PROBE_DURATION, m.HELP[m.PROBE_DURATION], ("probe", "status"),
+            buckets=m.PROBE_DURATION_BUCKETS, registry=r))
+        self.probes = self._add(Counter(m.PROBES, m.HELP[m.PROBES], ("status",), registry=r))
+        self.run_info = self._add(
+            Gauge(m.RUN_INFO, m.HELP[m.RUN_INFO], m.RUN_INFO_LABELS, registry=r)
+        )
+        self.run_active = self._add(Gauge(m.RUN_ACTIVE, m.HELP[m.RUN_ACTIVE], registry=r))
+        self.run_progress = self._add(Gauge(m.RUN_PROGRESS, m.HELP[m.RUN_PROGRESS], registry=r))
+        self.run_start_time = self._add(Gauge(
+            m.RUN_START_TIME, m.HELP[m.RUN_START_TIME], unit="seconds", registry=r))
+        # Series of bounded, known label values exist (at 0) before the first event.
+        for op in KNOWN_OPS:
+            self.hot.batch(op)
+            for kind in VIEW_KINDS:
+                self.hot.opkind(op, kind)
+        for kind in VIEW_KINDS:
+            self.hot.token(kind)
+        for status in PROBE_STATUSES:
+            self.probes.labels(status)
+
+    def _unregister(self) -> None:
+        for collector in self._collectors:
+            with contextlib.suppress(KeyError):
+                self.registry.unregister(collector)
+        self._collectors.clear()
+
+    # -- events --------------------------------------------------------------------------
+
+    def export(self, event: Event) -> None:
+        kind = type(event)
+        if kind is CacheLookup:
+            if event.hit:  # type: ignore[union-attr]
+                self._on_hit(event)  # type: ignore[arg-type]
+        elif kind is ForwardCall:
+            self._on_forward(event)  # type: ignore[arg-type]
+        elif kind is ProbeEnded:
+            self._on_probe_ended(event)  # type: ignore[arg-type]
+        elif kind is RunStarted:
+            self._on_run_started(event)  # type: ignore[arg-type]
+        elif kind is RunEnded:
+            self.run_active.set(0)
+            if event.status == "interrupted":  # type: ignore[union-attr]
+                self.linger_s = 0.0  # the user stopped the run: do not hold the process
+
+    def _on_hit(self, ev: CacheLookup) -> None:
+        key = (ev.op, ev.view_kind, ev.probe)
+        series = self._hit_series.get(key)
+        if series is None:
+            series = self._hit_series[key] = self.hot.bind(
+                ev.op, ev.view_kind, ev.probe or m.NO_PROBE
+            ).series
+        with self._lock:
+            series.hits += 1
+
+    def _on_forward(self, ev: ForwardCall) -> None:
+        key = (ev.op, ev.view_kind, ev.probe)
+        targets = self._forward_targets.get(key)
+        if targets is None:
+            targets = self._forward_targets[key] = self.hot.bind(
+                ev.op, ev.view_kind, ev.probe or m.NO_PROBE
+            )
+        duration = ev.duration_s
+        size = ev.batch_size
+        duration_bucket = bisect_left(m.FORWARD_DURATION_BUCKETS, duration)
+        size_bucket = bisect_left(m.BATCH_SIZE_BUCKETS, size)
+        trace_id = ev.trace_id
+        exemplar = Exemplar({"trace_id": trace_id}, duration, time.time()) if trace_id else None
+        with self._lock:
+            series = targets.series
+            series.misses += ev.cache_misses
+            series.calls += 1
+            opkind = targets.opkind
+            opkind.prompts += size
+            opkind.duration.observe(duration_bucket, duration, exemplar)
+            targets.batch.observe(size_bucket, size)
+            if ev.n_tokens:
+                targets.tokens.total += ev.n_tokens
+            self.hot.cache.update(ev.cache_entries, ev.cache_bytes, ev.cache_evictions)
+
+    def set_run_id(self, run_id: str) -> None:
+        """Group Pushgateway pushes under ``run_id`` before the run starts (RunStarted sets it)."""
+        self.run_id = run_id
+
+    def _on_probe_ended(self, ev: ProbeEnded) -> None:
+        if ev.status == "not_run":
+            return  # stopped mid-probe: no verdict to count
+        self.probe_duration.labels(ev.probe, ev.status).observe(ev.duration_s)
+        self.probes.labels(ev.status).inc()
+        if ev.total > 0:
+            self.run_progress.set(min(1.0, ev.done / ev.total))
+
+    def _on_run_started(self, ev: RunStarted) -> None:
+        self.run_id = ev.run_id
+        self.run_info.clear()
+        self.run_info.labels(ev.run_id, ev.suite, ev.base_model, ev.adapter).set(1)
+        self.run_active.set(1)
+        self.run_progress.set(0)
+        self.run_start_time.set(ev.start_ns / 1e9)
+        # Every (op, view_kind, probe) series exists at 0 before its first increment:
+        # Prometheus' rate()/increase() cannot see the increment that creates a series.
+        for probe in (*ev.probes, m.NO_PROBE):
+            for op in KNOWN_OPS:
+                for kind in VIEW_KINDS:
+                    self.hot.bind(op, kind, probe)
+        if self._server is not None and self.first_scrape_wait_s > 0:
+            self.scrapes.wait_for_next(self.first_scrape_wait_s)
+
+    # -- exposition ----------------------------------------------------------------------
+
+    def _serve(self, port: int, names: Mapping[str, str]) -> None:
+        where = f"{self.address}:{port}"
+        try:
+            server, _thread = start_http_server(port, addr=self.address, registry=self.registry)
+        except OSError as exc:
+            self._unregister()
+            src = f"{names['metrics_address']} / {names['metrics_port']}"
+            reason = exc.strerror or str(exc)
+            raise TelemetryConfigError(
+                f"cannot serve Prometheus metrics on {where!r} (from {src}): {reason}. "
+                "Choose a free port (0 picks one) and an address of this machine "
+                "(127.0.0.1 by default)."
+            ) from exc
+        self._server = server
+        self.port = int(server.server_port)
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        self.url = f"http://{host}:{self.port}/metrics"
+
+    def _push(self) -> bool:
+        if self.pushgateway_url is None or self.run_id is None:
+            return False
+        with self._push_lock:
+            try:
+                push_to_gateway(
+                    self.pushgateway_url,
+                    job=self.push_job,
+                    registry=self.registry,
+                    grouping_key={"run_id": self.run_id},
+                    timeout=self.push_timeout_s,
+                )
+            except Exception as exc:
+                health = self._bound_health()
+                if health is not None:
+                    health.record_error("pushgateway", exc)
+                else:
+                    log.warning("push to %s failed: %s", self.pushgateway_url, exc)
+                return False
+        return True
+
+    def _push_loop(self) -> None:
+        while not self._stop.wait(self.push_interval_s):
+            self._push()
+
+    def push(self) -> bool:
+        """Push the registry to the Pushgateway now; False when not configured or failed."""
+        return self._push()
+
+    def force_flush(self, timeout_s: float = 5.0) -> bool:
+        """At run end: push the final values (bounded by ``push_timeout_s``)."""
+        if self.pushgateway_url is None:
+            return True
+        return self._push()
+
+    def shutdown(self) -> None:
+        """Final push, then (with ``linger_s``) serve until one more scrape, then stop."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._push_thread is not None:
+            self._push_thread.join(self.push_timeout_s + 1.0)
+        self.run_active.set(0)
+        self._push()
+        if self._server is not None:
+            self.scrapes.wait_for_final(self.linger_s)
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self.registry is GLOBAL_REGISTRY:
+            self._unregister()

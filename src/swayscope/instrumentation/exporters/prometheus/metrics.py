@@ -1,0 +1,65 @@
+"""Names, help texts, labels and buckets of the ``swayscope_*`` metrics: the public contract.
+
+Family names are given without ``_total``: prometheus_client adds it to counters.
+"""
+
+from __future__ import annotations
+
+CACHE_HITS = "swayscope_cache_hits"
+CACHE_MISSES = "swayscope_cache_misses"
+FORWARD_CALLS = "swayscope_forward_calls"
+FORWARD_PROMPTS = "swayscope_forward_prompts"
+BATCH_SIZE = "swayscope_batch_size"
+FORWARD_DURATION = "swayscope_forward_duration_seconds"
+CACHE_ENTRIES = "swayscope_cache_entries"
+CACHE_BYTES = "swayscope_cache_bytes"
+CACHE_EVICTIONS = "swayscope_cache_evictions"
+TOKENS = "swayscope_tokens"
+PROBE_DURATION = "swayscope_probe_duration_seconds"
+PROBES = "swayscope_probes"
+RUN_INFO = "swayscope_run_info"
+RUN_ACTIVE = "swayscope_run_active"
+RUN_PROGRESS = "swayscope_run_progress_ratio"
+RUN_START_TIME = "swayscope_run_start_time_seconds"
+EXPORTER_ERRORS = "swayscope_exporter_errors"
+SPANS_DROPPED = "swayscope_spans_dropped"
+
+HELP: dict[str, str] = {
+    CACHE_HITS: "Cache lookups served from the cache.",
+    CACHE_MISSES: "Cache lookups that needed the model (calls that raised included).",
+    FORWARD_CALLS: "Model calls (a batch is one).",
+    FORWARD_PROMPTS: "Prompts sent to the model.",
+    BATCH_SIZE: "Prompts per model call.",
+    FORWARD_DURATION: "Wall time of one model call.",
+    CACHE_ENTRIES: "Entries in the forward cache.",
+    CACHE_BYTES: "Approximate bytes held by the forward cache.",
+    CACHE_EVICTIONS: "Entries evicted from the forward cache.",
+    TOKENS: "Input tokens of the prompts sent to the model.",
+    PROBE_DURATION: "Wall time of one probe.",
+    PROBES: "Probes finished, by status.",
+    RUN_INFO: "The current run (value 1).",
+    RUN_ACTIVE: "1 while a run is in progress.",
+    RUN_PROGRESS: "Probes done / probes planned.",
+    RUN_START_TIME: "Unix time the current run started.",
+    EXPORTER_ERRORS: "Telemetry exporter failures (the run went on).",
+    SPANS_DROPPED: "Spans that could not be delivered.",
+}
+
+#: Labels of the per-lookup counters (hits, misses, forward calls).
+SERIES_LABELS = ("op", "view_kind", "probe")
+OPKIND_LABELS = ("op", "view_kind")
+RUN_INFO_LABELS = ("run_id", "suite", "base_model", "adapter")
+
+#: Label value of ``probe`` for lookups made outside any probe.
+NO_PROBE = "none"
+#: Exporters whose error counter exists (at 0) from the start, so increase() sees the first.
+KNOWN_EXPORTERS = ("jsonl", "otel", "prometheus")
+
+BATCH_SIZE_BUCKETS: tuple[float, ...] = tuple(float(2**i) for i in range(10))  # 1 … 512
+#: 19 geometric buckets, 0.5 ms … 120 s (ratio ≈ 1.99), 3 significant digits.
+FORWARD_DURATION_BUCKETS: tuple[float, ...] = tuple(
+    float(f"{0.0005 * (120 / 0.0005) ** (i / 18):.3g}") for i in range(19)
+)
+PROBE_DURATION_BUCKETS: tuple[float, ...] = (
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+)
