@@ -1,0 +1,361 @@
+"""Span delivery: every span made is delivered or counted dropped, whatever the collector does."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from exporter_servers import free_port, wait_for
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+from swayscope.instrumentation import BackendInstrumentation, TelemetryHealth
+from swayscope.instrumentation.exporters.jsonl import TraceWriter
+from swayscope.instrumentation.exporters.otel import OtelExporter
+from swayscope.instrumentation.exporters.otel.accounting import SpanAccounting
+from swayscope.instrumentation.exporters.otel.deferred import DeferredSpans, PresetSpanIds
+from swayscope.instrumentation.exporters.otel.environment import BatchSettings
+from swayscope.instrumentation.exporters.otel.guard import GuardedSpanExporter
+from swayscope.instrumentation.exporters.otel.processor import (
+    CountingBatchSpanProcessor,
+    CountingSimpleSpanProcessor,
+)
+
+FAST = BatchSettings(max_queue_size=1024, schedule_delay_s=0.01, max_export_batch_size=16)
+
+
+class Recording(SpanExporter):
+    """Keeps what it accepts; ``fail`` makes it return FAILURE, ``raise_`` makes it raise."""
+
+    def __init__(self, *, fail: bool = False, raise_: bool = False) -> None:
+        self.fail = fail
+        self.raise_ = raise_
+        self.calls = 0
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.calls += 1
+        if self.raise_:
+            raise ConnectionError("collector gone")
+        if self.fail:
+            return SpanExportResult.FAILURE
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+class Blocking(SpanExporter):
+    """Blocks every export until released (at most 10 s): a collector that does not answer."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.delivered = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.entered.set()
+        self.release.wait(10.0)
+        self.delivered += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+@pytest.fixture
+def blocking() -> Iterator[Blocking]:
+    exporter = Blocking()
+    yield exporter
+    exporter.release.set()
+
+
+def tracer_with(processor: SpanProcessor, **kwargs: object) -> tuple[trace.Tracer, TracerProvider]:
+    provider = TracerProvider(**kwargs)  # type: ignore[arg-type]
+    provider.add_span_processor(processor)
+    return provider.get_tracer("test"), provider
+
+
+def make_spans(tracer: trace.Tracer, n: int, prefix: str = "s") -> None:
+    for i in range(n):
+        tracer.start_span(f"{prefix}{i}").end()
+
+
+def test_batch_processor_delivers_every_span_to_a_healthy_collector() -> None:
+    accounting, collector = SpanAccounting(), Recording()
+    tracer, provider = tracer_with(CountingBatchSpanProcessor(collector, accounting, FAST))
+    make_spans(tracer, 100)
+    provider.shutdown()
+    assert accounting.delivered_total == len(collector.spans) == 100
+    assert accounting.dropped_total == 0
+    assert collector.calls >= 100 // FAST.max_export_batch_size
+
+
+@pytest.mark.parametrize("raise_", [False, True])
+def test_collector_down_every_span_is_counted_once(raise_: bool) -> None:
+    health, accounting = TelemetryHealth(), SpanAccounting()
+    accounting.bind(health)
+    collector = Recording(fail=True, raise_=raise_)
+    tracer, provider = tracer_with(CountingBatchSpanProcessor(collector, accounting, FAST))
+    make_spans(tracer, 100)
+    provider.shutdown()
+    assert accounting.delivered_total == 0
+    assert accounting.dropped_by_reason()["export_failed"] == 100
+    assert accounting.dropped_total == health.spans_dropped == 100
+
+
+def test_full_queue_counts_the_spans_it_refuses(blocking: Blocking) -> None:
+    settings = BatchSettings(max_queue_size=8, schedule_delay_s=0.01, max_export_batch_size=4)
+    accounting = SpanAccounting()
+    tracer, provider = tracer_with(CountingBatchSpanProcessor(blocking, accounting, settings))
+    make_spans(tracer, 1)
+    assert blocking.entered.wait(5.0)  # the worker is stuck on the first batch
+    make_spans(tracer, 50, "more")
+    blocking.release.set()
+    provider.shutdown()
+    refused = accounting.dropped_by_reason()["queue_full"]
+    assert refused == 50 - settings.max_queue_size
+    assert accounting.delivered_total == blocking.delivered == 51 - refused
+    assert accounting.delivered_total + accounting.dropped_total == 51
+
+
+def test_shutdown_gives_up_on_a_stuck_collector_and_counts_the_rest(blocking: Blocking) -> None:
+    accounting = SpanAccounting()
+    processor = CountingBatchSpanProcessor(blocking, accounting, FAST, shutdown_timeout_s=0.3)
+    tracer, provider = tracer_with(processor)
+    make_spans(tracer, 10)
+    assert blocking.entered.wait(5.0)
+    make_spans(tracer, 20, "queued")
+    t0 = time.perf_counter()
+    provider.shutdown()
+    assert time.perf_counter() - t0 < 0.3 + 0.5
+    # the batch stuck in the exporter and the 20 behind it
+    assert accounting.dropped_by_reason()["shutdown"] == 30
+    make_spans(tracer, 1, "late")  # ended after shutdown
+    assert accounting.dropped_by_reason()["shutdown"] == 31
+    blocking.release.set()  # the stuck export returns: already counted, not counted again
+    assert wait_for(lambda: blocking.delivered > 0, 5.0, 0.02)
+    time.sleep(0.05)
+    assert accounting.delivered_total == 0
+    assert accounting.dropped_total == 31
+
+
+def test_force_flush_is_bounded_and_reports_success(blocking: Blocking) -> None:
+    accounting, collector = SpanAccounting(), Recording()
+    settings = BatchSettings(max_queue_size=64, schedule_delay_s=60.0, max_export_batch_size=64)
+    processor = CountingBatchSpanProcessor(collector, accounting, settings)
+    tracer, provider = tracer_with(processor)
+    make_spans(tracer, 5)
+    assert processor.force_flush(5000)  # not 60 s: the flush wakes the worker
+    assert accounting.delivered_total == 5
+    provider.shutdown()
+
+    stuck = CountingBatchSpanProcessor(blocking, SpanAccounting(), FAST, shutdown_timeout_s=0.1)
+    tracer, provider = tracer_with(stuck)
+    make_spans(tracer, 3)
+    t0 = time.perf_counter()
+    assert not stuck.force_flush(200)
+    assert time.perf_counter() - t0 < 1.0
+    provider.shutdown()
+
+
+def test_simple_processor_counts_each_span() -> None:
+    accounting = SpanAccounting()
+    good = CountingSimpleSpanProcessor(Recording(), accounting)
+    tracer, provider = tracer_with(good)
+    make_spans(tracer, 3)
+    bad = CountingSimpleSpanProcessor(Recording(raise_=True), accounting)
+    bad_tracer, bad_provider = tracer_with(bad)
+    make_spans(bad_tracer, 2)
+    assert (accounting.delivered_total, accounting.dropped_total) == (3, 2)
+    provider.shutdown()
+    make_spans(tracer, 1)
+    assert accounting.dropped_by_reason()["shutdown"] == 1
+    bad_provider.shutdown()
+
+
+def test_unsampled_spans_are_neither_delivered_nor_dropped() -> None:
+    accounting = SpanAccounting()
+    tracer, provider = tracer_with(
+        CountingBatchSpanProcessor(Recording(), accounting, FAST), sampler=ALWAYS_OFF
+    )
+    make_spans(tracer, 10)
+    provider.shutdown()
+    assert (accounting.delivered_total, accounting.dropped_total) == (0, 0)
+
+
+def test_drops_before_bind_reach_the_health_and_only_the_first_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    accounting = SpanAccounting()
+    with caplog.at_level(logging.WARNING):
+        accounting.dropped(3, "queue_full")
+        accounting.dropped(2, "export_failed", ConnectionError("refused"))
+    health = TelemetryHealth()
+    accounting.bind(health)
+    accounting.dropped(4, "shutdown")
+    assert health.spans_dropped == accounting.dropped_total == 9
+    warnings = [r for r in caplog.records if "spans were dropped" in r.getMessage()]
+    assert len(warnings) == 1 and "queue was full" in warnings[0].getMessage()
+
+
+# -- deferred span making ------------------------------------------------------------------
+
+
+class Maker:
+    """A provider with preset ids and a parent span; makes spans named by their event.
+
+    Clear ``gate`` to make the worker block in its next make (``started`` tells when).
+    """
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.ids, self.accounting = PresetSpanIds(), SpanAccounting()
+        self.mem = InMemorySpanExporter()
+        self.tracer, _ = tracer_with(SimpleSpanProcessor(self.mem), id_generator=self.ids)
+        self.parent = self.tracer.start_span("parent")
+        self.context = trace.set_span_in_context(self.parent)
+        self.fail = fail
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+        self.deferred = DeferredSpans(self.make, self.ids, self.accounting, max_pending=3)
+
+    def make(self, name: str, context: object) -> None:
+        self.started.set()
+        self.gate.wait(10.0)
+        if self.fail:
+            raise RuntimeError("tracer broke")
+        self.tracer.start_span(name, context=context).end()  # type: ignore[arg-type]
+
+
+def test_deferred_spans_are_made_with_the_ids_chosen_up_front() -> None:
+    maker = Maker()
+    chosen: dict[str, int] = {}
+    for i in range(20):
+        span_id = maker.deferred.submit(f"leaf{i}", maker.context)
+        while span_id is None:  # full (3 pending): wait for the worker
+            time.sleep(0.001)
+            span_id = maker.deferred.submit(f"leaf{i}", maker.context)
+        chosen[f"leaf{i}"] = span_id
+    assert maker.deferred.flush(5.0)
+    made = {s.name: s for s in maker.mem.get_finished_spans()}
+    assert {name: made[name].context.span_id for name in chosen} == chosen  # type: ignore[union-attr]
+    parent_id = maker.parent.get_span_context().span_id
+    assert all(made[name].parent.span_id == parent_id for name in chosen)  # type: ignore[union-attr]
+    maker.deferred.shutdown(1.0)
+    assert maker.deferred.submit("after", maker.context) is None
+
+
+def test_deferred_queue_is_bounded_and_shutdown_counts_what_is_left() -> None:
+    maker = Maker()
+    maker.gate.clear()
+    assert maker.deferred.submit("in hand", maker.context) is not None
+    assert maker.started.wait(5.0)  # the worker took it and is blocked making it
+    assert all(maker.deferred.submit(n, maker.context) is not None for n in ("a", "b", "c"))
+    assert maker.deferred.submit("refused", maker.context) is None  # 3 pending: full
+    t0 = time.perf_counter()
+    maker.deferred.shutdown(0.2)
+    assert time.perf_counter() - t0 < 1.0
+    assert maker.accounting.dropped_by_reason()["shutdown"] == 3
+    maker.gate.set()  # the span in hand is still made; the three dropped ones are not
+    assert wait_for(lambda: len(maker.mem.get_finished_spans()) == 1, 2.0, 0.01)
+    time.sleep(0.05)
+    assert [s.name for s in maker.mem.get_finished_spans()] == ["in hand"]
+
+
+def test_a_span_the_tracer_fails_to_make_is_counted() -> None:
+    maker = Maker(fail=True)
+    assert maker.deferred.submit("x", maker.context) is not None
+    assert maker.deferred.flush(5.0)
+    assert maker.accounting.dropped_by_reason()["make_failed"] == 1
+    maker.deferred.shutdown(1.0)
+
+
+def test_preset_ids_apply_to_the_next_span_of_that_thread_only() -> None:
+    ids = PresetSpanIds()
+    ids.preset(0xABC)
+    seen: list[int] = []
+    other = threading.Thread(target=lambda: seen.append(ids.generate_span_id()))
+    other.start()
+    other.join()
+    assert seen[0] != 0xABC
+    assert ids.generate_span_id() == 0xABC
+    assert ids.generate_span_id() not in (0, 0xABC)
+    assert ids.is_trace_id_random()
+
+
+# -- the guard in front of the collector -----------------------------------------------------
+
+
+def test_guard_fails_fast_on_a_closed_port() -> None:
+    inner = Recording()
+    guard = GuardedSpanExporter(inner, address=("127.0.0.1", free_port()))
+    t0 = time.perf_counter()
+    with pytest.raises(OSError):
+        guard.export([])
+    assert time.perf_counter() - t0 < 0.3
+    assert inner.calls == 0 and guard.failing
+    t0 = time.perf_counter()
+    assert guard.export([]) is SpanExportResult.FAILURE  # refused at once while backing off
+    assert time.perf_counter() - t0 < 0.01
+
+
+def test_guard_backs_off_after_a_failure_and_recovers() -> None:
+    inner = Recording(fail=True)
+    guard = GuardedSpanExporter(inner, backoff_s=0.1, max_backoff_s=0.4)
+    assert guard.export([]) is SpanExportResult.FAILURE
+    assert guard.export([]) is SpanExportResult.FAILURE
+    assert inner.calls == 1  # the second was refused without a try
+    time.sleep(0.15)
+    inner.fail = False
+    assert guard.export([]) is SpanExportResult.SUCCESS
+    assert inner.calls == 2 and not guard.failing
+    guard.shutdown()
+    assert guard.export([]) is SpanExportResult.FAILURE
+
+
+# -- through the exporter --------------------------------------------------------------------
+
+
+def test_deferred_forward_spans_match_the_ids_on_events(tmp_path: Path) -> None:
+    """Batch mode (spans made on the worker): JSONL ids name the spans that were delivered."""
+    collector = Recording()
+    trace_file = tmp_path / "trace.jsonl"
+    otel = OtelExporter(span_exporter=collector, schedule_delay_s=0.01)
+    inst = BackendInstrumentation(exporters=[TraceWriter(trace_file), otel])
+    with inst.run(suite="ids"), inst.probe("p"), inst.view("ft"):
+        for i in range(30):
+            inst.cached("next_token_dist", "ft", f"prompt {i}", 8, lambda: 1.0)
+        inst.cached_batch("next_token_dist", "ft", ["x", "y"], 8, lambda idx: [2.0] * len(idx))
+    inst.close()
+    forwards = {
+        f"{s.context.span_id:016x}": s for s in collector.spans
+        if s.name == "swayscope.forward" and s.context is not None
+    }
+    lines = [json.loads(line) for line in trace_file.read_text().splitlines()]
+    assert len(forwards) == inst.stats.forward_calls == 31
+    assert {line["span_id"] for line in lines} == set(forwards)
+    (run,) = (s for s in collector.spans if s.name == "swayscope.run")
+    assert run.context is not None
+    assert {line["trace_id"] for line in lines} == {f"{run.context.trace_id:032x}"}
+    assert otel.spans_delivered == len(collector.spans) == 1 + 1 + 1 + 31
+    assert otel.spans_dropped == 0
+
+
+def test_every_span_made_is_delivered_or_counted_with_a_full_queue(blocking: Blocking) -> None:
+    otel = OtelExporter(
+        span_exporter=blocking, max_queue_size=4, schedule_delay_s=0.01, shutdown_timeout_s=0.3
+    )
+    inst = BackendInstrumentation(exporters=[otel])
+    with inst.run(), inst.probe("p"), inst.view("ft"):
+        inst.cached("next_token_dist", "ft", "first", 8, lambda: 1.0)
+        assert blocking.entered.wait(5.0)
+        for i in range(60):
+            inst.cached("next_token_dist", "ft", f"p{i}", 8, lambda: 1.0)
+    inst.close()  # the collector never answers: shutdown gives up
+    made = 1 + 1 + 1 + 61
+    assert otel.spans_delivered + otel.spans_dropped == made
+    assert otel.spans_dropped == inst.health.spans_dropped > 0
