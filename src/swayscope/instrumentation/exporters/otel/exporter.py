@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 import time
@@ -33,6 +34,7 @@ from swayscope.instrumentation.exporters.otel.accounting import SpanAccounting
 from swayscope.instrumentation.exporters.otel.deferred import DeferredSpans
 from swayscope.instrumentation.exporters.otel.environment import (
     DEFAULT_EXPORT_TIMEOUT_S,
+    BatchSettings,
     batch_settings,
     outer_context,
 )
@@ -45,6 +47,8 @@ from swayscope.instrumentation.exporters.otel.provider import (
     otlp_span_exporter,
 )
 from swayscope.instrumentation.settings import OtlpTarget, resolve_otlp_target
+
+log = logging.getLogger(__name__)
 
 #: How long the run-end flush waits for the collector, at most.
 DEFAULT_FLUSH_TIMEOUT_S = 1.0
@@ -62,7 +66,8 @@ def _call_bounded(fn: Callable[[], object], timeout_s: float, name: str) -> bool
     def target() -> None:
         try:
             result.append(fn())
-        except Exception:
+        except Exception as exc:
+            log.debug("%s failed: %s", name, exc)
             result.append(False)
 
     thread = threading.Thread(target=target, name=name, daemon=True)
@@ -154,37 +159,43 @@ class OtelExporter(Exporter):
                 if batch
                 else None
             )
-            self._pipeline = build_pipeline(
-                span_exporter,
-                self._accounting,
-                target=target,
-                service_name=service_name,
-                batch=settings,
-                shutdown_timeout_s=shutdown_timeout_s,
-            )
-            provider = self._pipeline.provider
-            if settings is not None:
-                self._deferred = DeferredSpans(
-                    self._make_leaf,
-                    self._pipeline.ids,
-                    self._accounting,
-                    max_pending=settings.max_queue_size,
-                )
-            ref = weakref.ref(self)
-            self._atexit = lambda: _shutdown_at_exit(ref)
-            atexit.register(self._atexit)
+            provider = self._build_own(span_exporter, target, service_name, settings)
         self._provider = provider
         self._tracer = provider.get_tracer(attr.SCOPE_NAME, __version__)
         self._handlers: dict[type, Callable[[Any], None]] = {
-            CacheLookup: self._on_lookup,
-            ForwardCall: self._on_forward,
-            ViewEntered: self._on_view_entered,
-            ViewExited: self._on_view_exited,
-            ProbeStarted: self._on_probe_started,
-            ProbeEnded: self._on_probe_ended,
-            RunStarted: self._on_run_started,
-            RunEnded: self._on_run_ended,
+            CacheLookup: self._on_lookup, ForwardCall: self._on_forward,
+            ViewEntered: self._on_view_entered, ViewExited: self._on_view_exited,
+            ProbeStarted: self._on_probe_started, ProbeEnded: self._on_probe_ended,
+            RunStarted: self._on_run_started, RunEnded: self._on_run_ended,
         }
+
+    def _build_own(
+        self,
+        span_exporter: SpanExporter,
+        target: OtlpTarget | None,
+        service_name: str | None,
+        settings: BatchSettings | None,
+    ) -> trace.TracerProvider:
+        """Our own provider; spans made on a worker when batched; shut down at exit."""
+        self._pipeline = build_pipeline(
+            span_exporter,
+            self._accounting,
+            target=target,
+            service_name=service_name,
+            batch=settings,
+            shutdown_timeout_s=self.shutdown_timeout_s,
+        )
+        if settings is not None:
+            self._deferred = DeferredSpans(
+                self._make_leaf,
+                self._pipeline.ids,
+                self._accounting,
+                max_pending=settings.max_queue_size,
+            )
+        ref = weakref.ref(self)
+        self._atexit = lambda: _shutdown_at_exit(ref)
+        atexit.register(self._atexit)
+        return self._pipeline.provider
 
     # -- Exporter interface --------------------------------------------------------------
 

@@ -56,6 +56,12 @@ _ARG_NAMES: Mapping[str, str] = {
 _LookupKey = tuple[str, str, str | None]
 
 
+def _choose_registry(registry: CollectorRegistry | None, use_global: bool) -> CollectorRegistry:
+    if registry is not None and use_global:
+        raise TelemetryConfigError("give either registry= or use_global_registry=True, not both")
+    return GLOBAL_REGISTRY if use_global else registry or CollectorRegistry()
+
+
 class PrometheusExporter(Exporter):
     """Keeps the ``swayscope_*`` metrics up to date from core events; serves and/or pushes them.
 
@@ -96,13 +102,7 @@ class PrometheusExporter(Exporter):
         self.push_timeout_s = push_timeout_s
         self.run_id = run_id
         self.known_exporters = m.KNOWN_EXPORTERS + (("pushgateway",) if pushgateway_url else ())
-        if registry is not None and use_global_registry:
-            raise TelemetryConfigError(
-                "give either registry= or use_global_registry=True, not both"
-            )
-        self.registry: CollectorRegistry = (
-            GLOBAL_REGISTRY if use_global_registry else registry or CollectorRegistry()
-        )
+        self.registry = _choose_registry(registry, use_global_registry)
         self.scrapes = ScrapeTracker()
         self._closed = False
         self._collectors: list[Collector] = []
@@ -132,10 +132,10 @@ class PrometheusExporter(Exporter):
             )
             self._push_thread.start()
 
-    # -- metrics -------------------------------------------------------------------------
-
     def _bound_health(self) -> TelemetryHealth | None:
         return getattr(self, "health", None)
+
+    # -- metrics -------------------------------------------------------------------------
 
     def _add(self, metric: _M) -> _M:
         self._collectors.append(metric)
