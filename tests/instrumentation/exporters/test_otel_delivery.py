@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -359,3 +361,41 @@ def test_every_span_made_is_delivered_or_counted_with_a_full_queue(blocking: Blo
     made = 1 + 1 + 1 + 61
     assert otel.spans_delivered + otel.spans_dropped == made
     assert otel.spans_dropped == inst.health.spans_dropped > 0
+
+
+def test_a_forked_child_delivers_its_own_spans(tmp_path: Path) -> None:
+    """The worker threads are restarted in a forked child, as the SDK's own processor does."""
+    script = f"""
+import os
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from swayscope.instrumentation import BackendInstrumentation
+from swayscope.instrumentation.exporters.otel import OtelExporter
+
+class ToFile(SpanExporter):
+    def export(self, spans):
+        with open(os.path.join({str(tmp_path)!r}, f"spans-{{os.getpid()}}.txt"), "a") as fh:
+            fh.writelines(s.name + "\\n" for s in spans)
+        return SpanExportResult.SUCCESS
+
+otel = OtelExporter(span_exporter=ToFile(), schedule_delay_s=60)
+inst = BackendInstrumentation(exporters=[otel])
+pid = os.fork()
+with inst.run(suite="child" if pid == 0 else "parent"), inst.view("ft"):
+    inst.cached("next_token_dist", "ft", "p", 8, lambda: 1.0)
+inst.close()
+if pid == 0:
+    os._exit(0 if otel.spans_delivered == 3 else 1)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert otel.spans_delivered == 3
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(tmp_path.glob("spans-*.txt"))
+    assert len(files) == 2  # parent and child, each its own spans
+    for f in files:
+        assert sorted(f.read_text().split()) == [
+            "swayscope.forward", "swayscope.run", "swayscope.view",
+        ]

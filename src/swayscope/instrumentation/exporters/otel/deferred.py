@@ -27,6 +27,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from swayscope.instrumentation.exporters.otel.accounting import SpanAccounting
+from swayscope.instrumentation.exporters.otel.workers import restart_in_forked_child
 
 #: Makes one span for ``event`` under ``context`` through the tracer.
 MakeSpan = Callable[[Any, Context], object]
@@ -79,13 +80,21 @@ class DeferredSpans:
         self._ids = ids
         self._accounting = accounting
         self._max_pending = max_pending
+        self._closed = False
+        self._start()
+        restart_in_forked_child(self._start)
+
+    def _start(self) -> None:
+        """Start empty, with a new worker: here, and in a forked child (whose parent
+        makes what it had queued)."""
+        if self._closed:
+            return
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         # Guards the pending count and the flags: a span is pending until the worker
         # takes it, which it then always makes, so a shutdown that gives up counts
         # exactly the spans still pending.
         self._lock = threading.Lock()
         self._pending = 0
-        self._closed = False
         self._given_up = False
         self._worker = threading.Thread(
             target=self._work, name="swayscope-otel-span-maker", daemon=True

@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from swayscope.instrumentation.exporters.otel.accounting import DropReason, SpanAccounting
 from swayscope.instrumentation.exporters.otel.environment import BatchSettings
+from swayscope.instrumentation.exporters.otel.workers import restart_in_forked_child
 
 DEFAULT_SHUTDOWN_TIMEOUT_S = 5.0
 
@@ -99,6 +100,14 @@ class CountingBatchSpanProcessor(_CountingProcessor):
         super().__init__(exporter, accounting)
         self._settings = settings
         self._shutdown_timeout_s = shutdown_timeout_s
+        self._start()
+        restart_in_forked_child(self._start)
+
+    def _start(self) -> None:
+        """Start empty, with a new worker: here, and in a forked child (whose parent
+        delivers and counts what it had queued)."""
+        if self._closed:
+            return
         # Guards the queue, the in-flight count and the give-up flag, so no span is
         # ever in none of: queue, in flight, delivered, dropped.
         self._lock = threading.Lock()
