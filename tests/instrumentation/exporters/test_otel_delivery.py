@@ -399,3 +399,10 @@ assert otel.spans_delivered == 3
         assert sorted(f.read_text().split()) == [
             "swayscope.forward", "swayscope.run", "swayscope.view",
         ]
+
+
+def test_an_event_type_it_does_not_know_is_ignored() -> None:
+    otel = OtelExporter(span_exporter=Recording(), batch=False)
+    otel.export(object())  # type: ignore[arg-type]
+    otel.shutdown()
+    assert (otel.spans_delivered, otel.spans_dropped) == (0, 0)

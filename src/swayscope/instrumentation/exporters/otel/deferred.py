@@ -1,14 +1,15 @@
 """Leaf spans (forward calls, cache hits) made on a worker thread, their ids chosen up front.
 
-Making a span through the SDK's tracer costs about 25 µs of Python (attribute
-checks, sampler, span objects); a model call is one. The thread that runs the
-model only records what the span will be — its parent context, its event, a
-span id — and the worker makes it with ``tracer.start_span(start_time=...)`` /
-``span.end(end_time=...)`` while that thread is back in the model (which
-releases the GIL). The span id is chosen when the event happens, so the JSONL
-trace and the Prometheus exemplars can name the span at once; the provider's
-:class:`PresetSpanIds` (the SDK's public ``IdGenerator`` extension point) hands
-it to the SDK when the worker makes the span.
+Making a span through the SDK's tracer costs 22 to 29 µs of Python (attribute
+checks, sampler, span objects; see docs/benchmarks.md); a model call is one. The
+thread that runs the model only records what the span will be: its parent
+context, its event, a span id. The worker makes it with
+``tracer.start_span(start_time=...)`` / ``span.end(end_time=...)`` while that
+thread is back in the model (which releases the GIL). The span id is chosen when
+the event happens, so the JSONL trace and the Prometheus exemplars can name the
+span at once; the provider's :class:`PresetSpanIds` (the SDK's public
+``IdGenerator`` extension point) hands it to the SDK when the worker makes the
+span.
 
 Bounded: with ``max_pending`` spans waiting, :meth:`DeferredSpans.submit` refuses
 and the caller makes the span itself. Every span submitted is made (and then

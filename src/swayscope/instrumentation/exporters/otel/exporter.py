@@ -223,8 +223,9 @@ class OtelExporter(Exporter):
         return self._accounting.delivered_total
 
     def export(self, event: Event) -> None:
-        if not self._closed:
-            self._handlers[type(event)](event)
+        handler = self._handlers.get(type(event))
+        if handler is not None and not self._closed:
+            handler(event)
 
     def force_flush(self, timeout_s: float = 5.0) -> bool:
         """Deliver queued spans, waiting at most ``min(timeout_s, flush_timeout_s)``; not at
