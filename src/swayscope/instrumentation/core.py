@@ -372,6 +372,7 @@ class BackendInstrumentation:
         top_k: int,
         wall: float,
         prompt: str,
+        digest: bytes,
         batch_id: str | None = None,
         batch_size: int | None = None,
     ) -> CacheLookup:
@@ -381,7 +382,7 @@ class BackendInstrumentation:
             view_id=view_id,
             view_kind=view_kind_of(view_id),
             probe=self._current_probe,
-            prompt_hash=self._hasher(prompt),
+            prompt_hash=self._hasher(prompt, digest),
             top_k=top_k,
             hit=True,
             start_ns=time.time_ns() - int(wall * 1e9),
@@ -411,8 +412,9 @@ class BackendInstrumentation:
         """
         top_k = _check_top_k(top_k)
         _check_prompt(prompt, 0)
+        digest = cache_digest(prompt)
         key = self._key(
-            key_op or op, view_id, cache_digest(prompt),
+            key_op or op, view_id, digest,
             top_k if key_top_k is None else _check_top_k(key_top_k),
         )
         t0 = time.perf_counter()
@@ -421,7 +423,7 @@ class BackendInstrumentation:
             wall = time.perf_counter() - t0
             self._count_hit(wall)
             if self._exporters:
-                self._exporters.emit(self._hit_event(op, view_id, top_k, wall, prompt))
+                self._exporters.emit(self._hit_event(op, view_id, top_k, wall, prompt, digest))
             return value  # type: ignore[no-any-return]
         while True:
             with self._inflight_lock:
@@ -433,7 +435,9 @@ class BackendInstrumentation:
             if leader:
                 assert flight is not None
                 try:
-                    return self._compute_one(op, view_id, top_k, prompt, key, compute, flight)
+                    return self._compute_one(
+                        op, view_id, top_k, prompt, digest, key, compute, flight
+                    )
                 finally:
                     with self._inflight_lock:
                         del self._inflight[key]
@@ -444,7 +448,7 @@ class BackendInstrumentation:
                     # A compute looking up the very key it is computing (re-entrant,
                     # same thread): waiting would deadlock. Compute here, as v0 did.
                     return self._compute_one(
-                        op, view_id, top_k, prompt, key, compute, _Flight()
+                        op, view_id, top_k, prompt, digest, key, compute, _Flight()
                     )
                 flight.done.wait()
                 if not flight.ok:
@@ -453,7 +457,7 @@ class BackendInstrumentation:
             wall = time.perf_counter() - t0
             self._count_hit(wall)
             if self._exporters:
-                self._exporters.emit(self._hit_event(op, view_id, top_k, wall, prompt))
+                self._exporters.emit(self._hit_event(op, view_id, top_k, wall, prompt, digest))
             return value  # type: ignore[no-any-return]
 
     def _compute_one(
@@ -462,6 +466,7 @@ class BackendInstrumentation:
         view_id: str,
         top_k: int,
         prompt: str,
+        digest: bytes,
         key: tuple[Any, ...],
         compute: Callable[[], T],
         flight: _Flight,
@@ -472,16 +477,17 @@ class BackendInstrumentation:
             value = compute()
         except BaseException as exc:
             self._record_forward(
-                op, view_id, top_k, [prompt], [], start_ns, time.perf_counter() - t0, 0,
-                batched=False, exc=exc,
+                op, view_id, top_k, [prompt], [digest], [], start_ns, time.perf_counter() - t0,
+                0, batched=False, exc=exc,
             )
             raise
         wall = time.perf_counter() - t0
         self.cache.put(key, value)
         flight.value = value
         flight.ok = True
-        self._record_forward(op, view_id, top_k, [prompt], [value], start_ns, wall, 0,
-                             batched=False)
+        self._record_forward(
+            op, view_id, top_k, [prompt], [digest], [value], start_ns, wall, 0, batched=False
+        )
         return value
 
     def cached_batch(
@@ -527,7 +533,9 @@ class BackendInstrumentation:
             results[i] = value
             self._count_hit(wall)
             if self._exporters:
-                self._exporters.emit(self._hit_event(op, view_id, top_k, wall, prompts[i]))
+                self._exporters.emit(
+                    self._hit_event(op, view_id, top_k, wall, prompts[i], digest)
+                )
         misses = list(first_miss.values())
         groups = (plan(misses) if plan is not None else [misses]) if misses else []
         if sorted(i for g in groups for i in g) != misses:
@@ -552,8 +560,9 @@ class BackendInstrumentation:
                     )
             except BaseException as exc:
                 self._record_forward(
-                    op, view_id, top_k, [prompts[i] for i in group], [], start_ns,
-                    time.perf_counter() - t0, hits, batched=True, exc=exc,
+                    op, view_id, top_k, [prompts[i] for i in group],
+                    [digests[i] for i in group], [], start_ns, time.perf_counter() - t0, hits,
+                    batched=True, exc=exc,
                 )
                 raise
             wall = time.perf_counter() - t0
@@ -561,8 +570,8 @@ class BackendInstrumentation:
                 self.cache.put(self._key(kop, view_id, digests[i], ktop), value)
                 results[i] = value
             batch_id = self._record_forward(
-                op, view_id, top_k, [prompts[i] for i in group], values, start_ns, wall, hits,
-                batched=True,
+                op, view_id, top_k, [prompts[i] for i in group], [digests[i] for i in group],
+                values, start_ns, wall, hits, batched=True,
             )
             for i in group:
                 batch_ids[i] = (batch_id, len(group))
@@ -573,7 +582,7 @@ class BackendInstrumentation:
             if self._exporters:
                 bid, bsize = batch_ids.get(j, (None, None))
                 self._exporters.emit(
-                    self._hit_event(op, view_id, top_k, 0.0, prompts[i], bid, bsize)
+                    self._hit_event(op, view_id, top_k, 0.0, prompts[i], digests[i], bid, bsize)
                 )
         return results
 
@@ -583,6 +592,7 @@ class BackendInstrumentation:
         view_id: str,
         top_k: int,
         prompts: list[str],
+        digests: list[bytes],
         values: list[Any],
         start_ns: int,
         wall: float,
@@ -616,7 +626,7 @@ class BackendInstrumentation:
         if not self._exporters:
             return batch_id
         kind = view_kind_of(view_id)
-        hashes = [self._hasher(p) for p in prompts]
+        hashes = [self._hasher(p, d) for p, d in zip(prompts, digests, strict=True)]
         call = ForwardCall(
             run_id=self.run_id,
             op=op,

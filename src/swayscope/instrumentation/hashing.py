@@ -1,10 +1,13 @@
 """Prompt identities: a full digest for the cache, a short hash for what leaves the process.
 
-The cache keys on the full SHA-256 of the prompt: two prompts never share an
-entry by accident (a 48-bit prefix collides after ~16 M prompts, and can be
-forced in a minute). Telemetry carries a 12-hex hash: by default the v0 one
-(a SHA-1 prefix, stable across runs and tools), or, with a key, an HMAC so a
-reader of the telemetry cannot confirm a guessed prompt without the key.
+The cache keys on the full 160-bit SHA-1 digest of the prompt: two prompts never
+share an entry by accident (the 48-bit prefix v0 keyed on collides after ~16 M
+prompts, and can be forced in a minute; the full digest needs ~2^80 prompts, and
+a crafted pair costs far more than writing the spec by hand). Telemetry carries
+a 12-hex hash: by default the v0 one (the digest's first 12 hex digits, stable
+across runs and tools, computed from the same digest at no extra cost), or, with
+a key, an HMAC so a reader of the telemetry cannot confirm a guessed prompt
+without the key.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ def prompt_hash(prompt: str) -> str:
 
 
 def cache_digest(prompt: str) -> bytes:
-    """Full SHA-256 of the prompt: what the cache keys on (never shown anywhere)."""
-    return hashlib.sha256(_utf8(prompt)).digest()
+    """Full SHA-1 digest of the prompt: what the cache keys on (never shown as a whole)."""
+    return hashlib.sha1(_utf8(prompt), usedforsecurity=False).digest()
 
 
 class PromptHasher:
@@ -48,9 +51,12 @@ class PromptHasher:
     def keyed(self) -> bool:
         return self._key is not None
 
-    def __call__(self, prompt: str) -> str:
+    def __call__(self, prompt: str, digest: bytes | None = None) -> str:
+        """The hash of ``prompt``; pass its :func:`cache_digest` when at hand (saves a hash)."""
         if self._key is None:
-            return prompt_hash(prompt)
+            if digest is None:
+                return prompt_hash(prompt)
+            return digest.hex()[:PROMPT_HASH_CHARS]
         mac = hmac.new(self._key, _utf8(prompt), hashlib.sha256)
         return mac.hexdigest()[:PROMPT_HASH_CHARS]
 
