@@ -34,6 +34,8 @@ CORE = {
     "swayscope.instrumentation.cache",
     "swayscope.instrumentation.stats",
     "swayscope.instrumentation.exporter",
+    "swayscope.instrumentation.scopes",
+    "swayscope.instrumentation.recording",
     "swayscope.instrumentation.core",
     "swayscope.instrumentation.settings",
 }

@@ -15,36 +15,22 @@ exporters (:mod:`.exporter`); it knows nothing about any exporter's library.
 from __future__ import annotations
 
 import operator
-import os
 import threading
 import time
-import traceback
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from swayscope.errors import BackendError, InputError, shown
 from swayscope.instrumentation.cache import _MISS, ForwardCache
-from swayscope.instrumentation.events import (
-    CacheLookup,
-    Event,
-    ForwardCall,
-    ProbeEnded,
-    ProbeStarted,
-    RunEnded,
-    RunStarted,
-    ViewEntered,
-    ViewExited,
-    view_kind_of,
-)
+from swayscope.instrumentation.events import Event
 from swayscope.instrumentation.exporter import Exporter, ExporterSet, TelemetryHealth
 from swayscope.instrumentation.hashing import PromptHasher, cache_digest, prompt_hash
-from swayscope.instrumentation.redaction import redact_texts
+from swayscope.instrumentation.recording import CallRecorder
+from swayscope.instrumentation.scopes import ProbeHandle, RunHandle, Scopes
 from swayscope.instrumentation.stats import BackendStats
-from swayscope.instrumentation.vocabulary import PROBE_STATUSES, ProbeOutcome, ProbeStatus
 
 T = TypeVar("T")
 
@@ -56,29 +42,6 @@ BatchPlanner = Callable[[list[int]], list[list[int]]]
 
 
 @dataclass(slots=True)
-class ProbeHandle:
-    """What ``with inst.probe(...) as p`` yields: the runner sets the outcome on it."""
-
-    name: str
-    kind: str
-    status: ProbeStatus | None = None
-    verdict: str = ""
-    score: float | None = None
-    error: str | None = None
-
-
-@dataclass(slots=True)
-class RunHandle:
-    """What ``with inst.run(...) as r`` yields; ``status`` may be set to ``interrupted``."""
-
-    run_id: str
-    status: str = "ok"
-    probes_done: int = 0
-    total_probes: int = 0
-    start_ns: int = 0
-
-
-@dataclass(slots=True)
 class _Flight:
     """A compute in progress that concurrent callers of the same key wait on."""
 
@@ -86,19 +49,6 @@ class _Flight:
     ok: bool = False
     value: Any = None
     owner: int = field(default_factory=threading.get_ident)
-
-
-#: Texts of recently failed prompts kept (in memory only) to redact error messages.
-_FAILED_PROMPTS_KEPT = 64
-
-
-def _new_batch_id() -> str:
-    return os.urandom(8).hex()
-
-
-def _n_tokens(value: Any) -> int | None:
-    n = getattr(value, "n_tokens", None)
-    return n if isinstance(n, int) else None
 
 
 class BackendInstrumentation:
@@ -126,19 +76,16 @@ class BackendInstrumentation:
     ) -> None:
         self.cache = ForwardCache(maxsize=cache_maxsize, max_bytes=cache_max_bytes)
         self._hasher = PromptHasher(prompt_hash_key)
-        self._failed_prompts: deque[str] = deque(maxlen=_FAILED_PROMPTS_KEPT)
         self.stats = BackendStats()
         self.health = TelemetryHealth()
-        self.run_id = run_id or uuid.uuid4().hex[:16]
+        self._scopes = Scopes(self, run_id or uuid.uuid4().hex[:16])
         self.capture_prompts = capture_prompts
         self.model_name = model_name
         self.model_id = model_id
         self._exporters = ExporterSet(self.health, exporters)
-        self._current_probe: str | None = None
-        self._stats_lock = threading.Lock()
+        self._recorder = CallRecorder(self, self._hasher)
         self._inflight: dict[tuple[Any, ...], _Flight] = {}
         self._inflight_lock = threading.Lock()
-        self._run: RunHandle | None = None
         self._closed = False
 
     # -- exporters -------------------------------------------------------------------
@@ -173,17 +120,25 @@ class BackendInstrumentation:
         self._closed = True
         self._exporters.shutdown()
 
-    # -- context: run, probe, view --------------------------------------------------------
+    # -- context: run, probe, view (see :mod:`.scopes`) -------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        run_id: str = self._scopes.run_id
+        return run_id
+
+    @run_id.setter
+    def run_id(self, value: str) -> None:
+        self._scopes.run_id = value
 
     @property
     def current_probe(self) -> str | None:
-        return self._current_probe
+        return self._scopes.current_probe
 
     def set_current_probe(self, name: str | None) -> None:
         """Label for subsequent events (v0 API); ``probe()`` is the scoped form."""
-        self._current_probe = name
+        self._scopes.set_current_probe(name)
 
-    @contextmanager
     def run(
         self,
         *,
@@ -194,145 +149,27 @@ class BackendInstrumentation:
         run_id: str | None = None,
         version: str = "",
         probes: Sequence[str] = (),
-    ) -> Iterator[RunHandle]:
+    ) -> AbstractContextManager[RunHandle]:
         """Scope one suite run; events inside carry its ``run_id``. Flushes exporters at the end."""
-        if run_id is not None:
-            self.run_id = run_id
-        handle = RunHandle(
-            run_id=self.run_id, total_probes=total_probes or len(probes), start_ns=time.time_ns()
+        return self._scopes.run(
+            suite=suite, base_model=base_model, adapter=adapter, total_probes=total_probes,
+            run_id=run_id, version=version, probes=probes,
         )
-        self._run = handle
-        t0 = time.perf_counter()
-        self.emit(
-            RunStarted(
-                run_id=self.run_id,
-                start_ns=handle.start_ns,
-                suite=suite,
-                base_model=base_model or self.model_name,
-                adapter=adapter,
-                total_probes=total_probes or len(probes),
-                version=version,
-                probes=tuple(probes),
-            )
-        )
-        error: str | None = None
-        try:
-            yield handle
-        except BaseException as exc:
-            if handle.status == "ok":
-                handle.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            self._run = None
-            self.emit(
-                RunEnded(
-                    run_id=self.run_id,
-                    end_ns=time.time_ns(),
-                    duration_s=time.perf_counter() - t0,
-                    status=handle.status,
-                    error=error,
-                )
-            )
-            self.force_flush()
 
-    @contextmanager
-    def probe(self, name: str, kind: str | None = None) -> Iterator[ProbeHandle]:
+    def probe(self, name: str, kind: str | None = None) -> AbstractContextManager[ProbeHandle]:
         """Set the current probe for the block and restore the previous one after (nests)."""
-        handle = ProbeHandle(name=name, kind=kind or name)
-        previous = self._current_probe
-        self._current_probe = name
-        run = self._run
-        index = run.probes_done if run is not None else 0
-        total = run.total_probes if run is not None else 0
-        t0 = time.perf_counter()
-        self.emit(
-            ProbeStarted(
-                run_id=self.run_id,
-                probe=name,
-                kind=handle.kind,
-                start_ns=time.time_ns(),
-                index=index,
-                total=total,
-            )
-        )
-        interrupted = False
-        try:
-            yield handle
-        except KeyboardInterrupt:
-            interrupted = True
-            raise
-        except BaseException as exc:
-            handle.status = "error"
-            handle.error = handle.error or self.redact(f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            self._current_probe = previous
-            status: ProbeOutcome
-            if interrupted:
-                status = "not_run"  # stopped before a verdict: not a probe error
-            else:
-                if run is not None:
-                    run.probes_done += 1
-                status = handle.status if handle.status in PROBE_STATUSES else "pass"
-            self.emit(
-                ProbeEnded(
-                    run_id=self.run_id,
-                    probe=name,
-                    kind=handle.kind,
-                    end_ns=time.time_ns(),
-                    duration_s=time.perf_counter() - t0,
-                    status=status,
-                    verdict=handle.verdict,
-                    score=handle.score,
-                    error=handle.error,
-                    done=run.probes_done if run is not None else 0,
-                    total=total,
-                )
-            )
+        return self._scopes.probe(name, kind)
 
-    @contextmanager
     def view(
         self,
         view_id: str,
         *,
         enter: Callable[[], None] | None = None,
         exit: Callable[[], None] | None = None,
-    ) -> Iterator[None]:
+    ) -> AbstractContextManager[None]:
         """Scope a backend view. ``enter`` (the adapter switch) is timed as the switch cost;
         ``exit`` restores the model and always runs."""
-        start_ns = time.time_ns()
-        t0 = time.perf_counter()
-        if enter is not None:
-            enter()
-        kind = view_kind_of(view_id)
-        self.emit(
-            ViewEntered(
-                run_id=self.run_id,
-                view_id=view_id,
-                view_kind=kind,
-                probe=self._current_probe,
-                start_ns=start_ns,
-                switch_s=time.perf_counter() - t0,
-            )
-        )
-        try:
-            yield
-        finally:
-            try:
-                if exit is not None:
-                    exit()
-            finally:
-                self.emit(
-                    ViewExited(
-                        run_id=self.run_id,
-                        view_id=view_id,
-                        view_kind=kind,
-                        probe=self._current_probe,
-                        end_ns=time.time_ns(),
-                        duration_s=time.perf_counter() - t0,
-                    )
-                )
+        return self._scopes.view(view_id, enter=enter, exit=exit)
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -343,54 +180,17 @@ class BackendInstrumentation:
     def redact(self, message: str) -> str:
         """``message`` without the text of any prompt whose computation recently failed
         (unless prompts are captured): for errors that leave the process."""
-        if self.capture_prompts or not self._failed_prompts:
-            return message
-        with self._inflight_lock:
-            texts = list(self._failed_prompts)
-        return redact_texts(message, texts, self._hasher)
+        return self._recorder.redact(message)
 
-    def _error_text(self, exc: BaseException, prompts: Sequence[str]) -> str:
-        if not self.capture_prompts:
-            with self._inflight_lock:
-                self._failed_prompts.extend(prompts)
-        return self.redact(f"{type(exc).__name__}: {exc}")
+    @property
+    def observed(self) -> bool:
+        """Whether any exporter listens (events are built only then)."""
+        return bool(self._exporters)
 
     def _key(self, op: str, view_id: str, digest: bytes, top_k: int) -> tuple[Any, ...]:
         if self.model_id is None:
             return (op, view_id, digest, top_k)
         return (self.model_id, op, view_id, digest, top_k)
-
-    def _count_hit(self, wall: float) -> None:
-        with self._stats_lock:
-            self.stats.cache_hits += 1
-            self.stats.scoring_wall_s += wall
-
-    def _hit_event(
-        self,
-        op: str,
-        view_id: str,
-        top_k: int,
-        wall: float,
-        prompt: str,
-        digest: bytes,
-        batch_id: str | None = None,
-        batch_size: int | None = None,
-    ) -> CacheLookup:
-        return CacheLookup(
-            run_id=self.run_id,
-            op=op,
-            view_id=view_id,
-            view_kind=view_kind_of(view_id),
-            probe=self._current_probe,
-            prompt_hash=self._hasher(prompt, digest),
-            top_k=top_k,
-            hit=True,
-            start_ns=time.time_ns() - int(wall * 1e9),
-            duration_s=wall,
-            batch_id=batch_id,
-            batch_size=batch_size,
-            prompt=prompt if self.capture_prompts else None,
-        )
 
     def cached(
         self,
@@ -421,9 +221,7 @@ class BackendInstrumentation:
         value = self.cache.get(key)
         if value is not _MISS:
             wall = time.perf_counter() - t0
-            self._count_hit(wall)
-            if self._exporters:
-                self._exporters.emit(self._hit_event(op, view_id, top_k, wall, prompt, digest))
+            self._recorder.hit(op, view_id, top_k, wall, prompt, digest)
             return value  # type: ignore[no-any-return]
         while True:
             with self._inflight_lock:
@@ -455,9 +253,7 @@ class BackendInstrumentation:
                     continue  # the leader failed: this caller computes
                 value = flight.value
             wall = time.perf_counter() - t0
-            self._count_hit(wall)
-            if self._exporters:
-                self._exporters.emit(self._hit_event(op, view_id, top_k, wall, prompt, digest))
+            self._recorder.hit(op, view_id, top_k, wall, prompt, digest)
             return value  # type: ignore[no-any-return]
 
     def _compute_one(
@@ -476,7 +272,7 @@ class BackendInstrumentation:
         try:
             value = compute()
         except BaseException as exc:
-            self._record_forward(
+            self._recorder.record_call(
                 op, view_id, top_k, [prompt], [digest], [], start_ns, time.perf_counter() - t0,
                 0, batched=False, exc=exc,
             )
@@ -485,7 +281,7 @@ class BackendInstrumentation:
         self.cache.put(key, value)
         flight.value = value
         flight.ok = True
-        self._record_forward(
+        self._recorder.record_call(
             op, view_id, top_k, [prompt], [digest], [value], start_ns, wall, 0, batched=False
         )
         return value
@@ -531,11 +327,7 @@ class BackendInstrumentation:
             wall = time.perf_counter() - t0
             hits += 1
             results[i] = value
-            self._count_hit(wall)
-            if self._exporters:
-                self._exporters.emit(
-                    self._hit_event(op, view_id, top_k, wall, prompts[i], digest)
-                )
+            self._recorder.hit(op, view_id, top_k, wall, prompts[i], digest)
         misses = list(first_miss.values())
         groups = (plan(misses) if plan is not None else [misses]) if misses else []
         if sorted(i for g in groups for i in g) != misses:
@@ -559,7 +351,7 @@ class BackendInstrumentation:
                         "(a backend bug: report it to the backend's authors)"
                     )
             except BaseException as exc:
-                self._record_forward(
+                self._recorder.record_call(
                     op, view_id, top_k, [prompts[i] for i in group],
                     [digests[i] for i in group], [], start_ns, time.perf_counter() - t0, hits,
                     batched=True, exc=exc,
@@ -569,7 +361,7 @@ class BackendInstrumentation:
             for i, value in zip(group, values, strict=True):
                 self.cache.put(self._key(kop, view_id, digests[i], ktop), value)
                 results[i] = value
-            batch_id = self._record_forward(
+            batch_id = self._recorder.record_call(
                 op, view_id, top_k, [prompts[i] for i in group], [digests[i] for i in group],
                 values, start_ns, wall, hits, batched=True,
             )
@@ -578,105 +370,9 @@ class BackendInstrumentation:
             hits = 0
         for i, j in repeats:
             results[i] = results[j]
-            self._count_hit(0.0)
-            if self._exporters:
-                bid, bsize = batch_ids.get(j, (None, None))
-                self._exporters.emit(
-                    self._hit_event(op, view_id, top_k, 0.0, prompts[i], digests[i], bid, bsize)
-                )
+            bid, bsize = batch_ids.get(j, (None, None))
+            self._recorder.hit(op, view_id, top_k, 0.0, prompts[i], digests[i], bid, bsize)
         return results
-
-    def _record_forward(
-        self,
-        op: str,
-        view_id: str,
-        top_k: int,
-        prompts: list[str],
-        digests: list[bytes],
-        values: list[Any],
-        start_ns: int,
-        wall: float,
-        hits: int,
-        *,
-        batched: bool,
-        exc: BaseException | None = None,
-    ) -> str:
-        """Count one model call and emit its ForwardCall and per-prompt miss events."""
-        n = len(prompts)
-        tokens = [_n_tokens(v) for v in values] if exc is None else [None] * n
-        known = [t for t in tokens if t is not None]
-        n_tokens = sum(known) if known else None
-        with self._stats_lock:
-            s = self.stats
-            s.cache_misses += n
-            s.forward_calls += 1
-            s.scoring_wall_s += wall
-            if exc is not None:
-                s.compute_errors += 1
-            else:
-                s.forward_passes += n
-                s.n_tokens += n_tokens or 0
-                if batched:
-                    s.batches_sent += 1
-                    s.batched_prompts += n
-                    s.max_batch_size = max(s.max_batch_size, n)
-            s.cache_evictions = self.cache.evictions
-        error = self._error_text(exc, prompts) if exc is not None else None
-        batch_id = _new_batch_id()
-        if not self._exporters:
-            return batch_id
-        kind = view_kind_of(view_id)
-        hashes = [self._hasher(p, d) for p, d in zip(prompts, digests, strict=True)]
-        call = ForwardCall(
-            run_id=self.run_id,
-            op=op,
-            view_id=view_id,
-            view_kind=kind,
-            probe=self._current_probe,
-            top_k=top_k,
-            batch_id=batch_id,
-            batch_size=n,
-            cache_hits=hits,
-            cache_misses=n,
-            prompt_hashes=hashes,
-            start_ns=start_ns,
-            duration_s=wall,
-            n_tokens=n_tokens,
-            model=self.model_name,
-            error=error,
-            exception=exc,
-            error_stack=self.redact(_stack(exc)) if exc is not None else None,
-            cache_entries=len(self.cache),
-            cache_bytes=self.cache.nbytes,
-            cache_evictions=self.cache.evictions,
-            prompts=prompts if self.capture_prompts else None,
-        )
-        self._exporters.emit(call)
-        share = wall / n if n else 0.0
-        for i, phash in enumerate(hashes):
-            self._exporters.emit(
-                CacheLookup(
-                    run_id=self.run_id,
-                    op=op,
-                    view_id=view_id,
-                    view_kind=kind,
-                    probe=self._current_probe,
-                    prompt_hash=phash,
-                    top_k=top_k,
-                    hit=False,
-                    start_ns=start_ns,
-                    duration_s=share,
-                    batch_id=batch_id,
-                    batch_size=n,
-                    batch_duration_s=wall,
-                    n_tokens=tokens[i],
-                    error=error,
-                    prompt=prompts[i] if self.capture_prompts else None,
-                    trace_id=call.trace_id,
-                    span_id=call.span_id,
-                )
-            )
-        return batch_id
 
 
 def _check_top_k(top_k: object) -> int:
@@ -698,8 +394,6 @@ def _check_prompt(prompt: object, index: int) -> None:
         )
 
 
-def _stack(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(exc))
 
 
 def _prompt_hash(prompt: str) -> str:

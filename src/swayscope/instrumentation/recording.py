@@ -1,0 +1,231 @@
+"""What a model call and a cache hit become: counters, and the events exporters receive.
+
+The core decides hit or miss; a :class:`CallRecorder` counts the outcome in the
+owner's :class:`~swayscope.instrumentation.stats.BackendStats` and, when anyone
+listens, builds the :class:`~swayscope.instrumentation.events.ForwardCall` and
+:class:`~swayscope.instrumentation.events.CacheLookup` events. Error text on
+events is redacted of the failing call's prompts unless prompts are captured.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from swayscope.instrumentation.cache import ForwardCache
+from swayscope.instrumentation.events import CacheLookup, Event, ForwardCall, view_kind_of
+from swayscope.instrumentation.hashing import PromptHasher
+from swayscope.instrumentation.redaction import redact_texts
+from swayscope.instrumentation.stats import BackendStats
+
+#: Texts of recently failed prompts kept (in memory only) to redact error messages.
+_FAILED_PROMPTS_KEPT = 64
+
+
+def _new_batch_id() -> str:
+    return os.urandom(8).hex()
+
+
+def _n_tokens(value: Any) -> int | None:
+    n = getattr(value, "n_tokens", None)
+    return n if isinstance(n, int) else None
+
+
+def _stack(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
+
+
+class RecordOwner(Protocol):
+    """What a recorder reads of the instrumentation that owns it."""
+
+    cache: ForwardCache
+    stats: BackendStats
+    capture_prompts: bool
+    model_name: str
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def current_probe(self) -> str | None: ...
+
+    @property
+    def observed(self) -> bool: ...
+
+    def emit(self, event: Event) -> None: ...
+
+
+class CallRecorder:
+    """Counts hits and model calls of one instrumentation and emits their events."""
+
+    def __init__(self, owner: RecordOwner, hasher: PromptHasher) -> None:
+        self._owner = owner
+        self._hasher = hasher
+        self._stats_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._failed_prompts: deque[str] = deque(maxlen=_FAILED_PROMPTS_KEPT)
+
+    def redact(self, message: str) -> str:
+        """``message`` without the text of any prompt whose computation recently failed
+        (unless prompts are captured): for errors that leave the process."""
+        if self._owner.capture_prompts or not self._failed_prompts:
+            return message
+        with self._lock:
+            texts = list(self._failed_prompts)
+        return redact_texts(message, texts, self._hasher)
+
+    def _error_text(self, exc: BaseException, prompts: Sequence[str]) -> str:
+        if not self._owner.capture_prompts:
+            with self._lock:
+                self._failed_prompts.extend(prompts)
+        return self.redact(f"{type(exc).__name__}: {exc}")
+
+    def hit(
+        self,
+        op: str,
+        view_id: str,
+        top_k: int,
+        wall: float,
+        prompt: str,
+        digest: bytes,
+        batch_id: str | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        """Count one cache hit; emit its CacheLookup when anyone listens."""
+        owner = self._owner
+        with self._stats_lock:
+            owner.stats.cache_hits += 1
+            owner.stats.scoring_wall_s += wall
+        if owner.observed:
+            owner.emit(
+                self._hit_event(op, view_id, top_k, wall, prompt, digest, batch_id, batch_size)
+            )
+
+    def _hit_event(
+        self,
+        op: str,
+        view_id: str,
+        top_k: int,
+        wall: float,
+        prompt: str,
+        digest: bytes,
+        batch_id: str | None = None,
+        batch_size: int | None = None,
+    ) -> CacheLookup:
+        owner = self._owner
+        return CacheLookup(
+            run_id=owner.run_id,
+            op=op,
+            view_id=view_id,
+            view_kind=view_kind_of(view_id),
+            probe=owner.current_probe,
+            prompt_hash=self._hasher(prompt, digest),
+            top_k=top_k,
+            hit=True,
+            start_ns=time.time_ns() - int(wall * 1e9),
+            duration_s=wall,
+            batch_id=batch_id,
+            batch_size=batch_size,
+            prompt=prompt if owner.capture_prompts else None,
+        )
+
+    def record_call(
+        self,
+        op: str,
+        view_id: str,
+        top_k: int,
+        prompts: list[str],
+        digests: list[bytes],
+        values: list[Any],
+        start_ns: int,
+        wall: float,
+        hits: int,
+        *,
+        batched: bool,
+        exc: BaseException | None = None,
+    ) -> str:
+        """Count one model call and emit its ForwardCall and per-prompt miss events."""
+        owner = self._owner
+        n = len(prompts)
+        tokens = [_n_tokens(v) for v in values] if exc is None else [None] * n
+        known = [t for t in tokens if t is not None]
+        n_tokens = sum(known) if known else None
+        with self._stats_lock:
+            s = self._owner.stats
+            s.cache_misses += n
+            s.forward_calls += 1
+            s.scoring_wall_s += wall
+            if exc is not None:
+                s.compute_errors += 1
+            else:
+                s.forward_passes += n
+                s.n_tokens += n_tokens or 0
+                if batched:
+                    s.batches_sent += 1
+                    s.batched_prompts += n
+                    s.max_batch_size = max(s.max_batch_size, n)
+            s.cache_evictions = owner.cache.evictions
+        error = self._error_text(exc, prompts) if exc is not None else None
+        batch_id = _new_batch_id()
+        if not owner.observed:
+            return batch_id
+        kind = view_kind_of(view_id)
+        hashes = [self._hasher(p, d) for p, d in zip(prompts, digests, strict=True)]
+        call = ForwardCall(
+            run_id=owner.run_id,
+            op=op,
+            view_id=view_id,
+            view_kind=kind,
+            probe=owner.current_probe,
+            top_k=top_k,
+            batch_id=batch_id,
+            batch_size=n,
+            cache_hits=hits,
+            cache_misses=n,
+            prompt_hashes=hashes,
+            start_ns=start_ns,
+            duration_s=wall,
+            n_tokens=n_tokens,
+            model=owner.model_name,
+            error=error,
+            exception=exc,
+            error_stack=self.redact(_stack(exc)) if exc is not None else None,
+            cache_entries=len(owner.cache),
+            cache_bytes=owner.cache.nbytes,
+            cache_evictions=owner.cache.evictions,
+            prompts=prompts if owner.capture_prompts else None,
+        )
+        owner.emit(call)
+        share = wall / n if n else 0.0
+        for i, phash in enumerate(hashes):
+            owner.emit(
+                CacheLookup(
+                    run_id=owner.run_id,
+                    op=op,
+                    view_id=view_id,
+                    view_kind=kind,
+                    probe=owner.current_probe,
+                    prompt_hash=phash,
+                    top_k=top_k,
+                    hit=False,
+                    start_ns=start_ns,
+                    duration_s=share,
+                    batch_id=batch_id,
+                    batch_size=n,
+                    batch_duration_s=wall,
+                    n_tokens=tokens[i],
+                    error=error,
+                    prompt=prompts[i] if owner.capture_prompts else None,
+                    trace_id=call.trace_id,
+                    span_id=call.span_id,
+                )
+            )
+        return batch_id
+
+
+__all__ = ["CallRecorder", "RecordOwner"]

@@ -1,0 +1,233 @@
+"""Where events happen: the run, the probe and the view scopes of an instrumentation.
+
+A :class:`Scopes` keeps the current run id, run and probe, and turns entering and
+leaving a scope into events (:mod:`.events`) handed to its owner's exporters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from swayscope.instrumentation.events import (
+    Event,
+    ProbeEnded,
+    ProbeStarted,
+    RunEnded,
+    RunStarted,
+    ViewEntered,
+    ViewExited,
+    view_kind_of,
+)
+from swayscope.instrumentation.vocabulary import PROBE_STATUSES, ProbeOutcome, ProbeStatus
+
+
+class ScopeOwner(Protocol):
+    """What scopes need of the instrumentation that owns them."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    def emit(self, event: Event) -> None: ...
+
+    def redact(self, message: str) -> str: ...
+
+    def force_flush(self, timeout_s: float = 5.0) -> bool: ...
+
+
+@dataclass(slots=True)
+class ProbeHandle:
+    """What ``with inst.probe(...) as p`` yields: the runner sets the outcome on it."""
+
+    name: str
+    kind: str
+    status: ProbeStatus | None = None
+    verdict: str = ""
+    score: float | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class RunHandle:
+    """What ``with inst.run(...) as r`` yields; ``status`` may be set to ``interrupted``."""
+
+    run_id: str
+    status: str = "ok"
+    probes_done: int = 0
+    total_probes: int = 0
+    start_ns: int = 0
+
+
+class Scopes:
+    """The run/probe/view context of one instrumentation; every event carries ``run_id``."""
+
+    def __init__(self, owner: ScopeOwner, run_id: str) -> None:
+        self._owner = owner
+        self.run_id = run_id
+        self._current_probe: str | None = None
+        self._run: RunHandle | None = None
+
+    @property
+    def current_probe(self) -> str | None:
+        return self._current_probe
+
+    def set_current_probe(self, name: str | None) -> None:
+        """Label for subsequent events (v0 API); ``probe()`` is the scoped form."""
+        self._current_probe = name
+
+    @contextmanager
+    def run(
+        self,
+        *,
+        suite: str = "",
+        base_model: str = "",
+        adapter: str = "",
+        total_probes: int = 0,
+        run_id: str | None = None,
+        version: str = "",
+        probes: Sequence[str] = (),
+    ) -> Iterator[RunHandle]:
+        """Scope one suite run; events inside carry its ``run_id``. Flushes exporters at the end."""
+        if run_id is not None:
+            self.run_id = run_id
+        handle = RunHandle(
+            run_id=self.run_id, total_probes=total_probes or len(probes), start_ns=time.time_ns()
+        )
+        self._run = handle
+        t0 = time.perf_counter()
+        self._owner.emit(
+            RunStarted(
+                run_id=self.run_id,
+                start_ns=handle.start_ns,
+                suite=suite,
+                base_model=base_model or self._owner.model_name,
+                adapter=adapter,
+                total_probes=total_probes or len(probes),
+                version=version,
+                probes=tuple(probes),
+            )
+        )
+        error: str | None = None
+        try:
+            yield handle
+        except BaseException as exc:
+            if handle.status == "ok":
+                handle.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self._run = None
+            self._owner.emit(
+                RunEnded(
+                    run_id=self.run_id,
+                    end_ns=time.time_ns(),
+                    duration_s=time.perf_counter() - t0,
+                    status=handle.status,
+                    error=error,
+                )
+            )
+            self._owner.force_flush()
+
+    @contextmanager
+    def probe(self, name: str, kind: str | None = None) -> Iterator[ProbeHandle]:
+        """Set the current probe for the block and restore the previous one after (nests)."""
+        handle = ProbeHandle(name=name, kind=kind or name)
+        previous = self._current_probe
+        self._current_probe = name
+        run = self._run
+        index = run.probes_done if run is not None else 0
+        total = run.total_probes if run is not None else 0
+        t0 = time.perf_counter()
+        self._owner.emit(
+            ProbeStarted(
+                run_id=self.run_id,
+                probe=name,
+                kind=handle.kind,
+                start_ns=time.time_ns(),
+                index=index,
+                total=total,
+            )
+        )
+        interrupted = False
+        try:
+            yield handle
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        except BaseException as exc:
+            handle.status = "error"
+            handle.error = handle.error or self._owner.redact(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self._current_probe = previous
+            status: ProbeOutcome
+            if interrupted:
+                status = "not_run"  # stopped before a verdict: not a probe error
+            else:
+                if run is not None:
+                    run.probes_done += 1
+                status = handle.status if handle.status in PROBE_STATUSES else "pass"
+            self._owner.emit(
+                ProbeEnded(
+                    run_id=self.run_id,
+                    probe=name,
+                    kind=handle.kind,
+                    end_ns=time.time_ns(),
+                    duration_s=time.perf_counter() - t0,
+                    status=status,
+                    verdict=handle.verdict,
+                    score=handle.score,
+                    error=handle.error,
+                    done=run.probes_done if run is not None else 0,
+                    total=total,
+                )
+            )
+
+    @contextmanager
+    def view(
+        self,
+        view_id: str,
+        *,
+        enter: Callable[[], None] | None = None,
+        exit: Callable[[], None] | None = None,
+    ) -> Iterator[None]:
+        """Scope a backend view. ``enter`` (the adapter switch) is timed as the switch cost;
+        ``exit`` restores the model and always runs."""
+        start_ns = time.time_ns()
+        t0 = time.perf_counter()
+        if enter is not None:
+            enter()
+        kind = view_kind_of(view_id)
+        self._owner.emit(
+            ViewEntered(
+                run_id=self.run_id,
+                view_id=view_id,
+                view_kind=kind,
+                probe=self._current_probe,
+                start_ns=start_ns,
+                switch_s=time.perf_counter() - t0,
+            )
+        )
+        try:
+            yield
+        finally:
+            try:
+                if exit is not None:
+                    exit()
+            finally:
+                self._owner.emit(
+                    ViewExited(
+                        run_id=self.run_id,
+                        view_id=view_id,
+                        view_kind=kind,
+                        probe=self._current_probe,
+                        end_ns=time.time_ns(),
+                        duration_s=time.perf_counter() - t0,
+                    )
+                )
+
+
+__all__ = ["ProbeHandle", "RunHandle", "ScopeOwner", "Scopes"]
