@@ -67,7 +67,9 @@ def escape_rich_markup(text: str) -> str:
     """``text`` safe to embed in a Rich markup string: controls escaped, then markup.
 
     A name such as ``[/]``, ``[bold]`` or a chat prompt's ``[/INST]`` then prints
-    verbatim instead of raising ``MarkupError`` or restyling the output.
+    verbatim instead of raising ``MarkupError`` or restyling the output. As in
+    :func:`rich.markup.escape`, a trailing backslash is doubled so it cannot escape
+    a tag that follows (before plain text it then shows as two).
     Emoji codes (``:smile:``) are replaced by Rich's console unless it was made
     with ``emoji=False``; passing a :class:`rich.text.Text` instead of a string
     avoids markup and emoji codes altogether.
