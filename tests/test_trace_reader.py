@@ -385,19 +385,21 @@ def test_lines_that_fail_to_parse_for_any_reason_are_skipped_and_counted(
         good.replace('"top_k": 256', '"top_k": ' + "9" * 5000),  # 2: int over the digit limit
         good.replace('"wall_ms": 1.0', '"wall_ms": NaN'),  # 3: not a finite duration
         good.replace('"wall_ms": 1.0', '"wall_ms": Infinity'),  # 4
-        json.dumps(good_row(probe="x" * 10_000)),  # 5: over MAX_LINE_BYTES, skipped unread
-        json.dumps(good_row(probe="\udcff lone surrogate")),  # 6: valid JSON, kept
+        good.replace('"wall_ms": 1.0', '"wall_ms": 1' + "0" * 400),  # 5: too large for a float
+        json.dumps(good_row(probe="x" * 10_000)),  # 6: over MAX_LINE_BYTES, skipped unread
+        json.dumps(good_row(probe="\udcff lone surrogate")),  # 7: valid JSON, kept
         "",  # blank: ignored
-        good,  # 8
+        good.replace('"ts": 1700000000.0', '"ts": 1' + "0" * 400),  # 9: kept, ts dropped
     ]
     path = tmp_path / "t.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert summarize_command(path, None, "json", 10) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out, parse_constant=_no_constants)
-    assert out["malformed_lines"] == 4
-    assert "(line 2, 3, 4, 5)" in captured.err
-    assert [r["line"] for r in out["slowest"]] == [1, 6, 8]
+    assert out["malformed_lines"] == 5
+    assert "(line 2, 3, 4, 5, 6)" in captured.err
+    assert [r["line"] for r in out["slowest"]] == [1, 7, 9]
+    assert out["slowest"][2]["ts"] is None
     assert summarize_command(path, None, "terminal", 10) == 0  # the surrogate prints, escaped
     assert "\\udcff lone surrogate" in capsys.readouterr().out
 

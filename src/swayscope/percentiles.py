@@ -46,6 +46,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
 
 
+def _slot(value: float) -> int:
+    """Index in the counts array of the bucket that holds ``value``."""
+    if value <= MIN_VALUE:
+        return 0
+    if value >= MAX_VALUE:
+        return _SLOTS - 1
+    return math.ceil(math.log(value) / _LOG_GAMMA) - _FIRST + 1
+
+
 class PercentileSketch:
     """Percentiles of the values :meth:`add`-ed: exact for few, within 1% for many."""
 
@@ -69,29 +78,21 @@ class PercentileSketch:
             self._min = value
         if value > self._max:
             self._max = value
-        if self._exact is not None:
-            self._exact.append(value)
-            if len(self._exact) > EXACT_LIMIT:
+        exact = self._exact
+        if exact is not None:
+            exact.append(value)
+            if len(exact) > EXACT_LIMIT:
                 self._to_buckets()
-        else:
-            self._bucket(value)
+            return
+        assert self._counts is not None
+        self._counts[_slot(value)] += 1
 
     def _to_buckets(self) -> None:
         assert self._exact is not None
         values, self._exact = self._exact, None
-        self._counts = array("q", bytes(8 * _SLOTS))
+        self._counts = counts = array("q", bytes(8 * _SLOTS))
         for value in values:
-            self._bucket(value)
-
-    def _bucket(self, value: float) -> None:
-        assert self._counts is not None
-        if value <= MIN_VALUE:
-            slot = 0
-        elif value >= MAX_VALUE:
-            slot = _SLOTS - 1
-        else:
-            slot = math.ceil(math.log(value) / _LOG_GAMMA) - _FIRST + 1
-        self._counts[slot] += 1
+            counts[_slot(value)] += 1
 
     def percentile(self, q: float) -> float:
         """The ``q``-th percentile (0..100), numpy-style interpolation; 0 for no values."""

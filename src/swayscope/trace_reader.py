@@ -149,9 +149,15 @@ def _opt_int(value: Any) -> int | None:
 
 
 def _opt_float(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
+    """A finite number as a float; anything else (an integer too large for a float too)
+    as None."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 _Core = tuple[str | None, str, str, bool, float]
@@ -200,7 +206,7 @@ def _record(obj: dict[str, Any], line: int, core: _Core) -> TraceRecord:
     )
 
 
-def _loads(text: str | bytes) -> Any:
+def _loads(text: str) -> Any:
     """``json.loads``, or ``None`` for text that does not parse, for any reason."""
     try:
         return json.loads(text)
@@ -402,9 +408,13 @@ class _RunAggregate:
                 self.tokens = (self.tokens or 0) + n_tokens
         if ts is not None:
             start = start_ts if start_ts is not None else ts - wall_ms / 1000.0
-            self.first_start = min(self.first_start, start)
-            self.last_end = max(self.last_end, ts)
-        self._keep_if_slow(line, wall_ms, obj, core)
+            if start < self.first_start:
+                self.first_start = start
+            if ts > self.last_end:
+                self.last_end = ts
+        slowest = self._slowest
+        if len(slowest) < self.top or (slowest and wall_ms >= slowest[0][0]):
+            self._keep_if_slow(line, wall_ms, obj, core)
 
     def _count_call(self, batch_id: str | None) -> None:
         # A batched miss shares its batch_id with the other rows of one model call; v0
@@ -423,8 +433,6 @@ class _RunAggregate:
         self, line: int, wall_ms: float, obj: dict[str, Any] | TraceRecord,
         core: _Core,
     ) -> None:
-        if self.top <= 0:
-            return
         # Slowest first; of equal times, the earlier line (a min-heap on (wall, -line)).
         key = (wall_ms, -line)
         if len(self._slowest) >= self.top and key <= self._slowest[0][:2]:
