@@ -363,12 +363,14 @@ def test_python_api_values_that_are_not_json_are_refused_and_write_nothing(
     assert len(strict_lines(path)) == 1
 
 
-def test_refusing_a_bad_prompt_value_does_not_echo_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("field", ["prompt", "error"])
+def test_refusing_a_bad_prompt_or_error_value_does_not_echo_it(tmp_path: Path, field: str) -> None:
     writer = TraceWriter(tmp_path / "trace.jsonl")
     with pytest.raises(InputError) as info:
-        writer.write(event(prompt=b"SECRET-canary"))
+        writer.write(event(**{field: [b"SECRET-canary"]}))
     writer.close()
-    assert "SECRET" not in str(info.value) and "'prompt'" in str(info.value)
+    assert "SECRET" not in str(info.value)
+    assert f"'{field}'" in str(info.value) and "type list" in str(info.value)
 
 
 def test_core_lookups_with_a_numpy_top_k_write_strict_json(tmp_path: Path) -> None:

@@ -123,13 +123,14 @@ def _line(
     )
 
 
+#: Fields whose refused value is named by type only: they may hold prompt text.
+_NOT_ECHOED = frozenset({"prompt", "error"})
+
+
 def _refuse(name: str, value: object, wanted: str) -> InputError:
-    # Never echo a prompt: name its type only.
-    got = f"a {type(value).__name__}" if name == "prompt" else f"{shown(value)}"
-    return InputError(
-        f"trace line field {name!r} must be {wanted}; got {got} "
-        f"({type(value).__name__}). Pass {wanted}."
-    )
+    kind = type(value).__name__
+    got = f"a value of type {kind}" if name in _NOT_ECHOED else f"{shown(value)} ({kind})"
+    return InputError(f"trace line field {name!r} must be {wanted}; got {got}. Pass {wanted}.")
 
 
 def _checked_int(name: str, value: object) -> int | None:
