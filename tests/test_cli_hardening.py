@@ -253,3 +253,21 @@ def test_ctrl_c_during_metrics_linger_keeps_the_runs_outcome(tmp_path: Path) -> 
     assert proc.returncode == 0, stderr
     assert "run's result stands" in stderr and "before the run started" not in stderr
     assert json.loads(result.read_text())["exit_code"] == 0
+
+
+def test_terminal_escapes_in_names_are_neutralised_everywhere_rendered(tmp_path: Path) -> None:
+    """Suite and probe names with ANSI and OSC 52 (clipboard write) sequences reach the report,
+    the markdown, the log lines and error messages only as visible escapes."""
+    text = DUMMY_SPEC.format(strength=1.0, latency=0.0).replace(
+        "name: cli-test", 'name: "evil\\e]52;c;ZXZpbA==\\a\\e[2J"'
+    )
+    text = text.replace("  - kind: delta_kl\n", '  - kind: delta_kl\n    name: "dkl\\e[31mred"\n')
+    md = tmp_path / "r.md"
+    out = swayscope(tmp_path, "run", str(_spec(tmp_path, text)), "--markdown", str(md))
+    assert out.returncode == 0, out.stderr
+    for output in (out.stdout, out.stderr, md.read_text()):
+        assert "\x1b" not in output and "\x07" not in output
+    assert "\\x1b]52;c;" in out.stdout and "dkl\\x1b[31mred" in out.stderr
+    bad = text.replace("kind: perplexity_shift", 'kind: "perplexity\\e]52;c;x\\a"')
+    out = swayscope(tmp_path, "run", str(_spec(tmp_path, bad, "bad.yaml")))
+    assert out.returncode == 2 and "\x1b" not in out.stderr and "\\x1b]52" in out.stderr

@@ -20,6 +20,7 @@ import typer
 from swayscope import __version__
 from swayscope.errors import SwayscopeError
 from swayscope.exit_codes import EXIT_ERROR
+from swayscope.text_safety import escape_control_chars
 
 if TYPE_CHECKING:
     from swayscope.suite.result import SuiteResult
@@ -119,13 +120,26 @@ def _main(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_no_control_chars)
     for noisy in ("httpx", "urllib3", "filelock", "opentelemetry"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _no_control_chars(record: logging.LogRecord) -> bool:
+    """Log lines carry names from specs and trace files: escape what could forge a line or
+    drive the terminal (the message only; DEBUG tracebacks keep their lines)."""
+    message = record.getMessage()
+    safe = escape_control_chars(message)
+    if safe is not message:
+        record.msg, record.args = safe, None
+    return True
+
+
 def _fail(message: str) -> typer.Exit:
-    typer.echo(f"swayscope: error: {message}", err=True)
-    return typer.Exit(2)
+    # Messages quote names and values from specs and trace files: no terminal escapes.
+    typer.echo(f"swayscope: error: {escape_control_chars(message, keep_newlines=True)}", err=True)
+    return typer.Exit(EXIT_ERROR)
 
 
 def _execute(
@@ -223,9 +237,9 @@ def _save_and_report(result: SuiteResult, json_out: Path | None, markdown_out: P
             )
     render_terminal(result)
     for line in saved:
-        typer.echo(line)
+        typer.echo(escape_control_chars(line))
     for failure in failures:
-        typer.echo(f"swayscope: error: {failure}", err=True)
+        typer.echo(f"swayscope: error: {escape_control_chars(failure)}", err=True)
     return EXIT_ERROR if failures else result.exit_code
 
 

@@ -42,7 +42,7 @@ def _escape_match(match: re.Match[str]) -> str:
     return _visible(ch)
 
 
-def escape_control_chars(text: str) -> str:
+def escape_control_chars(text: str, *, keep_newlines: bool = False) -> str:
     """``text`` with every character that is not printable shown as a visible escape.
 
     Escaped: C0 controls (``ESC`` → ``\\x1b``, newline → ``\\n``, tab → ``\\t``),
@@ -57,9 +57,14 @@ def escape_control_chars(text: str) -> str:
     This neutralises whole escape sequences: with their introducer (``ESC``,
     ``\\x9b``, ``\\x9d``) shown as text, the rest of a CSI or OSC sequence (OSC 52
     clipboard writes included) is inert printable characters.
+
+    ``keep_newlines`` leaves ``\\n`` as a line break, for a message of several lines
+    (a spec error lists one problem per line) that goes to a terminal, not a log.
     """
     if text.isprintable():
         return text
+    if keep_newlines:
+        return "\n".join(_CANDIDATE.sub(_escape_match, line) for line in text.split("\n"))
     return _CANDIDATE.sub(_escape_match, text)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from swayscope.suite.result import SuiteResult
+from swayscope.text_safety import escape_control_chars as safe
 
 _VERDICT_STYLE = {"pass": "green", "fail": "red", "warn": "yellow", "skip": "dim", "error": "red"}
 
@@ -62,7 +63,7 @@ def render_terminal(result: SuiteResult) -> None:
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)  # logs and CI: wide enough to keep rows readable
-    table = Table(title=Text(_headline(result)), title_justify="left", expand=True)
+    table = Table(title=Text(safe(_headline(result))), title_justify="left", expand=True)
     table.add_column("probe", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     table.add_column("score", no_wrap=True, justify="right")
@@ -71,31 +72,39 @@ def render_terminal(result: SuiteResult) -> None:
     table.add_column("evidence", ratio=1, overflow="fold")
     for p in result.probes:
         table.add_row(
-            Text(p.name if p.name == p.kind else f"{p.name} ({p.kind})"),
+            Text(safe(p.name if p.name == p.kind else f"{p.name} ({p.kind})")),
             Text(p.verdict, style=_VERDICT_STYLE.get(p.verdict, "")),
             _fmt(p.score),
             _fmt(p.z_score, 3),
             f"{p.duration_s:.2f}s",
-            Text(p.error or p.message),
+            Text(safe(p.error or p.message)),
         )
     console.print(table)
     for name in result.not_run:
-        console.print(Text(f"not run: {name}", style="dim"))
+        console.print(Text(safe(f"not run: {name}"), style="dim"))
     for line in footer_lines(result):
-        console.print(Text(line), highlight=False)
+        console.print(Text(safe(line)), highlight=False)
+
+
+def _md(text: str) -> str:
+    """User text fit for a markdown table cell: controls escaped, one line, pipes escaped."""
+    return safe(text).replace("|", "\\|")
 
 
 def render_markdown(result: SuiteResult) -> str:
-    out = [f"# {_headline(result)}", "", "| probe | kind | verdict | score | z | time | message |"]
-    out.append("|---|---|---|---|---|---|---|")
+    out = [
+        f"# {safe(_headline(result))}",
+        "",
+        "| probe | kind | verdict | score | z | time | message |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for p in result.probes:
-        msg = (p.error or p.message).replace("|", "\\|").replace("\n", " ")
         out.append(
-            f"| {p.name} | {p.kind} | **{p.verdict}** | {_fmt(p.score)} | "
-            f"{_fmt(p.z_score, 3)} | {p.duration_s:.2f}s | {msg} |"
+            f"| {_md(p.name)} | {_md(p.kind)} | **{p.verdict}** | {_fmt(p.score)} | "
+            f"{_fmt(p.z_score, 3)} | {p.duration_s:.2f}s | {_md(p.error or p.message)} |"
         )
-    out.extend(["", *[f"- not run: {n}" for n in result.not_run]])
-    out.extend(f"- {line}" for line in footer_lines(result))
+    out.extend(["", *[f"- not run: {_md(n)}" for n in result.not_run]])
+    out.extend(f"- {_md(line)}" for line in footer_lines(result))
     return "\n".join(out) + "\n"
 
 

@@ -83,7 +83,8 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+        # lazy: a file the test left open must not keep the mount alive
+        subprocess.run(["umount", "--lazy", str(mnt)], check=False)
 
 
 def test_disk_full_mid_trace_leaves_only_whole_lines(
