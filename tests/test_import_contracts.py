@@ -113,7 +113,7 @@ def layer(module: str) -> int:
     """Higher layers may import lower ones, never the reverse."""
     if module in ("swayscope.cli", "swayscope.__main__"):
         return 6
-    if module.startswith("swayscope.suite") or module == "swayscope.trace_reader":
+    if module.startswith(("swayscope.suite", "swayscope.trace_reader")):
         return 5
     if module.startswith("swayscope.probes"):
         return 4
