@@ -378,7 +378,7 @@ def test_deeply_nested_line_is_skipped_and_counted_not_fatal(
 def test_lines_that_fail_to_parse_for_any_reason_are_skipped_and_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(trace_reader, "MAX_LINE_BYTES", 4096)
+    monkeypatch.setattr(trace_reader.records, "MAX_LINE_BYTES", 4096)
     good = json.dumps(good_row())
     lines = [
         good,
@@ -555,7 +555,7 @@ def test_long_names_are_bounded_and_stay_distinct(tmp_path: Path) -> None:
 def test_runs_past_the_cap_are_counted_together(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(trace_reader, "MAX_RUNS", 3)
+    monkeypatch.setattr(trace_reader.summary, "MAX_RUNS", 3)
     rows = [
         new_line(f"run-{i}", probe="p", view="v", op="o", wall_ms=1.0, hit=False)
         for i in range(5)
@@ -599,7 +599,7 @@ def test_summarize_streams_in_bounded_memory(
     # Small caps keep the files small; raising=False lets this run against a reader
     # without them (it then fails by growing, as the v0-derived reader did).
     for cap in ("MAX_GROUP_KEYS", "MAX_RUNS", "RECENT_BATCHES"):
-        monkeypatch.setattr(trace_reader, cap, 64, raising=False)
+        monkeypatch.setattr(trace_reader.summary, cap, 64, raising=False)
 
     def trace(n: int) -> Path:
         path = tmp_path / f"{shape}-{n}.jsonl"

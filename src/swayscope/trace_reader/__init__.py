@@ -34,12 +34,8 @@ from swayscope.percentiles import percentile
 from swayscope.trace_reader.records import (
     ANONYMOUS_RUN,
     FORMATS,
-    MAX_GROUP_KEYS,
     MAX_LINE_BYTES,
-    MAX_NAME_CHARS,
-    MAX_RUNS,
     OTHER,
-    RECENT_BATCHES,
     TraceFile,
     TraceRecord,
     parse_line,
@@ -52,6 +48,10 @@ from swayscope.trace_reader.render import (
     summarize_command,
 )
 from swayscope.trace_reader.summary import (
+    MAX_GROUP_KEYS,
+    MAX_NAME_CHARS,
+    MAX_RUNS,
+    RECENT_BATCHES,
     GroupRow,
     TraceScan,
     TraceSummary,

@@ -17,18 +17,6 @@ FORMATS = ("terminal", "md", "json")
 #: Longest line read (a line with a captured 20k-token prompt is well under 1 MiB);
 #: a longer one is skipped in chunks, never held whole, and counted as malformed.
 MAX_LINE_BYTES = 8 * 1024 * 1024
-#: Distinct run ids counted per file; lines of further runs are counted together
-#: (``other_runs_events``) and cannot be selected.
-MAX_RUNS = 10_000
-#: Distinct probe, view and op names given their own row per run (each); lookups of
-#: further names are folded into one :data:`OTHER` row and counted in ``folded``.
-MAX_GROUP_KEYS = 256
-#: Longest name (probe, view, op, run id) kept as it is; a longer one is cut and
-#: tagged with a hash of the whole, so two long names stay two rows.
-MAX_NAME_CHARS = 256
-#: Batch ids remembered to count forward calls: the rows of one batch come together,
-#: so a batch counts once unless this many other batches interleave with its rows.
-RECENT_BATCHES = 4096
 #: Line numbers of malformed lines kept to show.
 SHOWN_BAD_LINES = 5
 #: Run ids listed in a "no such run" message.

@@ -14,14 +14,14 @@ from swayscope.text_safety import escape_control_chars
 from swayscope.trace_reader.records import (
     ANONYMOUS_RUN,
     FORMATS,
-    MAX_GROUP_KEYS,
-    MAX_RUNS,
     NO_PROBE,
     OTHER,
     SHOWN_RUNS,
     TraceRecord,
 )
 from swayscope.trace_reader.summary import (
+    MAX_GROUP_KEYS,
+    MAX_RUNS,
     GroupRow,
     TraceSummary,
     summarize_file,

@@ -13,12 +13,8 @@ from typing import Any
 from swayscope.percentiles import PercentileSketch
 from swayscope.trace_reader.records import (
     ANONYMOUS_RUN,
-    MAX_GROUP_KEYS,
-    MAX_NAME_CHARS,
-    MAX_RUNS,
     NO_PROBE,
     OTHER,
-    RECENT_BATCHES,
     SHOWN_BAD_LINES,
     CoreFields,
     TraceFile,
@@ -30,6 +26,19 @@ from swayscope.trace_reader.records import (
     parsed_lines,
     to_record,
 )
+
+#: Distinct run ids counted per file; lines of further runs are counted together
+#: (``other_runs_events``) and cannot be selected.
+MAX_RUNS = 10_000
+#: Distinct probe, view and op names given their own row per run (each); lookups of
+#: further names are folded into one :data:`OTHER` row and counted in ``folded``.
+MAX_GROUP_KEYS = 256
+#: Longest name (probe, view, op, run id) kept as it is; a longer one is cut and
+#: tagged with a hash of the whole, so two long names stay two rows.
+MAX_NAME_CHARS = 256
+#: Batch ids remembered to count forward calls: the rows of one batch come together,
+#: so a batch counts once unless this many other batches interleave with its rows.
+RECENT_BATCHES = 4096
 
 
 def _bounded(name: str) -> str:
