@@ -112,7 +112,9 @@ OURS = [i for i in IMPORTS if i.imported.split(".")[0] == "swayscope"]
 def layer(module: str) -> int:
     """Higher layers may import lower ones, never the reverse."""
     if module in ("swayscope.cli", "swayscope.__main__"):
-        return 6
+        return 7
+    if module.startswith("swayscope.integrations"):
+        return 6  # bridges to other tools: read their suites, instrument their runs
     if module.startswith(("swayscope.suite", "swayscope.trace_reader")):
         return 5
     if module.startswith("swayscope.probes"):
@@ -211,7 +213,9 @@ def test_function_level_imports_are_for_heavy_or_optional_modules_only() -> None
         if not i.module_level
         and not i.imported.startswith(WRAPPERS)
         and layer(i.imported) < layer(i.importer)
-        and i.importer not in ("swayscope.cli",)  # the CLI defers work to keep --help fast
+        # The CLI defers work to keep --help fast; the dlm-sway hook runs at every start of an
+        # opted-in Python and loads the shim only when dlm-sway imports its instrumentation.
+        and i.importer not in ("swayscope.cli", "swayscope.integrations.dlm_sway.hook")
     ]
     assert not light, "\n".join(light)
 
@@ -219,7 +223,9 @@ def test_function_level_imports_are_for_heavy_or_optional_modules_only() -> None
 @pytest.mark.parametrize(
     "module",
     ["swayscope.instrumentation", "swayscope.cli", "swayscope.suite.runner",
-     "swayscope.instrumentation.exporters.factory"],
+     "swayscope.instrumentation.exporters.factory",
+     "swayscope.integrations.dlm_sway.suite_format", "swayscope.integrations.dlm_sway.shim",
+     "swayscope.integrations.dlm_sway.observe", "swayscope.integrations.dlm_sway.launcher"],
 )
 def test_light_modules_import_no_heavy_library(module: str) -> None:
     code = (
@@ -230,3 +236,22 @@ def test_light_modules_import_no_heavy_library(module: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_the_dlm_sway_hook_imports_only_the_standard_library() -> None:
+    """It runs at every start of an opted-in Python: no swayscope module, no third-party one."""
+    code = (
+        "import sys; before = set(sys.modules)\n"
+        "import swayscope.integrations.dlm_sway.hook\n"
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "print(sorted(new - set(sys.stdlib_module_names) - {'swayscope'}))\n"
+        "print(sorted(m for m in set(sys.modules) - before if m.startswith('swayscope.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.splitlines()
+    assert out[0] == "[]"
+    assert out[1] == str(sorted([
+        "swayscope.errors", "swayscope.integrations", "swayscope.integrations.dlm_sway",
+        "swayscope.integrations.dlm_sway.environment", "swayscope.integrations.dlm_sway.hook",
+    ]))

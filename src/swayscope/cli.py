@@ -1,4 +1,4 @@
-"""The ``swayscope`` command: run, demo, trace summarize, tiny-model.
+"""The ``swayscope`` command: run, demo, convert, sway, trace summarize, tiny-model.
 
 Exit codes: 0 every probe passed, 1 a probe failed, 2 bad input or error.
 """
@@ -157,11 +157,11 @@ def _execute(
     from swayscope.instrumentation import BackendInstrumentation
     from swayscope.suite.outputs import check_outputs
     from swayscope.suite.runner import build_backend, check_model_paths, run_suite
-    from swayscope.suite.spec import load_suite, load_suite_text
+    from swayscope.suite.spec import load_suite_text
     from swayscope.suite.telemetry import run_settings, start_telemetry
 
     if spec_path is not None:
-        loaded = load_suite(spec_path)
+        loaded = _load_any_suite(spec_path)
     else:
         assert spec_text is not None
         loaded = load_suite_text(spec_text, "<demo suite>")
@@ -243,6 +243,28 @@ def _save_and_report(result: SuiteResult, json_out: Path | None, markdown_out: P
     return EXIT_ERROR if failures else result.exit_code
 
 
+def _load_any_suite(spec_path: Path) -> Any:
+    """A swayscope suite, or a dlm-sway one read as such (its notes said on stderr)."""
+    from swayscope.integrations.dlm_sway.suite_format import (
+        DLM_SWAY,
+        DLM_SWAY_VERSION,
+        check_local_models,
+    )
+    from swayscope.suite.spec import load_suite
+
+    loaded = load_suite(spec_path, formats=(DLM_SWAY,))
+    if loaded.translation is not None:
+        typer.echo(
+            f"swayscope: {spec_path} is a dlm-sway {DLM_SWAY_VERSION} suite; running it with "
+            f"swayscope's probes (`swayscope convert {spec_path}` prints the swayscope spec)",
+            err=True,
+        )
+        for note in loaded.translation.notes:
+            typer.echo(f"swayscope: note: {note}", err=True)
+        check_local_models(loaded)
+    return loaded
+
+
 def _guarded(fn: Callable[..., int], *args: Any, **kwargs: Any) -> None:
     """Run a command: SIGTERM behaves as Ctrl-C throughout; errors become exit 2."""
     from swayscope.suite.runner import sigterm_as_interrupt
@@ -300,6 +322,58 @@ def demo(
             None, demo_suite_yaml(paths.base_dir, paths.adapter_dir), flags=demo_flags,
             json_out=json_out or root / "demo" / "result.json", markdown_out=markdown_out,
         )
+
+    _guarded(go)
+
+
+@app.command()
+def convert(
+    spec: Annotated[Path, typer.Argument(help="A dlm-sway suite file (sway.yaml).")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the spec to OUT (model paths relative to "
+                     "it) instead of printing it (absolute paths)."),
+    ] = None,
+) -> None:
+    """Print the swayscope spec equivalent to a dlm-sway suite, what differs as comments."""
+
+    def go() -> int:
+        from swayscope.integrations.dlm_sway.suite_format import render_spec
+        from swayscope.suite.result import write_text_atomic
+
+        text = render_spec(
+            _load_any_suite(spec), relative_to=output.parent if output is not None else None
+        )
+        if output is None:
+            typer.echo(text, nl=False)
+        else:
+            write_text_atomic(output, text)
+            typer.echo(f"swayscope spec: {output}", err=True)
+        return 0
+
+    _guarded(go)
+
+
+@app.command(no_args_is_help=True)
+@telemetry_flags
+def sway(
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(help="sway's own command line, after --: e.g. -- run sway.yaml"),
+    ] = None,
+    sway_bin: Annotated[
+        Path | None,
+        typer.Option("--sway", help="dlm-sway's sway script (default: the `sway` on PATH)."),
+    ] = None,
+    *,
+    flags: dict[str, Any],
+) -> None:
+    """Run dlm-sway's `sway` with swayscope's spans, metrics and JSONL trace (opt-in)."""
+
+    def go() -> int:
+        from swayscope.integrations.dlm_sway.launcher import launch
+
+        return launch(args or [], flags, FLAG_OF, sway=sway_bin)
 
     _guarded(go)
 

@@ -3,12 +3,18 @@
 A spec that does not parse, an unknown key, a wrong type or an unknown probe
 kind raises :class:`~swayscope.errors.SpecError` naming the file, the line, the
 key path and the offending value, with a hint.
+
+Another tool's suite format is read by a :class:`SuiteFormat` the caller passes
+in: it recognises its files and translates them into this format, saying where
+each key came from, so every error still points into the file the user wrote.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -86,21 +92,80 @@ class SuiteSpec(_Strict):
         return v
 
 
+KeyPath = tuple[int | str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """A suite in another tool's format, translated into this one."""
+
+    data: dict[str, Any]
+    """The suite as this format's mapping (what :class:`SuiteSpec` validates)."""
+    origin: Callable[[KeyPath], KeyPath]
+    """Key path in ``data`` → key path of what it came from in the source file."""
+    format: str
+    notes: tuple[str, ...] = ()
+    """What the translation left out or approximated, each naming ``file:line``."""
+
+
+class SuiteFormat(Protocol):
+    """Another tool's suite format: recognise its files, translate them into this format."""
+
+    name: str
+
+    def detect(self, data: Mapping[str, Any]) -> bool:
+        """True when ``data`` (a parsed YAML mapping) is a suite in this format."""
+        ...
+
+    def translate(
+        self, data: Mapping[str, Any], root: yaml.Node | None, source: str
+    ) -> Translation:
+        """Translate, or raise :class:`SpecError` naming ``file:line`` of what cannot be."""
+        ...
+
+
+class _Locator:
+    """Where a key path of the (possibly translated) spec sits in the source file."""
+
+    def __init__(
+        self, root: yaml.Node | None, source: str, origin: Callable[[KeyPath], KeyPath] | None
+    ) -> None:
+        self.root = root
+        self.source = source
+        self.origin = origin
+
+    def path(self, path: KeyPath) -> KeyPath:
+        return self.origin(path) if self.origin is not None else path
+
+    def where(self, path: KeyPath) -> str:
+        return where_in(self.root, self.path(path), self.source)
+
+    def key(self, path: KeyPath) -> str:
+        return ".".join(str(p) for p in self.path(path)) or "(top level)"
+
+
 class LoadedSuite:
     """A validated spec plus its probes, built in order, and where each key sits in the file."""
 
     def __init__(
-        self, spec: SuiteSpec, probes: list[Probe], source: str, root: yaml.Node | None = None
+        self,
+        spec: SuiteSpec,
+        probes: list[Probe],
+        source: str,
+        root: yaml.Node | None = None,
+        translation: Translation | None = None,
     ) -> None:
         self.spec = spec
         self.probes = probes
         self.source = source
-        self._root = root
+        self.translation = translation
+        """Set when the file was in another tool's format."""
+        self._locate = _Locator(root, source, translation.origin if translation else None)
 
     def where(self, *path: int | str) -> str:
         """``file:line`` of the key at ``path`` (or of its closest parent); the file alone if
-        the spec has no YAML behind it."""
-        return _where(self._root, path, self.source)
+        the spec has no YAML behind it. For a translated spec, the line it came from."""
+        return self._locate.where(path)
 
 
 def _locate(node: yaml.Node | None, loc: tuple[int | str, ...]) -> yaml.Node | None:
@@ -120,19 +185,18 @@ def _locate(node: yaml.Node | None, loc: tuple[int | str, ...]) -> yaml.Node | N
     return node
 
 
-def _where(root: yaml.Node | None, path: tuple[int | str, ...], source: str) -> str:
+def where_in(root: yaml.Node | None, path: KeyPath, source: str) -> str:
+    """``file:line`` of the key at ``path`` in a composed YAML tree (or of its closest parent)."""
     node = _locate(root, path)
     return f"{source}:{node.start_mark.line + 1}" if node is not None else source
 
 
-def _format_errors(
-    exc: ValidationError, root: yaml.Node | None, source: str, prefix: tuple[int | str, ...]
-) -> str:
+def _format_errors(exc: ValidationError, locate: _Locator, prefix: KeyPath) -> str:
     lines = []
     for err in exc.errors():
         loc = prefix + tuple(err["loc"])
-        where = _where(root, loc, source)
-        key = ".".join(str(p) for p in loc) or "(top level)"
+        where = locate.where(loc)
+        key = locate.key(loc)
         got = "" if err["type"] == "missing" else f" (got {shown(err.get('input'))})"
         hint = ""
         if err["type"] == "extra_forbidden":
@@ -186,8 +250,10 @@ def _unencodable(data: object, path: tuple[int | str, ...] = ()) -> tuple[int | 
     return None
 
 
-def load_suite_text(text: str, source: str = "<spec>") -> LoadedSuite:
-    """Parse and validate a spec given as YAML text."""
+def load_suite_text(
+    text: str, source: str = "<spec>", *, formats: Sequence[SuiteFormat] = ()
+) -> LoadedSuite:
+    """Parse and validate a spec given as YAML text; ``formats`` read other tools' suites."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         _check_size(root, source)
@@ -198,7 +264,7 @@ def load_suite_text(text: str, source: str = "<spec>") -> LoadedSuite:
     if bad is not None:
         key = ".".join(str(p) for p in bad) or "(top level)"
         raise SpecError(
-            f"{_where(root, bad, source)}: {key}: the text is not valid Unicode (a lone "
+            f"{where_in(root, bad, source)}: {key}: the text is not valid Unicode (a lone "
             "surrogate such as \\udcff); fix the escape or the file's encoding"
         )
     if not isinstance(data, dict):
@@ -206,50 +272,57 @@ def load_suite_text(text: str, source: str = "<spec>") -> LoadedSuite:
             f"{source}: a suite spec must be a YAML mapping with 'version', 'models' and "
             f"'suite' keys; got {type(data).__name__}"
         )
+    translation = next(
+        (fmt.translate(data, root, source) for fmt in formats if fmt.detect(data)), None
+    )
+    if translation is not None:
+        data = translation.data
+    locate = _Locator(root, source, translation.origin if translation else None)
     try:
         spec = SuiteSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_format_errors(exc, root, source, ())) from exc
-    probes = [_build_probe(item, i, root, source) for i, item in enumerate(spec.suite)]
+        raise SpecError(_format_errors(exc, locate, ())) from exc
+    probes = [_build_probe(item, i, locate) for i, item in enumerate(spec.suite)]
     labels: dict[str, int] = {}
     for i, probe in enumerate(probes):
         label = probe.spec.label
         if label in labels:
             raise SpecError(
-                f"{_where(root, ('suite', i), source)}: suite.{i}: probe name {label!r} is "
-                f"already used by suite.{labels[label]}; give one of them a distinct 'name:'"
+                f"{locate.where(('suite', i))}: {locate.key(('suite', i))}: probe name "
+                f"{label!r} is already used by {locate.key(('suite', labels[label]))}; "
+                "give one of them a distinct 'name:'"
             )
         labels[label] = i
     try:
         check_order(probes)
     except ProbeOrderError as exc:
-        where = _where(root, ("suite", exc.index), source)
-        raise SpecError(f"{where}: suite.{exc.index}: {exc}") from None
-    return LoadedSuite(spec, probes, source, root)
+        path = ("suite", exc.index)
+        raise SpecError(f"{locate.where(path)}: {locate.key(path)}: {exc}") from None
+    return LoadedSuite(spec, probes, source, root, translation)
 
 
-def _build_probe(item: object, i: int, root: yaml.Node | None, source: str) -> Probe:
+def _build_probe(item: object, i: int, locate: _Locator) -> Probe:
     """Build ``suite[i]`` through the probe registry; errors located in the file."""
     try:
         return build_probe(item)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise SpecError(_format_errors(exc, root, source, ("suite", i))) from exc
+        raise SpecError(_format_errors(exc, locate, ("suite", i))) from exc
     except SwayscopeError as exc:
         key = "kind" if isinstance(item, dict) and "kind" in item else None
-        path = ("suite", i, key) if key else ("suite", i)
-        label = f"suite.{i}.kind" if key else f"suite.{i}"
-        raise SpecError(f"{_where(root, path, source)}: {label}: {exc}") from None
+        path: KeyPath = ("suite", i, key) if key else ("suite", i)
+        raise SpecError(f"{locate.where(path)}: {locate.key(path)}: {exc}") from None
 
 
-def load_suite(path: Path) -> LoadedSuite:
-    """Read, parse and validate a spec file; relative model paths resolve against it."""
+def load_suite(path: Path, *, formats: Sequence[SuiteFormat] = ()) -> LoadedSuite:
+    """Read, parse and validate a spec file; relative model paths resolve against it
+    (a format translator may resolve them its own way and hand back absolute ones)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise SpecError(f"suite spec {str(path)!r} does not exist; check the path") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read suite spec {str(path)!r}: {exc}") from exc
-    loaded = load_suite_text(text, str(path))
+    loaded = load_suite_text(text, str(path), formats=formats)
     models = loaded.spec.models
     rebased = {
         key: (path.parent / value)
@@ -263,10 +336,14 @@ def load_suite(path: Path) -> LoadedSuite:
 
 __all__ = [
     "DefaultsSpec",
+    "KeyPath",
     "LoadedSuite",
     "ModelsSpec",
+    "SuiteFormat",
     "SuiteSpec",
     "TelemetrySpec",
+    "Translation",
     "load_suite",
     "load_suite_text",
+    "where_in",
 ]

@@ -1,0 +1,1 @@
+"""Bridges to other tools: read their suite files, instrument their runs."""

@@ -1,0 +1,584 @@
+"""dlm-sway's suite format (``sway.yaml``, dlm-sway 0.1.0), read as a swayscope suite.
+
+A file is read as dlm-sway's when its ``models:`` holds two model blocks,
+``base:`` and ``ft:`` (swayscope's ``models:`` holds ``kind``, ``base`` and
+``adapter`` directly). Each dlm-sway field either becomes a swayscope field
+(``runs`` → ``n``, ``assert_mean_gte`` → ``threshold``, …; dlm-sway's default
+is written out where swayscope's differs, so a threshold keeps dlm-sway's
+value), is ignored because it only steers something swayscope does not have
+(the composite score, the on-disk calibration cache), or has no swayscope
+counterpart, in which case it is accepted only at dlm-sway's default value.
+Anything else — a probe kind swayscope lacks, a field it cannot honour, a
+model it cannot load — stops with :class:`~swayscope.errors.SpecError` naming
+``file:line``, the kind or field, what is supported and the nearest
+swayscope equivalent. Nothing is skipped silently: what is ignored or
+approximated comes back as notes.
+
+Paths: dlm-sway resolves ``base`` and ``adapter`` against the current
+directory, so they are made absolute here the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from swayscope.errors import SpecError, shown
+from swayscope.probes.registry import PROBE_KINDS
+from swayscope.suite.spec import KeyPath, LoadedSuite, Translation, where_in
+
+#: The dlm-sway release whose format this module reads.
+DLM_SWAY_VERSION = "0.1.0"
+FORMAT_NAME = "dlm-sway"
+
+#: dlm-sway's spec version (its top-level ``version:``).
+_SWAY_SPEC_VERSION = 1
+_ABSENT: Any = object()
+
+#: swayscope's ``prompt_collapse`` field that dlm-sway's ``context_lengths`` becomes.
+COLLAPSE_LENGTHS_FIELD = "context_words"
+
+
+@dataclass(frozen=True, slots=True)
+class Maps:
+    """The field becomes swayscope field ``to``; ``default`` (dlm-sway's) is written out
+    when the field is absent and swayscope's own default differs."""
+
+    to: str
+    default: Any = _ABSENT
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """The field only steers something swayscope does not have; any value is accepted."""
+
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class OnlyDefault:
+    """No swayscope counterpart: accepted at dlm-sway's default ``value`` only."""
+
+    value: Any
+    differs: str
+    """What swayscope does instead."""
+    nearest: str
+    """The nearest swayscope setting, or what to do."""
+
+
+Rule = Maps | Ignored | OnlyDefault
+
+_TOP_K = "top_k"
+_WEIGHT = Ignored("it weights dlm-sway's composite score, which swayscope does not compute")
+_PROMPTS = Maps("prompts")
+_DIVERGENCE = Maps("divergence")
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """How one dlm-sway probe kind is read."""
+
+    to: str
+    """The swayscope probe kind it runs as."""
+    fields: dict[str, Rule]
+    note: str = ""
+    """Said for every entry of this kind (how the swayscope probe differs)."""
+
+
+_KINDS: dict[str, _Kind] = {
+    "null_adapter": _Kind(
+        "null_adapter",
+        {
+            "runs": Maps("n", default=3),
+            "seed_base": Maps("seed", default=1000),
+            "init_scale": OnlyDefault(
+                0.02,
+                "dlm-sway fills null adapters with noise of this absolute std; swayscope "
+                "sizes them relative to the real adapter",
+                "init_scale in a swayscope spec (1.0 = the real adapter's size)",
+            ),
+            "calibrate_kinds": OnlyDefault(
+                [],
+                "swayscope calibrates every later probe that has a calibratable statistic, "
+                "each with its own prompts",
+                "remove calibrate_kinds; probes before null_adapter are not calibrated",
+            ),
+            "cache": Ignored("swayscope calibrates afresh on every run (no on-disk cache)"),
+            "rank_multipliers": OnlyDefault(
+                [1.0],
+                "swayscope calibrates at one null-adapter rank",
+                "rank_scale in a swayscope spec (null-adapter rank relative to the real one)",
+            ),
+        },
+    ),
+    "delta_kl": _Kind(
+        "delta_kl",
+        {
+            "prompts": _PROMPTS,
+            "divergence": _DIVERGENCE,
+            "top_k": Maps(_TOP_K),
+            "assert_mean_gte": Maps("threshold", default=0.02),
+            "assert_z_gte": Maps("min_z", default=3.0),
+        },
+    ),
+    "adapter_ablation": _Kind(
+        "adapter_ablation",
+        {
+            "prompts": _PROMPTS,
+            "lambdas": Maps("lambdas"),
+            "divergence": _DIVERGENCE,
+            "top_k": Maps(_TOP_K),
+            **{
+                name: OnlyDefault(
+                    value,
+                    "dlm-sway passes the λ curve on R², a saturation band and overshoot; "
+                    "swayscope's adapter_ablation fails only when λ = 1 does nothing and "
+                    "warns when the curve is not monotone",
+                    "threshold, monotone_tolerance or saturation_fraction in a swayscope spec",
+                )
+                for name, value in (
+                    ("assert_linearity_gte", 0.85),
+                    ("assert_saturation_between", [0.3, 1.05]),
+                    ("assert_overshoot_gte", 1.02),
+                    ("assert_z_gte", 3.0),
+                )
+            },
+        },
+    ),
+    "prompt_collapse": _Kind(
+        "prompt_collapse",
+        {
+            "prompts": _PROMPTS,
+            "context_lengths": Maps(COLLAPSE_LENGTHS_FIELD, default=[0, 256, 512, 1024]),
+            "divergence": _DIVERGENCE,
+            "top_k": Maps(_TOP_K),
+            "assert_half_life_tokens": Maps("min_half_life", default=512),
+            "assert_z_gte": Ignored("dlm-sway 0.1.0 never calibrates prompt_collapse"),
+            "legacy_stuffing": OnlyDefault(
+                False,
+                "swayscope prepends its own neutral passage",
+                "context_text in a swayscope spec (the text to prepend)",
+            ),
+        },
+        note=(
+            f"context_lengths become {COLLAPSE_LENGTHS_FIELD} (dlm-sway counts tokens of "
+            "tokenizer padding, swayscope prepends that many words of a neutral passage and "
+            "reports the half-life in tokens); a short half-life warns rather than fails"
+        ),
+    ),
+    "external_perplexity": _Kind(
+        "perplexity_shift",
+        {
+            "corpus": OnlyDefault(
+                "public_domain_en",
+                "swayscope scores one packaged public-domain passage",
+                "text in a swayscope spec (the text to score)",
+            ),
+            "chunk_chars": Maps("min_chunk_chars"),
+            "max_chunks": Maps("max_chunks"),
+            "assert_mean_delta_gte": OnlyDefault(
+                -0.1,
+                "dlm-sway fails when the fine-tune finds prose much less likely; swayscope's "
+                "perplexity_shift passes when |shift| ≥ threshold and warns otherwise",
+                "threshold (minimum |shift|, nats per token) in a swayscope spec",
+            ),
+            "assert_z_gte": OnlyDefault(
+                3.0,
+                "swayscope's z-score is of |shift| and is required only when min_z is set",
+                "min_z in a swayscope spec",
+            ),
+        },
+        note=(
+            "runs as perplexity_shift: the same per-token logprob shift, on swayscope's "
+            "packaged passage; it passes when |shift| ≥ 0.01 nats/token and warns otherwise "
+            "(dlm-sway fails when the shift < -0.1)"
+        ),
+    ),
+}
+
+#: dlm-sway kinds swayscope has no probe for → the nearest thing swayscope offers.
+_NEAREST_KIND: dict[str, str] = {
+    "adapter_revert": "none (it compares generated text by embeddings; swayscope scores "
+    "next-token distributions)",
+    "calibration_drift": "perplexity_shift (how much the adapter moved the likelihood of "
+    "general text)",
+    "cluster_kl": "one delta_kl per cluster, each under its own name",
+    "leakage": "none (swayscope does not generate text)",
+    "paraphrase_invariance": "delta_kl over the paraphrased prompts",
+    "preference_flip": "none (swayscope scores no chosen/rejected pairs)",
+    "section_internalization": "delta_kl on each section's prompts, each under its own name",
+    "style_fingerprint": "none (swayscope does not generate text)",
+}
+
+_COMMON_FIELDS = ("name", "kind", "enabled", "weight")
+_MODEL_KEYS = (
+    "kind", "base", "adapter", "dtype", "device", "trust_remote_code", "entry_point", "endpoint",
+)
+_DTYPES = {"auto": "auto", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_DEFAULTS: dict[str, Rule] = {
+    "seed": Maps("seed"),
+    "top_k": Maps("top_k"),
+    "differential": OnlyDefault(
+        True,
+        "swayscope compares one loaded model with its adapter on and off",
+        "differential: true",
+    ),
+    "coverage_threshold": Ignored("it gates dlm-sway's composite score (sway gate)"),
+    "concurrent_probes": Ignored("it has no effect in dlm-sway 0.1.0"),
+    "score_weights": _WEIGHT,
+}
+_TOP_LEVEL = ("version", "models", "defaults", "suite", "dlm_source")
+_SUPPORTED = ", ".join(
+    k if v.to == k else f"{k} (as {v.to})" for k, v in _KINDS.items()
+)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as YAML values: a list equals a tuple, ``true`` is not ``1``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return bool(a == b)
+
+
+def is_dlm_sway_suite(data: Mapping[str, Any]) -> bool:
+    """dlm-sway's layout: ``models:`` holds a ``ft:`` block (or a ``base:`` block)."""
+    models = data.get("models")
+    return isinstance(models, Mapping) and (
+        "ft" in models or isinstance(models.get("base"), Mapping)
+    )
+
+
+def _local_path(value: Any) -> str:
+    """A model path as dlm-sway reads it: ``~`` expanded, relative to the current directory."""
+    return str(Path(str(value)).expanduser().resolve())
+
+
+@dataclass
+class _Translator:
+    """One translation: the swayscope mapping being built, where each key came from,
+    and what could not be translated (all errors are reported together)."""
+
+    root: yaml.Node | None
+    source: str
+    origins: dict[KeyPath, KeyPath] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def where(self, path: KeyPath) -> str:
+        return where_in(self.root, path, self.source)
+
+    @staticmethod
+    def key(path: KeyPath) -> str:
+        return ".".join(str(p) for p in path)
+
+    def error(self, path: KeyPath, message: str) -> None:
+        self.errors.append(f"{self.where(path)}: {self.key(path)}: {message}")
+
+    def note(self, path: KeyPath, message: str) -> None:
+        self.notes.append(f"{self.where(path)}: {self.key(path)}: {message}")
+
+    def origin(self, path: KeyPath) -> KeyPath:
+        for n in range(len(path), 0, -1):
+            found = self.origins.get(path[:n])
+            if found is not None:
+                return found + path[n:]
+        return path
+
+    def unknown(self, path: KeyPath, known: Sequence[str], what: str) -> None:
+        name = str(path[-1])
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        fields = ", ".join(known)
+        self.error(path, f"{name!r} is not a field of {what} (its fields: {fields}){hint}")
+
+    def apply(
+        self,
+        rules: Mapping[str, Rule],
+        given: Mapping[str, Any],
+        sway_path: KeyPath,
+        out: dict[str, Any],
+        origins: dict[str, KeyPath],
+        native_defaults: Mapping[str, Any],
+    ) -> None:
+        """Read ``given`` (a dlm-sway mapping at ``sway_path``) into ``out`` by ``rules``;
+        ``origins`` gets, for each key of ``out``, the dlm-sway key path it came from."""
+        for name, rule in rules.items():
+            path = (*sway_path, name)
+            value = given.get(name, _ABSENT)
+            if isinstance(rule, Maps):
+                origins[rule.to] = path
+                if value is not _ABSENT:
+                    out[rule.to] = value
+                elif rule.default is not _ABSENT and not _same(
+                    rule.default, native_defaults.get(rule.to, _ABSENT)
+                ):
+                    out[rule.to] = rule.default
+            elif value is _ABSENT:
+                continue
+            elif isinstance(rule, Ignored):
+                self.note(path, f"ignored: {rule.why}")
+            elif _same(value, rule.value):
+                self.note(path, f"accepted at dlm-sway's default; {rule.differs}")
+            else:
+                self.error(
+                    path,
+                    f"{shown(value)} is not supported: {rule.differs}. swayscope runs it only "
+                    f"at dlm-sway's default ({shown(rule.value)}); nearest equivalent: "
+                    f"{rule.nearest} (swayscope convert writes the spec to adjust)",
+                )
+
+    # -- the parts of a suite -------------------------------------------------------------
+
+    def models(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        models = data.get("models")
+        out: dict[str, Any] = {"kind": "hf"}
+        errors_before = len(self.errors)
+        if not isinstance(models, Mapping):
+            self.error(("models",), "needs base: and ft: model blocks")
+            return out
+        for key in models:
+            if key not in ("base", "ft"):
+                self.unknown(("models", key), ("base", "ft"), "dlm-sway's models")
+        blocks: dict[str, Mapping[str, Any]] = {}
+        for side in ("base", "ft"):
+            block = models.get(side)
+            if not isinstance(block, Mapping):
+                self.error(("models", side), f"needs a model block (kind, base, adapter, …); "
+                           f"got {shown(block)}")
+                continue
+            blocks[side] = block
+            for key, value in block.items():
+                path = ("models", side, key)
+                if key not in _MODEL_KEYS:
+                    self.unknown(path, _MODEL_KEYS, "a dlm-sway model")
+                elif key == "kind" and value != "hf":
+                    self.error(path, f"{shown(value)} is not supported: swayscope loads "
+                               "Hugging Face models with a PEFT LoRA adapter; nearest "
+                               "equivalent: kind: hf with the adapter's PEFT folder")
+                elif key == "trust_remote_code" and value is not False:
+                    self.error(path, f"{shown(value)} is not supported: swayscope runs only "
+                               "architectures transformers ships; nearest equivalent: none")
+                elif key in ("entry_point", "endpoint") and value is not None:
+                    self.note(path, "ignored: it is used only by dlm-sway's custom and api "
+                              "backends")
+        ft, base = blocks.get("ft"), blocks.get("base")
+        if ft is None or base is None:
+            return out
+        self.origins[("models",)] = ("models", "ft")
+        if base.get("adapter") is not None:
+            self.error(("models", "base", "adapter"), "the base model takes no adapter: "
+                       "swayscope compares the base model with and without ft's adapter")
+        for side, block in (("ft", ft), ("base", base)):
+            if block.get("base") is None:
+                self.error(("models", side, "base"), "missing: give the base model's folder")
+        if ft.get("adapter") is None:
+            self.error(("models", "ft", "adapter"), "missing: give the PEFT LoRA adapter's "
+                       "folder")
+        if len(self.errors) > errors_before:
+            return out
+        if _local_path(base["base"]) != _local_path(ft["base"]):
+            self.error(("models", "ft", "base"), "differs from models.base.base: swayscope "
+                       "compares one base model with and without the adapter; nearest "
+                       "equivalent: the same base in both blocks")
+        out["base"] = _local_path(ft["base"])
+        out["adapter"] = _local_path(ft["adapter"])
+        self.origins[("models", "base")] = ("models", "ft", "base")
+        self.origins[("models", "adapter")] = ("models", "ft", "adapter")
+        if "dtype" in ft:
+            dtype = ft["dtype"]
+            out["dtype"] = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+            self.origins[("models", "dtype")] = ("models", "ft", "dtype")
+        if "device" in ft:
+            out["device"] = ft["device"]
+            self.origins[("models", "device")] = ("models", "ft", "device")
+        return out
+
+    def defaults(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        given = data.get("defaults", {})
+        out: dict[str, Any] = {}
+        if not isinstance(given, Mapping):
+            self.error(("defaults",), f"must be a mapping; got {shown(given)}")
+            return out
+        for key in given:
+            if key not in _DEFAULTS:
+                self.unknown(("defaults", key), list(_DEFAULTS), "dlm-sway's defaults")
+        origins: dict[str, KeyPath] = {}
+        self.apply(_DEFAULTS, given, ("defaults",), out, origins, {})
+        self.origins.update({("defaults", k): v for k, v in origins.items()})
+        return out
+
+    def probe(self, entry: Any, i: int, index: int, suite_top_k: Any) -> dict[str, Any] | None:
+        """Entry ``i`` of dlm-sway's suite as swayscope's ``suite[index]``; None when it is
+        left out (disabled) or cannot be read (an error was recorded)."""
+        path: KeyPath = ("suite", i)
+        if not isinstance(entry, Mapping):
+            self.error(path, f"a probe entry must be a mapping with name and kind; got "
+                       f"{type(entry).__name__}")
+            return None
+        kind = entry.get("kind")
+        rules = _KINDS.get(kind) if isinstance(kind, str) else None
+        if rules is None:
+            nearest = _NEAREST_KIND.get(kind, "none") if isinstance(kind, str) else "none"
+            what = (f"dlm-sway probe kind {kind!r} has no swayscope counterpart"
+                    if isinstance(kind, str) else f"needs a kind; got {shown(kind)}")
+            self.error((*path, "kind"), f"{what}. Supported dlm-sway kinds: {_SUPPORTED}. "
+                       f"Nearest equivalent: {nearest}")
+            return None
+        enabled = entry.get("enabled", True)
+        if not isinstance(enabled, bool):
+            self.error((*path, "enabled"), f"must be true or false; got {shown(enabled)}")
+        elif not enabled:
+            self.note((*path, "enabled"), "false: left out of the run (dlm-sway lists it as "
+                      "skip)")
+            return None
+        known = [*_COMMON_FIELDS, *rules.fields]
+        for key in entry:
+            if key not in known:
+                self.unknown((*path, key), known, f"dlm-sway's {kind}")
+        if "weight" in entry:
+            self.note((*path, "weight"), f"ignored: {_WEIGHT.why}")
+        if rules.note:
+            self.note((*path, "kind"), rules.note)
+        if "prompts" in rules.fields and not entry.get("prompts"):
+            self.error((*path, "prompts"), "missing or empty: dlm-sway reports this probe as "
+                       "an error; list the prompts")
+        top_k = entry.get(_TOP_K)
+        if top_k is not None and top_k != suite_top_k:
+            self.error((*path, _TOP_K), f"{shown(top_k)} is not supported: swayscope uses one "
+                       f"top-k for the whole suite ({suite_top_k}); nearest equivalent: "
+                       "defaults.top_k")
+        out: dict[str, Any] = {"kind": rules.to}
+        if entry.get("name") is not None:
+            out["name"] = entry["name"]
+        spec_class = PROBE_KINDS[rules.to].spec_class
+        native_defaults = {k: f.default for k, f in spec_class.model_fields.items()}
+        fields = {k: r for k, r in rules.fields.items() if k != _TOP_K}
+        origins: dict[str, KeyPath] = {}
+        self.apply(fields, entry, path, out, origins, native_defaults)
+        self.origins[("suite", index)] = path
+        self.origins.update({("suite", index, k): v for k, v in origins.items()})
+        return out
+
+
+def translate(data: Mapping[str, Any], root: yaml.Node | None, source: str) -> Translation:
+    """A dlm-sway suite as a swayscope suite mapping, or SpecError listing every problem."""
+    t = _Translator(root, source)
+    for key in data:
+        if key not in _TOP_LEVEL:
+            t.unknown((key,), _TOP_LEVEL, "a dlm-sway suite")
+    version = data.get("version", _SWAY_SPEC_VERSION)
+    if version != _SWAY_SPEC_VERSION:
+        t.error(("version",), f"dlm-sway spec version {shown(version)} is not supported; "
+                f"swayscope reads version {_SWAY_SPEC_VERSION} (dlm-sway {DLM_SWAY_VERSION})")
+    if data.get("dlm_source") is not None:
+        t.note(("dlm_source",), "ignored: it feeds dlm-sway's section probes, which swayscope "
+               "does not have")
+    defaults = t.defaults(data)
+    out: dict[str, Any] = {
+        "version": 1,
+        "name": Path(source).stem if source.endswith((".yaml", ".yml")) else FORMAT_NAME,
+        "models": t.models(data),
+    }
+    if defaults:
+        out["defaults"] = defaults
+    suite = data.get("suite", [])
+    if not isinstance(suite, list):
+        t.error(("suite",), f"must be a list of probes; got {type(suite).__name__}")
+        suite = []
+    top_k = defaults.get("top_k", 256)
+    probes: list[dict[str, Any]] = []
+    for i, entry in enumerate(suite):
+        probe = t.probe(entry, i, len(probes), top_k)
+        if probe is not None:
+            probes.append(probe)
+    out["suite"] = probes
+    if t.errors:
+        raise SpecError(
+            f"{source} is a dlm-sway suite that swayscope cannot run as is:\n  "
+            + "\n  ".join(t.errors)
+        )
+    return Translation(data=out, origin=t.origin, format=FORMAT_NAME, notes=tuple(t.notes))
+
+
+class DlmSwayFormat:
+    """dlm-sway's ``sway.yaml`` as a :class:`~swayscope.suite.spec.SuiteFormat`."""
+
+    name = FORMAT_NAME
+
+    def detect(self, data: Mapping[str, Any]) -> bool:
+        return is_dlm_sway_suite(data)
+
+    def translate(
+        self, data: Mapping[str, Any], root: yaml.Node | None, source: str
+    ) -> Translation:
+        return translate(data, root, source)
+
+
+DLM_SWAY = DlmSwayFormat()
+
+
+def check_local_models(loaded: LoadedSuite) -> None:
+    """Fail before anything loads when a model is not a local folder: dlm-sway downloads
+    Hub ids, swayscope reads local folders only."""
+    models = loaded.spec.models
+    for key, path in (("base", models.base), ("adapter", models.adapter)):
+        if path is None or path.is_dir():
+            continue
+        hint = (
+            "swayscope loads local folders only (no downloads): fetch it once, e.g. "
+            "`huggingface-cli download ORG/NAME --local-dir DIR`, and give DIR"
+            if key == "base"
+            else "give the PEFT adapter's folder"
+        )
+        raise SpecError(
+            f"{loaded.where('models', key)}: models.ft.{key}: {str(path)!r} is not a folder "
+            "(relative paths in a dlm-sway suite are resolved against the current directory, "
+            f"as dlm-sway does); {hint}"
+        )
+
+
+def render_spec(loaded: LoadedSuite, *, relative_to: Path | None = None) -> str:
+    """The translated suite as swayscope spec YAML, with the notes as comments.
+
+    Model paths are absolute, or relative to ``relative_to`` (where the file will live).
+    """
+    if loaded.translation is None:
+        raise SpecError(f"{loaded.source} is already a swayscope suite spec; nothing to convert")
+    data = dict(loaded.translation.data)
+    models = dict(data["models"])
+    if relative_to is not None:
+        for key in ("base", "adapter"):
+            models[key] = os.path.relpath(models[key], relative_to.resolve())
+    data["models"] = models
+    header = [
+        f"# swayscope suite spec, converted from the dlm-sway {DLM_SWAY_VERSION} suite "
+        f"{loaded.source} by `swayscope convert`.",
+        "# Model paths are " + ("relative to this file's folder."
+                                if relative_to is not None else "absolute."),
+    ]
+    if loaded.translation.notes:
+        header.append("# What differs from dlm-sway (file:line of the dlm-sway suite):")
+        header.extend(f"#   {note}" for note in loaded.translation.notes)
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    return "\n".join(header) + "\n" + body
+
+
+__all__ = [
+    "COLLAPSE_LENGTHS_FIELD",
+    "DLM_SWAY",
+    "DLM_SWAY_VERSION",
+    "FORMAT_NAME",
+    "DlmSwayFormat",
+    "check_local_models",
+    "is_dlm_sway_suite",
+    "render_spec",
+    "translate",
+]
