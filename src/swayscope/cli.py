@@ -338,11 +338,13 @@ def convert(
     """Print the swayscope spec equivalent to a dlm-sway suite, what differs as comments."""
 
     def go() -> int:
-        from swayscope.integrations.dlm_sway.suite_format import render_spec
+        from swayscope.integrations.dlm_sway.suite_format import DLM_SWAY, render_spec
         from swayscope.suite.result import write_text_atomic
+        from swayscope.suite.spec import load_suite
 
         text = render_spec(
-            _load_any_suite(spec), relative_to=output.parent if output is not None else None
+            load_suite(spec, formats=(DLM_SWAY,)),
+            relative_to=output.parent if output is not None else None,
         )
         if output is None:
             typer.echo(text, nl=False)

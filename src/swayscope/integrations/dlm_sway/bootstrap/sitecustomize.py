@@ -25,7 +25,9 @@ def _install() -> None:
             f"{type(exc).__name__}: {exc}. Install swayscope's dependencies there "
             "(pip install swayscope), or run sway without `swayscope sway`.\n"
         )
-        raise SystemExit(2) from None
+        sys.stderr.flush()
+        # SystemExit is not honoured during start-up (Python reports it and exits 1).
+        os._exit(2)
     install()
 
 

@@ -1,0 +1,298 @@
+"""dlm-sway's sway.yaml read as a swayscope suite: the mapping, the notes, the errors, convert."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from dlm_sway_testing import SWAY_SUITE, SWAYSCOPE_KINDS, write_sway_suite
+from sway_testing import run_probes
+
+from swayscope.backends.dummy import DummyBackend
+from swayscope.errors import SpecError
+from swayscope.instrumentation import BackendInstrumentation
+from swayscope.integrations.dlm_sway.suite_format import (
+    DLM_SWAY,
+    check_local_models,
+    is_dlm_sway_suite,
+    render_spec,
+)
+from swayscope.suite.spec import LoadedSuite, load_suite, load_suite_text
+
+HEAD = """\
+version: 1
+models:
+  base: {{kind: hf, base: /m/base}}
+  ft: {{kind: hf, base: /m/base, adapter: /m/lora}}
+{defaults}suite:
+"""
+
+
+def sway(entries: str, defaults: str = "", source: str = "sway.yaml") -> LoadedSuite:
+    """Load a dlm-sway suite given its ``suite:`` entries (YAML, indented by two)."""
+    return load_suite_text(HEAD.format(defaults=defaults) + entries, source, formats=[DLM_SWAY])
+
+
+def line_of(text: str, fragment: str) -> int:
+    """1-based line of the first line of ``text`` containing ``fragment``."""
+    return next(i for i, ln in enumerate(text.splitlines(), 1) if fragment in ln)
+
+
+def test_the_format_is_recognised_by_its_model_blocks() -> None:
+    assert is_dlm_sway_suite(yaml.safe_load(SWAY_SUITE.format(base="/b", adapter="/a")))
+    assert not is_dlm_sway_suite({"models": {"kind": "hf", "base": "/b", "adapter": "/a"}})
+    assert not is_dlm_sway_suite({"models": {"kind": "dummy"}, "suite": []})
+    native = load_suite_text(
+        "version: 1\nmodels: {kind: dummy}\nsuite:\n  - kind: delta_kl\n", "s.yaml",
+        formats=[DLM_SWAY],
+    )
+    assert native.translation is None
+
+
+def test_every_mapped_kind_and_field(tmp_path: Path) -> None:
+    loaded = load_suite(write_sway_suite(tmp_path, Path("/m/base"), Path("/m/lora")),
+                        formats=[DLM_SWAY])
+    assert loaded.translation is not None and loaded.translation.format == "dlm-sway"
+    assert {p.spec.label: p.kind for p in loaded.probes} == SWAYSCOPE_KINDS
+    spec = loaded.spec
+    assert spec.name == "sway"
+    assert (spec.models.kind, spec.models.dtype, spec.models.device) == ("hf", "float32", "cpu")
+    assert (spec.models.base, spec.models.adapter) == (Path("/m/base"), Path("/m/lora"))
+    assert (spec.defaults.seed, spec.defaults.top_k) == (0, 64)
+    by = {p.spec.label: p.spec for p in loaded.probes}
+    null = by["calibration"]
+    assert (null.n, null.seed) == (3, 1000)  # type: ignore[attr-defined]
+    dk = by["dk_prose"]
+    assert (dk.threshold, dk.min_z, len(dk.prompts)) == (0.02, 3.0, 4)  # type: ignore[attr-defined]
+    assert by["ablation"].lambdas == (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)  # type: ignore[attr-defined]
+    collapse = by["collapse"]
+    assert collapse.context_words == (0, 16, 64)  # type: ignore[attr-defined]
+    assert collapse.min_half_life == 512  # type: ignore[attr-defined]
+    assert by["prose_ppl"].max_chunks == 4  # type: ignore[attr-defined]
+
+
+def test_dlm_sway_defaults_are_kept_where_swayscope_has_the_field() -> None:
+    loaded = sway("  - {name: dk, kind: delta_kl, prompts: [a b]}\n"
+                  "  - {name: pc, kind: prompt_collapse, prompts: [a b]}\n")
+    dk, pc = (p.spec for p in loaded.probes)
+    assert dk.threshold == 0.02  # type: ignore[attr-defined]  # dlm-sway's assert_mean_gte
+    assert pc.context_words == (0, 256, 512, 1024)  # type: ignore[attr-defined]
+    assert pc.min_half_life == 512  # type: ignore[attr-defined]
+
+
+def test_one_kind_under_two_names_runs_twice_each_calibrated() -> None:
+    loaded = sway(
+        "  - {name: calib, kind: null_adapter, runs: 2}\n"
+        "  - {name: prose, kind: delta_kl, prompts: [The cat sat, A dog ran]}\n"
+        "  - {name: code, kind: delta_kl, prompts: ['x = 1', 'def f():']}\n"
+    )
+    assert [(p.kind, p.spec.label) for p in loaded.probes] == [
+        ("null_adapter", "calib"), ("delta_kl", "prose"), ("delta_kl", "code"),
+    ]
+    backend = DummyBackend(inst=BackendInstrumentation(), seed=0)
+    results, ctx = run_probes(backend, loaded.probes)
+    assert set(ctx.calibration) == {"prose", "code"}
+    assert [r.name for r in results] == ["calib", "prose", "code"]
+    assert results[1].score != results[2].score
+
+
+def test_relative_model_paths_resolve_against_the_current_directory_as_in_dlm_sway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec_dir, cwd = tmp_path / "specs", tmp_path / "work"
+    spec_dir.mkdir()
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    path = write_sway_suite(spec_dir, Path("models/base"), Path("~/lora"))
+    loaded = load_suite(path, formats=[DLM_SWAY])
+    assert loaded.spec.models.base == cwd / "models" / "base"
+    assert loaded.spec.models.adapter == Path.home() / "lora"
+
+
+def test_ignored_and_approximated_fields_come_back_as_notes_with_their_lines() -> None:
+    entries = (
+        "  - name: calib\n    kind: null_adapter\n    init_scale: 0.02\n    cache: true\n"
+        "  - name: dk\n    kind: delta_kl\n    prompts: [a b]\n    weight: 2.0\n"
+        "  - name: off\n    kind: delta_kl\n    prompts: [a b]\n    enabled: false\n"
+        "  - name: ppl\n    kind: external_perplexity\n"
+    )
+    text = HEAD.format(defaults="defaults:\n  coverage_threshold: 0.7\n") + entries
+    loaded = load_suite_text(text + "dlm_source: doc.dlm\n", "sway.yaml", formats=[DLM_SWAY])
+    assert [p.spec.label for p in loaded.probes] == ["calib", "dk", "ppl"]
+    assert loaded.translation is not None
+    notes = "\n".join(loaded.translation.notes)
+    for key, fragment in (
+        ("init_scale", "suite.0.init_scale: accepted at dlm-sway's default"),
+        ("cache", "suite.0.cache: ignored"),
+        ("weight", "suite.1.weight: ignored: it weights dlm-sway's composite score"),
+        ("enabled", "suite.2.enabled: false: left out of the run"),
+        ("kind: external_perplexity", "suite.3.kind: runs as perplexity_shift"),
+        ("coverage_threshold", "defaults.coverage_threshold: ignored"),
+        ("dlm_source", "dlm_source: ignored"),
+    ):
+        assert f"sway.yaml:{line_of(text + 'dlm_source: x', key)}: {fragment}" in notes, notes
+
+
+@pytest.mark.parametrize(
+    ("entries", "defaults", "line_key", "fragments"),
+    [
+        (
+            "  - {name: dk, kind: delta_kl, prompts: [a b]}\n  - name: leak\n    kind: leakage\n",
+            "", "kind: leakage",
+            ["suite.1.kind", "'leakage' has no swayscope counterpart",
+             "Supported dlm-sway kinds: null_adapter, delta_kl, adapter_ablation, "
+             "prompt_collapse, external_perplexity (as perplexity_shift)",
+             "Nearest equivalent: none"],
+        ),
+        (
+            "  - name: topics\n    kind: cluster_kl\n", "", "kind: cluster_kl",
+            ["suite.0.kind", "'cluster_kl'", "Nearest equivalent: one delta_kl per cluster"],
+        ),
+        (
+            "  - name: abl\n    kind: adapter_ablation\n    prompts: [a b]\n"
+            "    assert_linearity_gte: 0.9\n", "", "assert_linearity_gte",
+            ["suite.0.assert_linearity_gte", "0.9 is not supported", "R²",
+             "at dlm-sway's default (0.85)", "nearest equivalent: threshold, monotone_tolerance"],
+        ),
+        (
+            "  - name: calib\n    kind: null_adapter\n    init_scale: 0.05\n", "", "init_scale",
+            ["suite.0.init_scale", "0.05 is not supported", "absolute std",
+             "nearest equivalent: init_scale in a swayscope spec"],
+        ),
+        (
+            "  - name: calib\n    kind: null_adapter\n    rank_multipliers: [0.5, 1.0]\n", "",
+            "rank_multipliers", ["suite.0.rank_multipliers", "nearest equivalent: rank_scale"],
+        ),
+        (
+            "  - name: dk\n    kind: delta_kl\n    prompts: [a b]\n    top_k: 32\n",
+            "defaults:\n  top_k: 64\n", "top_k: 32",
+            ["suite.0.top_k", "32 is not supported", "one top-k for the whole suite (64)",
+             "nearest equivalent: defaults.top_k"],
+        ),
+        (
+            "  - name: dk\n    kind: delta_kl\n    prompts: [a b]\n    assert_mean_gt: 0.1\n",
+            "", "assert_mean_gt", ["suite.0.assert_mean_gt", "did you mean 'assert_mean_gte'"],
+        ),
+        (
+            "  - name: dk\n    kind: delta_kl\n", "", "name: dk",
+            ["suite.0.prompts", "missing or empty", "list the prompts"],
+        ),
+        (
+            "  - name: pc\n    kind: prompt_collapse\n    prompts: [a b]\n"
+            "    legacy_stuffing: true\n", "", "legacy_stuffing",
+            ["suite.0.legacy_stuffing", "nearest equivalent: context_text"],
+        ),
+        (
+            "  - name: ppl\n    kind: external_perplexity\n    assert_mean_delta_gte: -0.5\n",
+            "", "assert_mean_delta_gte",
+            ["suite.0.assert_mean_delta_gte", "-0.5 is not supported",
+             "nearest equivalent: threshold"],
+        ),
+        (
+            "  - {name: dk, kind: delta_kl, prompts: [a b]}\n",
+            "defaults:\n  differential: false\n", "differential",
+            ["defaults.differential", "nearest equivalent: differential: true"],
+        ),
+        (
+            "  - name: calib\n    kind: null_adapter\n    runs: 1\n", "", "runs: 1",
+            ["suite.0.runs", "greater than or equal to 2"],
+        ),
+        (
+            "  - name: pc\n    kind: prompt_collapse\n    prompts: [a b]\n"
+            "    context_lengths: [64, 128]\n", "", "context_lengths",
+            ["suite.0.context_lengths", "the first context length must be 0"],
+        ),
+        (
+            "  - {name: dk, kind: delta_kl, prompts: [a b]}\n  - name: calib\n"
+            "    kind: null_adapter\n", "", "name: calib",
+            ["suite.1", "must be the first probe", "move it to the top"],
+        ),
+        (
+            "  - {name: dk, kind: delta_kl, prompts: [a b]}\n  - {name: dk, kind: delta_kl, "
+            "prompts: [c d]}\n", "", "prompts: [c d]",
+            ["suite.1", "'dk' is already used by suite.0"],
+        ),
+    ],
+)
+def test_what_cannot_run_as_is_stops_naming_line_field_support_and_nearest(
+    entries: str, defaults: str, line_key: str, fragments: list[str]
+) -> None:
+    text = HEAD.format(defaults=defaults) + entries
+    with pytest.raises(SpecError) as info:
+        load_suite_text(text, "sway.yaml", formats=[DLM_SWAY])
+    msg = str(info.value)
+    assert f"sway.yaml:{line_of(text, line_key)}: " in msg, msg
+    for fragment in fragments:
+        assert fragment in msg, (fragment, msg)
+
+
+@pytest.mark.parametrize(
+    ("models", "fragments"),
+    [
+        ("  base: {kind: hf, base: /m/b}\n  ft: {kind: mlx, base: /m/b, adapter: /m/a}\n",
+         ["sway.yaml:4: models.ft.kind", "'mlx' is not supported",
+          "nearest equivalent: kind: hf"]),
+        ("  base: {kind: hf, base: /m/b}\n"
+         "  ft: {kind: hf, base: /m/b, adapter: /m/a, trust_remote_code: true}\n",
+         ["sway.yaml:4: models.ft.trust_remote_code", "nearest equivalent: none"]),
+        ("  base: {kind: hf, base: /m/other}\n  ft: {kind: hf, base: /m/b, adapter: /m/a}\n",
+         ["sway.yaml:4: models.ft.base", "differs from models.base.base"]),
+        ("  base: {kind: hf, base: /m/b}\n  ft: {kind: hf, base: /m/b}\n",
+         ["sway.yaml:4: models.ft.adapter", "missing"]),
+    ],
+)
+def test_models_swayscope_cannot_load_stop_with_the_line(
+    models: str, fragments: list[str]
+) -> None:
+    text = f"version: 1\nmodels:\n{models}suite:\n  - {{name: dk, kind: delta_kl, prompts: [a]}}\n"
+    with pytest.raises(SpecError) as info:
+        load_suite_text(text, "sway.yaml", formats=[DLM_SWAY])
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = HEAD.format(defaults="") + (
+        "  - {name: a, kind: leakage}\n  - {name: b, kind: style_fingerprint}\n"
+    )
+    with pytest.raises(SpecError) as info:
+        load_suite_text(text, "sway.yaml", formats=[DLM_SWAY])
+    assert "sway.yaml:6: suite.0.kind" in str(info.value)
+    assert "sway.yaml:7: suite.1.kind" in str(info.value)
+
+
+def test_a_hub_id_is_not_a_local_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = write_sway_suite(tmp_path, Path("HuggingFaceTB/SmolLM2-135M"), tmp_path)
+    with pytest.raises(SpecError) as info:
+        check_local_models(load_suite(path, formats=[DLM_SWAY]))
+    msg = str(info.value)
+    assert f"{path}:10: models.ft.base" in msg and "SmolLM2-135M" in msg
+    assert "local folders only" in msg and "huggingface-cli download" in msg
+
+
+@pytest.mark.parametrize("next_to_it", [False, True])
+def test_convert_round_trips(tmp_path: Path, next_to_it: bool) -> None:
+    base, adapter = tmp_path / "models" / "base", tmp_path / "models" / "lora"
+    original = load_suite(write_sway_suite(tmp_path, base, adapter), formats=[DLM_SWAY])
+    out = tmp_path / "converted" / "suite.yaml"
+    out.parent.mkdir()
+    out.write_text(render_spec(original, relative_to=out.parent if next_to_it else None))
+    converted = load_suite(out)
+    assert converted.translation is None
+    text = out.read_text()
+    assert ("base: ../models/base" in text) is next_to_it
+    assert "# What differs from dlm-sway" in text and "runs as perplexity_shift" in text
+    models = converted.spec.models
+    assert (models.base.resolve(), models.adapter.resolve()) == (base, adapter)  # type: ignore[union-attr]
+    plain = converted.spec.model_copy(update={"models": original.spec.models})
+    assert plain == original.spec
+    assert [p.spec for p in converted.probes] == [p.spec for p in original.probes]
+
+
+def test_convert_refuses_a_swayscope_spec() -> None:
+    native = load_suite_text("version: 1\nmodels: {kind: dummy}\nsuite:\n  - kind: delta_kl\n",
+                             "s.yaml", formats=[DLM_SWAY])
+    with pytest.raises(SpecError, match="already a swayscope suite spec"):
+        render_spec(native)
