@@ -363,6 +363,13 @@ def test_cached_batch_wrong_count_is_a_runtime_error_naming_both(returned: int) 
     assert len(inst.cache) == 0
 
 
+def test_cached_batch_wrong_count_says_backend_bug_as_dlm_sway_expects() -> None:
+    """dlm-sway's tests (after 0.1.0) match this error on "backend bug"."""
+    inst = BackendInstrumentation()
+    with pytest.raises(RuntimeError, match="backend bug"):
+        inst.cached_batch("next_token_dist", "base", ["p1", "p2", "p3"], 32, lambda idx: [0])
+
+
 def test_assigning_a_new_trace_writer_redirects_output(tmp_path: Path) -> None:
     old, new = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
     inst = BackendInstrumentation(trace_path=old)
