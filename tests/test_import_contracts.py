@@ -239,7 +239,8 @@ def test_light_modules_import_no_heavy_library(module: str) -> None:
 
 
 def test_the_dlm_sway_hook_imports_only_the_standard_library() -> None:
-    """It runs at every start of an opted-in Python: no swayscope module, no third-party one."""
+    """It runs at every start of an opted-in Python: the standard library and, of swayscope,
+    only the package, its errors and the hook's own modules."""
     code = (
         "import sys; before = set(sys.modules)\n"
         "import swayscope.integrations.dlm_sway.hook\n"

@@ -338,19 +338,26 @@ def convert(
     """Print the swayscope spec equivalent to a dlm-sway suite, what differs as comments."""
 
     def go() -> int:
+        from swayscope.errors import OutputPathError
         from swayscope.integrations.dlm_sway.suite_format import DLM_SWAY, render_spec
-        from swayscope.suite.result import write_text_atomic
+        from swayscope.suite.outputs import check_outputs, write_text_atomic
         from swayscope.suite.spec import load_suite
 
+        check_outputs({"--output": output})
         text = render_spec(
             load_suite(spec, formats=(DLM_SWAY,)),
             relative_to=output.parent if output is not None else None,
         )
         if output is None:
             typer.echo(text, nl=False)
-        else:
+            return 0
+        try:
             write_text_atomic(output, text)
-            typer.echo(f"swayscope spec: {output}", err=True)
+        except OSError as exc:
+            raise OutputPathError(
+                f"could not write --output {str(output)!r}: {exc.strerror or exc}"
+            ) from None
+        typer.echo(f"swayscope spec: {output}", err=True)
         return 0
 
     _guarded(go)

@@ -32,7 +32,7 @@ DLM_SWAY_CACHE_MAXSIZE = 256
 
 class BackendInstrumentation(_V0Instrumentation):
     """swayscope's instrumentation, built the way dlm-sway builds its own, wired to the
-    session: its exporters, its run id and its prompt-capture setting."""
+    session: its exporters, its run id, its prompt-capture setting and prompt-hash key."""
 
     def __init__(
         self,
@@ -43,6 +43,7 @@ class BackendInstrumentation(_V0Instrumentation):
     ) -> None:
         current = session()
         kwargs.setdefault("capture_prompts", current.settings.capture_prompts)
+        kwargs.setdefault("prompt_hash_key", current.settings.prompt_hash_key)
         kwargs.setdefault("run_id", current.run_id)
         exporters = [*kwargs.pop("exporters", ()), *current.exporters()]
         super().__init__(
