@@ -20,6 +20,7 @@ from typing import Any
 
 from swayscope import __version__
 from swayscope.instrumentation.core import BackendInstrumentation
+from swayscope.instrumentation.redaction import redact_texts
 from swayscope.instrumentation.vocabulary import PROBE_STATUSES, ProbeStatus
 
 _STATUS: dict[str, ProbeStatus] = {s: s for s in PROBE_STATUSES}
@@ -36,6 +37,15 @@ def _finite(value: object) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
+
+
+def _error_message(inst: BackendInstrumentation, spec: Any, result: Any) -> str:
+    """dlm-sway's message for an error verdict, its prompts replaced by their hashes."""
+    message = inst.redact(str(getattr(result, "message", "") or ""))
+    if inst.capture_prompts:
+        return message
+    prompts = [p for p in getattr(spec, "prompts", None) or () if isinstance(p, str)]
+    return redact_texts(message, prompts, inst.hash_prompt)
 
 
 class ObservedProbe:
@@ -60,7 +70,7 @@ class ObservedProbe:
             handle.verdict = verdict
             handle.score = _finite(getattr(result, "score", None))
             if handle.status == "error":
-                handle.error = str(getattr(result, "message", "") or "") or None
+                handle.error = _error_message(inst, spec, result) or None
         return result
 
 
