@@ -180,6 +180,23 @@ def test_opt_in_gives_swayscope_instrumentation_scopes_and_sways_exit_code(
     assert {s.attributes["swayscope.run_id"] for s in (run, *probes.values())} == {run_id}
 
 
+def test_the_otel_variables_reach_sway_as_they_reach_swayscope_run(
+    tmp_path: Path, stand_in: Path, rotel_agent: RotelAgent
+) -> None:
+    env = {**subprocess_env(tmp_path), "OTEL_EXPORTER_OTLP_ENDPOINT": rotel_agent.http_endpoint}
+    out = subprocess.run(
+        swayscope_cmd("sway", "--sway", str(stand_in), "--"), capture_output=True, text=True,
+        timeout=120, env=env, cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"spans {rotel_agent.http_endpoint}/v1/traces" in out.stderr
+
+    def runs() -> int:
+        return sum(s.name == "swayscope.run" for s in rotel_agent.spans())
+
+    assert wait_for(runs, 20.0) == 1, rotel_agent.process.output()[-2000:]
+
+
 def test_a_port_in_use_stops_sway_before_its_model_loads(tmp_path: Path, stand_in: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
