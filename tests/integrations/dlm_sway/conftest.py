@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from dlm_sway_testing import subprocess_env, swayscope_cmd, write_sway_suite
+from dlm_sway_testing import dlm_sway_venv, subprocess_env, swayscope_cmd, write_sway_suite
 
 if TYPE_CHECKING:
     from swayscope.backends.tiny import TinyModelPaths
@@ -30,6 +30,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModelPaths:
 
     root: Path = tmp_path_factory.mktemp("tiny-model")
     return build_tiny(root, seed=0)
+
+
+@pytest.fixture(scope="session")
+def sway_venv() -> Path:
+    """dlm-sway's venv; skips (locally) or fails (CI) without one. Ask for it first, so a
+    test that needs dlm-sway skips before anything else is set up."""
+    return dlm_sway_venv()
 
 
 @pytest.fixture(scope="session")

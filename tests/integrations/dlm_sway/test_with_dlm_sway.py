@@ -17,7 +17,6 @@ from dlm_sway_testing import (
     SWAYSCOPE_KINDS,
     VERDICTS,
     dlm_sway_sdist_tests,
-    dlm_sway_venv,
     subprocess_env,
     swayscope_cmd,
 )
@@ -34,8 +33,10 @@ SWAY_INSTRUMENTATION_TESTS = (
 SWAY_INSTRUMENTATION_TEST_COUNT = 21
 
 
-def test_dlm_sways_own_instrumentation_tests_pass_against_swayscope(tmp_path: Path) -> None:
-    venv = dlm_sway_venv()
+def test_dlm_sways_own_instrumentation_tests_pass_against_swayscope(
+    sway_venv: Path, tmp_path: Path
+) -> None:
+    venv = sway_venv
     tests = dlm_sway_sdist_tests(venv)
     hook = tmp_path / "hook"
     hook.mkdir()
@@ -75,13 +76,13 @@ def _samples(body: str) -> list[tuple[str, dict[str, str], float]]:
 
 
 def test_sway_run_opted_in_exports_spans_metrics_and_jsonl(
+    sway_venv: Path,
     tmp_path: Path,
     sway_suite: Path,
     swayscope_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
     rotel_agent: RotelAgent,
 ) -> None:
-    venv = dlm_sway_venv()
-    spec = sway_suite
+    venv, spec = sway_venv, sway_suite
     port = free_port()
     trace, sway_trace, result = tmp_path / "t.jsonl", tmp_path / "sway.jsonl", tmp_path / "r.json"
     cmd = swayscope_cmd(
