@@ -55,6 +55,21 @@ def test_calibrates_later_probes() -> None:
     json.dumps(r.to_dict(), allow_nan=False)
 
 
+def test_null_adapters_that_change_nothing_warn() -> None:
+    """An adapter with lora_B = 0 has null adapters of size zero: every statistic is the
+    same under each, so there is no noise floor; that is a warning, not a calibration."""
+    probes: list[Probe] = [
+        NullAdapterProbe(NullAdapterSpec()),
+        DeltaKLProbe(DeltaKLSpec()),
+        PerplexityShiftProbe(PerplexityShiftSpec()),
+    ]
+    (r, kl, ppl), ctx = run_probes(DummyBackend(null_strength=0.0), probes)
+    assert r.verdict == "warn"
+    assert "change nothing" in r.message and "delta_kl, perplexity_shift" in r.message
+    assert {c.std for c in ctx.calibration.values()} == {0.0}
+    assert kl.z_score is None and ppl.z_score is None
+
+
 def test_seed_override_and_determinism() -> None:
     def calibrate(spec: NullAdapterSpec, seed: int) -> list[float]:
         _, ctx = run_probes(

@@ -83,6 +83,27 @@ def test_statistic_and_z() -> None:
     assert r2.verdict == "warn"  # min_z set and not reached
 
 
+def test_no_more_than_random_adapters_only_warns_by_default() -> None:
+    """Calibrated, the default asks z ≥ 3 as delta_kl does: a random adapter that moves the
+    text's likelihood as much as other random adapters do is not a finding."""
+    backend = DummyBackend()
+    probe = PerplexityShiftProbe(PerplexityShiftSpec())
+    assert probe.spec.min_z == 3.0
+    ctx = ProbeContext(backend=backend)
+    stat = probe.statistic(ctx, backend.ft)
+    assert stat is not None
+    ctx.calibration["perplexity_shift"] = Calibration(mean=stat, std=stat, samples=[0.0, stat])
+    r = probe.run(ctx)
+    assert r.z_score == pytest.approx(0.0, abs=1e-9)
+    assert r.verdict == "warn" and "(< 3)" in r.message
+    ctx.calibration["perplexity_shift"] = Calibration(mean=0.0, std=stat / 10, samples=[0.0])
+    far = probe.run(ctx)
+    assert far.verdict == "pass" and "(≥ 3)" in far.message
+    shown_only = PerplexityShiftProbe(PerplexityShiftSpec(min_z=None))
+    ctx.calibration["perplexity_shift"] = Calibration(mean=stat, std=stat, samples=[0.0, stat])
+    assert shown_only.run(ctx).verdict == "pass"
+
+
 @pytest.mark.parametrize(
     ("fields", "needle"),
     [

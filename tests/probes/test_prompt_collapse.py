@@ -83,6 +83,24 @@ def test_no_adapter_fails() -> None:
     assert r.score is None
 
 
+def test_an_effect_below_threshold_only_warns() -> None:
+    """A random adapter's tiny effect "surviving" context is no finding (the SmolLM2 demo's
+    random control): below delta_kl's threshold the verdict is warn, whatever the retention."""
+    weak = DummyBackend(adapter_strength=0.1)
+    r = PromptCollapseProbe(PromptCollapseSpec()).run(ProbeContext(backend=weak))
+    assert r.verdict == "warn"
+    assert "too small an effect" in r.message
+    assert r.evidence["threshold"] == 0.005
+    assert 0 < r.evidence["divergence_by_context"][0] < 0.005
+    assert r.score is not None and r.score > 0.5  # it does survive; it is just too small
+    lowered = PromptCollapseSpec(threshold=0.0)
+    assert PromptCollapseProbe(lowered).run(ProbeContext(backend=weak)).verdict == "pass"
+    kl = PromptCollapseProbe(PromptCollapseSpec(divergence="kl")).run(
+        ProbeContext(backend=DummyBackend())
+    )
+    assert kl.evidence["threshold"] == 0.02
+
+
 def test_two_batched_calls_and_length_0_shared_with_delta_kl() -> None:
     backend = DummyBackend()
     ctx = ProbeContext(backend=backend)

@@ -14,9 +14,11 @@ the probes that come after it.
 **score**: the number of later probes calibrated.
 
 **verdict**: ``pass`` when at least one later probe was calibrated and none
-raised; ``warn`` when some were calibrated and some raised; ``error`` when every
-calibratable probe raised; ``skip`` when no later probe has a calibratable
-statistic (or there is no later probe).
+raised; ``warn`` when some were calibrated and some raised, or when every
+calibrated statistic has zero spread (the null adapters all change nothing,
+as for an adapter whose ``lora_B`` is zero: there is no noise floor and no
+z-score); ``error`` when every calibratable probe raised; ``skip`` when no
+later probe has a calibratable statistic (or there is no later probe).
 """
 
 from __future__ import annotations
@@ -129,6 +131,14 @@ class NullAdapterProbe(Probe):
         verdict: Verdict
         if not ctx.later_probes:
             verdict, message = "skip", "no later probe to calibrate"
+        elif calibrated and not errors and all(
+            ctx.calibration[label].std == 0.0 for label in calibrated
+        ):
+            verdict = "warn"
+            message = (
+                f"{spec.n} null adapters of this adapter's size change nothing (zero spread "
+                f"for {', '.join(calibrated)}): no noise floor, no z-scores"
+            )
         elif calibrated and not errors:
             verdict = "pass"
             message = (

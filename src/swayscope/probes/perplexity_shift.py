@@ -13,9 +13,10 @@ fine-tune, or of forgetting). Positive: *more* likely (lower perplexity).
 
 **score**: the signed shift, nats per token.
 
-**verdict**: ``pass`` when ``|shift|`` ≥ ``threshold`` (and, if ``min_z`` is set and a
-``null_adapter`` calibrated this probe, ``z`` ≥ ``min_z``); ``warn`` otherwise:
-the adapter barely changes how the model reads generic text. The null-adapter
+**verdict**: ``pass`` when ``|shift|`` ≥ ``threshold`` and, when a ``null_adapter``
+calibrated this probe and ``min_z`` is set (3 by default, as for ``delta_kl``),
+``z`` ≥ ``min_z``; ``warn`` otherwise: the adapter barely changes how the model
+reads the text, or changes it no more than a random adapter of its size does. The null-adapter
 statistic is ``|shift|`` against the null view, so ``z`` says whether the real
 adapter moves generic-text likelihood more than a random one of the same size.
 """
@@ -77,8 +78,8 @@ class PerplexityShiftSpec(ProbeSpec):
     """Sentences are joined until a chunk has at least this many characters."""
     threshold: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.01
     """Minimum |shift| in nats per token to pass."""
-    min_z: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
-    """If set and calibrated, also require z ≥ min_z to pass."""
+    min_z: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = 3.0
+    """When calibrated, also require z ≥ min_z to pass (None: the z-score is only shown)."""
     n_boot: Annotated[int, Field(ge=0, le=100_000)] = 1000
 
     @field_validator("text")
@@ -165,6 +166,8 @@ class PerplexityShiftProbe(Probe):
         )
         if z is not None:
             message += f"; z = {z:.3g} vs null adapters"
+            if spec.min_z is not None:
+                message += f" ({'≥' if z_ok else '<'} {spec.min_z:g})"
         evidence: dict[str, object] = {
             "unit": "nats/token",
             "shift": shift,

@@ -21,9 +21,11 @@ token counts (``half_life_unit`` says which).
 is ≈ 0.
 
 **verdict**: ``fail`` when the divergence at length 0 is ≈ 0 (≤ 1e-9 nats);
-``warn`` when the half-life is below ``min_half_life`` (the effect collapses
-quickly) or the retention is below ``min_retention`` (the effect is all but
-gone at the longest context, however slowly it got there); ``pass`` otherwise
+``warn`` when it is below ``threshold`` (the same default as ``delta_kl``: an
+effect too small to count is too small to say it survives), when the half-life
+is below ``min_half_life`` (the effect collapses quickly) or the retention is
+below ``min_retention`` (the effect is all but gone at the longest context,
+however slowly it got there); ``pass`` otherwise
 (including no half-life within the sweep). The half-life is only as fine as the
 sweep: linear interpolation between two lengths overestimates a fast,
 exponential-looking decay, which is what ``min_retention`` catches.
@@ -45,6 +47,7 @@ from swayscope.probes.defaults import (
     check_prompts,
     context_words,
 )
+from swayscope.probes.delta_kl import DEFAULT_THRESHOLDS
 from swayscope.probes.divergence import (
     ZERO_DIVERGENCE,
     DivergenceKind,
@@ -67,6 +70,9 @@ class PromptCollapseSpec(ProbeSpec):
     separator: str = "\n\n"
     """Put between the context and the prompt."""
     divergence: DivergenceKind = "js"
+    threshold: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    """Divergence on the bare prompts below which the verdict is at most ``warn``;
+    default as delta_kl (JS 0.005, KL 0.02 nats)."""
     min_half_life: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 32.0
     """A half-life (tokens, or words without token counts) below this gives ``warn``."""
     min_retention: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
@@ -76,6 +82,10 @@ class PromptCollapseSpec(ProbeSpec):
     @classmethod
     def _prompts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return check_prompts(v)
+
+    @property
+    def effective_threshold(self) -> float:
+        return self.threshold if self.threshold is not None else DEFAULT_THRESHOLDS[self.divergence]
 
     @field_validator("context_words")
     @classmethod
@@ -154,6 +164,13 @@ class PromptCollapseProbe(Probe):
         if zero:
             verdict = "fail"
             message = f"divergence on the bare prompts is {d0:.3g} nats: no effect to collapse"
+        elif d0 < spec.effective_threshold:
+            verdict = "warn"
+            message = (
+                f"divergence on the bare prompts {d0:.4g} nats < threshold "
+                f"{spec.effective_threshold:g}: too small an effect to say whether it survives "
+                f"context; retention {retention:.3g}"
+            )
         elif hl is not None and hl < spec.min_half_life:
             verdict = "warn"
             message = (
@@ -190,6 +207,7 @@ class PromptCollapseProbe(Probe):
                 "half_life_tokens": finite(hl) if unit == "tokens" else None,
                 "half_life_words": finite(hl_words),
                 "retention": finite(retention),
+                "threshold": spec.effective_threshold,
                 "min_half_life": spec.min_half_life,
                 "min_retention": spec.min_retention,
                 "n_prompts": n_p,
