@@ -119,8 +119,8 @@ def layer(module: str) -> int:
         return 5
     if module.startswith("swayscope.probes"):
         return 4
-    if module.startswith("swayscope.backends"):
-        return 3
+    if module.startswith(("swayscope.backends", "swayscope.training")):
+        return 3  # training builds adapters over backends' model folders; core never sees it
     if module in CORE:
         return 1
     if module.startswith("swayscope.instrumentation"):

@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from swayscope.errors import ConfigError, ModelLoadError
+from swayscope.training.loop import train_steps
+from swayscope.training.lora import offline_and_quiet, seeded_threads, text_token_ids, train_lora
+from swayscope.training.plan import LoraShape, TrainingPlan
 
 #: Bump when what build_tiny writes changes, so stale folders are rebuilt.
 TINY_FORMAT = 2
@@ -61,6 +63,7 @@ ADAPTER_LR = 3e-3
 BATCH = 16
 WINDOW = 64
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
+TINY_LORA_SHAPE = LoraShape(rank=LORA_RANK, alpha=LORA_ALPHA, targets=LORA_TARGETS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,40 +147,23 @@ def build_tiny(path: Path | str, seed: int = 0) -> TinyModelPaths:
 @contextmanager
 def _quiet_build(seed: int) -> Iterator[None]:
     """Seeded, single-threaded (deterministic), offline and quiet; all restored after."""
-    import torch
-    from transformers.utils import logging
-
-    hf_logging: Any = logging  # untyped functions
-
-    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    threads = torch.get_num_threads()
-    progress = hf_logging.is_progress_bar_enabled()
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    hf_logging.disable_progress_bar()
-    try:
-        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.manual_seed(seed)
-            torch.set_num_threads(1)
-            yield
-    finally:
-        torch.set_num_threads(threads)
-        if progress:
-            hf_logging.enable_progress_bar()
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with offline_and_quiet(), seeded_threads(seed, threads=1):
+        yield
 
 
 def _token_tensor(tokenizer: Any, name: str) -> Any:
     """A packaged text as one long tensor of token ids (no BOS, no length warning)."""
-    import torch
+    return text_token_ids(tokenizer, package_text(name))
 
-    ids = tokenizer.backend_tokenizer.encode(package_text(name), add_special_tokens=False).ids
-    return torch.tensor(ids, dtype=torch.long)
+
+def tiny_adapter_plan(seed: int = 0, *, steps: int = ADAPTER_STEPS,
+                      save_at: tuple[int, ...] = ()) -> TrainingPlan:
+    """How the tiny adapter is trained on ``finetune.txt`` (``steps`` and ``save_at`` let a
+    caller train checkpoints of it: see :func:`swayscope.training.lora.train_lora`)."""
+    return TrainingPlan(
+        steps=steps, lr=ADAPTER_LR, batch_size=BATCH, window=WINDOW, seed=seed,
+        save_at=save_at, threads=1,
+    )
 
 
 def train_tokenizer(out_dir: Path) -> Any:
@@ -213,28 +199,9 @@ def train_tokenizer(out_dir: Path) -> Any:
     return fast
 
 
-def _train(model: Any, params: list[Any], ids: Any, steps: int, lr: float, seed: int) -> None:
-    """A few AdamW steps of next-token loss on random windows of ``ids``."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    window = min(WINDOW, int(ids.numel()) - 1)
-    model.train()
-    for _ in range(steps):
-        starts = torch.randint(0, int(ids.numel()) - window, (BATCH,), generator=gen)
-        batch = torch.stack([ids[s : s + window] for s in starts.tolist()])
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    model.eval()
-
-
 def _build_into(staging: Path, seed: int) -> None:
     try:
         import torch
-        from peft import LoraConfig, get_peft_model
         from transformers import LlamaConfig, LlamaForCausalLM
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ModelLoadError(
@@ -264,25 +231,16 @@ def _build_into(staging: Path, seed: int) -> None:
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
         corpus = _token_tensor(tokenizer, "corpus.txt")
-        _train(model, list(model.parameters()), corpus, BASE_STEPS, BASE_LR, seed)
-        model.save_pretrained(str(base_dir), safe_serialization=True)
-
-        lora = LoraConfig(
-            r=LORA_RANK,
-            lora_alpha=LORA_ALPHA,
-            target_modules=list(LORA_TARGETS),
-            lora_dropout=0.0,
-            bias="none",
-            task_type="CAUSAL_LM",
+        train_steps(
+            model, list(model.parameters()), corpus,
+            steps=BASE_STEPS, lr=BASE_LR, batch_size=BATCH, window=WINDOW, seed=seed,
         )
-        torch.manual_seed(seed + 1)
-        peft_model = get_peft_model(model, lora)
-        finetune = _token_tensor(tokenizer, "finetune.txt")
-        trainable = [p for p in peft_model.parameters() if p.requires_grad]
-        _train(peft_model, trainable, finetune, ADAPTER_STEPS, ADAPTER_LR, seed + 1)
-        peft_model.save_pretrained(str(adapter_dir), safe_serialization=True)
-        _pin_adapter_config(adapter_dir)
-        (adapter_dir / "README.md").unlink(missing_ok=True)
+        model.save_pretrained(str(base_dir), safe_serialization=True)
+    trained = train_lora(
+        base_dir, package_text("finetune.txt"), staging / "adapter-checkpoints",
+        shape=TINY_LORA_SHAPE, plan=tiny_adapter_plan(seed),
+    )
+    os.replace(trained.final, adapter_dir)
 
 
 def _pin_tokenizer_class(base_dir: Path) -> None:
@@ -293,23 +251,15 @@ def _pin_tokenizer_class(base_dir: Path) -> None:
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _pin_adapter_config(adapter_dir: Path) -> None:
-    """Drop the build's temporary base path from the adapter config (it must not leak)."""
-    cfg_path = adapter_dir / "adapter_config.json"
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    cfg["base_model_name_or_path"] = BASE_DIRNAME
-    if isinstance(cfg.get("target_modules"), list):
-        cfg["target_modules"] = sorted(cfg["target_modules"])  # peft writes set order
-    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 __all__ = [
     "ADAPTER_DIRNAME",
     "BASE_DIRNAME",
     "MARKER",
     "TINY_FORMAT",
+    "TINY_LORA_SHAPE",
     "TinyModelPaths",
     "build_tiny",
     "package_text",
+    "tiny_adapter_plan",
     "train_tokenizer",
 ]
