@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from swayscope.backends.tiny import TINY_LORA_SHAPE, build_tiny
 from swayscope.cli import app
 from swayscope.suite import demo
 from swayscope.training.plan import TrainingPlan
+from swayscope.training.trio import MARKER, TRIO_NAMES
 
 #: The smollm2 recipe on the tiny model: Shakespeare, a trained, a no-op and a random LoRA.
 TINY_TRIO = demo.TrioDemo(
@@ -82,9 +84,16 @@ def test_tiny_variant_of_the_smollm2_demo(tmp_path: Path, monkeypatch: pytest.Mo
     run_ids = {json.loads(line)["run_id"] for line in trace.read_text().splitlines()}
     assert len(run_ids) == 3  # one run per adapter, all in one trace file
 
-    again, _ = run_demo(tmp_path, TINY_TRIO.name)
-    assert again.exit_code == 0, again.output
-    assert "cached in" in again.output
+    # A second demo reuses the base model and the adapters: no training, nothing rewritten.
+    marker = tmp_path / TINY_TRIO.name / "adapters" / MARKER
+    before = marker.stat().st_mtime_ns
+    started = time.perf_counter()
+    again = demo.prepare_trio_demo(TINY_TRIO, tmp_path, live=False)
+    assert time.perf_counter() - started < 5
+    assert marker.stat().st_mtime_ns == before
+    assert again.trio.adapters() == {
+        name: tmp_path / TINY_TRIO.name / "adapters" / name for name in TRIO_NAMES
+    }
 
 
 def test_unknown_demo_model_is_refused(tmp_path: Path) -> None:

@@ -150,15 +150,6 @@ def render_comparison(results: Mapping[str, SuiteResult]) -> None:
     console.print(table)
 
 
-def render_comparison_markdown(results: Mapping[str, SuiteResult]) -> str:
-    """:func:`render_comparison` as a markdown table."""
-    labels = list(results)
-    out = ["| probe | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
-    for name, cells in _comparison_rows(results):
-        out.append(f"| {name} | " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(out) + "\n"
-
-
 def render_json(result: SuiteResult) -> str:
     return result.to_json()
 
@@ -166,7 +157,6 @@ def render_json(result: SuiteResult) -> str:
 __all__ = [
     "footer_lines",
     "render_comparison",
-    "render_comparison_markdown",
     "render_json",
     "render_markdown",
     "render_terminal",
