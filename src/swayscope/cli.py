@@ -192,7 +192,10 @@ def _execute(
             telemetry.shutdown()
         raise
     try:
-        result = run_suite(loaded, backend, telemetry=telemetry.info())
+        result = run_suite(
+            loaded, backend, telemetry=telemetry.info(),
+            finish_telemetry=lambda: telemetry.finish(inst.health),
+        )
         code = _save_and_report(result, json_out, markdown_out)
     except BaseException:
         inst.close()
