@@ -52,7 +52,9 @@ TELEMETRY_FLAGS: dict[str, tuple[str, Any, str]] = {
         "--metrics-address", str | None, "Address for the metrics endpoint [127.0.0.1].",
     ),
     "metrics_linger_s": (
-        "--metrics-linger", float | None, "Keep the metrics endpoint up N seconds after the run.",
+        "--metrics-linger", float | None,
+        "After the run, also wait up to N seconds for a scraper not seen yet (the endpoint "
+        "always waits for the scrapers that were scraping to get the final values).",
     ),
     "metrics_wait_s": (
         "--metrics-wait", float | None,

@@ -4,7 +4,10 @@ Each scraper (client address and User-Agent: a Prometheus, a second Prometheus o
 another host, a curl loop) is remembered with its cadence. When the run ends, the
 exporter waits until every scraper that was scraping has scraped the final values,
 so that each one's last sample is the run's final state; a scraper that does not
-come back within twice its interval is not waited for longer.
+come back within twice its interval is not waited for longer. A Prometheus (it sends
+its scrape timeout with each scrape) seen only once has an interval longer than it
+has been scraping: it is waited for until its first scrape plus
+:data:`FINAL_SCRAPE_WAIT_MAX_S`. Anything else seen once (a curl) is not waited for.
 """
 
 from __future__ import annotations
@@ -32,6 +35,16 @@ _WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 class _Scraper:
     last_start: float
     interval: float | None = None
+    #: It sent a scrape timeout (Prometheus does): it scrapes periodically.
+    periodic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Scrape:
+    who: str
+    generation: int
+    started: float
+    timeout_s: float | None
 
 
 class Scrapers:
@@ -45,24 +58,27 @@ class Scrapers:
         self._final_at: float | None = None
         self._saw_final: set[str] = set()
 
-    def scrape_started(self, who: str) -> tuple[str, int, float]:
-        """Called as a scrape begins; returns what :meth:`scrape_done` needs."""
+    def scrape_started(self, who: str, timeout_s: float | None = None) -> _Scrape:
+        """Called as a scrape begins; ``timeout_s`` is the scraper's own limit, if it said."""
         now = time.monotonic()
         with self._cond:
             known = self._scrapers.get(who)
             if known is None:
-                self._scrapers[who] = _Scraper(now)
+                self._scrapers[who] = _Scraper(now, periodic=timeout_s is not None)
             else:
                 known.interval = now - known.last_start
                 known.last_start = now
-            return who, self._generation, now
+            return _Scrape(who, self._generation, now, timeout_s)
 
-    def scrape_done(self, token: tuple[str, int, float]) -> None:
-        who, generation, started = token
+    def scrape_done(self, scrape: _Scrape) -> None:
+        """A scrape was answered. One that took longer than the scraper's timeout was
+        discarded by it: it does not count as having seen the final values."""
+        done = time.monotonic()
         with self._cond:
-            self._scraped_generation = max(self._scraped_generation, generation)
-            if self._final_at is not None and started >= self._final_at:
-                self._saw_final.add(who)
+            self._scraped_generation = max(self._scraped_generation, scrape.generation)
+            in_time = scrape.timeout_s is None or done - scrape.started <= scrape.timeout_s
+            if self._final_at is not None and scrape.started >= self._final_at and in_time:
+                self._saw_final.add(scrape.who)
             self._cond.notify_all()
 
     def wait_for_next(self, timeout_s: float) -> bool:
@@ -82,9 +98,9 @@ class Scrapers:
             now = time.monotonic()
             self._final_at = now
             deadlines = {
-                who: now + min(2 * s.interval + _SLACK_S, FINAL_SCRAPE_WAIT_MAX_S)
+                who: deadline
                 for who, s in self._scrapers.items()
-                if s.interval is not None and now - s.last_start <= 3 * s.interval + _SLACK_S
+                if (deadline := _deadline(s, now)) is not None
             }
             linger_until = now + linger_s if linger_s > 0 else None
 
@@ -102,6 +118,26 @@ class Scrapers:
                 self._cond.wait(min(left) - at)
             seen = all(who in self._saw_final for who in deadlines)
             return seen and (linger_until is None or bool(self._saw_final))
+
+
+def _deadline(scraper: _Scraper, now: float) -> float | None:
+    """Until when to wait for ``scraper``'s scrape of the final values; None: not at all."""
+    if scraper.interval is None:
+        if not scraper.periodic:
+            return None
+        deadline = scraper.last_start + FINAL_SCRAPE_WAIT_MAX_S + _SLACK_S
+        return deadline if deadline > now else None
+    if now - scraper.last_start > 3 * scraper.interval + _SLACK_S:
+        return None  # it stopped scraping before the run ended
+    return now + min(2 * scraper.interval + _SLACK_S, FINAL_SCRAPE_WAIT_MAX_S)
+
+
+def _timeout(environ: dict[str, Any]) -> float | None:
+    """The scrape timeout Prometheus sends with each scrape, if any."""
+    try:
+        return float(environ["HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"])
+    except (KeyError, ValueError):
+        return None
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -122,11 +158,11 @@ def serve(
         if environ.get("PATH_INFO") == "/favicon.ico":
             return metrics(environ, start_response)  # type: ignore[no-any-return]
         who = f"{environ.get('REMOTE_ADDR', '?')} {environ.get('HTTP_USER_AGENT', '')}"
-        token = scrapers.scrape_started(who)
+        scrape = scrapers.scrape_started(who, _timeout(environ))
         try:
             return metrics(environ, start_response)  # type: ignore[no-any-return]
         finally:
-            scrapers.scrape_done(token)
+            scrapers.scrape_done(scrape)
 
     family, _, _, _, sockaddr = socket.getaddrinfo(
         address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
