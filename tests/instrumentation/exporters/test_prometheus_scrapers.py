@@ -137,3 +137,24 @@ def test_a_prometheus_seen_once_is_waited_for_a_curl_seen_once_is_not() -> None:
     assert scrapers.wait_for_final(0.0)
     assert 0.4 < time.monotonic() - t0 < 2.0
     thread.join(5)
+
+
+def test_a_scrape_not_delivered_whole_does_not_count() -> None:
+    """The client went away mid-response: it does not have the final values."""
+    scrapers = Scrapers()
+    for _ in range(2):
+        scrapers.scrape_done(scrapers.scrape_started("prom", None))
+        time.sleep(0.1)
+
+    def final_scrapes() -> None:
+        time.sleep(0.05)
+        scrapers.scrape_done(scrapers.scrape_started("prom", None), delivered=False)
+        time.sleep(0.2)
+        scrapers.scrape_done(scrapers.scrape_started("prom", None))
+
+    thread = threading.Thread(target=final_scrapes)
+    thread.start()
+    t0 = time.monotonic()
+    assert scrapers.wait_for_final(0.0)
+    assert time.monotonic() - t0 > 0.2
+    thread.join(5)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -70,14 +70,16 @@ class Scrapers:
                 known.last_start = now
             return _Scrape(who, self._generation, now, timeout_s)
 
-    def scrape_done(self, scrape: _Scrape) -> None:
-        """A scrape was answered. One that took longer than the scraper's timeout was
-        discarded by it: it does not count as having seen the final values."""
+    def scrape_done(self, scrape: _Scrape, delivered: bool = True) -> None:
+        """A scrape was answered (``delivered``: all of it was written). One that took
+        longer than the scraper's timeout was discarded by it: like one that was not
+        delivered, it does not count as having seen the final values."""
         done = time.monotonic()
         with self._cond:
             self._scraped_generation = max(self._scraped_generation, scrape.generation)
             in_time = scrape.timeout_s is None or done - scrape.started <= scrape.timeout_s
-            if self._final_at is not None and scrape.started >= self._final_at and in_time:
+            seen = delivered and in_time
+            if self._final_at is not None and scrape.started >= self._final_at and seen:
                 self._saw_final.add(scrape.who)
             self._cond.notify_all()
 
@@ -132,6 +134,25 @@ def _deadline(scraper: _Scraper, now: float) -> float | None:
     return now + min(2 * scraper.interval + _SLACK_S, FINAL_SCRAPE_WAIT_MAX_S)
 
 
+class _Sent:
+    """A response body whose ``close()`` — called by the WSGI server when the response is
+    over (PEP 3333) — reports the scrape done, and whether all of it was written (the
+    server writes each chunk before it asks for the next). Reporting it earlier would let
+    the run end, and the process exit, before the final values reach the scraper."""
+
+    def __init__(self, body: Iterable[bytes], sent: Callable[[bool], None]) -> None:
+        self._body = body
+        self._sent = sent
+        self._complete = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._body
+        self._complete = True
+
+    def close(self) -> None:
+        self._sent(self._complete)
+
+
 def _timeout(environ: dict[str, Any]) -> float | None:
     """The scrape timeout Prometheus sends with each scrape, if any."""
     try:
@@ -160,9 +181,11 @@ def serve(
         who = f"{environ.get('REMOTE_ADDR', '?')} {environ.get('HTTP_USER_AGENT', '')}"
         scrape = scrapers.scrape_started(who, _timeout(environ))
         try:
-            return metrics(environ, start_response)  # type: ignore[no-any-return]
-        finally:
-            scrapers.scrape_done(scrape)
+            body: Iterable[bytes] = metrics(environ, start_response)
+        except BaseException:
+            scrapers.scrape_done(scrape, delivered=False)
+            raise
+        return _Sent(body, lambda delivered: scrapers.scrape_done(scrape, delivered))
 
     family, _, _, _, sockaddr = socket.getaddrinfo(
         address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
