@@ -1,10 +1,11 @@
 """Live: the final values of a run reach every scraper, not only the first one.
 
-A ``swayscope run`` (dummy backend, a few seconds, spans sent to a dead collector)
-serves its metrics to a real Prometheus (1 s interval) and to a second scraper hitting
-/metrics in a loop (a curl, a second Prometheus). At the end of the run the endpoint
-stays up until both have scraped the final values; Prometheus' last samples then equal
-the result JSON's totals, the spans dropped at the final flush included.
+A ``swayscope run`` (dummy backend, a few seconds; spans sent to a dead collector,
+pushes to a dead Pushgateway) serves its metrics to a real Prometheus (1 s interval)
+and to a second scraper hitting /metrics in a loop (a curl, a second Prometheus). At
+the end of the run the endpoint stays up until both have scraped the final values;
+Prometheus' last samples then equal the result JSON's totals, the spans dropped at the
+final flush and the failed last push included.
 """
 
 from __future__ import annotations
@@ -59,14 +60,17 @@ def test_prometheus_and_a_second_scraper_both_get_the_final_values(tmp_path: Pat
     try:
         prometheus = srv.start_prometheus(procs, tmp_path, targets=[f"127.0.0.1:{port}"])
         result_path = tmp_path / "result.json"
-        with socket.socket() as s:
+        with socket.socket() as s, socket.socket() as s2:
             s.bind(("127.0.0.1", 0))
-            dead = s.getsockname()[1]  # closed again at once: nothing listens there
+            s2.bind(("127.0.0.1", 0))
+            # closed again at once: nothing listens there
+            dead, dead_gateway = s.getsockname()[1], s2.getsockname()[1]
         proc = procs.start(
             [sys.executable, "-m", "swayscope", "run", str(write_spec(tmp_path, latency=15)),
              "--metrics-port", str(port), "--metrics-linger", str(LINGER_S),
              "--metrics-wait", "30",
-             "--otlp-endpoint", f"http://127.0.0.1:{dead}", "--json", str(result_path)],
+             "--otlp-endpoint", f"http://127.0.0.1:{dead}",
+             "--pushgateway", f"http://127.0.0.1:{dead_gateway}", "--json", str(result_path)],
             tmp_path / "cli.log", env=cli_env(tmp_path), stdout=subprocess.PIPE,
         )
         # The run starts once Prometheus has scraped it (--metrics-wait); the loop joins then.
@@ -100,6 +104,9 @@ def test_prometheus_and_a_second_scraper_both_get_the_final_values(tmp_path: Pat
         # views, forward calls (at least one span each).
         assert totals["swayscope_spans_dropped_total"] > 1 + 5 + totals[
             "swayscope_forward_calls_total"]
+        # Every push failed, the last one (after the run) included.
+        pushes = data["telemetry"]["exporter_errors"]["pushgateway"]
+        assert pushes >= 2  # at least the push at the run's end and the final one
         # Every scrape of the loop during the linger saw the final state.
         during = [text for at, text in scrapes if at >= lingering_at]
         assert during, "the second scraper got nothing during the linger"
@@ -114,6 +121,9 @@ def test_prometheus_and_a_second_scraper_both_get_the_final_values(tmp_path: Pat
         assert last("swayscope_run_active") == 0, prometheus.query("up[1m]")
         for name, total in totals.items():
             assert last(name) == total, name
+        assert prometheus.scalar(
+            'last_over_time(swayscope_exporter_errors_total{exporter="pushgateway"}[1m])'
+        ) == pushes
     finally:
         stop.set()
         procs.stop_all()
