@@ -52,7 +52,9 @@ TELEMETRY_FLAGS: dict[str, tuple[str, Any, str]] = {
         "--metrics-address", str | None, "Address for the metrics endpoint [127.0.0.1].",
     ),
     "metrics_linger_s": (
-        "--metrics-linger", float | None, "Keep the metrics endpoint up N seconds after the run.",
+        "--metrics-linger", float | None,
+        "After the run, also wait up to N seconds for a scraper not seen yet (the endpoint "
+        "always waits for the scrapers that were scraping to get the final values).",
     ),
     "metrics_wait_s": (
         "--metrics-wait", float | None,
@@ -194,7 +196,10 @@ def _execute(
             telemetry.shutdown()
         raise
     try:
-        result = run_suite(loaded, backend, telemetry=telemetry.info())
+        result = run_suite(
+            loaded, backend, telemetry=telemetry.info(),
+            finish_telemetry=lambda: telemetry.finish(inst.health),
+        )
         code = _save_and_report(result, json_out, markdown_out)
         if on_result is not None:
             on_result(result)

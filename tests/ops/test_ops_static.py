@@ -69,11 +69,11 @@ GAUGES = {
     "swayscope_run_active",
     "swayscope_run_progress_ratio",
     "swayscope_run_start_time_seconds",
+    "swayscope_probe_duration_seconds",
 }
 HISTOGRAMS = {
     "swayscope_batch_size",
     "swayscope_forward_duration_seconds",
-    "swayscope_probe_duration_seconds",
 }
 CONTRACT = (
     COUNTERS
@@ -83,7 +83,7 @@ CONTRACT = (
 ALERTS = {
     "SwayscopeCacheHitRateDrop",
     "SwayscopeRunStalled",
-    "SwayscopeExporterErrors",
+    "SwayscopeTelemetryLoss",
     "SwayscopeForwardLatencyHigh",
 }
 
@@ -288,12 +288,14 @@ def test_row_contents() -> None:
             "swayscope_batch_size_count",
             "swayscope_forward_duration_seconds_bucket",
         ],
-        "Probes": [
-            "swayscope_probe_duration_seconds_sum",
-            "swayscope_probe_duration_seconds_count",
-            "swayscope_probes_total",
+        "Probes": ["swayscope_probe_duration_seconds{", "swayscope_probes_total"],
+        "Health": [
+            "swayscope_exporter_errors_total",
+            "swayscope_spans_dropped_total",
+            "up{",
+            "push_time_seconds{",
+            "swayscope:run_stall_reason{",
         ],
-        "Health": ["swayscope_exporter_errors_total", "swayscope_spans_dropped_total", "up{"],
     }
     for row_name, needles in wanted.items():
         for needle in needles:
@@ -458,10 +460,20 @@ def test_alerts_are_complete() -> None:
         url = annotations["runbook_url"]
         assert url.startswith("docs/runbook.md#"), url
         assert url.split("#", 1)[1] in anchors, f"{name}: no runbook section for {url}"
-    assert "offset 1h" in alerts["SwayscopeCacheHitRateDrop"]["expr"]
-    assert alerts["SwayscopeCacheHitRateDrop"]["for"] == "10m"
-    assert "swayscope_run_active" in alerts["SwayscopeRunStalled"]["expr"]
-    assert "[10m]" in alerts["SwayscopeRunStalled"]["expr"]
+    records = {r["record"]: r["expr"] for r in _rules() if "record" in r}
+    # The drop is measured against the run's own earlier level, never an hour-old one.
+    drop = alerts["SwayscopeCacheHitRateDrop"]["expr"]
+    assert "offset" not in drop and "swayscope:cache_hit_ratio:rate5m_in_run" in drop
+    in_run = records["swayscope:cache_hit_ratio:rate5m_in_run"]
+    assert "swayscope_run_active" in in_run and "run_start" in in_run
+    # Stalled: a hung call ([10m] without forward calls), a vanished process
+    # (last_over_time of run_active) and stopped pushes (push_time_seconds).
+    assert alerts["SwayscopeRunStalled"]["expr"].strip() == "swayscope:run_stall_reason > 0"
+    stall = records["swayscope:run_stall_reason"]
+    for needle in ("swayscope_run_active", "[10m]", "last_over_time", "push_time_seconds"):
+        assert needle in stall, needle
+    loss = alerts["SwayscopeTelemetryLoss"]["expr"]
+    assert "swayscope_exporter_errors_total" in loss and "swayscope_spans_dropped_total" in loss
 
 
 def test_rule_tests_cover_firing_and_quiet_cases() -> None:

@@ -124,3 +124,51 @@ def test_two_runs_on_one_instrumentation_log_each_progress_line_once(
     assert len([m for m in done if "started" in m]) == 2
     assert len([m for m in done if " in " in m and "started" not in m]) == 2
     assert inst.exporters == []
+
+
+def test_a_second_run_in_one_process_has_its_own_run_id_and_stats() -> None:
+    loaded = load_suite_text(SPEC, "t.yaml")
+    inst = BackendInstrumentation(cache_maxsize=4096)
+    backend = build_backend(loaded.spec.models, loaded.spec.defaults, inst)
+    first = run_suite(loaded, backend, live_progress=False)
+    second = run_suite(loaded, backend, live_progress=False)
+    assert first.run_id != second.run_id and second.run_id == inst.run_id
+    s1, s2 = first.backend_stats, second.backend_stats
+    # The cumulative BackendStats are both runs; each result is its own run.
+    for key in ("cache_hits", "cache_misses", "forward_calls", "n_tokens"):
+        assert s1[key] + s2[key] == getattr(inst.stats, key), key
+    # The second run finds every prompt cached: no model call, a hit rate of 1.
+    assert s2["forward_calls"] == 0 and s2["cache_misses"] == 0 and s2["hit_rate"] == 1.0
+    assert s2["max_batch_size"] == 0 < s1["max_batch_size"]
+    assert s1["hit_rate"] < 1.0
+
+
+def test_the_result_has_each_probes_cache_counts() -> None:
+    result, _, inst = _run()
+    by_probe = result.to_dict()["cache_by_probe"]
+    assert set(by_probe) == {p.name for p in result.probes}
+    assert sum(p["cache_hits"] for p in by_probe.values()) == inst.stats.cache_hits
+    assert sum(p["cache_misses"] for p in by_probe.values()) == inst.stats.cache_misses
+    assert sum(p["forward_calls"] for p in by_probe.values()) == inst.stats.forward_calls
+    for row in by_probe.values():
+        assert row["lookups"] == row["cache_hits"] + row["cache_misses"]
+        assert row["hit_rate"] == pytest.approx(row["cache_hits"] / row["lookups"])
+    # adapter_ablation reuses delta_kl's distributions: its ratio is above the suite's.
+    assert by_probe["adapter_ablation"]["hit_rate"] > result.backend_stats["hit_rate"]
+
+
+def test_losses_at_the_final_flush_are_in_the_result() -> None:
+    """The result's telemetry block is taken after ``finish_telemetry`` (the final span
+    flush and push), and counts this run's losses only."""
+    loaded = load_suite_text(SPEC, "t.yaml")
+    inst = BackendInstrumentation()
+    inst.health.record_spans_dropped(5)  # an earlier run's losses
+    backend = build_backend(loaded.spec.models, loaded.spec.defaults, inst)
+
+    def final_flush() -> None:
+        inst.health.record_spans_dropped(7)
+        inst.health.record_error("pushgateway", OSError("connection refused"))
+
+    result = run_suite(loaded, backend, live_progress=False, finish_telemetry=final_flush)
+    assert result.telemetry["spans_dropped"] == 7
+    assert result.telemetry["exporter_errors"] == {"pushgateway": 1}

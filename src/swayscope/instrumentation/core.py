@@ -78,12 +78,12 @@ class BackendInstrumentation:
         self._hasher = PromptHasher(prompt_hash_key)
         self.stats = BackendStats()
         self.health = TelemetryHealth()
-        self._scopes = Scopes(self, run_id or uuid.uuid4().hex[:16])
         self.capture_prompts = capture_prompts
         self.model_name = model_name
         self.model_id = model_id
         self._exporters = ExporterSet(self.health, exporters)
         self._recorder = CallRecorder(self, self._hasher)
+        self._scopes = Scopes(self, run_id or uuid.uuid4().hex[:16], self._recorder)
         self._inflight: dict[tuple[Any, ...], _Flight] = {}
         self._inflight_lock = threading.Lock()
         self._closed = False
@@ -150,7 +150,11 @@ class BackendInstrumentation:
         version: str = "",
         probes: Sequence[str] = (),
     ) -> AbstractContextManager[RunHandle]:
-        """Scope one suite run; events inside carry its ``run_id``. Flushes exporters at the end."""
+        """Scope one suite run; events inside carry its ``run_id``. Flushes exporters at the end.
+
+        Without ``run_id`` the first run keeps the instrumentation's id and every later run
+        gets a new one. The handle's ``stats`` are the run's own counters once it ended.
+        """
         return self._scopes.run(
             suite=suite, base_model=base_model, adapter=adapter, total_probes=total_probes,
             run_id=run_id, version=version, probes=probes,

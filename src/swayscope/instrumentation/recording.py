@@ -69,6 +69,19 @@ class CallRecorder:
         self._stats_lock = threading.Lock()
         self._lock = threading.Lock()
         self._failed_prompts: deque[str] = deque(maxlen=_FAILED_PROMPTS_KEPT)
+        self._run_start = BackendStats()
+        self._run_max_batch = 0
+
+    def start_run(self) -> None:
+        """A run starts: its own counters (:meth:`run_stats`) count from here."""
+        with self._stats_lock:
+            self._run_start = self._owner.stats.copy()
+            self._run_max_batch = 0
+
+    def run_stats(self) -> BackendStats:
+        """The counters since the current (or last) run started; ``stats`` counts every run."""
+        with self._stats_lock:
+            return self._owner.stats.since(self._run_start, max_batch_size=self._run_max_batch)
 
     def redact(self, message: str) -> str:
         """``message`` without the text of any prompt whose computation recently failed
@@ -169,6 +182,7 @@ class CallRecorder:
                     s.batches_sent += 1
                     s.batched_prompts += n
                     s.max_batch_size = max(s.max_batch_size, n)
+                    self._run_max_batch = max(self._run_max_batch, n)
             s.cache_evictions = owner.cache.evictions
         error = self._error_text(exc, prompts) if exc is not None else None
         batch_id = _new_batch_id()

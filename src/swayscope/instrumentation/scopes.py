@@ -1,12 +1,14 @@
 """Where events happen: the run, the probe and the view scopes of an instrumentation.
 
 A :class:`Scopes` keeps the current run id, run and probe, and turns entering and
-leaving a scope into events (:mod:`.events`) handed to its owner's exporters.
+leaving a scope into events (:mod:`.events`) handed to its owner's exporters. Every
+run has its own id and, once it ended, its own counters.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from swayscope.instrumentation.events import (
     ViewExited,
     view_kind_of,
 )
+from swayscope.instrumentation.stats import BackendStats
 from swayscope.instrumentation.vocabulary import PROBE_STATUSES, ProbeOutcome, ProbeStatus
 
 
@@ -38,6 +41,14 @@ class ScopeOwner(Protocol):
     def force_flush(self, timeout_s: float = 5.0) -> bool: ...
 
 
+class RunCounters(Protocol):
+    """Where a run's own counters come from (the owner's stats count every run)."""
+
+    def start_run(self) -> None: ...
+
+    def run_stats(self) -> BackendStats: ...
+
+
 @dataclass(slots=True)
 class ProbeHandle:
     """What ``with inst.probe(...) as p`` yields: the runner sets the outcome on it."""
@@ -52,21 +63,27 @@ class ProbeHandle:
 
 @dataclass(slots=True)
 class RunHandle:
-    """What ``with inst.run(...) as r`` yields; ``status`` may be set to ``interrupted``."""
+    """What ``with inst.run(...) as r`` yields; ``status`` may be set to ``interrupted``.
+
+    ``stats`` is set when the run ends: this run's counters.
+    """
 
     run_id: str
     status: str = "ok"
     probes_done: int = 0
     total_probes: int = 0
     start_ns: int = 0
+    stats: BackendStats | None = None
 
 
 class Scopes:
     """The run/probe/view context of one instrumentation; every event carries ``run_id``."""
 
-    def __init__(self, owner: ScopeOwner, run_id: str) -> None:
+    def __init__(self, owner: ScopeOwner, run_id: str, counters: RunCounters) -> None:
         self._owner = owner
+        self._counters = counters
         self.run_id = run_id
+        self._runs_started = 0
         self._current_probe: str | None = None
         self._run: RunHandle | None = None
 
@@ -90,9 +107,17 @@ class Scopes:
         version: str = "",
         probes: Sequence[str] = (),
     ) -> Iterator[RunHandle]:
-        """Scope one suite run; events inside carry its ``run_id``. Flushes exporters at the end."""
+        """Scope one suite run; events inside carry its ``run_id``. Flushes exporters at the end.
+
+        Without ``run_id`` the first run keeps the current id and every later run gets a
+        new one: two runs never share an id.
+        """
         if run_id is not None:
             self.run_id = run_id
+        elif self._runs_started:
+            self.run_id = uuid.uuid4().hex[:16]
+        self._runs_started += 1
+        self._counters.start_run()
         handle = RunHandle(
             run_id=self.run_id, total_probes=total_probes or len(probes), start_ns=time.time_ns()
         )
@@ -120,6 +145,7 @@ class Scopes:
             raise
         finally:
             self._run = None
+            handle.stats = self._counters.run_stats()
             self._owner.emit(
                 RunEnded(
                     run_id=self.run_id,
@@ -230,4 +256,4 @@ class Scopes:
                 )
 
 
-__all__ = ["ProbeHandle", "RunHandle", "ScopeOwner", "Scopes"]
+__all__ = ["ProbeHandle", "RunCounters", "RunHandle", "ScopeOwner", "Scopes"]

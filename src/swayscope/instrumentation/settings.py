@@ -56,7 +56,8 @@ class TelemetrySettings:
     metrics_port: int | None = None
     """Serve Prometheus metrics on this port (0 picks a free one); None: no endpoint."""
     metrics_linger_s: float = 0.0
-    """Keep the metrics endpoint up this long after the run, for a last scrape."""
+    """After the run, keep the endpoint up at most this long for a scraper not seen yet (its
+    first scrape ends it); scrapers that were scraping are always waited for (bounded)."""
     metrics_wait_s: float = 0.0
     """At run start, wait up to this long for a scrape of the zeroed series."""
     pushgateway: str | None = None

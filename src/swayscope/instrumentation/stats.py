@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 
 @dataclass(slots=True)
@@ -40,6 +40,20 @@ class BackendStats:
     @property
     def avg_batch_size(self) -> float:
         return (self.batched_prompts / self.batches_sent) if self.batches_sent > 0 else 0.0
+
+    def copy(self) -> BackendStats:
+        return replace(self)
+
+    def since(self, start: BackendStats, *, max_batch_size: int) -> BackendStats:
+        """What was counted after ``start`` (an earlier copy of these stats) was taken.
+
+        ``max_batch_size`` is a maximum, not a count: the caller gives the period's own.
+        """
+        delta = BackendStats(
+            **{f.name: getattr(self, f.name) - getattr(start, f.name) for f in fields(self)}
+        )
+        delta.max_batch_size = max_batch_size
+        return delta
 
     def to_dict(self) -> dict[str, float | int]:
         return {

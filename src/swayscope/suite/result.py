@@ -15,7 +15,6 @@ from swayscope.suite.outputs import write_text_atomic
 RESULT_SCHEMA = 1
 
 
-
 @dataclass(slots=True)
 class SuiteResult:
     run_id: str
@@ -24,8 +23,12 @@ class SuiteResult:
     """complete | interrupted | error"""
     probes: list[ProbeResult] = field(default_factory=list)
     backend_stats: dict[str, float | int] = field(default_factory=dict)
+    """This run's counters (BackendStats since the run started)."""
+    cache_by_probe: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """probe → cache_hits, cache_misses, lookups, hit_rate, forward_calls of this run."""
     telemetry: dict[str, Any] = field(default_factory=dict)
-    """Where telemetry went: trace_file, trace_id, metrics_url, otlp_endpoint, pushgateway."""
+    """Where telemetry went (trace_file, trace_id, metrics_url, otlp_endpoint, pushgateway)
+    and what this run lost of it (exporter_errors, spans_dropped), final flush included."""
     models: dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0
     wall_s: float = 0.0
@@ -55,6 +58,7 @@ class SuiteResult:
             "probes": [p.to_dict() for p in self.probes],
             "not_run": self.not_run,
             "backend_stats": self.backend_stats,
+            "cache_by_probe": self.cache_by_probe,
             "telemetry": self.telemetry,
         }
 

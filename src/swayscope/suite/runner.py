@@ -3,6 +3,10 @@
 A probe that raises becomes an ``error`` result and the run goes on. Ctrl-C
 or SIGTERM stops the run between forward passes: the results so far are
 kept, the trace is complete and exporters are flushed.
+
+The result reports this run only: its own ``run_id``, the counters and the
+telemetry losses since it started (one instrumentation may run several suites),
+and per-probe cache counts.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -22,11 +26,14 @@ from swayscope.backends.api import DifferentialBackend
 from swayscope.backends.dummy import DummyBackend
 from swayscope.errors import ModelLoadError
 from swayscope.instrumentation import BackendInstrumentation
+from swayscope.instrumentation.exporter import TelemetryHealth
+from swayscope.instrumentation.scopes import RunHandle
 from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
 from swayscope.probes.base import ProbeContext, ProbeResult, RunDefaults
 from swayscope.suite.progress import RunMonitor
 from swayscope.suite.result import SuiteResult
 from swayscope.suite.spec import DefaultsSpec, LoadedSuite, ModelsSpec
+from swayscope.suite.tally import ProbeTally
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +104,35 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _losses_since(health: TelemetryHealth, errors: dict[str, int], dropped: int) -> dict[str, Any]:
+    now = health.exporter_errors()
+    return {
+        "exporter_errors": {
+            name: n - errors.get(name, 0) for name, n in now.items() if n > errors.get(name, 0)
+        },
+        "spans_dropped": health.spans_dropped - dropped,
+    }
+
+
 def run_suite(
     loaded: LoadedSuite,
     backend: DifferentialBackend,
     *,
     telemetry: dict[str, Any] | None = None,
     live_progress: bool | None = None,
+    finish_telemetry: Callable[[], None] | None = None,
 ) -> SuiteResult:
-    """Run every probe in order; always returns a result (partial when interrupted)."""
+    """Run every probe in order; always returns a result (partial when interrupted).
+
+    ``finish_telemetry`` (the CLI's: flush spans, push the final values) is called
+    when the run has ended and before the result's telemetry losses are taken, so
+    that losses at the final flush or the last push are in the result.
+    """
     spec = loaded.spec
     inst = backend.inst
     probes = loaded.probes
+    errors_at_start = inst.health.exporter_errors()
+    dropped_at_start = inst.health.spans_dropped
     result = SuiteResult(
         run_id=inst.run_id,
         suite=spec.name,
@@ -120,7 +145,10 @@ def run_suite(
         },
     )
     monitor = RunMonitor(len(probes), live=live_progress)
+    tally = ProbeTally()
     inst.add_exporter(monitor)
+    inst.add_exporter(tally)
+    run: RunHandle | None = None
     ctx = ProbeContext(
         backend=backend, defaults=RunDefaults(seed=spec.defaults.seed, top_k=spec.defaults.top_k)
     )
@@ -135,8 +163,9 @@ def run_suite(
                 total_probes=len(probes),
                 version=__version__,
                 probes=[p.spec.label for p in probes],
-            ),
+            ) as run,
         ):
+            result.run_id = run.run_id
             for i, probe in enumerate(probes):
                 ctx.later_probes = [(p.spec, p) for p in probes[i + 1 :]]
                 with inst.probe(probe.spec.label, probe.kind) as handle:
@@ -163,12 +192,19 @@ def run_suite(
         result.not_run = [p.spec.label for p in probes[len(result.probes) :]]
     finally:
         result.wall_s = time.perf_counter() - t0
-        result.backend_stats = inst.stats.to_dict()
-        result.telemetry["trace_id"] = monitor.trace_id
-        result.telemetry["exporter_errors"] = inst.health.exporter_errors()
-        result.telemetry["spans_dropped"] = inst.health.spans_dropped
         inst.remove_exporter(monitor)
+        inst.remove_exporter(tally)
         monitor.shutdown()
+        if run is not None and run.stats is not None:
+            result.backend_stats = run.stats.to_dict()
+        result.cache_by_probe = tally.by_probe()
+        if finish_telemetry is not None:
+            try:
+                finish_telemetry()
+            except KeyboardInterrupt:
+                log.warning("interrupted while flushing telemetry; losses may be undercounted")
+        result.telemetry["trace_id"] = monitor.trace_id
+        result.telemetry.update(_losses_since(inst.health, errors_at_start, dropped_at_start))
     return result
 
 

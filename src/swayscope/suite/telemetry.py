@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from swayscope.instrumentation.exporter import Exporter
+from swayscope.instrumentation.exporter import Exporter, TelemetryHealth
 from swayscope.instrumentation.exporters.factory import build_exporters
 from swayscope.instrumentation.settings import TelemetrySettings, redact_url, resolve_settings
 from swayscope.suite.spec import LoadedSuite
@@ -66,6 +66,24 @@ class Telemetry:
             elif getattr(exporter, "annotates_trace", False):
                 out["otlp_endpoint"] = "host TracerProvider"
         return out
+
+    def finish(self, health: TelemetryHealth) -> None:
+        """The run is over: each exporter delivers what it holds (spans, the final push) and
+        counts what it could not, so a run's result can report every loss. A metrics
+        endpoint keeps serving the final values until the instrumentation is closed.
+
+        Exporters that push (``finish``) go last, so the final push carries the others'
+        losses. Failures are counted in ``health``, never raised.
+        """
+        pushers = [e for e in self.exporters if callable(getattr(e, "finish", None))]
+        others = sorted(
+            (e for e in self.exporters if e not in pushers), key=lambda e: not e.annotates_trace
+        )
+        for exporter in [*others, *pushers]:
+            try:
+                getattr(exporter, "finish", exporter.shutdown)()
+            except Exception as exc:
+                health.record_error(exporter.name, exc)
 
     def shutdown(self) -> None:
         """For a run that never started: stop the exporters, leave no empty trace file."""

@@ -87,7 +87,9 @@ def pushgateway(
     port = free_port()
     proc = servers(
         "pushgateway",
-        [binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        # Debian's build persists to /var/lib/prometheus by default: keep ours in tmp.
+        [binary, f"--web.listen-address=127.0.0.1:{port}",
+         f"--persistence.file={tmp_path / 'pushgateway.data'}", "--log.level=warn"],
         tmp_path / "pushgateway.log",
     )
     url = f"http://127.0.0.1:{port}"

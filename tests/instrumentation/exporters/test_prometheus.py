@@ -79,13 +79,12 @@ def test_every_metric_after_a_dummy_run() -> None:
         assert value is not None, (name, labels)
         return value
 
-    base = {"op": "next_token_dist", "view_kind": "base", "probe": "delta_kl"}
+    base = {"op": "next_token_dist", "view_kind": "base"}
     assert g("swayscope_cache_hits_total", **base) == 2  # alpha again, alone and in the batch
     assert g("swayscope_cache_misses_total", **base) == 4
     assert g("swayscope_forward_calls_total", **base) == 2
-    assert g("swayscope_cache_hits_total", op="next_token_dist", view_kind="scaled",
-             probe="prompt_collapse") == 1
-    nulls = {"op": "logprob_of", "view_kind": "null", "probe": "broken"}
+    assert g("swayscope_cache_hits_total", op="next_token_dist", view_kind="scaled") == 1
+    nulls = {"op": "logprob_of", "view_kind": "null"}
     assert g("swayscope_cache_misses_total", **nulls) == 1  # a call that raised is a miss
     assert g("swayscope_forward_calls_total", **nulls) == 1
 
@@ -127,8 +126,9 @@ def test_every_metric_after_a_dummy_run() -> None:
     )
     assert g("swayscope_tokens_total", view_kind="null") == 0
 
-    assert g("swayscope_probe_duration_seconds_count", probe="delta_kl", status="pass") == 1
-    assert g("swayscope_probe_duration_seconds_count", probe="broken", status="error") == 1
+    assert g("swayscope_probe_duration_seconds", probe="delta_kl", status="pass") >= 0
+    assert g("swayscope_probe_duration_seconds", probe="broken", status="error") >= 0
+    assert sample(prom, "swayscope_probe_duration_seconds", probe="broken", status="pass") is None
     assert g("swayscope_probes_total", status="pass") == 1
     assert g("swayscope_probes_total", status="warn") == 1
     assert g("swayscope_probes_total", status="error") == 1
@@ -336,7 +336,7 @@ def test_linger_waits_for_one_more_scrape() -> None:
     scraper.join(5)
     assert 0.2 < waited < 5.0
     assert "swayscope_run_active 0.0" in seen[0]
-    line = 'swayscope_forward_calls_total{op="next_token_dist",probe="none",view_kind="ft"} 1.0'
+    line = 'swayscope_forward_calls_total{op="next_token_dist",view_kind="ft"} 1.0'
     assert line in seen[0]
 
     prom = PrometheusExporter(port=0, linger_s=0.3)
@@ -383,14 +383,12 @@ def test_run_start_zeroes_every_series_and_can_wait_for_a_scrape() -> None:
         line for line in first.splitlines()
         if line.startswith("swayscope_cache_misses_total{") and line.endswith(" 0.0")
     ]
-    # 3 ops x 4 view kinds x (2 probes + "none"), all present and 0 before any lookup.
-    assert len(zero) == 3 * 4 * 3
-    assert any('probe="beta"' in line and 'view_kind="null"' in line for line in zero)
+    # 3 ops x 4 view kinds, all present and 0 before any lookup; no probe label.
+    assert len(zero) == 3 * 4
+    assert any('view_kind="null"' in line for line in zero)
+    assert not any("probe=" in line for line in zero)
     after = http_get(prom.url)[1]
-    assert (
-        'swayscope_cache_misses_total{op="next_token_dist",probe="alpha",view_kind="base"} 1.0'
-        in after
-    )
+    assert 'swayscope_cache_misses_total{op="next_token_dist",view_kind="base"} 1.0' in after
     inst.close()
 
 

@@ -23,7 +23,10 @@ from exporter_servers import (
 from swayscope.backends.dummy import DummyBackend
 from swayscope.instrumentation import BackendInstrumentation
 from swayscope.instrumentation.exporters.otel import OtelExporter
-from swayscope.instrumentation.exporters.prometheus import PrometheusExporter
+from swayscope.instrumentation.exporters.prometheus import (
+    PrometheusExporter,
+    default_push_instance,
+)
 
 pytestmark = pytest.mark.server
 
@@ -196,18 +199,21 @@ def test_silent_collector_bounds_the_end_of_the_run(silent_collector: int) -> No
 def test_pushgateway_gets_periodic_and_final_pushes(pushgateway: str) -> None:
     prom = PrometheusExporter(pushgateway_url=pushgateway, push_interval_s=0.2, push_job="sw-test")
     inst = BackendInstrumentation(exporters=[prom])
+    # Pushed series carry job and instance (host:pid), as scraped ones do.
+    group = f'instance="{default_push_instance()}",job="sw-test",run_id="run-push-1"'
     with inst.run(suite="push", run_id="run-push-1"), inst.view("ft"):
         inst.cached("next_token_dist", "ft", "p", 8, lambda: 1.0)
 
         def pushed_while_running() -> bool:
             text = http_get(f"{pushgateway}/metrics")[1]
-            return 'swayscope_run_active{instance="",job="sw-test",run_id="run-push-1"} 1' in text
+            return f"swayscope_run_active{{{group}}} 1" in text
 
         assert wait_for(pushed_while_running, 5.0, 0.1)
         inst.cached("next_token_dist", "ft", "p", 8, lambda: 1.0)
     inst.close()
     text = http_get(f"{pushgateway}/metrics")[1]
-    assert 'swayscope_run_active{instance="",job="sw-test",run_id="run-push-1"} 0' in text
+    assert f"swayscope_run_active{{{group}}} 0" in text
+    assert f"push_time_seconds{{{group}}} " in text
     hits = [
         line for line in text.splitlines()
         if line.startswith("swayscope_cache_hits_total{") and 'run_id="run-push-1"' in line
@@ -216,5 +222,5 @@ def test_pushgateway_gets_periodic_and_final_pushes(pushgateway: str) -> None:
     counted = [line for line in hits if not line.endswith(" 0")]
     assert len(counted) == 1 and counted[0].endswith(" 1"), hits
     assert 'job="sw-test"' in counted[0]
-    assert all('probe="none"' in line for line in hits)
+    assert not any("probe=" in line for line in hits)
     assert inst.health.exporter_errors() == {}

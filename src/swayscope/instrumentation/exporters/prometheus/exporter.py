@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
 from bisect import bisect_left
@@ -11,8 +13,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY as GLOBAL_REGISTRY
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway
-from prometheus_client.exposition import start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
@@ -30,9 +31,9 @@ from swayscope.instrumentation.exporters.prometheus import metrics as m
 from swayscope.instrumentation.exporters.prometheus.hot import (
     ForwardTargets,
     HotMetrics,
-    ScrapeTracker,
-    SeriesCounts,
+    OpKindCounts,
 )
+from swayscope.instrumentation.exporters.prometheus.server import Scrapers, serve
 from swayscope.instrumentation.settings import (
     parse_address,
     parse_port,
@@ -42,7 +43,7 @@ from swayscope.instrumentation.settings import (
 from swayscope.instrumentation.vocabulary import KNOWN_OPS, PROBE_STATUSES, VIEW_KINDS
 
 log = logging.getLogger(__name__)
-_M = TypeVar("_M", Counter, Gauge, Histogram)
+_M = TypeVar("_M", Counter, Gauge)
 
 #: How errors name each setting when the caller gives no ``sources``.
 _ARG_NAMES: Mapping[str, str] = {
@@ -53,7 +54,12 @@ _ARG_NAMES: Mapping[str, str] = {
     "pushgateway": "PrometheusExporter(pushgateway_url=...)",
 }
 
-_LookupKey = tuple[str, str, str | None]
+_LookupKey = tuple[str, str]
+
+
+def default_push_instance() -> str:
+    """``host:pid``: a pushed run's ``instance``, as a scraped one's is ``host:port``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _choose_registry(registry: CollectorRegistry | None, use_global: bool) -> CollectorRegistry:
@@ -83,6 +89,7 @@ class PrometheusExporter(Exporter):
         push_job: str = "swayscope",
         push_interval_s: float = 10.0,
         push_timeout_s: float = 2.0,
+        push_instance: str | None = None,
         run_id: str | None = None,
         first_scrape_wait_s: float = 0.0,
         sources: Mapping[str, str] | None = None,
@@ -100,18 +107,20 @@ class PrometheusExporter(Exporter):
         self.push_job = push_job
         self.push_interval_s = push_interval_s
         self.push_timeout_s = push_timeout_s
+        self.push_instance = push_instance or default_push_instance()
         self.run_id = run_id
         self.known_exporters = m.KNOWN_EXPORTERS + (("pushgateway",) if pushgateway_url else ())
         self.registry = _choose_registry(registry, use_global_registry)
-        self.scrapes = ScrapeTracker()
+        self.scrapes = Scrapers()
+        self._finished = False
         self._closed = False
         self._collectors: list[Collector] = []
         self._push_lock = threading.Lock()
         self._stop = threading.Event()
         self._push_thread: threading.Thread | None = None
         self._server: Any = None
-        # Per (op, view_kind, probe) of an event: the records it adds to, looked up once.
-        self._hit_series: dict[_LookupKey, SeriesCounts] = {}
+        # Per (op, view_kind) of an event: the records it adds to, looked up once.
+        self._hit_counts: dict[_LookupKey, OpKindCounts] = {}
         self._forward_targets: dict[_LookupKey, ForwardTargets] = {}
         try:
             self._register_metrics()
@@ -143,12 +152,9 @@ class PrometheusExporter(Exporter):
 
     def _register_metrics(self) -> None:
         r = self.registry
-        self.hot = HotMetrics(self.scrapes, self._bound_health, self.known_exporters)
+        self.hot = HotMetrics(self._bound_health, self.known_exporters)
         r.register(self.hot)
         self._collectors.append(self.hot)
-        self.probe_duration = self._add(Histogram(
-            m.PROBE_DURATION, m.HELP[m.PROBE_DURATION], ("probe", "status"),
-            buckets=m.PROBE_DURATION_BUCKETS, registry=r))
         self.probes = self._add(Counter(m.PROBES, m.HELP[m.PROBES], ("status",), registry=r))
         self.run_info = self._add(
             Gauge(m.RUN_INFO, m.HELP[m.RUN_INFO], m.RUN_INFO_LABELS, registry=r)
@@ -192,22 +198,18 @@ class PrometheusExporter(Exporter):
                 self.linger_s = 0.0  # the user stopped the run: do not hold the process
 
     def _on_hit(self, ev: CacheLookup) -> None:
-        key = (ev.op, ev.view_kind, ev.probe)
-        series = self._hit_series.get(key)
-        if series is None:
-            series = self._hit_series[key] = self.hot.bind(
-                ev.op, ev.view_kind, ev.probe or m.NO_PROBE
-            ).series
+        key = (ev.op, ev.view_kind)
+        counts = self._hit_counts.get(key)
+        if counts is None:
+            counts = self._hit_counts[key] = self.hot.bind(ev.op, ev.view_kind).opkind
         with self._lock:
-            series.hits += 1
+            counts.hits += 1
 
     def _on_forward(self, ev: ForwardCall) -> None:
-        key = (ev.op, ev.view_kind, ev.probe)
+        key = (ev.op, ev.view_kind)
         targets = self._forward_targets.get(key)
         if targets is None:
-            targets = self._forward_targets[key] = self.hot.bind(
-                ev.op, ev.view_kind, ev.probe or m.NO_PROBE
-            )
+            targets = self._forward_targets[key] = self.hot.bind(ev.op, ev.view_kind)
         duration = ev.duration_s
         size = ev.batch_size
         duration_bucket = bisect_left(m.FORWARD_DURATION_BUCKETS, duration)
@@ -215,10 +217,9 @@ class PrometheusExporter(Exporter):
         trace_id = ev.trace_id
         exemplar = Exemplar({"trace_id": trace_id}, duration, time.time()) if trace_id else None
         with self._lock:
-            series = targets.series
-            series.misses += ev.cache_misses
-            series.calls += 1
             opkind = targets.opkind
+            opkind.misses += ev.cache_misses
+            opkind.calls += 1
             opkind.prompts += size
             opkind.duration.observe(duration_bucket, duration, exemplar)
             targets.batch.observe(size_bucket, size)
@@ -233,7 +234,7 @@ class PrometheusExporter(Exporter):
     def _on_probe_ended(self, ev: ProbeEnded) -> None:
         if ev.status == "not_run":
             return  # stopped mid-probe: no verdict to count
-        self.probe_duration.labels(ev.probe, ev.status).observe(ev.duration_s)
+        self.hot.probe_finished(ev.probe, ev.status, ev.duration_s)
         self.probes.labels(ev.status).inc()
         if ev.total > 0:
             self.run_progress.set(min(1.0, ev.done / ev.total))
@@ -241,16 +242,11 @@ class PrometheusExporter(Exporter):
     def _on_run_started(self, ev: RunStarted) -> None:
         self.run_id = ev.run_id
         self.run_info.clear()
+        self.hot.clear_probes()
         self.run_info.labels(ev.run_id, ev.suite, ev.base_model, ev.adapter).set(1)
         self.run_active.set(1)
         self.run_progress.set(0)
         self.run_start_time.set(ev.start_ns / 1e9)
-        # Every (op, view_kind, probe) series exists at 0 before its first increment:
-        # Prometheus' rate()/increase() cannot see the increment that creates a series.
-        for probe in (*ev.probes, m.NO_PROBE):
-            for op in KNOWN_OPS:
-                for kind in VIEW_KINDS:
-                    self.hot.bind(op, kind, probe)
         if self._server is not None and self.first_scrape_wait_s > 0:
             self.scrapes.wait_for_next(self.first_scrape_wait_s)
 
@@ -259,7 +255,7 @@ class PrometheusExporter(Exporter):
     def _serve(self, port: int, names: Mapping[str, str]) -> None:
         where = f"{self.address}:{port}"
         try:
-            server, _thread = start_http_server(port, addr=self.address, registry=self.registry)
+            server = serve(self.registry, self.address, port, self.scrapes)
         except OSError as exc:
             self._unregister()
             src = f"{names['metrics_address']} / {names['metrics_port']}"
@@ -283,7 +279,7 @@ class PrometheusExporter(Exporter):
                     self.pushgateway_url,
                     job=self.push_job,
                     registry=self.registry,
-                    grouping_key={"run_id": self.run_id},
+                    grouping_key={"instance": self.push_instance, "run_id": self.run_id},
                     timeout=self.push_timeout_s,
                 )
             except Exception as exc:
@@ -305,20 +301,31 @@ class PrometheusExporter(Exporter):
 
     def force_flush(self, timeout_s: float = 5.0) -> bool:
         """At run end: push the final values (bounded by ``push_timeout_s``)."""
-        if self.pushgateway_url is None:
+        if self.pushgateway_url is None or self._finished:
             return True
         return self._push()
 
-    def shutdown(self) -> None:
-        """Final push, then (with ``linger_s``) serve until one more scrape, then stop."""
-        if self._closed:
+    def finish(self) -> None:
+        """Stop pushing and push the final values once, so that a failure of that last push
+        is counted now (before a run's result is taken); the endpoint, if any, keeps serving
+        until :meth:`shutdown`. Idempotent."""
+        if self._finished:
             return
-        self._closed = True
+        self._finished = True
         self._stop.set()
         if self._push_thread is not None:
             self._push_thread.join(self.push_timeout_s + 1.0)
         self.run_active.set(0)
         self._push()
+
+    def shutdown(self) -> None:
+        """:meth:`finish`, then serve until every scraper has seen the final values (see
+        :class:`~.server.Scrapers`; with ``linger_s``, also one more scrape, at most
+        ``linger_s``), then stop."""
+        if self._closed:
+            return
+        self._closed = True
+        self.finish()
         if self._server is not None:
             self.scrapes.wait_for_final(self.linger_s)
             self._server.shutdown()

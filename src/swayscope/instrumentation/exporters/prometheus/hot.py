@@ -1,4 +1,5 @@
-"""The per-lookup and per-forward-call metrics: plain numbers in slotted records, one lock.
+"""The per-lookup, per-forward-call and per-probe metrics: plain numbers in slotted records,
+one lock.
 
 Updating a prometheus_client child per metric costs microseconds per event;
 here an event adds to a few numbers (a few hundred ns) and :class:`HotMetrics`
@@ -64,25 +65,17 @@ class HistogramCounts:
         return out
 
 
-class SeriesCounts:
-    """The counters of one (op, view_kind, probe) series."""
+class OpKindCounts:
+    """What one (op, view_kind) pair accumulates: lookups, calls, prompts, call durations."""
 
-    __slots__ = ("calls", "hits", "misses")
+    __slots__ = ("calls", "duration", "hits", "misses", "prompts")
 
     def __init__(self) -> None:
         self.hits = 0
         self.misses = 0
         self.calls = 0
-
-
-class OpKindCounts:
-    """What one (op, view_kind) pair accumulates."""
-
-    __slots__ = ("duration", "prompts")
-
-    def __init__(self) -> None:
-        self.duration = HistogramCounts(len(m.FORWARD_DURATION_BUCKETS))
         self.prompts = 0
+        self.duration = HistogramCounts(len(m.FORWARD_DURATION_BUCKETS))
 
 
 class TokenCount:
@@ -117,52 +110,11 @@ class CacheGauges:
 
 @dataclass(frozen=True, slots=True)
 class ForwardTargets:
-    """Everything one (op, view_kind, probe) forward call adds to, looked up once."""
+    """Everything one (op, view_kind) forward call adds to, looked up once."""
 
-    series: SeriesCounts
     opkind: OpKindCounts
     batch: HistogramCounts
     tokens: TokenCount
-
-
-class ScrapeTracker:
-    """Which scrapes have happened, so the exporter can wait for one.
-
-    A run waits (bounded) for a scrape that began after its series were zeroed;
-    shutdown, while lingering, waits for one more scrape of the final values.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._generation = 0
-        self._scraped_generation = 0
-        self._closing = False
-        self._final_scrape = threading.Event()
-
-    def scrape_starting(self) -> int:
-        """Called as a scrape begins: the generation it will have seen."""
-        return self._generation
-
-    def scrape_done(self, generation: int) -> None:
-        with self._cond:
-            self._scraped_generation = max(self._scraped_generation, generation)
-            self._cond.notify_all()
-        if self._closing:
-            self._final_scrape.set()
-
-    def wait_for_next(self, timeout_s: float) -> bool:
-        """Block until a scrape that began after this call has finished (or timeout)."""
-        with self._cond:
-            self._generation += 1
-            target = self._generation
-            return self._cond.wait_for(
-                lambda: self._scraped_generation >= target, timeout=timeout_s
-            )
-
-    def wait_for_final(self, timeout_s: float) -> bool:
-        """From now on a scrape sees final values: wait for one (or timeout)."""
-        self._closing = True
-        return self._final_scrape.wait(timeout_s) if timeout_s > 0 else False
 
 
 class HotMetrics(Collector):
@@ -170,27 +122,32 @@ class HotMetrics(Collector):
 
     def __init__(
         self,
-        scrapes: ScrapeTracker,
         health: Callable[[], TelemetryHealth | None],
         known_exporters: tuple[str, ...],
     ) -> None:
-        self._scrapes = scrapes
         self._health = health
         self._known_exporters = known_exporters
         self.lock = threading.Lock()
-        self.series: dict[tuple[str, str, str], SeriesCounts] = {}
         self.opkinds: dict[tuple[str, str], OpKindCounts] = {}
         self.batches: dict[str, HistogramCounts] = {}
         self.tokens: dict[str, TokenCount] = {}
+        #: (probe, status) → wall seconds of the probe in the current run.
+        self.probe_times: dict[tuple[str, str], float] = {}
         self.cache = CacheGauges()
 
-    def bind(self, op: str, kind: str, probe: str) -> ForwardTargets:
-        """The records of (op, kind, probe), created at 0 if new."""
+    def bind(self, op: str, kind: str) -> ForwardTargets:
+        """The records of (op, kind), created at 0 if new."""
         with self.lock:
-            series = self.series.get((op, kind, probe))
-            if series is None:
-                series = self.series[(op, kind, probe)] = SeriesCounts()
-            return ForwardTargets(series, self.opkind(op, kind), self.batch(op), self.token(kind))
+            return ForwardTargets(self.opkind(op, kind), self.batch(op), self.token(kind))
+
+    def probe_finished(self, probe: str, status: str, duration_s: float) -> None:
+        with self.lock:
+            self.probe_times[(probe, status)] = round(duration_s, 6)  # µs: shorter scrapes
+
+    def clear_probes(self) -> None:
+        """A run starts: the previous run's probe series go (one series per probe of a run)."""
+        with self.lock:
+            self.probe_times.clear()
 
     def opkind(self, op: str, kind: str) -> OpKindCounts:
         return self.opkinds.setdefault((op, kind), OpKindCounts())
@@ -205,7 +162,6 @@ class HotMetrics(Collector):
         return [*_HotFamilies.empty().all(), *self._scalar_families(None)]
 
     def collect(self) -> Iterable[Metric]:
-        generation = self._scrapes.scrape_starting()
         families = _HotFamilies.empty()
         with self.lock:
             families.fill(self)
@@ -217,9 +173,7 @@ class HotMetrics(Collector):
             errors.update(health.exporter_errors())
         for name, n in sorted(errors.items()):
             families.errors.add_metric((name,), n)
-        out = [*families.all(), *self._scalar_families(scalars)]
-        self._scrapes.scrape_done(generation)
-        return out
+        return [*families.all(), *self._scalar_families(scalars)]
 
     def _scalar_families(self, values: tuple[int, int, int] | None) -> list[Metric]:
         """Cache entries, bytes and evictions, and dropped spans; no values when None."""
@@ -256,13 +210,14 @@ class _HotFamilies:
     duration: HistogramMetricFamily
     tokens: CounterMetricFamily
     errors: CounterMetricFamily
+    probe_durations: GaugeMetricFamily
 
     @classmethod
     def empty(cls) -> _HotFamilies:
         return cls(
-            CounterMetricFamily(m.CACHE_HITS, m.HELP[m.CACHE_HITS], labels=m.SERIES_LABELS),
-            CounterMetricFamily(m.CACHE_MISSES, m.HELP[m.CACHE_MISSES], labels=m.SERIES_LABELS),
-            CounterMetricFamily(m.FORWARD_CALLS, m.HELP[m.FORWARD_CALLS], labels=m.SERIES_LABELS),
+            CounterMetricFamily(m.CACHE_HITS, m.HELP[m.CACHE_HITS], labels=m.OPKIND_LABELS),
+            CounterMetricFamily(m.CACHE_MISSES, m.HELP[m.CACHE_MISSES], labels=m.OPKIND_LABELS),
+            CounterMetricFamily(m.FORWARD_CALLS, m.HELP[m.FORWARD_CALLS], labels=m.OPKIND_LABELS),
             CounterMetricFamily(
                 m.FORWARD_PROMPTS, m.HELP[m.FORWARD_PROMPTS], labels=m.OPKIND_LABELS
             ),
@@ -274,21 +229,21 @@ class _HotFamilies:
             CounterMetricFamily(
                 m.EXPORTER_ERRORS, m.HELP[m.EXPORTER_ERRORS], labels=("exporter",)
             ),
+            GaugeMetricFamily(m.PROBE_DURATION, m.HELP[m.PROBE_DURATION], labels=m.PROBE_LABELS),
         )
 
     def all(self) -> list[Metric]:
         return [
             self.hits, self.misses, self.calls, self.prompts, self.batch, self.duration,
-            self.tokens, self.errors,
+            self.tokens, self.errors, self.probe_durations,
         ]
 
     def fill(self, hot: HotMetrics) -> None:
         """Add ``hot``'s current values (its lock held)."""
-        for key, s in hot.series.items():
-            self.hits.add_metric(key, s.hits)
-            self.misses.add_metric(key, s.misses)
-            self.calls.add_metric(key, s.calls)
         for okey, ok in hot.opkinds.items():
+            self.hits.add_metric(okey, ok.hits)
+            self.misses.add_metric(okey, ok.misses)
+            self.calls.add_metric(okey, ok.calls)
             self.prompts.add_metric(okey, ok.prompts)
             d = ok.duration
             self.duration.add_metric(okey, d.cumulative(_DURATION_LES), d.sum)
@@ -296,3 +251,5 @@ class _HotFamilies:
             self.batch.add_metric((op,), bh.cumulative(_BATCH_LES), bh.sum)
         for kind, t in hot.tokens.items():
             self.tokens.add_metric((kind,), t.total)
+        for pkey, seconds in hot.probe_times.items():
+            self.probe_durations.add_metric(pkey, seconds)

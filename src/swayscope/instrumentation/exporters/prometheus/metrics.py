@@ -35,7 +35,7 @@ HELP: dict[str, str] = {
     CACHE_BYTES: "Approximate bytes held by the forward cache.",
     CACHE_EVICTIONS: "Entries evicted from the forward cache.",
     TOKENS: "Input tokens of the prompts sent to the model.",
-    PROBE_DURATION: "Wall time of one probe.",
+    PROBE_DURATION: "Wall time of each probe finished in the current run, by its status.",
     PROBES: "Probes finished, by status.",
     RUN_INFO: "The current run (value 1).",
     RUN_ACTIVE: "1 while a run is in progress.",
@@ -45,13 +45,11 @@ HELP: dict[str, str] = {
     SPANS_DROPPED: "Spans that could not be delivered.",
 }
 
-#: Labels of the per-lookup counters (hits, misses, forward calls).
-SERIES_LABELS = ("op", "view_kind", "probe")
+#: Labels of the per-lookup and per-call metrics. No ``probe``: the series count must not
+#: grow with the suite (per-probe hit ratios are in the run's result and its traces).
 OPKIND_LABELS = ("op", "view_kind")
+PROBE_LABELS = ("probe", "status")
 RUN_INFO_LABELS = ("run_id", "suite", "base_model", "adapter")
-
-#: Label value of ``probe`` for lookups made outside any probe.
-NO_PROBE = "none"
 #: Exporters whose error counter exists (at 0) from the start, so increase() sees the first.
 KNOWN_EXPORTERS = ("jsonl", "otel", "prometheus")
 
@@ -59,7 +57,4 @@ BATCH_SIZE_BUCKETS: tuple[float, ...] = tuple(float(2**i) for i in range(10))  #
 #: 19 geometric buckets, 0.5 ms … 120 s (ratio ≈ 1.99), 3 significant digits.
 FORWARD_DURATION_BUCKETS: tuple[float, ...] = tuple(
     float(f"{0.0005 * (120 / 0.0005) ** (i / 18):.3g}") for i in range(19)
-)
-PROBE_DURATION_BUCKETS: tuple[float, ...] = (
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 )

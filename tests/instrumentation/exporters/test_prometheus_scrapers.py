@@ -1,0 +1,160 @@
+"""The metrics endpoint's end of run: every scraper that was scraping gets the final values."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+
+from swayscope.instrumentation import BackendInstrumentation
+from swayscope.instrumentation.exporters.prometheus import PrometheusExporter
+from swayscope.instrumentation.exporters.prometheus.server import Scrapers
+
+
+def _scraper(scrapers: Scrapers, who: str, every_s: float, stop: threading.Event,
+             seen: list[float], timeout_s: float | None = None, takes_s: float = 0.0) -> None:
+    while not stop.is_set():
+        scrape = scrapers.scrape_started(who, timeout_s)
+        time.sleep(takes_s)
+        scrapers.scrape_done(scrape)
+        seen.append(time.monotonic())
+        stop.wait(every_s)
+
+
+def _start(*args: object) -> threading.Thread:
+    thread = threading.Thread(target=_scraper, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_the_end_waits_for_every_scraper_not_only_the_first() -> None:
+    scrapers = Scrapers()
+    stop = threading.Event()
+    fast: list[float] = []
+    slow: list[float] = []
+    threads = [
+        _start(scrapers, "127.0.0.1 curl/8", 0.02, stop, fast),
+        _start(scrapers, "127.0.0.1 Prometheus/2.42.0", 0.4, stop, slow),
+    ]
+    time.sleep(1.0)  # both scrape a few times: their intervals are known
+    t0 = time.monotonic()
+    assert scrapers.wait_for_final(0.0)
+    waited = time.monotonic() - t0
+    stop.set()
+    for thread in threads:
+        thread.join(5)
+    assert any(t >= t0 for t in slow), "returned before the slow scraper scraped again"
+    assert waited < 0.4 + 0.3  # one interval of the slow scraper, not its bound (2 x + 1 s)
+
+
+def test_a_scraper_that_went_away_is_waited_for_at_most_twice_its_interval() -> None:
+    scrapers = Scrapers()
+    for _ in range(3):
+        scrapers.scrape_done(scrapers.scrape_started("gone", None))
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    assert not scrapers.wait_for_final(0.0)
+    assert 0.1 < time.monotonic() - t0 < 2 * 0.1 + 1.0 + 0.5
+
+
+def test_nobody_scraping_ends_at_once_without_linger() -> None:
+    t0 = time.monotonic()
+    assert Scrapers().wait_for_final(0.0)
+    assert time.monotonic() - t0 < 0.1
+
+
+def test_a_scrape_slower_than_the_scrapers_timeout_does_not_count() -> None:
+    """Prometheus discards a scrape that took longer than its scrape timeout: that scrape
+    did not deliver the final values, the next one (in time) does."""
+    scrapers = Scrapers()
+    for _ in range(2):
+        scrapers.scrape_done(scrapers.scrape_started("prom", 0.05))
+        time.sleep(0.1)
+    done = threading.Event()
+
+    def final_scrapes() -> None:
+        time.sleep(0.05)
+        slow = scrapers.scrape_started("prom", 0.05)
+        time.sleep(0.15)  # past its 50 ms timeout
+        scrapers.scrape_done(slow)
+        time.sleep(0.2)
+        scrapers.scrape_done(scrapers.scrape_started("prom", 0.05))
+        done.set()
+
+    thread = threading.Thread(target=final_scrapes)
+    thread.start()
+    assert scrapers.wait_for_final(0.0)
+    assert done.is_set()
+    thread.join(5)
+
+
+def test_the_exporter_waits_for_its_http_scraper() -> None:
+    prom = PrometheusExporter(port=0)
+    inst = BackendInstrumentation(exporters=[prom])
+    assert prom.url is not None
+    stop = threading.Event()
+    bodies: list[tuple[float, str]] = []
+
+    def scrape_loop() -> None:
+        req = urllib.request.Request(str(prom.url), headers={"User-Agent": "loop"})
+        while not stop.is_set():
+            try:
+                with urllib.request.urlopen(req, timeout=2) as resp:
+                    bodies.append((time.monotonic(), resp.read().decode()))
+            except OSError:
+                return
+            stop.wait(0.3)
+
+    loop = threading.Thread(target=scrape_loop)
+    loop.start()
+    with inst.run(suite="s"), inst.view("ft"):
+        time.sleep(1.0)
+        inst.cached("next_token_dist", "ft", "p", 8, lambda: 1.0)
+    t0 = time.monotonic()
+    inst.close()  # no linger: waits for the loop's next scrape only
+    stop.set()
+    loop.join(5)
+    after = [body for at, body in bodies if at >= t0]
+    assert after and "swayscope_run_active 0.0" in after[0]
+    assert 'swayscope_forward_calls_total{op="next_token_dist",view_kind="ft"} 1.0' in after[0]
+    assert time.monotonic() - t0 < 2 * 0.3 + 1.0 + 1.0
+
+
+def test_a_prometheus_seen_once_is_waited_for_a_curl_seen_once_is_not() -> None:
+    """A run shorter than Prometheus' interval: it scraped once (it sends its scrape
+    timeout, so it is periodic) and will come back; a one-off curl will not."""
+    scrapers = Scrapers()
+    scrapers.scrape_done(scrapers.scrape_started("curl", None))
+    scrapers.scrape_done(scrapers.scrape_started("prometheus", 4.0))
+
+    def prometheus_comes_back() -> None:
+        time.sleep(0.5)
+        scrapers.scrape_done(scrapers.scrape_started("prometheus", 4.0))
+
+    thread = threading.Thread(target=prometheus_comes_back)
+    thread.start()
+    t0 = time.monotonic()
+    assert scrapers.wait_for_final(0.0)
+    assert 0.4 < time.monotonic() - t0 < 2.0
+    thread.join(5)
+
+
+def test_a_scrape_not_delivered_whole_does_not_count() -> None:
+    """The client went away mid-response: it does not have the final values."""
+    scrapers = Scrapers()
+    for _ in range(2):
+        scrapers.scrape_done(scrapers.scrape_started("prom", None))
+        time.sleep(0.1)
+
+    def final_scrapes() -> None:
+        time.sleep(0.05)
+        scrapers.scrape_done(scrapers.scrape_started("prom", None), delivered=False)
+        time.sleep(0.2)
+        scrapers.scrape_done(scrapers.scrape_started("prom", None))
+
+    thread = threading.Thread(target=final_scrapes)
+    thread.start()
+    t0 = time.monotonic()
+    assert scrapers.wait_for_final(0.0)
+    assert time.monotonic() - t0 > 0.2
+    thread.join(5)
