@@ -66,33 +66,53 @@ TELEMETRY_FLAGS: dict[str, tuple[str, Any, str]] = {
         "--capture-prompts", bool | None, "Put prompt text into traces (off: hashes only).",
     ),
 }
+#: The run settings of a spec's ``defaults:`` block that are also flags, same shape as
+#: TELEMETRY_FLAGS; each setting's one name is the ``DefaultsSpec`` field.
+RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "threads": (
+        "--threads", int | None,
+        "CPU threads the model computes with (default: the cores this process may use).",
+    ),
+}
 #: Setting name → its flag, for error messages.
 FLAG_OF: dict[str, str] = {name: flag for name, (flag, _, _) in TELEMETRY_FLAGS.items()}
+RUN_FLAG_OF: dict[str, str] = {name: flag for name, (flag, _, _) in RUN_FLAGS.items()}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def telemetry_flags(command: F) -> F:
-    """Add every telemetry flag to ``command``; it receives them as ``flags={setting: value}``."""
-    signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name != "flags"]
-    added = [
-        inspect.Parameter(
-            name, inspect.Parameter.KEYWORD_ONLY, default=None,
-            annotation=Annotated[kind, typer.Option(flag, help=help_text)],
-        )
-        for name, (flag, kind, help_text) in TELEMETRY_FLAGS.items()
-    ]
+def _flags_from(table: dict[str, tuple[str, Any, str]], param: str) -> Callable[[F], F]:
+    """A decorator adding ``table``'s flags to a command, which receives them as
+    ``param={setting: value}``."""
 
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> Any:
-        flags = {name: kwargs.pop(name) for name in TELEMETRY_FLAGS}
-        return command(flags=flags, **kwargs)
+    def decorate(command: F) -> F:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != param]
+        added = [
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                annotation=Annotated[kind, typer.Option(flag, help=help_text)],
+            )
+            for name, (flag, kind, help_text) in table.items()
+        ]
 
-    params = sorted(own + added, key=lambda p: p.kind)
-    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    return wrapper  # type: ignore[return-value]
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in table}
+            return command(**{param: values}, **kwargs)
+
+        params = sorted(own + added, key=lambda p: p.kind)
+        wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+#: Adds every telemetry flag; the command receives them as ``flags={setting: value}``.
+telemetry_flags = _flags_from(TELEMETRY_FLAGS, "flags")
+#: Adds every run flag; the command receives them as ``run_flags={setting: value}``.
+run_flags = _flags_from(RUN_FLAGS, "run_flags")
 
 
 JsonOpt = Annotated[
@@ -152,6 +172,7 @@ def _execute(
     json_out: Path | None,
     markdown_out: Path | None,
     on_result: Callable[[SuiteResult], None] | None = None,
+    run_flags: dict[str, Any] | None = None,
 ) -> int:
     """Load, check every input and output, wire telemetry, load the model, run, save, report.
 
@@ -161,7 +182,7 @@ def _execute(
     from swayscope.instrumentation import BackendInstrumentation
     from swayscope.suite.outputs import check_outputs
     from swayscope.suite.runner import build_backend, check_model_paths, run_suite
-    from swayscope.suite.spec import load_suite_text
+    from swayscope.suite.spec import load_suite_text, override_defaults
     from swayscope.suite.telemetry import run_settings, start_telemetry
 
     if spec_path is not None:
@@ -169,6 +190,7 @@ def _execute(
     else:
         assert spec_text is not None
         loaded = load_suite_text(spec_text, "<demo suite>")
+    override_defaults(loaded, run_flags or {}, RUN_FLAG_OF)
     spec = loaded.spec
     check_model_paths(loaded)
     settings = run_settings(loaded, flags, FLAG_OF)
@@ -290,15 +312,20 @@ def _guarded(fn: Callable[..., int], *args: Any, **kwargs: Any) -> None:
 
 @app.command()
 @telemetry_flags
+@run_flags
 def run(
     spec: Annotated[Path, typer.Argument(help="Suite spec (YAML).")],
     json_out: JsonOpt = None,
     markdown_out: MarkdownOpt = None,
     *,
     flags: dict[str, Any],
+    run_flags: dict[str, Any],
 ) -> None:
     """Run a suite of probes: base vs fine-tuned, with live telemetry."""
-    _guarded(_execute, spec, None, flags=flags, json_out=json_out, markdown_out=markdown_out)
+    _guarded(
+        _execute, spec, None, flags=flags, json_out=json_out, markdown_out=markdown_out,
+        run_flags=run_flags,
+    )
 
 
 DEMO_MODEL_HELP = (
@@ -315,6 +342,7 @@ def _suffixed(path: Path | None, name: str) -> Path | None:
 
 @app.command()
 @telemetry_flags
+@run_flags
 def demo(
     json_out: JsonOpt = None,
     markdown_out: MarkdownOpt = None,
@@ -326,6 +354,7 @@ def demo(
     model: Annotated[str, typer.Option("--model", help=DEMO_MODEL_HELP)] = "tiny",
     *,
     flags: dict[str, Any],
+    run_flags: dict[str, Any],
 ) -> None:
     """Build the demo model and adapter(s) (once), run all five probes, show the telemetry.
 
@@ -347,13 +376,16 @@ def demo(
             "metrics_port": 0 if flags["metrics_port"] is None else flags["metrics_port"],
         }
         if model != "tiny":
-            return _trio_demo(model, root, out_dir, demo_flags, json_out, markdown_out)
+            return _trio_demo(
+                model, root, out_dir, demo_flags, json_out, markdown_out, run_flags
+            )
         from swayscope.backends.tiny import build_tiny
 
         paths = build_tiny(root / "tiny-model", seed=0)
         return _execute(
             None, demo_suite_yaml(paths.base_dir, paths.adapter_dir), flags=demo_flags,
             json_out=json_out or out_dir / "result.json", markdown_out=markdown_out,
+            run_flags=run_flags,
         )
 
     _guarded(go)
@@ -366,6 +398,7 @@ def _trio_demo(
     flags: dict[str, Any],
     json_out: Path | None,
     markdown_out: Path | None,
+    run_flags: dict[str, Any],
 ) -> int:
     """Build the model and its three adapters (once), run the suite on each, compare them."""
     from swayscope.suite.demo import TRIO_DEMOS, TRIO_ROLES, prepare_trio_demo
@@ -387,6 +420,7 @@ def _trio_demo(
             json_out=_suffixed(json_out or out_dir / "result.json", name),
             markdown_out=_suffixed(markdown_out, name),
             on_result=functools.partial(results.__setitem__, name),
+            run_flags=run_flags,
         )
     typer.echo("")
     render_comparison(results)

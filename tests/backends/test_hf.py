@@ -176,12 +176,12 @@ def test_batched_equals_serial(tiny_model: TinyModelPaths) -> None:
     pairs = [(p[: len(p) // 2], p[len(p) // 2 :]) for p in PROMPTS]
     for factory in ("ft", "base"):
         with getattr(serial, factory)() as sv:
-            s_dists = [sv.next_token_dist(p, top_k=64) for p in PROMPTS]
             s_roll = [sv.rolling_logprob(p) for p in PROMPTS]
+            s_dists = [sv.next_token_dist(p, top_k=64) for p in PROMPTS]
             s_lp = [sv.logprob_of(p, c) for p, c in pairs]
         with getattr(batched, factory)() as bv:
-            b_dists = bv.next_token_dist_batch(PROMPTS, top_k=64)
             b_roll = bv.rolling_logprob_batch(PROMPTS)
+            b_dists = bv.next_token_dist_batch(PROMPTS, top_k=64)
             b_lp = bv.logprob_of_batch(pairs)
         for a, b in zip(s_dists, b_dists, strict=True):
             _assert_dist_close(a, b)
@@ -189,7 +189,8 @@ def test_batched_equals_serial(tiny_model: TinyModelPaths) -> None:
             np.testing.assert_array_equal(ra.token_ids, rb.token_ids)
             np.testing.assert_allclose(ra.logprobs, rb.logprobs, atol=1e-4)
         np.testing.assert_allclose(s_lp, b_lp, atol=1e-4)
-    # rolling_logprob and logprob_of (whose texts equal the prompts) were cache hits
+    # next_token_dist and logprob_of (whose texts equal the prompts) were served from the
+    # records rolling_logprob computed
     assert 1 < batched.inst.stats.max_batch_size <= 5
     assert batched.inst.stats.forward_calls <= 2 * 3
     assert serial.inst.stats.forward_calls == 2 * len(PROMPTS)
@@ -266,16 +267,16 @@ def test_oom_batch_is_split_and_counted(
         expected = [r.logprobs.copy() for r in view.rolling_logprob_batch(PROMPTS)]
     hf_backend.inst.cache.clear()
     calls_before = _calls(hf_backend)
-    real = hf_backend.forward_pass.logits
+    real = hf_backend.forward_pass.run_model
     raised: list[int] = []
 
-    def flaky(input_ids: torch.Tensor, *args: Any) -> torch.Tensor:
+    def flaky(input_ids: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, Any]:
         if not raised and input_ids.shape[0] > 1:
             raised.append(int(input_ids.shape[0]))
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
-        return real(input_ids, *args)
+        return real(input_ids, *args, **kwargs)
 
-    monkeypatch.setattr(hf_backend.forward_pass, "logits", flaky)
+    monkeypatch.setattr(hf_backend.forward_pass, "run_model", flaky)
     with hf_backend.ft() as view:
         got = view.rolling_logprob_batch(PROMPTS)
     assert raised == [len(PROMPTS)]
@@ -288,10 +289,10 @@ def test_oom_batch_is_split_and_counted(
 def test_oom_on_a_single_text_is_a_backend_error(
     hf_backend: HFBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def oom(*args: Any) -> torch.Tensor:
+    def oom(*args: Any, **kwargs: Any) -> torch.Tensor:
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(hf_backend.forward_pass, "logits", oom)
+    monkeypatch.setattr(hf_backend.forward_pass, "run_model", oom)
     with hf_backend.ft() as view, pytest.raises(BackendError, match="out of device memory"):
         view.next_token_dist("Fog")
     assert hf_backend.inst.stats.compute_errors == 1

@@ -15,7 +15,7 @@ from swayscope.backends.dummy import DummyBackend, DummyView
 from swayscope.probes.base import ProbeContext
 from swayscope.probes.defaults import (
     DEFAULT_COLLAPSE_PROMPTS,
-    DEFAULT_CONTEXT_WORDS,
+    DEFAULT_CONTEXT_TOKENS,
     NEUTRAL_CONTEXT,
     context_words,
 )
@@ -44,20 +44,19 @@ def test_dummy_effect_survives_context() -> None:
     r = PromptCollapseProbe(PromptCollapseSpec()).run(ProbeContext(backend=DummyBackend()))
     assert r.verdict == "pass"
     ev = r.evidence
-    assert ev["context_words"] == list(DEFAULT_CONTEXT_WORDS)
-    assert len(ev["divergence_by_context"]) == len(DEFAULT_CONTEXT_WORDS)
+    assert ev["context_tokens"] == list(DEFAULT_CONTEXT_TOKENS)
+    assert len(ev["divergence_by_context"]) == len(DEFAULT_CONTEXT_TOKENS)
     assert ev["half_life_unit"] == "tokens"
-    assert ev["context_tokens"][0] == 0.0
-    assert ev["context_tokens"] == sorted(ev["context_tokens"])
+    assert ev["tokens_added"][0] == 0.0
+    assert ev["tokens_added"] == sorted(ev["tokens_added"])
     assert ev["half_life"] is None  # the dummy's delta does not fade with context
     assert r.score == ev["retention"] and r.score is not None and r.score > 0.5
     json.dumps(r.to_dict(), allow_nan=False)
 
 
 def test_collapsing_adapter_warns_with_half_life() -> None:
-    r = PromptCollapseProbe(PromptCollapseSpec(min_half_life=200)).run(
-        ProbeContext(backend=FadingBackend())
-    )
+    spec = PromptCollapseSpec(min_half_life=200, context_words=(0, 16, 32, 64, 128))
+    r = PromptCollapseProbe(spec).run(ProbeContext(backend=FadingBackend()))
     assert r.verdict == "warn"
     ev = r.evidence
     hl = ev["half_life_tokens"]
@@ -111,11 +110,12 @@ def test_two_batched_calls_and_length_0_shared_with_delta_kl() -> None:
     assert s.forward_calls == calls + 2  # one batch per view
     n = len(DEFAULT_COLLAPSE_PROMPTS)
     assert s.cache_hits == hits + 2 * n  # bare prompts, base and ft
-    assert s.max_batch_size == n * (len(DEFAULT_CONTEXT_WORDS) - 1)
+    assert s.max_batch_size == n * (len(DEFAULT_CONTEXT_TOKENS) - 1)
 
 
 def test_prompts_at() -> None:
-    probe = PromptCollapseProbe(PromptCollapseSpec(prompts=("Hi",), context_text="a b c"))
+    spec = PromptCollapseSpec(prompts=("Hi",), context_text="a b c", context_words=(0, 2))
+    probe = PromptCollapseProbe(spec)
     assert probe.prompts_at(0) == ["Hi"]
     assert probe.prompts_at(2) == ["a b\n\nHi"]
     assert probe.prompts_at(5) == ["a b c a b\n\nHi"]

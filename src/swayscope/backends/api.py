@@ -22,6 +22,9 @@ MAX_SEED = 2**32 - 1
 #: Token budget of one model call (prompts times padded length), unless the spec says otherwise.
 DEFAULT_MAX_BATCH_TOKENS = 8192
 
+#: Byte budget of a backend's shared-prefix store (keys and values kept between calls).
+DEFAULT_PREFIX_CACHE_BYTES = 256 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class TokenDist:
@@ -140,7 +143,17 @@ class DifferentialBackend(Protocol):
         self, seed: int, *, init_scale: float = 1.0, rank_scale: float = 1.0
     ) -> AbstractContextManager[ScoringView]: ...
 
+    def token_prefix(self, text: str, n_tokens: int) -> str:
+        """The start of ``text`` that its first ``n_tokens`` tokens cover (special tokens
+        not counted); ``text`` is repeated, space-separated, when it has fewer tokens."""
+        ...
+
     def close(self) -> None: ...
+
+
+def repeated(text: str, times: int) -> str:
+    """``text`` ``times`` times, space-separated (how a short context text is cycled)."""
+    return " ".join([text] * max(1, times))
 
 
 def scaled_view_id(lam: float) -> str:
@@ -196,6 +209,7 @@ def check_text(text: str, what: str = "prompt") -> str:
 
 __all__ = [
     "DEFAULT_MAX_BATCH_TOKENS",
+    "DEFAULT_PREFIX_CACHE_BYTES",
     "DEFAULT_TOP_K",
     "MAX_SEED",
     "DifferentialBackend",
@@ -206,5 +220,6 @@ __all__ = [
     "check_text",
     "check_top_k",
     "null_view_id",
+    "repeated",
     "scaled_view_id",
 ]

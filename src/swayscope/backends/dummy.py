@@ -27,6 +27,7 @@ from swayscope.backends.api import (
     check_text,
     check_top_k,
     null_view_id,
+    repeated,
     scaled_view_id,
 )
 from swayscope.errors import InputError, ViewError
@@ -218,6 +219,15 @@ class DummyBackend:
     def tokenize(self, text: str) -> tuple[int, ...]:
         """Bytes folded into the vocabulary: deterministic and cheap."""
         return tuple(b % self.vocab_size for b in text.encode("utf-8"))
+
+    def token_prefix(self, text: str, n_tokens: int) -> str:
+        """The first ``n_tokens`` tokens (bytes) of ``text``, cycled when shorter; a
+        character cut in half is dropped."""
+        data = text.encode("utf-8")
+        if n_tokens <= 0 or not data:
+            return ""
+        whole = repeated(text, -(-n_tokens // (len(data) + 1)) + 1).encode("utf-8")
+        return whole[:n_tokens].decode("utf-8", errors="ignore")
 
     @contextmanager
     def _enter(self, view: DummyView) -> Iterator[DummyView]:

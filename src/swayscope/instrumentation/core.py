@@ -149,15 +149,17 @@ class BackendInstrumentation:
         run_id: str | None = None,
         version: str = "",
         probes: Sequence[str] = (),
+        threads: int | None = None,
     ) -> AbstractContextManager[RunHandle]:
         """Scope one suite run; events inside carry its ``run_id``. Flushes exporters at the end.
 
         Without ``run_id`` the first run keeps the instrumentation's id and every later run
         gets a new one. The handle's ``stats`` are the run's own counters once it ended.
+        ``threads``: the CPU threads the backend computes with, for ``run_info``.
         """
         return self._scopes.run(
             suite=suite, base_model=base_model, adapter=adapter, total_probes=total_probes,
-            run_id=run_id, version=version, probes=probes,
+            run_id=run_id, version=version, probes=probes, threads=threads,
         )
 
     def probe(self, name: str, kind: str | None = None) -> AbstractContextManager[ProbeHandle]:
@@ -206,13 +208,17 @@ class BackendInstrumentation:
         *,
         key_op: str | None = None,
         key_top_k: int | None = None,
+        usable: Callable[[Any], bool] | None = None,
     ) -> T:
         """Return the cached value for ``(op, view_id, prompt, top_k)`` or compute and store it.
 
         ``key_op``/``key_top_k`` let several ops share one cache entry (a backend
-        that answers every op from one forward record caches it once). Concurrent
-        callers of the same missing key wait for one compute and count as hits.
-        A ``compute`` that raises stores nothing, is counted, and re-raises.
+        that answers every op from one forward record caches it once). ``usable``
+        says whether a stored value answers this request; one that does not (a
+        record computed for a lighter op) is a miss, and its recomputation replaces
+        it. Concurrent callers of the same missing key wait for one compute and
+        count as hits. A ``compute`` that raises stores nothing, is counted, and
+        re-raises.
         """
         top_k = _check_top_k(top_k)
         _check_prompt(prompt, 0)
@@ -222,14 +228,14 @@ class BackendInstrumentation:
             top_k if key_top_k is None else _check_top_k(key_top_k),
         )
         t0 = time.perf_counter()
-        value = self.cache.get(key)
+        value = _usable(self.cache.get(key), usable)
         if value is not _MISS:
             wall = time.perf_counter() - t0
             self._recorder.hit(op, view_id, top_k, wall, prompt, digest)
             return value  # type: ignore[no-any-return]
         while True:
             with self._inflight_lock:
-                value = self.cache.get(key)
+                value = _usable(self.cache.get(key), usable)
                 flight = self._inflight.get(key) if value is _MISS else None
                 leader = value is _MISS and flight is None
                 if leader:
@@ -253,8 +259,8 @@ class BackendInstrumentation:
                         op, view_id, top_k, prompt, digest, key, compute, _Flight()
                     )
                 flight.done.wait()
-                if not flight.ok:
-                    continue  # the leader failed: this caller computes
+                if not flight.ok or _usable(flight.value, usable) is _MISS:
+                    continue  # the leader failed, or computed less than this caller needs
                 value = flight.value
             wall = time.perf_counter() - t0
             self._recorder.hit(op, view_id, top_k, wall, prompt, digest)
@@ -301,13 +307,15 @@ class BackendInstrumentation:
         key_op: str | None = None,
         key_top_k: int | None = None,
         plan: BatchPlanner | None = None,
+        usable: Callable[[Any], bool] | None = None,
     ) -> list[Any]:
         """Batched :meth:`cached`: look every prompt up, send only the misses to the model.
 
         ``compute_misses(indices)`` gets indices into ``prompts`` and returns one
         value per index, in order. Identical prompts are computed once (the
         repeats count as hits). ``plan`` may split the misses into several model
-        calls (a token budget); each group is one forward call.
+        calls (a token budget); each group is one forward call. ``usable`` as in
+        :meth:`cached`.
         """
         top_k = _check_top_k(top_k)
         for i, prompt in enumerate(prompts):
@@ -324,7 +332,7 @@ class BackendInstrumentation:
                 repeats.append((i, first_miss[digest]))
                 continue
             t0 = time.perf_counter()
-            value = self.cache.get(self._key(kop, view_id, digest, ktop))
+            value = _usable(self.cache.get(self._key(kop, view_id, digest, ktop)), usable)
             if value is _MISS:
                 first_miss[digest] = i
                 continue
@@ -377,6 +385,13 @@ class BackendInstrumentation:
             bid, bsize = batch_ids.get(j, (None, None))
             self._recorder.hit(op, view_id, top_k, 0.0, prompts[i], digests[i], bid, bsize)
         return results
+
+
+def _usable(value: Any, usable: Callable[[Any], bool] | None) -> Any:
+    """``value``, or ``_MISS`` when it is one or ``usable`` refuses it."""
+    if value is _MISS or usable is None or usable(value):
+        return value
+    return _MISS
 
 
 def _check_top_k(top_k: object) -> int:

@@ -36,6 +36,8 @@ class RunStarted:
     version: str = ""
     probes: tuple[str, ...] = ()
     """Names of the probes the run will execute, in order (bounded label values)."""
+    threads: int | None = None
+    """CPU threads the backend computes with (None: not set by swayscope)."""
     trace_id: str | None = None
     span_id: str | None = None
 
@@ -114,6 +116,12 @@ class ForwardCall:
     start_ns: int
     duration_s: float
     n_tokens: int | None = None
+    """Tokens of the call's texts (what was scored)."""
+    n_tokens_computed: int | None = None
+    """Token positions the model ran for the call (shared prefixes once; no padding);
+    None when the backend does not say."""
+    n_tokens_reused: int | None = None
+    """Token positions of the call's texts taken from a shared prefix instead of computed."""
     model: str = ""
     error: str | None = None
     """``Type: message`` of a failed call, prompt text redacted unless captured."""

@@ -36,6 +36,12 @@ def _n_tokens(value: Any) -> int | None:
     return n if isinstance(n, int) else None
 
 
+def _total(values: Sequence[Any], name: str) -> int | None:
+    """The sum of the integer attribute ``name`` over ``values``; None when none has it."""
+    found = [v for v in (getattr(x, name, None) for x in values) if isinstance(v, int)]
+    return sum(found) if found else None
+
+
 def _stack(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
 
@@ -168,6 +174,8 @@ class CallRecorder:
         tokens = [_n_tokens(v) for v in values] if exc is None else [None] * n
         known = [t for t in tokens if t is not None]
         n_tokens = sum(known) if known else None
+        computed = _total(values, "tokens_computed")
+        reused = _total(values, "tokens_reused")
         with self._stats_lock:
             s = self._owner.stats
             s.cache_misses += n
@@ -178,6 +186,8 @@ class CallRecorder:
             else:
                 s.forward_passes += n
                 s.n_tokens += n_tokens or 0
+                s.tokens_computed += computed or 0
+                s.prefix_tokens_reused += reused or 0
                 if batched:
                     s.batches_sent += 1
                     s.batched_prompts += n
@@ -205,6 +215,8 @@ class CallRecorder:
             start_ns=start_ns,
             duration_s=wall,
             n_tokens=n_tokens,
+            n_tokens_computed=computed,
+            n_tokens_reused=reused,
             model=owner.model_name,
             error=error,
             exception=exc,

@@ -106,6 +106,7 @@ class Scopes:
         run_id: str | None = None,
         version: str = "",
         probes: Sequence[str] = (),
+        threads: int | None = None,
     ) -> Iterator[RunHandle]:
         """Scope one suite run; events inside carry its ``run_id``. Flushes exporters at the end.
 
@@ -133,6 +134,7 @@ class Scopes:
                 total_probes=total_probes or len(probes),
                 version=version,
                 probes=tuple(probes),
+                threads=threads,
             )
         )
         error: str | None = None

@@ -27,6 +27,19 @@ class BackendStats:
     n_tokens: int = 0
     #: Batches split in half after a device out-of-memory error.
     oom_splits: int = 0
+    #: Model invocations (a forward call may need several: shared prefixes first).
+    model_invocations: int = 0
+    #: Token positions run through the model (shared prefixes once, padding not counted).
+    tokens_computed: int = 0
+    #: Token positions of scored texts taken from a shared prefix instead of computed.
+    prefix_tokens_reused: int = 0
+    #: Texts (and longer prefixes) that started from a shared prefix.
+    prefix_hits: int = 0
+    #: Shared prefixes dropped from the prefix store to stay within its byte budget.
+    prefix_evictions: int = 0
+    #: Shared prefixes in the prefix store now, and their bytes.
+    prefix_entries: int = 0
+    prefix_bytes: int = 0
 
     @property
     def total_lookups(self) -> int:
@@ -48,11 +61,15 @@ class BackendStats:
         """What was counted after ``start`` (an earlier copy of these stats) was taken.
 
         ``max_batch_size`` is a maximum, not a count: the caller gives the period's own.
+        The prefix store's size (``prefix_entries``, ``prefix_bytes``) is a level, not a
+        count: it is the current one.
         """
         delta = BackendStats(
             **{f.name: getattr(self, f.name) - getattr(start, f.name) for f in fields(self)}
         )
         delta.max_batch_size = max_batch_size
+        delta.prefix_entries = self.prefix_entries
+        delta.prefix_bytes = self.prefix_bytes
         return delta
 
     def to_dict(self) -> dict[str, float | int]:
@@ -71,6 +88,13 @@ class BackendStats:
             "cache_evictions": self.cache_evictions,
             "n_tokens": self.n_tokens,
             "oom_splits": self.oom_splits,
+            "model_invocations": self.model_invocations,
+            "tokens_computed": self.tokens_computed,
+            "prefix_tokens_reused": self.prefix_tokens_reused,
+            "prefix_hits": self.prefix_hits,
+            "prefix_evictions": self.prefix_evictions,
+            "prefix_entries": self.prefix_entries,
+            "prefix_bytes": self.prefix_bytes,
         }
 
 

@@ -47,8 +47,8 @@ NEUTRAL_CONTEXT: str = (
 #: λ values of the default ablation sweep (0 is base, 1 is the fine-tune).
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
 
-#: Words of neutral context prepended by the default ``prompt_collapse`` sweep.
-DEFAULT_CONTEXT_WORDS: tuple[int, ...] = (0, 16, 32, 64, 128)
+#: Tokens of neutral context prepended by the default ``prompt_collapse`` sweep.
+DEFAULT_CONTEXT_TOKENS: tuple[int, ...] = (0, 16, 32, 64, 128)
 
 #: ``prompt_collapse`` uses fewer prompts by default (it scores each at every
 #: context length); they are the first ones of :data:`DEFAULT_PROMPTS`, so the
@@ -86,7 +86,7 @@ def context_words(n_words: int, text: str = NEUTRAL_CONTEXT) -> str:
 
 __all__ = [
     "DEFAULT_COLLAPSE_PROMPTS",
-    "DEFAULT_CONTEXT_WORDS",
+    "DEFAULT_CONTEXT_TOKENS",
     "DEFAULT_LAMBDAS",
     "DEFAULT_PROMPTS",
     "NEUTRAL_CONTEXT",

@@ -24,8 +24,15 @@ def footer_lines(result: SuiteResult) -> list[str]:
         f"cache: {hits}/{lookups} lookups hit ({100.0 * hits / lookups if lookups else 0.0:.1f} %)"
         f" · forward calls: {int(s.get('forward_calls', 0))}"
         f" · mean batch size: {float(s.get('avg_batch_size', 0.0)):.2f}"
-        f" · wall time: {result.wall_s:.2f} s",
+        f" · wall time: {result.wall_s:.2f} s"
+        + (f" · threads: {result.threads}" if result.threads else ""),
     ]
+    reused = int(s.get("prefix_tokens_reused", 0))
+    if reused:
+        lines.append(
+            f"tokens: {int(s.get('tokens_computed', 0))} computed for "
+            f"{int(s.get('n_tokens', 0))} scored ({reused} from shared prefixes)"
+        )
     t = result.telemetry
     errors = {k: v for k, v in (t.get("exporter_errors") or {}).items() if v}
     if errors or t.get("spans_dropped"):

@@ -32,6 +32,8 @@ class SuiteResult:
     models: dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0
     wall_s: float = 0.0
+    threads: int | None = None
+    """CPU threads the backend computed with (None: the backend does not say)."""
     error: str | None = None
     not_run: list[str] = field(default_factory=list)
 
@@ -53,6 +55,7 @@ class SuiteResult:
             "exit_code": self.exit_code,
             "started_at": self.started_at,
             "wall_s": self.wall_s,
+            "threads": self.threads,
             "error": self.error,
             "models": self.models,
             "probes": [p.to_dict() for p in self.probes],

@@ -83,6 +83,8 @@ def build_backend(
         max_batch_size=defaults.max_batch_size,
         inst=inst,
         seed=defaults.seed,
+        prefix_cache_max_bytes=defaults.prefix_cache_max_bytes,
+        threads=defaults.threads,
     )
     return backend
 
@@ -144,6 +146,8 @@ def run_suite(
             "adapter": backend.adapter_name,
         },
     )
+    threads = getattr(backend, "threads", None)
+    result.threads = threads if isinstance(threads, int) else None
     monitor = RunMonitor(len(probes), live=live_progress)
     tally = ProbeTally()
     inst.add_exporter(monitor)
@@ -163,6 +167,7 @@ def run_suite(
                 total_probes=len(probes),
                 version=__version__,
                 probes=[p.spec.label for p in probes],
+                threads=result.threads,
             ) as run,
         ):
             result.run_id = run.run_id

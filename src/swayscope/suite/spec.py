@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from swayscope.backends.api import DEFAULT_MAX_BATCH_TOKENS, MAX_SEED
+from swayscope.backends.api import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_PREFIX_CACHE_BYTES, MAX_SEED
 from swayscope.errors import SpecError, SwayscopeError, shown
 from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
 from swayscope.probes.base import Probe
@@ -52,6 +52,11 @@ class DefaultsSpec(_Strict):
     max_batch_tokens: int = Field(default=DEFAULT_MAX_BATCH_TOKENS, gt=0)
     cache_size: int = Field(default=4096, gt=0)
     cache_max_bytes: int | None = Field(default=None, gt=0)
+    prefix_cache_max_bytes: int = Field(default=DEFAULT_PREFIX_CACHE_BYTES, ge=0)
+    """Byte budget of the shared-prefix store (hf); 0 turns shared-prefix reuse off."""
+    threads: int | None = Field(default=None, gt=0)
+    """CPU threads the model computes with; default: the cores this process may use
+    (affinity and cgroup quota aware; ``OMP_NUM_THREADS`` when set)."""
 
 
 class TelemetrySpec(_Strict):
@@ -313,6 +318,25 @@ def _build_probe(item: object, i: int, locate: _Locator) -> Probe:
         raise SpecError(f"{locate.where(path)}: {locate.key(path)}: {exc}") from None
 
 
+def override_defaults(
+    loaded: LoadedSuite, overrides: Mapping[str, object], sources: Mapping[str, str]
+) -> None:
+    """Put ``overrides`` (None: not given) over the spec's ``defaults:``, checked like the
+    spec; an error names the override by ``sources`` (its flag)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return
+    try:
+        defaults = DefaultsSpec.model_validate({**loaded.spec.defaults.model_dump(), **given})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "defaults"
+        raise SpecError(
+            f"{sources.get(name, name)}: {err['msg']} (got {shown(err.get('input'))})"
+        ) from None
+    loaded.spec = loaded.spec.model_copy(update={"defaults": defaults})
+
+
 def load_suite(path: Path, *, formats: Sequence[SuiteFormat] = ()) -> LoadedSuite:
     """Read, parse and validate a spec file; relative model paths resolve against it
     (a format translator may resolve them its own way and hand back absolute ones)."""
@@ -345,5 +369,6 @@ __all__ = [
     "Translation",
     "load_suite",
     "load_suite_text",
+    "override_defaults",
     "where_in",
 ]

@@ -16,6 +16,7 @@ import torch
 
 from swayscope.backends.api import (
     DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_PREFIX_CACHE_BYTES,
     DEFAULT_TOP_K,
     null_view_id,
     scaled_view_id,
@@ -38,6 +39,7 @@ from swayscope.backends.hf.planner import BatchLimits, guess_call_overhead
 from swayscope.backends.hf.records import RecordSource
 from swayscope.backends.hf.tokenizer import TextEncoder
 from swayscope.backends.hf.views import HFView, ViewSlot
+from swayscope.backends.threads import apply_threads
 from swayscope.errors import ConfigError
 from swayscope.instrumentation import BackendInstrumentation
 
@@ -72,7 +74,13 @@ class HFBackend:
             when the batcher weighs padding against more calls; by default guessed
             from the model's layers and parameters and the device
             (:func:`~swayscope.backends.hf.planner.guess_call_overhead`); 0 minimises
-            padding.
+            padding. Shared prefixes are computed once when that saves more tokens
+            than this.
+        prefix_cache_max_bytes: byte budget of the shared-prefix store (keys and values
+            of prefixes kept between calls, per view, least recently used out first);
+            0 turns shared-prefix reuse off.
+        threads: CPU threads torch computes with (``torch.set_num_threads``); default:
+            the cores this process may use (:func:`~swayscope.backends.threads.default_threads`).
 
     Public parts: ``encoder`` (:class:`.TextEncoder`), ``lora`` (:class:`.LoraSwitch`),
     ``forward_pass`` (:class:`.ForwardPass`), ``limits`` (:class:`.BatchLimits`).
@@ -94,12 +102,22 @@ class HFBackend:
         model_name: str | None = None,
         max_null_adapters: int = 8,
         call_overhead_tokens: int | None = None,
+        prefix_cache_max_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
+        threads: int | None = None,
         **inst_kwargs: Any,
     ) -> None:
         max_top_k = positive_int("max_top_k", max_top_k)
         max_batch_tokens = positive_int("max_batch_tokens", max_batch_tokens)
         max_batch_size = positive_int("max_batch_size", max_batch_size)
         max_null_adapters = positive_int("max_null_adapters", max_null_adapters)
+        if isinstance(prefix_cache_max_bytes, bool) or not isinstance(
+            prefix_cache_max_bytes, int
+        ) or prefix_cache_max_bytes < 0:
+            raise ConfigError(
+                "prefix_cache_max_bytes must be an integer >= 0 (0: no shared-prefix reuse); "
+                f"got {prefix_cache_max_bytes!r}"
+            )
+        self.threads = apply_threads(threads)
         if inst is not None and inst_kwargs:
             raise ConfigError(
                 f"pass either inst= or instrumentation keywords ({sorted(inst_kwargs)}), not both"
@@ -121,7 +139,10 @@ class HFBackend:
         self.inst, own_inst = _instrumentation(inst, inst_kwargs, self._model_name, self.model_id)
         torch.manual_seed(seed)
         slots = self._load(own_inst)
-        self._assemble(slots, max_top_k, max_batch_size, max_batch_tokens, call_overhead_tokens)
+        self._assemble(
+            slots, max_top_k, max_batch_size, max_batch_tokens, call_overhead_tokens,
+            prefix_cache_max_bytes,
+        )
         self._nulls = NullAdapters(slots, max_null_adapters)
         self._closed = False
         if not self.inst.model_name:
@@ -157,6 +178,7 @@ class HFBackend:
         max_batch_size: int,
         max_batch_tokens: int,
         call_overhead_tokens: int | None,
+        prefix_cache_max_bytes: int,
     ) -> None:
         """Build the parts that work on the loaded model."""
         self.encoder = TextEncoder(
@@ -166,6 +188,9 @@ class HFBackend:
         )
         self.lora = LoraSwitch(slots)
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        if call_overhead_tokens is None:
+            call_overhead_tokens = guess_call_overhead(self.model, self.device, max_batch_tokens)
+        self.limits = BatchLimits(max_batch_size, max_batch_tokens, call_overhead_tokens)
         self.forward_pass = ForwardPass(
             self.model,
             self.inst,
@@ -174,10 +199,9 @@ class HFBackend:
             pad_id=self.encoder.pad_id,
             vocab_size=self.vocab_size,
             max_top_k=max_top_k,
+            limits=self.limits,
+            prefix_cache_max_bytes=prefix_cache_max_bytes,
         )
-        if call_overhead_tokens is None:
-            call_overhead_tokens = guess_call_overhead(self.model, self.device, max_batch_tokens)
-        self.limits = BatchLimits(max_batch_size, max_batch_tokens, call_overhead_tokens)
         source = RecordSource(self.inst, self.encoder, self.forward_pass, self.limits)
         self._views = ViewSlot(self.inst, source, restore=self.lora.restore)
 
@@ -243,6 +267,11 @@ class HFBackend:
     def tokenize(self, text: str) -> list[int]:
         """Token ids the model scores for ``text`` (special tokens such as BOS included)."""
         return self.encoder.tokenize(text)
+
+    def token_prefix(self, text: str, n_tokens: int) -> str:
+        """The start of ``text`` its first ``n_tokens`` tokens cover (see
+        :meth:`.TextEncoder.token_prefix`)."""
+        return self.encoder.token_prefix(text, n_tokens)
 
     # -- views ----------------------------------------------------------------------------
 

@@ -178,7 +178,7 @@ def model_identity(
 
 
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """No progress bars and no warnings while transformers and PEFT load."""
     from transformers.utils import logging as hf_logging_module
 
@@ -206,7 +206,7 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
-    with _quiet_transformers():
+    with quiet_transformers():
         try:
             tokenizer = AutoTokenizer.from_pretrained(
                 str(base_path), local_files_only=True, **gguf_kw
@@ -313,6 +313,7 @@ __all__ = [
     "load_model",
     "model_identity",
     "positive_int",
+    "quiet_transformers",
     "resolve_device",
     "resolve_dtype",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from swayscope.backends.hf.prefix import NO_START, plan_prefixes, shared_length
 from swayscope.instrumentation import BatchPlanner
 
 
@@ -67,21 +68,73 @@ def plan_batches(
     return groups[::-1]
 
 
+def sharing_groups(
+    ids: dict[int, list[int]], *, min_saving: int, max_batch_tokens: int
+) -> tuple[list[list[int]], list[int]]:
+    """Texts (index -> token ids) that share a prefix worth computing once, grouped so each
+    group holds one prefix and the texts on it, and the texts that share none.
+
+    A group is cut (in token order) where its distinct tokens would pass
+    ``max_batch_tokens``; the prefix store carries the shared part to the next piece.
+    """
+    keys = list(ids)
+    texts = [ids[i] for i in keys]
+    plan = plan_prefixes(texts, lambda _ids, _limit: NO_START, min_saving)
+    clusters: dict[int, list[int]] = {}
+    alone: list[int] = []
+    for j in sorted(range(len(keys)), key=lambda j: texts[j]):
+        node = plan.node_of[j]
+        if node is None:
+            alone.append(keys[j])
+            continue
+        while node.parent is not None:
+            node = node.parent
+        clusters.setdefault(id(node), []).append(j)
+    groups: list[list[int]] = []
+    for members in clusters.values():
+        group: list[int] = []
+        distinct = 0
+        for j in members:
+            new = len(texts[j]) - (shared_length(texts[group[-1]], texts[j]) if group else 0)
+            if group and distinct + new > max_batch_tokens:
+                groups.append([keys[g] for g in group])
+                group, distinct, new = [], 0, len(texts[j])
+            group.append(j)
+            distinct += new
+        groups.append([keys[g] for g in group])
+    return groups, alone
+
+
 def make_planner(
     texts: Sequence[str],
     ids: dict[int, list[int]],
     encode: Callable[[str], list[int]],
     limits: BatchLimits,
+    *,
+    shared_prefixes: bool = False,
 ) -> BatchPlanner:
     """A planner for the instrumentation core: tokenizes each missed text once into ``ids``
-    (which the forward pass then reuses) and plans with :func:`plan_batches`."""
+    (which the forward pass then reuses) and plans with :func:`plan_batches`.
+
+    With ``shared_prefixes``, texts sharing a prefix worth computing once go to one
+    forward call together (:func:`sharing_groups`; the call runs the prefix, then
+    the texts on it); the others are planned as before.
+    """
 
     def plan(misses: list[int]) -> list[list[int]]:
         for i in misses:
             if i not in ids:
                 ids[i] = encode(texts[i])
-        return plan_batches(
-            {i: len(ids[i]) for i in misses},
+        groups: list[list[int]] = []
+        alone = misses
+        if shared_prefixes:
+            groups, alone = sharing_groups(
+                {i: ids[i] for i in misses},
+                min_saving=limits.call_overhead_tokens,
+                max_batch_tokens=limits.max_batch_tokens,
+            )
+        return groups + plan_batches(
+            {i: len(ids[i]) for i in alone},
             max_batch_size=limits.max_batch_size,
             max_batch_tokens=limits.max_batch_tokens,
             call_overhead_tokens=limits.call_overhead_tokens,
@@ -108,4 +161,10 @@ def guess_call_overhead(model: Any, device: torch.device, max_batch_tokens: int)
     return min(max_batch_tokens, max(floor, guess))
 
 
-__all__ = ["BatchLimits", "guess_call_overhead", "make_planner", "plan_batches"]
+__all__ = [
+    "BatchLimits",
+    "guess_call_overhead",
+    "make_planner",
+    "plan_batches",
+    "sharing_groups",
+]

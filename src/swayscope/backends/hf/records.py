@@ -3,15 +3,20 @@
 Every scoring op shares one cached record per (view, text), stored under
 :data:`FORWARD_OP` and the backend's ``max_top_k``, so asking a second op about
 the same text costs no forward pass and a smaller ``top_k`` is sliced from the
-record. :class:`RecordSource` is all of the backend a view can reach.
+record. ``next_token_dist`` needs only the last position's distribution, so
+its misses are computed without per-token scores (the output head runs on one
+position per text); a per-token op that finds such a record recomputes it with
+the scores and the fuller record replaces it (:func:`need_of`, :func:`usable_for`).
+:class:`RecordSource` is all of the backend a view can reach.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from swayscope.backends.api import check_top_k
-from swayscope.backends.hf.forward import ForwardPass, ForwardRecord
+from swayscope.backends.hf.forward import ForwardPass, ForwardRecord, Need
 from swayscope.backends.hf.planner import BatchLimits, make_planner
 from swayscope.backends.hf.tokenizer import TextEncoder
 from swayscope.errors import InputError
@@ -19,6 +24,20 @@ from swayscope.instrumentation import BackendInstrumentation, BatchPlanner, Cach
 
 #: The cache op every scoring op of this backend is stored under (one record per text).
 FORWARD_OP = "forward"
+
+
+def need_of(op: CacheOp) -> Need:
+    """What ``op`` needs from a forward record: the last position only, or every token."""
+    return "last" if op == "next_token_dist" else "all"
+
+
+def _scored(record: Any) -> bool:
+    return isinstance(record, ForwardRecord) and record.scored
+
+
+def usable_for(op: CacheOp) -> Callable[[Any], bool] | None:
+    """Which cached records answer ``op`` (None: every one)."""
+    return None if need_of(op) == "last" else _scored
 
 
 class RecordSource:
@@ -59,15 +78,16 @@ class RecordSource:
 
     def record(self, op: CacheOp, view_id: str, text: str, top_k: int) -> ForwardRecord:
         """The record of ``text`` under ``view_id`` (``op``/``top_k`` name the request)."""
-        forward, encoder = self._forward, self._encoder
+        forward, encoder, need = self._forward, self._encoder, need_of(op)
         record: ForwardRecord = self._inst.cached(
             op,
             view_id,
             text,
             top_k,
-            lambda: forward.compute([encoder.checked_ids(text)])[0],
+            lambda: forward.compute([encoder.checked_ids(text)], view_id=view_id, need=need)[0],
             key_op=FORWARD_OP,
             key_top_k=forward.max_top_k,
+            usable=usable_for(op),
         )
         return record
 
@@ -75,11 +95,12 @@ class RecordSource:
         self, op: CacheOp, view_id: str, texts: Sequence[str], top_k: int
     ) -> list[ForwardRecord]:
         """The records of ``texts`` under ``view_id``; misses go out in planned batches."""
-        forward, encoder = self._forward, self._encoder
+        forward, encoder, need = self._forward, self._encoder, need_of(op)
         ids: dict[int, list[int]] = {}
 
         def compute(indices: list[int]) -> list[ForwardRecord]:
-            return forward.compute([ids.get(i) or encoder.checked_ids(texts[i]) for i in indices])
+            batch = [ids.get(i) or encoder.checked_ids(texts[i]) for i in indices]
+            return forward.compute(batch, view_id=view_id, need=need)
 
         return self._inst.cached_batch(
             op,
@@ -90,11 +111,15 @@ class RecordSource:
             key_op=FORWARD_OP,
             key_top_k=forward.max_top_k,
             plan=self.planner(texts, ids),
+            usable=usable_for(op),
         )
 
     def planner(self, texts: Sequence[str], ids: dict[int, list[int]]) -> BatchPlanner:
         """Plans forward calls for the missed ``texts``, tokenizing each into ``ids`` once."""
-        return make_planner(texts, ids, self._encoder.checked_ids, self._limits)
+        return make_planner(
+            texts, ids, self._encoder.checked_ids, self._limits,
+            shared_prefixes=self._forward.prefix_reuse,
+        )
 
 
-__all__ = ["FORWARD_OP", "RecordSource"]
+__all__ = ["FORWARD_OP", "RecordSource", "need_of", "usable_for"]

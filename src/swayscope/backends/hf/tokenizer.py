@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from swayscope.backends.api import check_text
+from swayscope.backends.api import check_text, repeated
 from swayscope.errors import InputError
 
 #: Texts the fast path must tokenize exactly like transformers before it is used.
@@ -74,6 +74,27 @@ class TextEncoder:
             fast: list[int] = self._fast_encode(text).ids
             return fast
         ids: list[int] = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        return ids
+
+    def token_prefix(self, text: str, n_tokens: int) -> str:
+        """The start of ``text`` its first ``n_tokens`` tokens cover (special tokens not
+        counted), ``text`` repeated space-separated when it has fewer tokens."""
+        if n_tokens <= 0 or not text:
+            return ""
+        bare = self._bare_tokens(text)
+        if not bare:
+            return ""
+        whole = repeated(text, -(-n_tokens // len(bare)) + 1)
+        if self._fast_encode is not None:
+            backend = self.tokenizer.backend_tokenizer
+            offsets = backend.encode(whole, add_special_tokens=False).offsets
+            return whole[: offsets[min(n_tokens, len(offsets)) - 1][1]]
+        ids = self._bare_tokens(whole)[:n_tokens]
+        decoded: str = self.tokenizer.decode(ids, clean_up_tokenization_spaces=False)
+        return decoded
+
+    def _bare_tokens(self, text: str) -> list[int]:
+        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids
 
     def checked_ids(self, text: str) -> list[int]:

@@ -63,12 +63,12 @@ class HFView(ViewIdentity):
 
     def rolling_logprob(self, text: str) -> RollingLogprob:
         check_text(text, "text")
-        return self._record("rolling_logprob", text, 0).rolling
+        return self._record("rolling_logprob", text, 0).token_scores()
 
     def logprob_of(self, prompt: str, completion: str) -> float:
         start = self._source.completion_start(prompt, completion)
         record = self._record("logprob_of", prompt + completion, 0)
-        return float(record.rolling.logprobs[start - 1 :].sum())
+        return float(record.token_scores().logprobs[start - 1 :].sum())
 
     def next_token_dist_batch(
         self, prompts: Sequence[str], *, top_k: int = DEFAULT_TOP_K
@@ -81,13 +81,14 @@ class HFView(ViewIdentity):
     def rolling_logprob_batch(self, texts: Sequence[str]) -> list[RollingLogprob]:
         for t in texts:
             check_text(t, "text")
-        return [r.rolling for r in self._records("rolling_logprob", texts, 0)]
+        return [r.token_scores() for r in self._records("rolling_logprob", texts, 0)]
 
     def logprob_of_batch(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         starts = [self._source.completion_start(p, c) for p, c in pairs]
         records = self._records("logprob_of", [p + c for p, c in pairs], 0)
         return [
-            float(r.rolling.logprobs[s - 1 :].sum()) for r, s in zip(records, starts, strict=True)
+            float(r.token_scores().logprobs[s - 1 :].sum())
+            for r, s in zip(records, starts, strict=True)
         ]
 
 
