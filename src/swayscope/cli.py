@@ -9,6 +9,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Callable
@@ -530,7 +531,24 @@ def trace_summarize(
 
 
 def main() -> None:
-    app()
+    """The ``swayscope`` command.
+
+    Once a command has loaded the ML stack, the process ends without the
+    interpreter's teardown, which frees a model's tensors and thousands of modules
+    one by one (seconds, for nothing: the OS reclaims the memory at once). By then
+    every output was written and closed, and every exporter flushed and shut down
+    by the command itself; logging and stdio are flushed here.
+    """
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code
+        if "torch" not in sys.modules or not (code is None or isinstance(code, int)):
+            raise
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code or 0)
 
 
 __all__ = ["app", "main"]

@@ -34,6 +34,7 @@ import numpy.typing as npt
 import torch
 
 from swayscope.backends.api import RollingLogprob, TokenDist
+from swayscope.backends.hf.kv import KV, CallCache
 from swayscope.backends.hf.planner import BatchLimits, plan_batches
 from swayscope.backends.hf.prefix import (
     NO_START,
@@ -130,21 +131,6 @@ def cache_keyword(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def new_cache(config: Any) -> Any:
-    """An empty ``DynamicCache`` for ``config``'s layers."""
-    from transformers import DynamicCache
-
-    try:
-        return DynamicCache(config=config)
-    except TypeError:  # transformers before the per-layer cache
-        return DynamicCache()
-
-
-def cache_layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Keys and values per layer of a ``DynamicCache``, each ``[B, heads, positions, dim]``."""
-    return [(item[0], item[1]) for item in cache]
-
-
 @dataclass(eq=False, slots=True)
 class _Row:
     """One row of a model call: ``ids[used:end]`` run after ``used`` positions taken from a
@@ -213,11 +199,10 @@ class ForwardPass:
         self._cache_kwarg = cache_keyword(model.get_base_model())
         self.use_packed_head = False
         self.prefix_reuse = False
-        self.use_packed_head = self._packed_head_agrees()
-        if self.store.enabled and full_attention_only(model.config):
-            self.prefix_reuse = self._prefix_reuse_agrees()
-            if not self.prefix_reuse:
-                log.warning("shared-prefix reuse disagrees with full passes on this model; off")
+        prefixes = self.store.enabled and full_attention_only(model.config)
+        self._self_check(prefixes=prefixes)
+        if prefixes and not self.prefix_reuse:
+            log.warning("shared-prefix reuse disagrees with whole passes on this model; it is off")
 
     def close(self) -> None:
         """Refuse every later call (the backend is closed) and drop stored prefixes."""
@@ -290,11 +275,11 @@ class ForwardPass:
 
     def _past(
         self, rows: list[_Row], sources: list[PrefixEntry | None], width: int
-    ) -> Any:
-        """A ``DynamicCache`` holding each row's prefix, left-aligned, padded to ``width``."""
+    ) -> list[KV]:
+        """Per layer, each row's prefix keys and values, left-aligned, padded to ``width``."""
         first = next(s for s in sources if s is not None)
-        cache = new_cache(self.model.config)
         same = all(s is first and r.used == width for s, r in zip(sources, rows, strict=True))
+        past: list[KV] = []
         for layer, (k0, v0) in enumerate(first.kv):
             if same:
                 keys = k0[:, :, :width].expand(len(rows), -1, -1, -1)
@@ -306,38 +291,36 @@ class ForwardPass:
                     if s is not None and r.used:
                         keys[b, :, : r.used] = s.kv[layer][0][0, :, : r.used]
                         values[b, :, : r.used] = s.kv[layer][1][0, :, : r.used]
-            cache.update(keys, values, layer)
-        return cache
+            past.append((keys, values))
+        return past
 
     def run_model(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
-        past: Any = None,
-        *,
-        keep_cache: bool = False,
-    ) -> tuple[torch.Tensor, Any]:
+        cache: CallCache | None = None,
+    ) -> torch.Tensor:
         """One model invocation: the decoder's output ``[B, S, H]`` (packed head) or the
-        model's logits ``[B, S, V]`` (full path), and the cache when one was used."""
-        use_cache = keep_cache or past is not None
-        if use_cache and past is None:
-            past = new_cache(self.model.config)
+        model's logits ``[B, S, V]`` (full path). With ``cache``, the rows continue from its
+        prefixes, and it keeps what it was asked to keep."""
         kwargs: dict[str, Any] = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "position_ids": position_ids,
-            "use_cache": use_cache,
+            "use_cache": cache is not None,
         }
-        if past is not None:
-            kwargs[self._cache_kwarg] = past  # the model appends this call's keys and values
+        if cache is not None:
+            kwargs[self._cache_kwarg] = cache.cache
         self.inst.stats.model_invocations += 1
         if self.use_packed_head and self._parts is not None:
             out = self._parts[0](**kwargs)
-            hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        else:
-            hidden = self.model(**kwargs).logits
-        return hidden, past
+            hidden: torch.Tensor = (
+                out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+            )
+            return hidden
+        logits: torch.Tensor = self.model(**kwargs).logits
+        return logits
 
     def _head(self, states: torch.Tensor) -> torch.Tensor:
         """Vocabulary scores ``[M, V]`` of selected positions of :meth:`run_model`'s output."""
@@ -360,18 +343,20 @@ class ForwardPass:
             mask[b, : r.used] = 1
             mask[b, width : width + r.fed] = 1
             positions[b] += r.used
-        past = self._past(rows, sources, width) if width else None
-        keep = any(r.node is not None for r in rows)
-        hidden, cache = self.run_model(
-            input_ids.to(self.device), mask.to(self.device), positions.to(self.device), past,
-            keep_cache=keep,
+        keep = [b for b, r in enumerate(rows) if r.node is not None]
+        cache = None
+        if width or keep:
+            past = self._past(rows, sources, width) if width else None
+            cache = CallCache(self.model.config, past, keep)
+        hidden = self.run_model(
+            input_ids.to(self.device), mask.to(self.device), positions.to(self.device), cache
         )
         outs = self._score_rows(rows, hidden, need)
-        if keep:
-            layers = cache_layers(cache)
-            for b, (r, out) in enumerate(zip(rows, outs, strict=True)):
-                if r.node is not None:
-                    out.kv = [_row_kv(k, v, b, r.used, width, r.fed) for k, v in layers]
+        if cache is not None and keep:
+            layers = cache.kept()
+            for j, b in enumerate(keep):
+                r = rows[b]
+                outs[b].kv = [_row_kv(k, v, j, r.used, width, r.fed) for k, v in layers]
         return outs
 
     def _score_rows(self, rows: list[_Row], hidden: torch.Tensor, need: Need) -> list[_RowOut]:
@@ -433,47 +418,54 @@ class ForwardPass:
 
     # -- self-checks -----------------------------------------------------------------------
 
-    def _packed_head_agrees(self) -> bool:
-        """Whether the head on the decoder's output reproduces the model's own logits."""
-        if self._parts is None:
-            return False
-        probe = [[1, 2, 3], [4, 5, 6, 7]]
-        probe = [[min(t, self.vocab_size - 1) for t in ids] for ids in probe]
-        calls = self.inst.stats.model_invocations
-        try:
-            with self._lock, torch.inference_mode():
-                full = self._compute(probe, None, "all")
-                self.use_packed_head = True
-                packed = self._compute(probe, None, "all")
-            return _records_agree(full, packed, self.dtype)
-        except Exception:
-            return False
-        finally:
-            self.use_packed_head = False
-            self.inst.stats.model_invocations = calls
+    def _self_check(self, *, prefixes: bool) -> None:
+        """Choose ``use_packed_head`` and ``prefix_reuse`` from one small probe batch.
 
-    def _prefix_reuse_agrees(self) -> bool:
-        """Whether texts run on a shared prefix's keys and values score as when run whole."""
+        One call through the model's own full-logits path is the reference; the
+        decoder's output, caught on the way by a forward hook, gives the packed
+        head's answer without another call; the same texts run through the shared-
+        prefix path (two calls) give the prefix answer. Each is used only when it
+        agrees with the reference (1e-4 in float32).
+        """
         shared = [min(3 + i, self.vocab_size - 1) for i in range(8)]
         probe = [shared + [min(20 + i, self.vocab_size - 1)] * (1 + i) for i in range(3)]
-        overhead = self.limits.call_overhead_tokens
+        rows = [_Row(ids, 0, len(ids), None, NO_START, text=i) for i, ids in enumerate(probe)]
         stats = self.inst.stats
         counts = (stats.model_invocations, stats.prefix_hits)
+        overhead = self.limits.call_overhead_tokens
+        caught: list[torch.Tensor] = []
+        hook = None
+        if self._parts is not None:
+            hook = self._parts[0].register_forward_hook(
+                lambda _m, _a, out: caught.append(
+                    out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+                )
+            )
         try:
             with self._lock, torch.inference_mode():
-                whole = self._compute(probe, None, "all")
-                self.prefix_reuse = True
-                self.limits.call_overhead_tokens = 0
-                reused = self._compute(probe, "\x00self-check", "all")
-            return _records_agree(whole, reused, self.dtype) and sum(
-                r.tokens_reused for r in reused
-            ) > 0
+                whole = self._run_once(rows, [None] * len(rows), "all")
+                if hook is not None:
+                    hook.remove()
+                    hook = None
+                if caught:
+                    self.use_packed_head = True
+                    packed = self._score_rows(rows, caught[0], "all")
+                    self.use_packed_head = _outs_agree(whole, packed, self.dtype)
+                if prefixes:
+                    self.prefix_reuse = True
+                    self.limits.call_overhead_tokens = 0
+                    reused = self._compute(probe, "\x00self-check", "all")
+                    self.prefix_reuse = (
+                        sum(r.tokens_reused for r in reused) > 0
+                        and _outs_agree(whole, [_out_of(r) for r in reused], self.dtype)
+                    )
         except Exception:
-            log.debug("prefix reuse self-check failed", exc_info=True)
-            return False
+            log.debug("forward pass self-check failed", exc_info=True)
+            self.use_packed_head = self.prefix_reuse = False
         finally:
+            if hook is not None:
+                hook.remove()
             self.limits.call_overhead_tokens = overhead
-            self.prefix_reuse = False
             self.store.clear()
             stats.model_invocations, stats.prefix_hits = counts
 
@@ -600,14 +592,23 @@ class _BatchRun:
         return ForwardRecord(dist, rolling, computed, row.used)
 
 
-def _records_agree(a: list[ForwardRecord], b: list[ForwardRecord], dtype: torch.dtype) -> bool:
+def _out_of(record: ForwardRecord) -> _RowOut:
+    """A record's numbers in the shape a model call's row output has."""
+    return _RowOut(
+        logprobs=record.token_scores().logprobs,
+        top_values=record.dist.logprobs,
+        top_ids=record.dist.token_ids,
+    )
+
+
+def _outs_agree(a: list[_RowOut], b: list[_RowOut], dtype: torch.dtype) -> bool:
     tol = 1e-4 if dtype == torch.float32 else 2e-2
     for x, y in zip(a, b, strict=True):
-        if not np.allclose(x.dist.logprobs, y.dist.logprobs, atol=tol, rtol=tol):
-            return False
-        if not np.allclose(x.token_scores().logprobs, y.token_scores().logprobs, atol=tol,
-                           rtol=tol):
-            return False
+        for u, v in ((x.logprobs, y.logprobs), (x.top_values, y.top_values)):
+            if u is None or v is None or u.shape != v.shape:
+                return False
+            if not np.allclose(u, v, atol=tol, rtol=tol):
+                return False
     return True
 
 
@@ -628,9 +629,7 @@ __all__ = [
     "ForwardRecord",
     "Need",
     "cache_keyword",
-    "cache_layers",
     "full_attention_only",
     "is_oom",
-    "new_cache",
     "packed_head_parts",
 ]

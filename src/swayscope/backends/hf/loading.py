@@ -194,6 +194,58 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+#: ``tokenizer_class`` values of a tokenizer that is its ``tokenizer.json`` and nothing more.
+_PLAIN_TOKENIZERS = frozenset({"PreTrainedTokenizerFast", "TokenizersBackend"})
+
+
+def _json_field(path: Path, *keys: str | int) -> Any:
+    """``data[k0][k1]...`` of the JSON file at ``path``; None when any part is missing."""
+    try:
+        value: Any = json.loads(path.read_text(encoding="utf-8"))
+        for key in keys:
+            value = value[key]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    return value
+
+
+def tokenizer_class(base_path: Path, gguf_file: str | None) -> Any:
+    """``PreTrainedTokenizerFast`` for a folder whose tokenizer is plainly its
+    ``tokenizer.json`` (no tokenizer module to find and import), else ``AutoTokenizer``."""
+    plain = (
+        gguf_file is None
+        and (base_path / "tokenizer.json").is_file()
+        and _json_field(base_path / "tokenizer_config.json", "tokenizer_class")
+        in _PLAIN_TOKENIZERS
+    )
+    if plain:
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer
+
+
+def model_class(base_path: Path, gguf_file: str | None) -> Any:
+    """The ``*ForCausalLM`` class ``config.json`` names, imported on its own (transformers
+    imports model modules lazily), else ``AutoModelForCausalLM`` (GGUF files, custom or
+    unknown architectures)."""
+    arch = None if gguf_file else _json_field(base_path / "config.json", "architectures", 0)
+    if isinstance(arch, str) and arch.endswith("ForCausalLM"):
+        import transformers
+
+        try:
+            cls = getattr(transformers, arch, None)
+        except Exception:  # a model module that fails to import: let the auto class explain
+            cls = None
+        if cls is not None and hasattr(cls, "from_pretrained"):
+            return cls
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM
+
+
 def load_model(
     base_path: Path,
     gguf_file: str | None,
@@ -203,12 +255,10 @@ def load_model(
     device: torch.device,
 ) -> tuple[Any, Any]:
     """The tokenizer and the frozen, eval-mode PEFT model (base + adapter) on ``device``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf_kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     with quiet_transformers():
         try:
-            tokenizer = AutoTokenizer.from_pretrained(
+            tokenizer = tokenizer_class(base_path, gguf_file).from_pretrained(
                 str(base_path), local_files_only=True, **gguf_kw
             )
         except Exception as exc:
@@ -218,7 +268,7 @@ def load_model(
                 "(tokenizer.json or the GGUF's vocabulary)"
             ) from exc
         try:
-            base = AutoModelForCausalLM.from_pretrained(
+            base = model_class(base_path, gguf_file).from_pretrained(
                 str(base_path), dtype=dtype, local_files_only=True, **gguf_kw
             )
         except Exception as exc:
@@ -311,9 +361,11 @@ __all__ = [
     "check_attached",
     "check_base",
     "load_model",
+    "model_class",
     "model_identity",
     "positive_int",
     "quiet_transformers",
     "resolve_device",
     "resolve_dtype",
+    "tokenizer_class",
 ]
