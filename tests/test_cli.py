@@ -204,3 +204,13 @@ def test_collector_down_does_not_stop_the_run_and_drops_are_reported(tmp_path: P
     assert re.fullmatch(r"[0-9a-f]{32}", data["telemetry"]["trace_id"])
     assert data["telemetry"]["spans_dropped"] > 0
     assert "spans dropped" in out.stdout
+
+
+def test_threads_flag_is_checked_before_anything_runs(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path)
+    bad = swayscope(tmp_path, "run", str(spec), "--threads", "0", "--json", "r.json")
+    assert bad.returncode == 2 and "--threads" in bad.stderr and "got 0" in bad.stderr
+    assert not (tmp_path / "r.json").exists()
+    ok = swayscope(tmp_path, "run", str(spec), "--threads", "1", "--json", "r.json")
+    assert ok.returncode == 0, ok.stderr
+    assert "threads" in json.loads((tmp_path / "r.json").read_text())

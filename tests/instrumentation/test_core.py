@@ -657,3 +657,55 @@ def test_import_pulls_in_no_heavy_library() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+# -- usable: a stored value that does not answer the request is a miss ---------------------------
+
+
+def test_unusable_cached_value_is_recomputed_and_replaced() -> None:
+    inst = BackendInstrumentation()
+    light = {"full": False}
+    full = {"full": True}
+    inst.cached("op", "v", "p", 1, lambda: light)
+    assert inst.cached("op", "v", "p", 1, lambda: full) is light  # no predicate: a hit
+    got = inst.cached("op", "v", "p", 1, lambda: full, usable=lambda r: r["full"])
+    assert got is full
+    s = inst.stats
+    assert (s.cache_hits, s.cache_misses, s.forward_calls) == (1, 2, 2)
+    assert inst.cached("op", "v", "p", 1, lambda: light, usable=lambda r: r["full"]) is full
+    assert s.cache_hits == 2
+
+
+def test_unusable_values_in_a_batch_are_recomputed_together() -> None:
+    inst = BackendInstrumentation()
+    inst.cached_batch("op", "v", ["a", "b"], 1, lambda idx: [{"full": False} for _ in idx])
+    inst.cached("op", "v", "c", 1, lambda: {"full": True})
+    seen: list[list[int]] = []
+
+    def compute(idx: list[int]) -> list[dict[str, bool]]:
+        seen.append(idx)
+        return [{"full": True} for _ in idx]
+
+    out = inst.cached_batch("op", "v", ["a", "b", "c"], 1, compute, usable=lambda r: r["full"])
+    assert seen == [[0, 1]] and all(r["full"] for r in out)
+    again = inst.cached_batch("op", "v", ["a", "b"], 1, compute, usable=lambda r: r["full"])
+    assert seen == [[0, 1]] and again == out[:2]
+
+
+def test_forward_call_sums_tokens_computed_and_reused() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Record:
+        n_tokens: int
+        tokens_computed: int
+        tokens_reused: int
+
+    rec = Recorder()
+    inst = BackendInstrumentation(exporters=[rec])
+    inst.cached_batch(
+        "op", "v", ["a", "b"], 1, lambda idx: [Record(10, 3 + 7 * i, 7 - 7 * i) for i in idx]
+    )
+    (call,) = rec.calls()
+    assert (call.n_tokens, call.n_tokens_computed, call.n_tokens_reused) == (20, 13, 7)
+    assert (inst.stats.tokens_computed, inst.stats.prefix_tokens_reused) == (13, 7)
+    inst.cached("op", "v", "plain", 1, lambda: 1.0)  # values that do not say: None
+    assert rec.calls()[-1].n_tokens_computed is None

@@ -148,3 +148,58 @@ def test_spec_validation(fields: dict[str, object], needle: str) -> None:
     with pytest.raises(ValidationError) as info:
         PromptCollapseSpec.model_validate({"kind": "prompt_collapse", **fields})
     assert needle in str(info.value)
+
+
+def test_context_in_tokens_is_cut_on_the_backends_token_ids() -> None:
+    backend = DummyBackend()  # one token per UTF-8 byte
+    probe = PromptCollapseProbe(PromptCollapseSpec(prompts=("Hi",), context_text="a b c"))
+    assert probe.prompts_at(3, backend) == ["a b\n\nHi"]
+    assert probe.prompts_at(7, backend) == ["a b c a\n\nHi"]  # repeated when short
+    assert probe.prompts_at(0, backend) == ["Hi"]
+    with pytest.raises(ValueError, match="tokenizer"):
+        probe.prompts_at(3)
+    r = PromptCollapseProbe(PromptCollapseSpec(context_tokens=(0, 64, 128))).run(
+        ProbeContext(backend=backend)
+    )
+    ev = r.evidence
+    assert ev["context_unit"] == "tokens" and ev["context_tokens"] == [0, 64, 128]
+    assert ev["context_words"] is None
+    assert ev["tokens_added"] == [0.0, 66.0, 130.0]  # the context, then the separator's 2 bytes
+
+
+class GrowingView(DummyView):
+    """The adapter's logit delta grows with the prefix length."""
+
+    def _logits(self, prefix: tuple[int, ...]) -> npt.NDArray[np.float64]:
+        full = self._lam
+        self._lam = full * (0.1 + len(prefix) / 30.0)
+        try:
+            return super()._logits(prefix)
+        finally:
+            self._lam = full
+
+
+class GrowingBackend(DummyBackend):
+    def ft(self) -> AbstractContextManager[DummyView]:
+        return self._enter(GrowingView(self, "ft", 1.0, None, 0.0))
+
+
+def test_divergence_growing_with_context_is_said_in_words() -> None:
+    r = PromptCollapseProbe(PromptCollapseSpec()).run(ProbeContext(backend=GrowingBackend()))
+    assert r.verdict == "pass"
+    assert r.score is not None and r.score >= 1.5
+    assert r.evidence["trend"] == "grows"
+    assert "divergence grows with context" in r.message
+    assert "moves the model more after neutral text" in r.message
+    steady = PromptCollapseProbe(PromptCollapseSpec()).run(ProbeContext(backend=DummyBackend()))
+    assert steady.evidence["trend"] == "holds" and "grows" not in steady.message
+
+
+def test_context_words_is_a_deprecated_alias(caplog: pytest.LogCaptureFixture) -> None:
+    spec = PromptCollapseSpec(context_words=(0, 8, 16))
+    assert "deprecated" in caplog.text and "context_tokens" in caplog.text
+    assert spec.unit == "words" and spec.lengths == (0, 8, 16)
+    r = PromptCollapseProbe(spec).run(ProbeContext(backend=DummyBackend()))
+    assert r.evidence["context_words"] == [0, 8, 16] and r.evidence["context_tokens"] is None
+    with pytest.raises(ValidationError, match="not both"):
+        PromptCollapseSpec(context_words=(0, 8), context_tokens=(0, 8))

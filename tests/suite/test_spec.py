@@ -118,3 +118,20 @@ def test_telemetry_values_are_checked_with_their_file_and_line(tmp_path: Path) -
     )
     assert settings.trace == tmp_path / "flag.jsonl" and settings.source("trace") == "--trace"
     assert settings.source("pushgateway") == "telemetry.pushgateway (s.yaml:4)"
+
+
+def test_run_settings_in_defaults_and_their_flag_overrides() -> None:
+    from swayscope.suite.spec import override_defaults
+
+    loaded = load_suite_text(GOOD.replace("  top_k: 32\n", "  top_k: 32\n  threads: 2\n"), "s.yaml")
+    assert loaded.spec.defaults.threads == 2
+    assert loaded.spec.defaults.prefix_cache_max_bytes > 0
+    override_defaults(loaded, {"threads": None}, {"threads": "--threads"})
+    assert loaded.spec.defaults.threads == 2  # not given: the spec's value stands
+    override_defaults(loaded, {"threads": 4}, {"threads": "--threads"})
+    assert loaded.spec.defaults.threads == 4 and loaded.spec.defaults.top_k == 32
+    with pytest.raises(SpecError, match=r"--threads: .*greater than 0.*got 0"):
+        override_defaults(loaded, {"threads": 0}, {"threads": "--threads"})
+    for bad in ("  threads: 0\n", "  prefix_cache_max_bytes: -1\n"):
+        with pytest.raises(SpecError, match=r"s.yaml:\d+: defaults\."):
+            load_suite_text(GOOD.replace("  top_k: 32\n", "  top_k: 32\n" + bad), "s.yaml")

@@ -14,10 +14,14 @@ folders only). Views never copy or rewrite the base weights:
 
 Every scoring op goes through the instrumentation core and shares one cached
 *forward record* per (view, text): the last position's top ``max_top_k``
-distribution plus the log-probability of every token. ``next_token_dist``,
-``rolling_logprob`` and ``logprob_of`` are all answered from it. Misses are packed
-into forward calls under a token budget and a batch-size cap, sorted by length,
-left-padded; an out-of-memory batch is split in half and retried.
+distribution and, when an op needs it, the log-probability of every token.
+``next_token_dist`` needs only the former, so its misses run the output head on
+each text's last position only; ``rolling_logprob`` and ``logprob_of`` need the
+latter and upgrade a record that lacks it. Misses are packed into forward calls
+under a token budget and a batch-size cap, sorted by length, right-padded; texts
+that share a token prefix compute it once per view (within a call and, through a
+byte-bounded store, across calls) and run their own tokens on its keys and values;
+an out-of-memory call is split in half and retried.
 
 Modules, one concern each:
 
@@ -26,6 +30,8 @@ Modules, one concern each:
 - :mod:`.null_adapters` — random adapters of the adapter's shape;
 - :mod:`.tokenizer` — text to token ids, input checks;
 - :mod:`.planner` — how missed texts become forward calls;
+- :mod:`.prefix` — which shared prefixes to compute once, and the store that keeps them;
+- :mod:`.kv` — the key/value cache one model call runs on;
 - :mod:`.forward` — :class:`ForwardRecord` and the batched forward pass;
 - :mod:`.records` — the cached record lookups views score through;
 - :mod:`.views` — :class:`HFView` and the one-view-at-a-time slot;

@@ -330,8 +330,14 @@ class ForwardPass:
         return states
 
     def _run_once(
-        self, rows: list[_Row], sources: list[PrefixEntry | None], need: Need
+        self,
+        rows: list[_Row],
+        sources: list[PrefixEntry | None],
+        need: Need,
+        keep: list[int] | None = None,
     ) -> list[_RowOut]:
+        """One model invocation; ``keep``: the rows whose keys and values to return (default:
+        the rows that build a prefix)."""
         width = max(r.used for r in rows)
         span = max(r.fed for r in rows)
         n = len(rows)
@@ -343,7 +349,8 @@ class ForwardPass:
             mask[b, : r.used] = 1
             mask[b, width : width + r.fed] = 1
             positions[b] += r.used
-        keep = [b for b, r in enumerate(rows) if r.node is not None]
+        if keep is None:
+            keep = [b for b, r in enumerate(rows) if r.node is not None]
         cache = None
         if width or keep:
             past = self._past(rows, sources, width) if width else None
@@ -419,20 +426,20 @@ class ForwardPass:
     # -- self-checks -----------------------------------------------------------------------
 
     def _self_check(self, *, prefixes: bool) -> None:
-        """Choose ``use_packed_head`` and ``prefix_reuse`` from one small probe batch.
+        """Choose ``use_packed_head`` and ``prefix_reuse`` with two small model calls.
 
-        One call through the model's own full-logits path is the reference; the
-        decoder's output, caught on the way by a forward hook, gives the packed
-        head's answer without another call; the same texts run through the shared-
-        prefix path (two calls) give the prefix answer. Each is used only when it
-        agrees with the reference (1e-4 in float32).
+        Three texts sharing their first tokens run through the model's own
+        full-logits path: the reference. The decoder's output, caught on the way by
+        a forward hook, gives the packed head's answer without another call. The
+        first text's keys and values, cut to the shared tokens, are a prefix entry;
+        one more call runs every text on it: the shared-prefix answer. Each is used
+        only when it agrees with the reference (1e-4 in float32).
         """
         shared = [min(3 + i, self.vocab_size - 1) for i in range(8)]
         probe = [shared + [min(20 + i, self.vocab_size - 1)] * (1 + i) for i in range(3)]
         rows = [_Row(ids, 0, len(ids), None, NO_START, text=i) for i, ids in enumerate(probe)]
         stats = self.inst.stats
         counts = (stats.model_invocations, stats.prefix_hits)
-        overhead = self.limits.call_overhead_tokens
         caught: list[torch.Tensor] = []
         hook = None
         if self._parts is not None:
@@ -443,7 +450,8 @@ class ForwardPass:
             )
         try:
             with self._lock, torch.inference_mode():
-                whole = self._run_once(rows, [None] * len(rows), "all")
+                keep = [0] if prefixes else []
+                whole = self._run_once(rows, [None] * len(rows), "all", keep=keep)
                 if hook is not None:
                     hook.remove()
                     hook = None
@@ -452,22 +460,29 @@ class ForwardPass:
                     packed = self._score_rows(rows, caught[0], "all")
                     self.use_packed_head = _outs_agree(whole, packed, self.dtype)
                 if prefixes:
-                    self.prefix_reuse = True
-                    self.limits.call_overhead_tokens = 0
-                    reused = self._compute(probe, "\x00self-check", "all")
-                    self.prefix_reuse = (
-                        sum(r.tokens_reused for r in reused) > 0
-                        and _outs_agree(whole, [_out_of(r) for r in reused], self.dtype)
-                    )
+                    self.prefix_reuse = self._prefix_agrees(probe, whole, len(shared) - 1)
         except Exception:
             log.debug("forward pass self-check failed", exc_info=True)
             self.use_packed_head = self.prefix_reuse = False
         finally:
             if hook is not None:
                 hook.remove()
-            self.limits.call_overhead_tokens = overhead
-            self.store.clear()
             stats.model_invocations, stats.prefix_hits = counts
+
+    def _prefix_agrees(self, probe: list[list[int]], whole: list[_RowOut], length: int) -> bool:
+        """Whether ``probe``'s texts, run on the first ``length`` positions of the first
+        text's keys and values, score as ``whole`` (their whole-text reference)."""
+        kv, logprobs = whole[0].kv, whole[0].logprobs
+        assert kv is not None and logprobs is not None
+        entry = PrefixEntry(
+            tuple(probe[0][: length + 1]),
+            [(k[:, :, :length], v[:, :, :length]) for k, v in kv],
+            logprobs[:length],
+        )
+        start = Start(entry, length)
+        plan = PrefixPlan([], [None] * len(probe), [start] * len(probe))
+        reused = _BatchRun(self, None, "all").run(probe, plan)
+        return _outs_agree(whole, [_out_of(r) for r in reused], self.dtype)
 
 
 class _BatchRun:

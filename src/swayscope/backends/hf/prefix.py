@@ -89,8 +89,8 @@ class PrefixStore:
     """Prefix entries by (view, token ids), within a byte budget; LRU eviction.
 
     Entries of one view are never offered to another: a view is a state of the
-    adapter weights, and keys and values depend on them. Counts hits, evictions,
-    entries and bytes into ``stats`` (the instrumentation's counters).
+    adapter weights, and keys and values depend on them. Counts evictions, entries
+    and bytes into ``stats`` (the instrumentation's counters).
     """
 
     def __init__(self, max_bytes: int, stats: BackendStats) -> None:
@@ -123,11 +123,10 @@ class PrefixStore:
         return best
 
     def touch(self, view_id: str, entry: PrefixEntry) -> None:
-        """Mark ``entry`` as just used (a hit)."""
+        """Mark ``entry`` as just used (least recently used goes first)."""
         key = (view_id, entry.key)
         if self._entries.get(key) is entry:
             self._entries.move_to_end(key)
-        self.stats.prefix_hits += 1
 
     def put(self, view_id: str, entry: PrefixEntry) -> None:
         """Keep ``entry`` (replacing one with the same key), evicting the least recently
