@@ -209,7 +209,8 @@ def test_store_budget_evicts_least_recently_used(tiny_model: TinyModelPaths) -> 
 
 
 def _records(b: HFBackend) -> list[ForwardRecord]:
-    return [r for k in b.inst.cache.keys() if isinstance(r := b.inst.cache.get(k), ForwardRecord)]
+    stored = [b.inst.cache.get(key) for key in b.inst.cache.keys()]  # noqa: SIM118 (not a dict)
+    return [r for r in stored if isinstance(r, ForwardRecord)]
 
 
 def test_next_token_dist_computes_no_token_scores_until_asked(

@@ -44,7 +44,7 @@ def test_shared_and_usable_lengths() -> None:
 def test_plan_computes_each_worthwhile_branch_once() -> None:
     ctx = list(range(100, 140))  # 40 shared tokens
     longer = ctx + list(range(200, 240))  # 80 shared by the second group
-    texts = [ctx + [1, 2], ctx + [3], longer + [4], longer + [5, 6], [7, 8, 9]]
+    texts = [[*ctx, 1, 2], [*ctx, 3], [*longer, 4], [*longer, 5, 6], [7, 8, 9]]
     plan = plan_prefixes(texts, _nothing_stored, min_saving=10)
     assert [n.length for n in plan.nodes] == [39, 79]
     outer, inner = plan.nodes
@@ -68,24 +68,24 @@ def test_plan_starts_from_the_store_and_builds_only_what_it_lacks() -> None:
         assert isinstance(ids, (list, tuple))
         return Start(stored, usable_length(stored, ids, limit))
 
-    texts = [ctx + [1], ctx + [2], ctx + [3]]
+    texts = [[*ctx, 1], [*ctx, 2], [*ctx, 3]]
     plan = plan_prefixes(texts, lookup, min_saving=10)
     (node,) = plan.nodes
     assert node.parent is None and node.start.entry is stored and node.start.used == 30
     # a single text starts from the store directly
-    alone = plan_prefixes([ctx + [9]], lookup, min_saving=10)
+    alone = plan_prefixes([[*ctx, 9]], lookup, min_saving=10)
     assert alone.nodes == [] and alone.start_of[0].used == 30
 
 
 def test_plan_drops_prefixes_nobody_uses() -> None:
     ctx = list(range(100, 150))
-    whole = _entry(ctx + [1, 2, 3])  # the store holds more than any node would give
+    whole = _entry([*ctx, 1, 2, 3])  # the store holds more than any node would give
 
     def lookup(ids: object, limit: int) -> Start:
         assert isinstance(ids, (list, tuple))
         return Start(whole, usable_length(whole, ids, limit))
 
-    plan = plan_prefixes([ctx + [1, 2, 3, 4], ctx + [1, 2, 3, 5]], lookup, min_saving=1)
+    plan = plan_prefixes([[*ctx, 1, 2, 3, 4], [*ctx, 1, 2, 3, 5]], lookup, min_saving=1)
     assert plan.nodes == []
     assert all(s.entry is whole for s in plan.start_of)
 
@@ -114,7 +114,7 @@ def test_store_is_per_view_bounded_and_counts() -> None:
 
 def test_sharing_groups_keep_a_prefix_and_its_texts_together() -> None:
     ctx = list(range(100, 160))
-    ids = {0: ctx + [1], 1: [5, 6, 7], 2: ctx + [2, 3], 3: ctx + [4], 4: [8, 9]}
+    ids = {0: [*ctx, 1], 1: [5, 6, 7], 2: [*ctx, 2, 3], 3: [*ctx, 4], 4: [8, 9]}
     groups, alone = sharing_groups(ids, min_saving=10, max_batch_tokens=8192)
     assert groups == [[0, 2, 3]] and sorted(alone) == [1, 4]
     # a group larger than the budget is cut in token order; the store carries the prefix
