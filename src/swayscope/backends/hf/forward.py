@@ -249,7 +249,7 @@ class ForwardPass:
 
     # -- model calls -----------------------------------------------------------------------
 
-    def run_rows(
+    def _run_rows(
         self, rows: list[_Row], sources: list[PrefixEntry | None], need: Need
     ) -> list[_RowOut]:
         """One model call over ``rows`` (each starting from its ``sources`` entry), split in
@@ -269,7 +269,7 @@ class ForwardPass:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         mid = len(rows) // 2
-        return self.run_rows(rows[:mid], sources[:mid], need) + self.run_rows(
+        return self._run_rows(rows[:mid], sources[:mid], need) + self._run_rows(
             rows[mid:], sources[mid:], need
         )
 
@@ -432,8 +432,9 @@ class ForwardPass:
         full-logits path: the reference. The decoder's output, caught on the way by
         a forward hook, gives the packed head's answer without another call. The
         first text's keys and values, cut to the shared tokens, are a prefix entry;
-        one more call runs every text on it: the shared-prefix answer. Each is used
-        only when it agrees with the reference (1e-4 in float32).
+        one more call runs the other texts on it (and the first one whole, so the
+        call pads and masks prefixes of different lengths): the shared-prefix answer.
+        Each is used only when it agrees with the reference (1e-4 in float32).
         """
         shared = [min(3 + i, self.vocab_size - 1) for i in range(8)]
         probe = [shared + [min(20 + i, self.vocab_size - 1)] * (1 + i) for i in range(3)]
@@ -479,8 +480,9 @@ class ForwardPass:
             [(k[:, :, :length], v[:, :, :length]) for k, v in kv],
             logprobs[:length],
         )
-        start = Start(entry, length)
-        plan = PrefixPlan([], [None] * len(probe), [start] * len(probe))
+        # The first text runs whole beside the others: one call with a padded, masked prefix.
+        starts = [NO_START] + [Start(entry, length)] * (len(probe) - 1)
+        plan = PrefixPlan([], [None] * len(probe), starts)
         reused = _BatchRun(self, None, "all").run(probe, plan)
         return _outs_agree(whole, [_out_of(r) for r in reused], self.dtype)
 
@@ -551,7 +553,7 @@ class _BatchRun:
             )
             for group in groups:
                 chunk = [ready[i] for i in group]
-                results = self.fp.run_rows(chunk, [self.source(r) for r in chunk], self.need)
+                results = self.fp._run_rows(chunk, [self.source(r) for r in chunk], self.need)
                 for row, out in zip(chunk, results, strict=True):
                     outs[id(row)] = out
                     if row.node is not None:

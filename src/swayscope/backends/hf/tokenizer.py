@@ -60,7 +60,7 @@ class TextEncoder:
         pad = tokenizer.pad_token_id
         if pad is None:
             pad = tokenizer.eos_token_id
-        #: The id left padding is filled with (masked out, never scored).
+        #: The id padding is filled with (masked out, never scored).
         self.pad_id = int(pad) if pad is not None else 0
 
     @property
