@@ -182,7 +182,12 @@ def _execute(
     """
     from swayscope.instrumentation import BackendInstrumentation
     from swayscope.suite.outputs import check_outputs
-    from swayscope.suite.runner import build_backend, check_model_paths, run_suite
+    from swayscope.suite.runner import (
+        build_backend,
+        check_model_paths,
+        preload_backend,
+        run_suite,
+    )
     from swayscope.suite.spec import load_suite_text, override_defaults
     from swayscope.suite.telemetry import run_settings, start_telemetry
 
@@ -210,6 +215,7 @@ def _execute(
             prompt_hash_key=settings.prompt_hash_key,
             run_id=run_id,
         )
+        preload_backend(spec.models)
         backend = build_backend(spec.models, spec.defaults, inst)
     except BaseException:
         if inst is not None:

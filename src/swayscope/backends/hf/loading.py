@@ -194,6 +194,13 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def import_stack() -> None:
+    """Import what loading a model needs (transformers' model machinery, PEFT) now, so a
+    caller can choose when the imports' cost is paid."""
+    import peft  # noqa: F401
+    import transformers.modeling_utils  # noqa: F401
+
+
 #: ``tokenizer_class`` values of a tokenizer that is its ``tokenizer.json`` and nothing more.
 _PLAIN_TOKENIZERS = frozenset({"PreTrainedTokenizerFast", "TokenizersBackend"})
 
@@ -360,6 +367,7 @@ __all__ = [
     "check_adapter",
     "check_attached",
     "check_base",
+    "import_stack",
     "load_model",
     "model_class",
     "model_identity",
