@@ -172,3 +172,25 @@ def test_losses_at_the_final_flush_are_in_the_result() -> None:
     result = run_suite(loaded, backend, live_progress=False, finish_telemetry=final_flush)
     assert result.telemetry["spans_dropped"] == 7
     assert result.telemetry["exporter_errors"] == {"pushgateway": 1}
+
+
+def test_preload_imports_the_stack_unscanned_and_leaves_the_collector_on() -> None:
+    import gc
+    import sys
+
+    from swayscope.suite.runner import preload_backend
+    from swayscope.suite.spec import ModelsSpec
+
+    frozen = gc.get_freeze_count()
+    preload_backend(ModelsSpec(kind="dummy"))
+    assert gc.get_freeze_count() == frozen, "nothing to import for the dummy backend"
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    try:
+        preload_backend(ModelsSpec(kind="hf"))
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > frozen
+        assert {"peft", "transformers.modeling_utils"} <= set(sys.modules)
+    finally:
+        gc.unfreeze()  # this process runs more than one model load: give the objects back
