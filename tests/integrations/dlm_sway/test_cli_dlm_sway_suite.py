@@ -33,7 +33,7 @@ def test_swayscope_runs_a_dlm_sway_suite_as_is(
     by = {p["name"]: p for p in result["probes"]}
     assert by["calibration"]["evidence"]["seeds"] == [1000, 1001, 1002]
     assert {"dk_prose", "dk_code"} <= set(by["calibration"]["evidence"]["calibrated"])
-    assert by["collapse"]["evidence"]["context_words"] == [0, 16, 64]
+    assert by["collapse"]["evidence"]["context_tokens"] == [0, 16, 64]
     assert f"{spec} is a dlm-sway 0.1.0 suite" in out.stderr
     assert "swayscope: note: " in out.stderr and "runs as perplexity_shift" in out.stderr
 

@@ -67,7 +67,7 @@ def test_every_mapped_kind_and_field(tmp_path: Path) -> None:
     assert (dk.threshold, dk.min_z, len(dk.prompts)) == (0.02, 3.0, 4)  # type: ignore[attr-defined]
     assert by["ablation"].lambdas == (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)  # type: ignore[attr-defined]
     collapse = by["collapse"]
-    assert collapse.context_words == (0, 16, 64)  # type: ignore[attr-defined]
+    assert collapse.context_tokens == (0, 16, 64)  # type: ignore[attr-defined]
     assert collapse.min_half_life == 512  # type: ignore[attr-defined]
     assert by["prose_ppl"].max_chunks == 4  # type: ignore[attr-defined]
 
@@ -77,7 +77,7 @@ def test_dlm_sway_defaults_are_kept_where_swayscope_has_the_field() -> None:
                   "  - {name: pc, kind: prompt_collapse, prompts: [a b]}\n")
     dk, pc = (p.spec for p in loaded.probes)
     assert dk.threshold == 0.02  # type: ignore[attr-defined]  # dlm-sway's assert_mean_gte
-    assert pc.context_words == (0, 256, 512, 1024)  # type: ignore[attr-defined]
+    assert pc.context_tokens == (0, 256, 512, 1024)  # type: ignore[attr-defined]
     assert pc.min_half_life == 512  # type: ignore[attr-defined]
 
 

@@ -178,7 +178,7 @@ def model_identity(
 
 
 @contextmanager
-def quiet_transformers() -> Iterator[None]:
+def _quiet_transformers() -> Iterator[None]:
     """No progress bars and no warnings while transformers and PEFT load."""
     from transformers.utils import logging as hf_logging_module
 
@@ -263,7 +263,7 @@ def load_model(
 ) -> tuple[Any, Any]:
     """The tokenizer and the frozen, eval-mode PEFT model (base + adapter) on ``device``."""
     gguf_kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
-    with quiet_transformers():
+    with _quiet_transformers():
         try:
             tokenizer = tokenizer_class(base_path, gguf_file).from_pretrained(
                 str(base_path), local_files_only=True, **gguf_kw
@@ -372,7 +372,6 @@ __all__ = [
     "model_class",
     "model_identity",
     "positive_int",
-    "quiet_transformers",
     "resolve_device",
     "resolve_dtype",
     "tokenizer_class",

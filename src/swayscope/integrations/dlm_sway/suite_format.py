@@ -42,7 +42,7 @@ _SWAY_SPEC_VERSION = 1
 _ABSENT: Any = object()
 
 #: swayscope's ``prompt_collapse`` field that dlm-sway's ``context_lengths`` becomes.
-COLLAPSE_LENGTHS_FIELD = "context_words"
+COLLAPSE_LENGTHS_FIELD = "context_tokens"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +167,9 @@ _KINDS: dict[str, _Kind] = {
             ),
         },
         note=(
-            f"context_lengths become {COLLAPSE_LENGTHS_FIELD} (dlm-sway counts tokens of "
-            "tokenizer padding, swayscope prepends that many words of a neutral passage and "
-            "reports the half-life in tokens); a short half-life warns rather than fails"
+            f"context_lengths become {COLLAPSE_LENGTHS_FIELD} (both count tokens: dlm-sway "
+            "prepends tokenizer padding, swayscope that many tokens of a neutral passage); "
+            "a short half-life warns rather than fails"
         ),
     ),
     "external_perplexity": _Kind(
