@@ -132,7 +132,7 @@ def cache_keyword(model: Any) -> str:
 
 
 @dataclass(eq=False, slots=True)
-class _Row:
+class Row:
     """One row of a model call: ``ids[used:end]`` run after ``used`` positions taken from a
     prefix (a node built earlier in the batch, or a stored entry)."""
 
@@ -151,7 +151,7 @@ class _Row:
 
 
 @dataclass(slots=True)
-class _RowOut:
+class RowOut:
     """What a model call produced for one row."""
 
     logprobs: npt.NDArray[np.float64] | None = None
@@ -249,9 +249,9 @@ class ForwardPass:
 
     # -- model calls -----------------------------------------------------------------------
 
-    def _run_rows(
-        self, rows: list[_Row], sources: list[PrefixEntry | None], need: Need
-    ) -> list[_RowOut]:
+    def run_rows(
+        self, rows: list[Row], sources: list[PrefixEntry | None], need: Need
+    ) -> list[RowOut]:
         """One model call over ``rows`` (each starting from its ``sources`` entry), split in
         halves on out-of-memory."""
         try:
@@ -269,12 +269,12 @@ class ForwardPass:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         mid = len(rows) // 2
-        return self._run_rows(rows[:mid], sources[:mid], need) + self._run_rows(
+        return self.run_rows(rows[:mid], sources[:mid], need) + self.run_rows(
             rows[mid:], sources[mid:], need
         )
 
     def _past(
-        self, rows: list[_Row], sources: list[PrefixEntry | None], width: int
+        self, rows: list[Row], sources: list[PrefixEntry | None], width: int
     ) -> list[KV]:
         """Per layer, each row's prefix keys and values, left-aligned, padded to ``width``."""
         first = next(s for s in sources if s is not None)
@@ -331,11 +331,11 @@ class ForwardPass:
 
     def _run_once(
         self,
-        rows: list[_Row],
+        rows: list[Row],
         sources: list[PrefixEntry | None],
         need: Need,
         keep: list[int] | None = None,
-    ) -> list[_RowOut]:
+    ) -> list[RowOut]:
         """One model invocation; ``keep``: the rows whose keys and values to return (default:
         the rows that build a prefix)."""
         width = max(r.used for r in rows)
@@ -366,7 +366,7 @@ class ForwardPass:
                 outs[b].kv = [_row_kv(k, v, j, r.used, width, r.fed) for k, v in layers]
         return outs
 
-    def _score_rows(self, rows: list[_Row], hidden: torch.Tensor, need: Need) -> list[_RowOut]:
+    def _score_rows(self, rows: list[Row], hidden: torch.Tensor, need: Need) -> list[RowOut]:
         """The head at the positions each row needs, and what each row gets from it.
 
         A text needs its last position (the next-token distribution) and, for
@@ -389,7 +389,7 @@ class ForwardPass:
                 pos = r.used + c + 1
                 targets.append(-1 if r.node is None and pos == len(r.ids) else int(r.ids[pos]))
             spans.append((first, len(sel_rows)))
-        outs = [_RowOut() for _ in rows]
+        outs = [RowOut() for _ in rows]
         if not sel_rows:
             return outs
         dev = hidden.device
@@ -440,7 +440,7 @@ class ForwardPass:
         # vocabulary-wide head at every position are what this check costs at start-up.
         shared = [min(3 + i, self.vocab_size - 1) for i in range(2)]
         probe = [shared + [min(20 + i, self.vocab_size - 1)] * (1 + i % 2) for i in range(3)]
-        rows = [_Row(ids, 0, len(ids), None, NO_START, text=i) for i, ids in enumerate(probe)]
+        rows = [Row(ids, 0, len(ids), None, NO_START, text=i) for i, ids in enumerate(probe)]
         stats = self.inst.stats
         counts = (stats.model_invocations, stats.prefix_hits)
         caught: list[torch.Tensor] = []
@@ -472,7 +472,7 @@ class ForwardPass:
                 hook.remove()
             stats.model_invocations, stats.prefix_hits = counts
 
-    def _prefix_agrees(self, probe: list[list[int]], whole: list[_RowOut], length: int) -> bool:
+    def _prefix_agrees(self, probe: list[list[int]], whole: list[RowOut], length: int) -> bool:
         """Whether ``probe``'s texts, run on the first ``length`` positions of the first
         text's keys and values, score as ``whole`` (their whole-text reference)."""
         kv, logprobs = whole[0].kv, whole[0].logprobs
@@ -500,7 +500,7 @@ class _BatchRun:
 
     def run(self, batch: Sequence[TokenIds], plan: PrefixPlan) -> list[ForwardRecord]:
         rows = [
-            _Row(
+            Row(
                 node.key,
                 node.parent.length if node.parent is not None else node.start.used,
                 node.length,
@@ -511,7 +511,7 @@ class _BatchRun:
             for node in plan.nodes
         ]
         texts = [
-            _Row(ids, plan.used(i), len(ids), plan.node_of[i], plan.start_of[i], text=i)
+            Row(ids, plan.used(i), len(ids), plan.node_of[i], plan.start_of[i], text=i)
             for i, ids in enumerate(batch)
         ]
         outs = self.run_waves(rows + texts)
@@ -533,15 +533,15 @@ class _BatchRun:
             records.append(self.record(r, outs[id(r)], computed))
         return records
 
-    def source(self, row: _Row) -> PrefixEntry | None:
+    def source(self, row: Row) -> PrefixEntry | None:
         """The entry ``row`` starts from: built earlier in this batch, or stored."""
         if row.parent is not None:
             return self.built[id(row.parent)]
         return row.start.entry
 
-    def run_waves(self, rows: list[_Row]) -> dict[int, _RowOut]:
+    def run_waves(self, rows: list[Row]) -> dict[int, RowOut]:
         """Run every row once the prefix it starts from is built; outputs by ``id(row)``."""
-        outs: dict[int, _RowOut] = {}
+        outs: dict[int, RowOut] = {}
         limits = self.fp.limits
         pending = rows
         while pending:
@@ -555,14 +555,14 @@ class _BatchRun:
             )
             for group in groups:
                 chunk = [ready[i] for i in group]
-                results = self.fp._run_rows(chunk, [self.source(r) for r in chunk], self.need)
+                results = self.fp.run_rows(chunk, [self.source(r) for r in chunk], self.need)
                 for row, out in zip(chunk, results, strict=True):
                     outs[id(row)] = out
                     if row.node is not None:
                         self.built[id(row.node)] = self.entry(row, out)
         return outs
 
-    def entry(self, row: _Row, out: _RowOut) -> PrefixEntry:
+    def entry(self, row: Row, out: RowOut) -> PrefixEntry:
         """The prefix a node row built; kept in the store when it fits the budget."""
         assert row.node is not None and out.kv is not None
         logprobs = self.prefixed(row, out.logprobs) if out.logprobs is not None else None
@@ -575,7 +575,7 @@ class _BatchRun:
         return entry
 
     def prefixed(
-        self, row: _Row, own: npt.NDArray[np.float64]
+        self, row: Row, own: npt.NDArray[np.float64]
     ) -> npt.NDArray[np.float64] | None:
         """Per-token log-probabilities of ``row``'s tokens: its prefix's, then its own
         (None when the prefix holds none)."""
@@ -586,7 +586,7 @@ class _BatchRun:
             return None
         return np.concatenate([source.logprobs[: row.used], own])
 
-    def record(self, row: _Row, out: _RowOut, computed: int) -> ForwardRecord:
+    def record(self, row: Row, out: RowOut, computed: int) -> ForwardRecord:
         assert out.top_values is not None and out.top_ids is not None
         n = len(row.ids)
         dist = TokenDist(
@@ -611,16 +611,16 @@ class _BatchRun:
         return ForwardRecord(dist, rolling, computed, row.used)
 
 
-def _out_of(record: ForwardRecord) -> _RowOut:
+def _out_of(record: ForwardRecord) -> RowOut:
     """A record's numbers in the shape a model call's row output has."""
-    return _RowOut(
+    return RowOut(
         logprobs=record.token_scores().logprobs,
         top_values=record.dist.logprobs,
         top_ids=record.dist.token_ids,
     )
 
 
-def _outs_agree(a: list[_RowOut], b: list[_RowOut], dtype: torch.dtype) -> bool:
+def _outs_agree(a: list[RowOut], b: list[RowOut], dtype: torch.dtype) -> bool:
     tol = 1e-4 if dtype == torch.float32 else 2e-2
     for x, y in zip(a, b, strict=True):
         for u, v in ((x.logprobs, y.logprobs), (x.top_values, y.top_values)):
@@ -647,6 +647,8 @@ __all__ = [
     "ForwardPass",
     "ForwardRecord",
     "Need",
+    "Row",
+    "RowOut",
     "cache_keyword",
     "full_attention_only",
     "is_oom",
