@@ -99,6 +99,19 @@ def write_lora(base_dir: Path, out_dir: Path, *, seed: int = 0, scale: float = 1
     return out_dir
 
 
+def prepare(model: str, home: Path) -> tuple[Path, Path]:
+    """The base model folder (built once under ``home``) and the bench's LoRA for it."""
+    if model == "smollm2":
+        from swayscope.backends.smollm2_fp32 import smollm2_fp32_folder
+
+        base = smollm2_fp32_folder(home)
+    else:
+        from swayscope.backends.tiny import build_tiny
+
+        base = build_tiny(home / "tiny-model", seed=0).base_dir
+    return base, write_lora(base, home / f"bench-lora-{model}", seed=0)
+
+
 def swayscope_spec(base: Path, adapter: Path, *, prefix_reuse: bool) -> str:
     """The workload as a swayscope suite (prefix reuse on, or off with a zero budget)."""
     spec: dict[str, Any] = {
@@ -303,20 +316,26 @@ def main() -> None:
                         help="where built models live [$SWAYSCOPE_HOME or ~/.cache/swayscope]")
     parser.add_argument("--keep", type=Path, default=None,
                         help="copy the last round's result JSONs here")
+    parser.add_argument("--prepare", type=Path, default=None, metavar="HOME",
+                        help=argparse.SUPPRESS)  # the child that makes the model and adapter
     args = parser.parse_args()
 
+    if args.prepare is not None:
+        base, adapter = prepare(args.model, args.prepare)
+        print(json.dumps([str(base), str(adapter)]))
+        return
     from swayscope.suite.demo import cache_dir
 
-    home = args.home or cache_dir()
-    if args.model == "smollm2":
-        from swayscope.backends.smollm2_fp32 import smollm2_fp32_folder
-
-        base = smollm2_fp32_folder(home)
-    else:
-        from swayscope.backends.tiny import build_tiny
-
-        base = build_tiny(home / "tiny-model", seed=0).base_dir
-    adapter = write_lora(base, home / f"bench-lora-{args.model}", seed=0)
+    # The model and adapter are made in a child process: a parent that had loaded them
+    # would lend its size to every child's peak RSS (a forked child counts the parent's
+    # pages until it execs).
+    made = subprocess.run(
+        [sys.executable, __file__, "--model", args.model, "--prepare",
+         str(args.home or cache_dir())],
+        check=True, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
+    base, adapter = (Path(p) for p in json.loads(made.stdout.strip().splitlines()[-1]))
     work = Path(tempfile.mkdtemp(prefix="bench-anchor-"))
     try:
         configs: list[Config] = []
