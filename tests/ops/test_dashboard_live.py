@@ -28,7 +28,7 @@ def test_every_dashboard_query_returns_data_and_the_recording_rule_equals_the_hi
 ) -> None:
     pytest.importorskip("transformers")
     from swayscope.backends.tiny import build_tiny
-    from swayscope.instrumentation import BackendInstrumentation
+    from swayscope.instrumentation import BackendInstrumentation, Event, Exporter, RunStarted
     from swayscope.instrumentation.exporters.prometheus import PrometheusExporter
     from swayscope.suite.demo import demo_suite_yaml
     from swayscope.suite.runner import build_backend, run_suite
@@ -44,9 +44,23 @@ def test_every_dashboard_query_returns_data_and_the_recording_rule_equals_the_hi
     )
     # The same run is also pushed: the dashboard shows pushed runs as it shows scraped ones.
     pusher = PrometheusExporter(pushgateway_url=pushgateway, push_interval_s=0.5)
-    inst = BackendInstrumentation(exporters=[exporter, pusher])
     scraped = f'job="swayscope", instance="127.0.0.1:{exporter.port}"'
     pushed = f'job="swayscope", instance="{pusher.push_instance}"'
+
+    class PushedStartSeen(Exporter):
+        """What --metrics-wait does for a scraped run, for the pushed one: at run start,
+        push the zeroed series and wait until Prometheus has them, so rate() over the
+        pushed series sees the run's increments however short the run is."""
+
+        def export(self, event: Event) -> None:
+            if isinstance(event, RunStarted):
+                pusher.push()
+                srv.wait_until(
+                    lambda: prom.scalar(f"swayscope_run_active{{{pushed}}}") == 1, 30,
+                    "Prometheus to scrape the pushed run's zeroed series",
+                )
+
+    inst = BackendInstrumentation(exporters=[exporter, pusher, PushedStartSeen()])
     try:
         backend = build_backend(loaded.spec.models, loaded.spec.defaults, inst)
         result = run_suite(loaded, backend, live_progress=False)
