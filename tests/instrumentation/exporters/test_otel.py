@@ -139,7 +139,11 @@ def test_span_tree_names_parentage_and_attributes() -> None:
     assert run.status.description == "1 of 2 probes errored"
     assert ra["swayscope.run.probes_errored"] == 1 and ra["swayscope.run.probes_done"] == 2
     assert ra["swayscope.run.status"] == "ok"
-    assert run.events == ()  # the exception is on the probe that raised
+    # the run's trace is the run span alone: it repeats the errored probe's exception
+    (repeated,) = run.events
+    assert repeated.name == "exception" and repeated.attributes is not None
+    assert repeated.attributes["swayscope.probe"] == "broken"
+    assert repeated.attributes["exception.type"] == "Boom"
 
     good, bad = sorted(probes, key=lambda p: p.start_time or 0)
     ga = dict(good.attributes or {})

@@ -381,6 +381,8 @@ def test_errors_mark_the_run_and_carry_redacted_exception_events(
         assert "in compute\n" in event.attributes["exception.stacktrace"]
     assert "in fail_on_canary\n" in probe.events[0].attributes["exception.stacktrace"]
     assert all(s.status != "STATUS_CODE_ERROR" for s in probe_roots(spans) if s is not probe)
+    (repeated,) = run.events  # the run's trace is the run span: it says which probe, and why
+    assert repeated.attributes == {**probe.events[0].attributes, "swayscope.probe": "delta_kl"}
     assert CANARY not in rotel_agent.process.output()
 
 

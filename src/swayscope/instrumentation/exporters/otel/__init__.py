@@ -24,13 +24,14 @@ Root first (:mod:`.holding`)
     chunk's spans may reach the backend up to ``chunk_seconds`` before their
     root, and a SIGKILL can leave the open chunk's spans without one.
 
-Errors
+Errors (:mod:`.outcome`)
     A span whose work failed has status ERROR and an ``exception`` event
     (``exception.type``, ``.message``, ``.stacktrace``) made of the core's
     redacted texts, never of the exception's own message, which may quote a
     prompt. The run span is ERROR when the run raised or any probe errored
-    (``swayscope.run.probes_errored`` of ``swayscope.run.probes_done``); a probe
-    stopped by Ctrl-C ends ``not_run``, not as an error.
+    (``swayscope.run.probes_errored`` of ``swayscope.run.probes_done``) and
+    repeats the first ten errored probes' exception events; a probe stopped by
+    Ctrl-C ends ``not_run``, not as an error.
 
 Which TracerProvider (:mod:`.provider`)
     ``tracer_provider=`` is used as given. Otherwise, without an explicit

@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -41,10 +40,10 @@ from swayscope.instrumentation.exporters.otel.environment import (
 from swayscope.instrumentation.exporters.otel.layout import (
     DEFAULT_CHUNK_SECONDS,
     DEFAULT_MAX_SPANS_PER_TRACE,
-    Failure,
     Frame,
     SpanLayout,
 )
+from swayscope.instrumentation.exporters.otel.outcome import RunOutcome
 from swayscope.instrumentation.exporters.otel.processor import DEFAULT_SHUTDOWN_TIMEOUT_S
 from swayscope.instrumentation.exporters.otel.provider import (
     OwnPipeline,
@@ -67,13 +66,6 @@ def _shutdown_at_exit(ref: weakref.ref[OtelExporter]) -> None:
     exporter = ref()
     if exporter is not None:
         exporter.shutdown()
-
-
-def _failure(error: str | None, stack: str | None, what: str) -> Failure:
-    """An error's status and exception event, from the core's redacted texts only."""
-    if error is None:
-        return Failure(f"{what} error")
-    return Failure(error, attr.exception_event(error, stack))
 
 
 class OtelExporter(Exporter):
@@ -151,9 +143,7 @@ class OtelExporter(Exporter):
             max_spans=max_spans_per_trace,
             chunk_s=chunk_seconds,
         )
-        # The run's probe counts, for its status; guarded, as probes may end on any thread.
-        self._run_lock = threading.Lock()
-        self._run_probes = (0, 0, 0)  # total announced, ended with a status, errored
+        self._outcome = RunOutcome()
         self._handlers: dict[type, Callable[[Any], None]] = {
             CacheLookup: self._on_lookup, ForwardCall: self._on_forward,
             ViewEntered: self._on_view_entered, ViewExited: self._on_view_exited,
@@ -269,27 +259,15 @@ class OtelExporter(Exporter):
     # -- run / probe / view spans ------------------------------------------------------------
 
     def _on_run_started(self, ev: RunStarted) -> None:
-        with self._run_lock:
-            self._run_probes = (ev.total_probes, 0, 0)
+        self._outcome.start(ev.total_probes)
         frame = self._layout.open(
             "run", attr.SPAN_RUN, ev.run_id, ev.start_ns, attr.run_started(ev), ev.run_id
         )
         ev.trace_id, ev.span_id = frame.trace_hex, frame.span_hex
 
     def _on_run_ended(self, ev: RunEnded) -> None:
-        """Status ERROR when the run raised or any probe errored (with the counts)."""
-        with self._run_lock:
-            total, done, errored = self._run_probes
-        failure: Failure | None = None
-        if ev.status == "error":
-            failure = _failure(ev.error, ev.error_stack, "run")
-        if errored:
-            counts = attr.probes_errored(errored, total or done)
-            description = f"{failure.description}; {counts}" if failure else counts
-            failure = Failure(description, failure.exception if failure else None)
-        self._layout.close(
-            "run", ev.run_id, ev.end_ns, attr.run_ended(ev, done, errored), failure
-        )
+        attrs, failure = self._outcome.run_ended(ev)
+        self._layout.close("run", ev.run_id, ev.end_ns, attrs, failure)
 
     def _on_probe_started(self, ev: ProbeStarted) -> None:
         self._layout.open(
@@ -297,13 +275,7 @@ class OtelExporter(Exporter):
         )
 
     def _on_probe_ended(self, ev: ProbeEnded) -> None:
-        """A probe stopped by Ctrl-C (``not_run``) is recorded as such, not as an error."""
-        errored = ev.status == "error"
-        if ev.status != "not_run":
-            with self._run_lock:
-                total, done, n_errored = self._run_probes
-                self._run_probes = (total, done + 1, n_errored + errored)
-        failure = _failure(ev.error, ev.error_stack, "probe") if errored else None
+        failure = self._outcome.probe_ended(ev)
         self._layout.close("probe", ev.probe, ev.end_ns, attr.probe_ended(ev), failure)
 
     def _on_view_entered(self, ev: ViewEntered) -> None:

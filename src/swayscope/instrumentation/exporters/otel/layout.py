@@ -89,10 +89,11 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """What an ending span reports about an error: status description, exception event."""
+    """What an ending span reports about an error: status description, exception events
+    (their attributes and times, ns)."""
 
     description: str
-    exception: attr.Attributes | None = None
+    exceptions: tuple[tuple[attr.Attributes, int], ...] = ()
 
 
 def end_span(
@@ -110,8 +111,8 @@ def end_span(
         span.set_attributes(attrs)
     if failure is not None:
         span.set_status(Status(StatusCode.ERROR, failure.description))
-        if failure.exception is not None:
-            span.add_event(attr.EXCEPTION_EVENT, failure.exception, timestamp=end_ns)
+        for exception, at_ns in failure.exceptions:
+            span.add_event(attr.EXCEPTION_EVENT, exception, timestamp=at_ns)
     span.end(end_time=end_ns)
 
 
