@@ -32,6 +32,8 @@ from collections import OrderedDict
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from swayscope.instrumentation.exporters.otel.workers import restart_in_forked_child
+
 #: Spans held at most, over all traces waiting for their roots.
 DEFAULT_MAX_HELD = 16384
 #: Trace ids remembered after their root went on (for late spans of those traces).
@@ -50,6 +52,11 @@ class RootFirstSpanProcessor(SpanProcessor):
     def __init__(self, inner: SpanProcessor, *, max_held: int = DEFAULT_MAX_HELD) -> None:
         self._inner = inner
         self._max_held = max_held
+        self._start()
+        restart_in_forked_child(self._start)
+
+    def _start(self) -> None:
+        """Start empty: here, and in a forked child (whose parent hands on what it held)."""
         # Also held while handing spans on, so a late span of a released trace can never
         # overtake its root on the way to the inner processor.
         self._lock = threading.Lock()

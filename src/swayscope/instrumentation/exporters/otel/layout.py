@@ -38,6 +38,7 @@ from opentelemetry.trace import Link, SpanContext, Status, StatusCode
 
 from swayscope.errors import TelemetryConfigError
 from swayscope.instrumentation.exporters.otel import attributes as attr
+from swayscope.instrumentation.exporters.otel.workers import restart_in_forked_child
 
 FrameKind = Literal["run", "probe", "view"]
 
@@ -151,6 +152,7 @@ class SpanLayout:
         self._max_spans = max_spans
         self._chunk_s = chunk_s
         self._lock = threading.Lock()
+        restart_in_forked_child(self._new_lock)
         self._frames: list[Frame] = []
         self._unit: _Unit | None = None
         # The open chunk: how many more spans it takes, and until when (monotonic). Kept
@@ -158,6 +160,10 @@ class SpanLayout:
         # unit.
         self._room = _UNBOUNDED
         self._deadline = float("inf")
+
+    def _new_lock(self) -> None:
+        """In a forked child: a thread of the parent may have held the lock at the fork."""
+        self._lock = threading.Lock()
 
     @property
     def outer(self) -> Context | None:
