@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import subprocess
 import sys
 import threading
@@ -385,6 +386,17 @@ def test_preset_ids_apply_to_the_next_span_of_that_thread_only() -> None:
     assert ids.generate_span_id() == 0xABC
     assert ids.generate_span_id() not in (0, 0xABC)
     assert ids.is_trace_id_random()
+
+
+def test_ids_do_not_follow_the_random_module() -> None:
+    """A program that seeds ``random`` (dlm-sway does) still gets new trace ids per run."""
+    seen = []
+    for _ in range(2):
+        random.seed(0)
+        ids = PresetSpanIds()
+        seen.append((ids.generate_trace_id(), ids.generate_span_id()))
+    assert seen[0][0] != seen[1][0] and seen[0][1] != seen[1][1]
+    assert all(t > 0 and s > 0 for t, s in seen)
 
 
 # -- the guard in front of the collector -----------------------------------------------------
