@@ -78,18 +78,24 @@ class RootFirstSpanProcessor(SpanProcessor):
         self._inner.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
+        # Hot (once per span): attributes read once, no list made unless a trace is new.
+        # Unsampled spans are held like the others; the inner processor ignores them.
         context = span.context
-        if context is None or not context.trace_flags.sampled:
+        if context is None:
             self._inner.on_end(span)
             return
         trace_id = context.trace_id
+        parent = span.parent
         with self._lock:
-            if is_local_root(span):
+            if parent is None or parent.is_remote:  # a local root
                 self._release(trace_id, span)
             elif trace_id in self._released:
                 self._inner.on_end(span)
             else:
-                self._held.setdefault(trace_id, []).append(span)
+                held = self._held.get(trace_id)
+                if held is None:
+                    held = self._held[trace_id] = []
+                held.append(span)
                 self._n_held += 1
                 if self._n_held > self._max_held:
                     self._release(next(iter(self._held)), None)

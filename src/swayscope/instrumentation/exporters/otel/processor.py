@@ -148,7 +148,9 @@ class CountingBatchSpanProcessor(_CountingProcessor):
                         rootless.popitem(last=False)
             else:
                 queue.append(span)
-                if len(queue) >= self._settings.max_export_batch_size:
+                # Wake the worker as the queue reaches a batch (it drains all there is): not
+                # on every span past it, which a trace handed on whole would do 500 times.
+                if len(queue) == self._settings.max_export_batch_size:
                     self._wake.set()
                 return
         self._accounting.dropped(1, reason)
