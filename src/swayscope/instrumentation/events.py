@@ -49,6 +49,9 @@ class RunEnded:
     duration_s: float
     status: str = "ok"
     error: str | None = None
+    """``Type: message`` of what stopped the run, prompt text redacted."""
+    error_stack: str | None = None
+    """Its formatted traceback, redacted like ``error``."""
 
 
 @dataclass(slots=True)
@@ -72,8 +75,11 @@ class ProbeEnded:
     verdict: str = ""
     score: float | None = None
     error: str | None = None
+    """``Type: message`` of a probe that raised, prompt text redacted."""
     done: int = 0
     total: int = 0
+    error_stack: str | None = None
+    """The formatted traceback of ``error``, redacted like it."""
 
 
 @dataclass(slots=True)

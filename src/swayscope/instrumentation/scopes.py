@@ -8,6 +8,7 @@ run has its own id and, once it ended, its own counters.
 from __future__ import annotations
 
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -59,6 +60,8 @@ class ProbeHandle:
     verdict: str = ""
     score: float | None = None
     error: str | None = None
+    error_stack: str | None = None
+    """The redacted traceback of ``error`` (see ``BackendInstrumentation.redact``)."""
 
 
 @dataclass(slots=True)
@@ -138,12 +141,14 @@ class Scopes:
             )
         )
         error: str | None = None
+        error_stack: str | None = None
         try:
             yield handle
         except BaseException as exc:
             if handle.status == "ok":
                 handle.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
-            error = f"{type(exc).__name__}: {exc}"
+            error = self._owner.redact(f"{type(exc).__name__}: {exc}")
+            error_stack = self._owner.redact("".join(traceback.format_exception(exc)))
             raise
         finally:
             self._run = None
@@ -155,6 +160,7 @@ class Scopes:
                     duration_s=time.perf_counter() - t0,
                     status=handle.status,
                     error=error,
+                    error_stack=error_stack,
                 )
             )
             self._owner.force_flush()
@@ -187,7 +193,9 @@ class Scopes:
             raise
         except BaseException as exc:
             handle.status = "error"
-            handle.error = handle.error or self._owner.redact(f"{type(exc).__name__}: {exc}")
+            if handle.error is None:
+                handle.error = self._owner.redact(f"{type(exc).__name__}: {exc}")
+                handle.error_stack = self._owner.redact("".join(traceback.format_exception(exc)))
             raise
         finally:
             self._current_probe = previous
@@ -211,6 +219,7 @@ class Scopes:
                     error=handle.error,
                     done=run.probes_done if run is not None else 0,
                     total=total,
+                    error_stack=handle.error_stack,
                 )
             )
 

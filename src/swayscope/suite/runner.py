@@ -205,8 +205,10 @@ def run_suite(
                     except Exception as exc:
                         error = inst.redact(f"{type(exc).__name__}: {exc}")
                         log.error("probe %s raised %s; recorded as error", probe.spec.label, error)
-                        # The traceback may quote prompt text: only at DEBUG, only redacted.
-                        log.debug("%s", inst.redact("".join(traceback.format_exception(exc))))
+                        # The traceback may quote prompt text: only redacted, only at DEBUG
+                        # and on the probe's span.
+                        handle.error_stack = inst.redact("".join(traceback.format_exception(exc)))
+                        log.debug("%s", handle.error_stack)
                         outcome = ProbeResult(
                             name=probe.spec.label, kind=probe.kind, verdict="error", error=error
                         )

@@ -136,6 +136,19 @@ class PrometheusServer:
 
 
 @dataclass
+class ReceivedEvent:
+    name: str
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ReceivedLink:
+    trace_id: str
+    span_id: str
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class ReceivedSpan:
     trace_id: str
     span_id: str
@@ -145,18 +158,48 @@ class ReceivedSpan:
     status: str
     service: str
     attributes: dict[str, str] = field(default_factory=dict)
+    status_message: str = ""
+    events: list[ReceivedEvent] = field(default_factory=list)
+    links: list[ReceivedLink] = field(default_factory=list)
 
 
-_FIELD = re.compile(r"^\s*(Trace ID|Parent ID|ID|Name|Kind|Status code)\s*:\s*(.*?)\s*$")
-_ATTR = re.compile(r"^\s*->\s*([^:]+):\s*\w+\((.*)\)\s*$")
+_FIELD = re.compile(
+    r"^\s*(Trace ID|Parent ID|ID|Name|Kind|Status code|Status message)\s*:\s*(.*?)\s*$"
+)
+_ATTR = re.compile(r"^\s*->\s*([^:]+):\s*\w+\((.*)\)\s*$", re.DOTALL)
+_ATTR_START = re.compile(r"^\s*->\s*[^:]+:\s*\w+\(")
+_HEADERS = (
+    "ResourceSpans", "Resource ", "ScopeSpans", "InstrumentationScope", "Span #", "Start time",
+    "End time", "Attributes:", "Events:", "SpanEvent #", "Links:", "SpanLink #", "\x1b[",
+)
+
+
+def _logical_lines(text: str) -> list[str]:
+    """rotel's lines, a multi-line attribute value (a stack trace) joined back into one."""
+    out: list[str] = []
+    open_value = False
+    for line in text.splitlines():
+        structural = line.lstrip().startswith("->") or line.startswith(_HEADERS) or bool(
+            _FIELD.match(line)
+        )
+        if open_value and not structural:
+            out[-1] += "\n" + line
+            continue
+        out.append(line)
+        open_value = bool(_ATTR_START.match(line)) and not _ATTR.match(line)
+    for i, line in enumerate(out):
+        if "\n" in line and not _ATTR.match(line):
+            out[i] = line + ")"  # a value cut short by the next structural line
+    return out
 
 
 def parse_rotel_debug(text: str) -> list[ReceivedSpan]:
-    """Spans from rotel's ``--debug-log traces --debug-log-verbosity detailed`` output."""
+    """Spans, with their events and links, from rotel's ``--debug-log traces
+    --debug-log-verbosity detailed`` output."""
     spans: list[ReceivedSpan] = []
     service = ""
     section = ""
-    for line in text.splitlines():
+    for line in _logical_lines(text):
         if line.startswith("ResourceSpans"):
             service, section = "", "resource"
             continue
@@ -164,24 +207,50 @@ def parse_rotel_debug(text: str) -> list[ReceivedSpan]:
             spans.append(ReceivedSpan("", "", "", "", "", "", service))
             section = "span"
             continue
-        if line.startswith("Attributes:"):
-            section = "span-attrs" if spans and section.startswith("span") else section
+        if not spans and section != "resource":
+            continue
+        span = spans[-1] if spans else None
+        if line.startswith("Attributes:") and section.startswith("span"):
+            section = "span-attrs"
+            continue
+        if line.startswith("SpanEvent #") and span is not None:
+            span.events.append(ReceivedEvent(""))
+            section = "event"
+            continue
+        if line.startswith("SpanLink #") and span is not None:
+            span.links.append(ReceivedLink("", ""))
+            section = "link"
             continue
         m = _ATTR.match(line)
         if m:
             key, value = m.group(1).strip(), m.group(2)
             if section == "resource" and key == "service.name":
                 service = value
-            elif section == "span-attrs" and spans:
-                spans[-1].attributes[key] = value
+            elif section == "span-attrs" and span is not None:
+                span.attributes[key] = value
+            elif section == "event" and span is not None:
+                span.events[-1].attributes[key] = value
+            elif section == "link" and span is not None:
+                span.links[-1].attributes[key] = value
+            continue
+        if section in ("event", "link") and span is not None:
+            key, _, value = line.strip().removeprefix("->").strip().partition(":")
+            value = value.strip()
+            if section == "event" and key == "Name":
+                span.events[-1].name = value
+            elif section == "link" and key == "Trace ID":
+                span.links[-1].trace_id = value
+            elif section == "link" and key == "ID":
+                span.links[-1].span_id = value
             continue
         m = _FIELD.match(line)
-        if m and spans and section.startswith("span"):
+        if m and span is not None and section.startswith("span"):
             attr = {
                 "Trace ID": "trace_id", "Parent ID": "parent_id", "ID": "span_id",
                 "Name": "name", "Kind": "kind", "Status code": "status",
+                "Status message": "status_message",
             }[m.group(1)]
-            setattr(spans[-1], attr, m.group(2))
+            setattr(span, attr, m.group(2))
     return spans
 
 
@@ -194,6 +263,16 @@ class RotelAgent:
     def spans(self, trace_id: str | None = None) -> list[ReceivedSpan]:
         spans = parse_rotel_debug(self.process.output())
         return [s for s in spans if trace_id is None or s.trace_id == trace_id]
+
+
+def traces_of_run(spans: list[ReceivedSpan], run_id: str) -> dict[str, list[ReceivedSpan]]:
+    """The received spans of every trace with a span carrying ``run_id``, by trace id."""
+    ids = {s.trace_id for s in spans if s.attributes.get("swayscope.run_id") == run_id}
+    traces: dict[str, list[ReceivedSpan]] = {t: [] for t in ids}
+    for s in spans:
+        if s.trace_id in traces:
+            traces[s.trace_id].append(s)
+    return traces
 
 
 def rotel_binary() -> str:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import ast
 import logging
+import time
 from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import swayscope.instrumentation.exporters as exporters_pkg
 from swayscope.instrumentation.exporters.otel.environment import (
@@ -20,7 +23,7 @@ from swayscope.instrumentation.exporters.otel.environment import (
     batch_settings,
     export_timeout_s,
 )
-from swayscope.instrumentation.exporters.otel.frames import Frame, FrameStack
+from swayscope.instrumentation.exporters.otel.layout import Frame, FrameKind, SpanLayout
 from swayscope.instrumentation.exporters.prometheus.hot import CacheGauges, HistogramCounts
 
 EXPORTERS = Path(exporters_pkg.__file__).parent
@@ -53,26 +56,30 @@ def test_export_timeout_defers_to_the_otlp_variables() -> None:
     assert export_timeout_s({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "7000"}, 3.0) is None
 
 
-def test_frames_roll_counts_outwards_when_popped() -> None:
-    tracer = TracerProvider().get_tracer("t")
-    stack = FrameStack(None)
+def test_layout_rolls_counts_outwards_when_spans_close() -> None:
+    mem = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(mem))
+    layout = SpanLayout(provider.get_tracer("t"), None)
 
-    def push(kind: str, name: str) -> Frame:
-        frame = Frame(kind, name, tracer.start_span(name), stack.parent_context())  # type: ignore[arg-type]
-        stack.push(frame)
-        return frame
+    def open_(kind: FrameKind, name: str) -> Frame:
+        return layout.open(kind, name, name, time.time_ns(), {}, "run-1")
 
-    run, probe, view = push("run", "r"), push("probe", "p"), push("view", "v")
-    assert stack.count_hit() is view
-    assert stack.count_forward(3) is view
-    assert stack.pop("probe", "other") == []
-    # popping the probe also pops the view left open inside it
-    assert stack.pop("probe", "p") == [probe, view]
+    run, probe, view = open_("run", "r"), open_("probe", "p"), open_("view", "v")
+    assert layout.count_hit(makes_span=False) is view
+    assert layout.count_forward(3) is view
+    assert not layout.close("probe", "other", time.time_ns())
+    # closing the probe also closes the view left open inside it
+    assert layout.close("probe", "p", time.time_ns())
+    assert [s.name for s in mem.get_finished_spans()] == ["v", "p"]
     assert (probe.hits, probe.misses, probe.calls) == (1, 3, 1)
     assert (run.hits, run.misses, run.calls) == (1, 3, 1)
-    assert stack.count_forward(2) is run
-    assert stack.pop_all() == [run]
-    assert stack.count_hit() is None
+    assert layout.count_forward(2) is run
+    layout.close_all(time.time_ns())
+    assert layout.count_hit(makes_span=False) is None
+    ends = {s.name: dict(s.attributes or {}) for s in mem.get_finished_spans()}
+    assert ends["r"]["swayscope.forward.calls"] == 2
+    assert ends["p"]["swayscope.cache.misses"] == 3
 
 
 def test_histogram_counts_are_cumulative_at_collect() -> None:

@@ -37,7 +37,6 @@ FORWARD_KEYS = {
     "swayscope.cache.misses",
     "swayscope.top_k",
     "swayscope.prompt_hashes",
-    "gen_ai.operation.name",
     "gen_ai.request.model",
     "gen_ai.usage.input_tokens",
 }
@@ -85,6 +84,11 @@ def sid(span: ReadableSpan | None) -> int | None:
     return span.context.span_id if span is not None and span.context is not None else None
 
 
+def tid(span: ReadableSpan) -> int:
+    assert span.context is not None
+    return span.context.trace_id
+
+
 def test_span_tree_names_parentage_and_attributes() -> None:
     inst, spans = run_scenario()
     (run,) = by_name(spans, "swayscope.run")
@@ -94,17 +98,26 @@ def test_span_tree_names_parentage_and_attributes() -> None:
     assert len(spans) == 1 + 2 + 3 + len(forwards)
     assert len(forwards) == inst.stats.forward_calls == 4
     assert {s.kind for s in spans} == {SpanKind.INTERNAL}
-    assert len({s.context.trace_id for s in spans if s.context}) == 1
     assert run.parent is None
 
-    # run → probe → view → forward
-    assert all(p.parent is not None and p.parent.span_id == sid(run) for p in probes)
+    # The run is a trace of its own; each probe is the root of its own trace, linked to
+    # the run and findable by run id: probe → view → forward inside it.
+    assert len({tid(s) for s in spans}) == 1 + len(probes)
+    assert [s for s in spans if tid(s) == tid(run)] == [run]
+    for p in probes:
+        assert p.parent is None
+        (link,) = p.links
+        assert link.context.span_id == sid(run) and link.context.trace_id == tid(run)
+        assert dict(link.attributes or {}) == {"swayscope.link": "run"}
+        assert (p.attributes or {})["swayscope.run_id"] == inst.run_id
+        assert (p.attributes or {})["swayscope.chunk.index"] == 0
     probe_ids = {sid(p) for p in probes}
     assert all(v.parent is not None and v.parent.span_id in probe_ids for v in views)
     view_by_id = {sid(v): v for v in views}
     for f in forwards:
         assert f.parent is not None and f.parent.span_id in view_by_id
         view = view_by_id[f.parent.span_id]
+        assert tid(f) == tid(view) != tid(run)
         assert f.attributes is not None and view.attributes is not None
         assert f.attributes["swayscope.view_id"] == view.attributes["swayscope.view_id"]
         # the real start and end of the model call, inside the view
@@ -121,7 +134,16 @@ def test_span_tree_names_parentage_and_attributes() -> None:
     assert ra["swayscope.cache.hits"] == inst.stats.cache_hits
     assert ra["swayscope.cache.misses"] == inst.stats.cache_misses
     assert ra["swayscope.forward.calls"] == inst.stats.forward_calls
-    assert run.status.status_code is StatusCode.UNSET
+    # a probe errored: the run says so, with the counts
+    assert run.status.status_code is StatusCode.ERROR
+    assert run.status.description == "1 of 2 probes errored"
+    assert ra["swayscope.run.probes_errored"] == 1 and ra["swayscope.run.probes_done"] == 2
+    assert ra["swayscope.run.status"] == "ok"
+    # the run's trace is the run span alone: it repeats the errored probe's exception
+    (repeated,) = run.events
+    assert repeated.name == "exception" and repeated.attributes is not None
+    assert repeated.attributes["swayscope.probe"] == "broken"
+    assert repeated.attributes["exception.type"] == "Boom"
 
     good, bad = sorted(probes, key=lambda p: p.start_time or 0)
     ga = dict(good.attributes or {})
@@ -130,7 +152,13 @@ def test_span_tree_names_parentage_and_attributes() -> None:
     assert ga["swayscope.probe.verdict"] == "adapter changed the model"
     assert ga["swayscope.probe.score"] == 0.5
     assert bad.status.status_code is StatusCode.ERROR
+    assert bad.status.description == "Boom: compute exploded"
     assert (bad.attributes or {})["swayscope.probe.status"] == "error"
+    (raised,) = bad.events
+    assert raised.name == "exception" and raised.attributes is not None
+    assert raised.attributes["exception.type"] == "Boom"
+    assert raised.attributes["exception.message"] == "compute exploded"
+    assert "Traceback" in str(raised.attributes["exception.stacktrace"])
 
     base, ft, scaled = sorted(views, key=lambda v: v.start_time or 0)
     assert (base.attributes or {})["swayscope.view_kind"] == "base"
@@ -151,7 +179,8 @@ def test_span_tree_names_parentage_and_attributes() -> None:
         keys = set(f.attributes)
         assert keys >= FORWARD_KEYS - {"gen_ai.usage.input_tokens"}
     sa = dict(single.attributes or {})
-    assert sa["swayscope.op"] == sa["gen_ai.operation.name"] == "next_token_dist"
+    assert sa["swayscope.op"] == "next_token_dist"
+    assert "gen_ai.operation.name" not in sa  # our ops are no GenAI operation name
     assert sa["swayscope.batch.size"] == 1
     assert sa["swayscope.cache.misses"] == 1 and sa["swayscope.cache.hits"] == 0
     assert sa["swayscope.prompt_hashes"] == (prompt_hash("alpha"),)
@@ -173,7 +202,7 @@ def test_span_tree_names_parentage_and_attributes() -> None:
     (event,) = failed.events
     assert event.name == "exception"
     assert event.attributes is not None
-    assert str(event.attributes["exception.type"]).endswith("Boom")
+    assert event.attributes["exception.type"] == "Boom"
     assert event.attributes["exception.message"] == "compute exploded"
     assert "Traceback" in str(event.attributes["exception.stacktrace"])
     assert "gen_ai.usage.input_tokens" not in (failed.attributes or {})
@@ -190,6 +219,7 @@ def shape(spans: Sequence[ReadableSpan]) -> list[tuple[Any, ...]]:
             tuple(sorted(s.attributes or {})),
             s.status.status_code.name,
             tuple(e.name for e in s.events),
+            tuple(sorted((link.attributes or {}).items()) for link in s.links),
         )
         for s in spans
     )
@@ -229,8 +259,8 @@ def test_events_carry_trace_and_span_ids(tmp_path: Path) -> None:
     (run,) = by_name(spans, "swayscope.run")
     (view,) = by_name(spans, "swayscope.view")
     forward_ids = {f"{sid(f):016x}" for f in by_name(spans, "swayscope.forward")}
-    assert run.context is not None
-    trace_hex = f"{run.context.trace_id:032x}"
+    trace_hex = f"{tid(view):032x}"  # the probe's trace, not the run's
+    assert tid(view) != tid(run)
     lines = [json.loads(line) for line in trace_file.read_text().splitlines()]
     assert len(lines) == 4
     for line in lines:
@@ -286,7 +316,11 @@ def test_traceparent_makes_the_run_a_child_of_the_outer_trace(
     (run,) = by_name(spans, "swayscope.run")
     assert run.parent is not None and f"{run.parent.span_id:016x}" == outer_span
     assert run.parent.is_remote
-    assert {f"{s.context.trace_id:032x}" for s in spans if s.context} == {outer_trace}
+    assert f"{tid(run):032x}" == outer_trace
+    # the probes' traces stay small: their own, linked to the run in the outer trace
+    for probe in by_name(spans, "swayscope.probe"):
+        assert probe.parent is None and f"{tid(probe):032x}" != outer_trace
+        assert [link.context.span_id for link in probe.links] == [sid(run)]
 
     _, spans = run_scenario(env={"TRACEPARENT": "garbage"})
     (run,) = by_name(spans, "swayscope.run")

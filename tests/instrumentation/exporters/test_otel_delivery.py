@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from swayscope.instrumentation.exporters.otel.accounting import SpanAccounting
 from swayscope.instrumentation.exporters.otel.deferred import DeferredSpans, PresetSpanIds
 from swayscope.instrumentation.exporters.otel.environment import BatchSettings
 from swayscope.instrumentation.exporters.otel.guard import GuardedSpanExporter
+from swayscope.instrumentation.exporters.otel.holding import RootFirstSpanProcessor
 from swayscope.instrumentation.exporters.otel.processor import (
     CountingBatchSpanProcessor,
     CountingSimpleSpanProcessor,
@@ -204,6 +206,103 @@ def test_drops_before_bind_reach_the_health_and_only_the_first_is_logged(
     assert len(warnings) == 1 and "queue was full" in warnings[0].getMessage()
 
 
+# -- root first ----------------------------------------------------------------------------
+
+
+def test_root_first_holds_a_trace_until_its_root_ends() -> None:
+    mem = InMemorySpanExporter()
+    holder = RootFirstSpanProcessor(SimpleSpanProcessor(mem))
+    tracer, provider = tracer_with(holder)
+    root = tracer.start_span("root")
+    ctx = trace.set_span_in_context(root)
+    child = tracer.start_span("child", context=ctx)
+    tracer.start_span("leaf", context=trace.set_span_in_context(child)).end()
+    child.end()
+    other = tracer.start_span("other root")
+    other.end()  # another trace's root goes on at once
+    assert [s.name for s in mem.get_finished_spans()] == ["other root"]
+    assert holder.held == 2
+    root.end()
+    assert [s.name for s in mem.get_finished_spans()] == ["other root", "root", "leaf", "child"]
+    tracer.start_span("late", context=ctx).end()  # its root already went on: straight on
+    assert mem.get_finished_spans()[-1].name == "late" and holder.held == 0
+    provider.shutdown()
+
+
+def test_root_first_is_bounded_and_hands_on_what_it_holds_at_shutdown() -> None:
+    mem = InMemorySpanExporter()
+    holder = RootFirstSpanProcessor(SimpleSpanProcessor(mem), max_held=3)
+    tracer, provider = tracer_with(holder)
+    first, second = tracer.start_span("first"), tracer.start_span("second")
+    for root in (first, second):
+        for i in range(2):
+            tracer.start_span(f"{root.name}-{i}", context=trace.set_span_in_context(root)).end()
+    # the 4th held span went past the bound: the trace held longest went on, rootless
+    assert [s.name for s in mem.get_finished_spans()] == ["first-0", "first-1"]
+    assert holder.held == 2
+    provider.shutdown()  # never ended roots: what is held is handed on, not lost
+    assert [s.name for s in mem.get_finished_spans()][2:] == ["second-0", "second-1"]
+
+
+def test_root_first_passes_unsampled_spans_through() -> None:
+    accounting = SpanAccounting()
+    holder = RootFirstSpanProcessor(CountingBatchSpanProcessor(Recording(), accounting, FAST))
+    tracer, provider = tracer_with(holder, sampler=ALWAYS_OFF)
+    make_spans(tracer, 5)
+    assert holder.held == 0
+    provider.shutdown()
+    assert (accounting.delivered_total, accounting.dropped_total) == (0, 0)
+
+
+def test_a_full_queue_refuses_the_rest_of_a_trace_whose_root_it_refused(
+    blocking: Blocking,
+) -> None:
+    """No trace reaches the collector without its root, even when the queue overflows."""
+    settings = BatchSettings(max_queue_size=2, schedule_delay_s=0.01, max_export_batch_size=1)
+    accounting = SpanAccounting()
+    processor = CountingBatchSpanProcessor(blocking, accounting, settings, shutdown_timeout_s=2)
+    tracer, provider = tracer_with(RootFirstSpanProcessor(processor))
+    make_spans(tracer, 1, "stuck")
+    assert blocking.entered.wait(5.0)
+    make_spans(tracer, 2, "filler")  # the queue is full
+    root = tracer.start_span("root")
+    for i in range(3):
+        tracer.start_span(f"child{i}", context=trace.set_span_in_context(root)).end()
+    root.end()  # refused, and so are its children, though the queue drains meanwhile
+    blocking.release.set()
+    assert wait_for(lambda: accounting.delivered_total == 3, 5.0, 0.01)
+    tracer.start_span("late", context=trace.set_span_in_context(root)).end()
+    provider.shutdown()
+    assert accounting.dropped_by_reason()["queue_full"] == 1 + 3 + 1
+    assert accounting.delivered_total == blocking.delivered == 3
+
+
+def test_spans_held_at_shutdown_are_delivered_or_counted() -> None:
+    """Shut down mid-probe (the atexit path): open spans end, and everything held goes out."""
+    collector = Recording()
+    otel = OtelExporter(span_exporter=collector, schedule_delay_s=0.01)
+    inst = BackendInstrumentation(exporters=[otel])
+    run = inst.run()
+    run.__enter__()
+    probe = inst.probe("open")
+    probe.__enter__()
+    view = inst.view("ft")
+    view.__enter__()
+    for i in range(20):
+        inst.cached("next_token_dist", "ft", f"p{i}", 8, lambda: 1.0)
+    assert otel.spans_delivered == 0  # held: the probe's root has not ended
+    otel.shutdown()
+    assert otel.spans_delivered == len(collector.spans) == 1 + 1 + 1 + 20
+    assert otel.spans_dropped == 0
+    dead = OtelExporter(span_exporter=Recording(fail=True), schedule_delay_s=0.01)
+    inst = BackendInstrumentation(exporters=[dead])
+    with inst.run(), inst.probe("p"), inst.view("ft"):
+        for i in range(20):
+            inst.cached("next_token_dist", "ft", f"p{i}", 8, lambda: 1.0)
+    inst.close()
+    assert (dead.spans_delivered, dead.spans_dropped) == (0, 1 + 1 + 1 + 20)
+
+
 # -- deferred span making ------------------------------------------------------------------
 
 
@@ -289,6 +388,17 @@ def test_preset_ids_apply_to_the_next_span_of_that_thread_only() -> None:
     assert ids.is_trace_id_random()
 
 
+def test_ids_do_not_follow_the_random_module() -> None:
+    """A program that seeds ``random`` (dlm-sway does) still gets new trace ids per run."""
+    seen = []
+    for _ in range(2):
+        random.seed(0)
+        ids = PresetSpanIds()
+        seen.append((ids.generate_trace_id(), ids.generate_span_id()))
+    assert seen[0][0] != seen[1][0] and seen[0][1] != seen[1][1]
+    assert all(t > 0 and s > 0 for t, s in seen)
+
+
 # -- the guard in front of the collector -----------------------------------------------------
 
 
@@ -340,9 +450,9 @@ def test_deferred_forward_spans_match_the_ids_on_events(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in trace_file.read_text().splitlines()]
     assert len(forwards) == inst.stats.forward_calls == 31
     assert {line["span_id"] for line in lines} == set(forwards)
-    (run,) = (s for s in collector.spans if s.name == "swayscope.run")
-    assert run.context is not None
-    assert {line["trace_id"] for line in lines} == {f"{run.context.trace_id:032x}"}
+    (probe,) = (s for s in collector.spans if s.name == "swayscope.probe")
+    assert probe.context is not None
+    assert {line["trace_id"] for line in lines} == {f"{probe.context.trace_id:032x}"}
     assert otel.spans_delivered == len(collector.spans) == 1 + 1 + 1 + 31
     assert otel.spans_dropped == 0
 
@@ -352,13 +462,15 @@ def test_every_span_made_is_delivered_or_counted_with_a_full_queue(blocking: Blo
         span_exporter=blocking, max_queue_size=4, schedule_delay_s=0.01, shutdown_timeout_s=0.3
     )
     inst = BackendInstrumentation(exporters=[otel])
-    with inst.run(), inst.probe("p"), inst.view("ft"):
-        inst.cached("next_token_dist", "ft", "first", 8, lambda: 1.0)
-        assert blocking.entered.wait(5.0)
-        for i in range(60):
-            inst.cached("next_token_dist", "ft", f"p{i}", 8, lambda: 1.0)
+    with inst.run():
+        with inst.probe("first"), inst.view("ft"):
+            inst.cached("next_token_dist", "ft", "first", 8, lambda: 1.0)
+        assert blocking.entered.wait(5.0)  # the first probe's trace went on, and is stuck
+        with inst.probe("second"), inst.view("ft"):
+            for i in range(60):
+                inst.cached("next_token_dist", "ft", f"p{i}", 8, lambda: 1.0)
     inst.close()  # the collector never answers: shutdown gives up
-    made = 1 + 1 + 1 + 61
+    made = 1 + 2 * 2 + 61
     assert otel.spans_delivered + otel.spans_dropped == made
     assert otel.spans_dropped == inst.health.spans_dropped > 0
 

@@ -233,6 +233,7 @@ def test_exposition_parses_in_both_formats_with_exemplars() -> None:
     assert exemplars
     assert {e.labels["trace_id"] for e in exemplars} <= traces
     assert all(len(e.labels["trace_id"]) == 32 for e in exemplars)
+    assert all(len(e.labels["span_id"]) == 16 for e in exemplars)
     buckets = [
         smp.labels["le"] for smp in om["swayscope_forward_duration_seconds"].samples
         if smp.name.endswith("_bucket") and smp.labels.get("op") == "next_token_dist"
@@ -269,7 +270,7 @@ def test_http_endpoint_negotiates_openmetrics_with_exemplars() -> None:
         assert status == 200 and "swayscope_cache_hits_total" in text and "# {" not in text
         status, om_text = http_get(prom.url, accept=OPENMETRICS)
         assert om_text.rstrip().endswith("# EOF")
-        assert '# {trace_id="' in om_text
+        assert '# {span_id="' in om_text and ',trace_id="' in om_text  # labels sorted
         list(om_parser.text_string_to_metric_families(om_text))  # parses
     finally:
         prom.shutdown()

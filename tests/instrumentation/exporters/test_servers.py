@@ -14,9 +14,11 @@ from collections.abc import Callable, Iterator
 import pytest
 from exporter_servers import (
     PrometheusServer,
+    ReceivedSpan,
     RotelAgent,
     free_port,
     http_get,
+    traces_of_run,
     wait_for,
 )
 
@@ -78,32 +80,29 @@ def test_rotel_receives_the_run_spans(rotel_agent: RotelAgent, protocol: str) ->
         endpoint=endpoint, protocol=protocol, service_name=f"swayscope-test-{protocol}"
     )
     inst = BackendInstrumentation(exporters=[exporter], model_name="dummy")
-    captured: dict[str, str] = {}
     workload(inst)
     inst.close()
     assert inst.health.spans_dropped == 0
-    # From the receiver's side: find the run span by run_id, then the whole tree.
+    # From the receiver's side: every trace of the run is found by its run_id; the run is
+    # one trace, each probe another, linked to it.
     expected = {
         "swayscope.run": 1,
         "swayscope.probe": 2,
         "swayscope.view": 4,
         "swayscope.forward": inst.stats.forward_calls,
     }
+    captured: dict[str, list[ReceivedSpan]] = {}
 
     def arrived() -> bool:
-        runs = [
-            s for s in rotel_agent.spans()
-            if s.name == "swayscope.run" and s.attributes.get("swayscope.run_id") == inst.run_id
-        ]
-        if not runs:
-            return False
-        captured["trace"] = runs[0].trace_id
-        names = [s.name for s in rotel_agent.spans(runs[0].trace_id)]
+        spans = [s for t in traces_of_run(rotel_agent.spans(), inst.run_id).values() for s in t]
+        names = [s.name for s in spans]
+        captured["spans"] = spans
         return {n: names.count(n) for n in expected} == expected
 
     assert wait_for(arrived, 15.0, 0.2), rotel_agent.process.output()[-3000:]
-    spans = rotel_agent.spans(captured["trace"])
+    spans = captured["spans"]
     by_id = {s.span_id: s for s in spans}
+    (run,) = (s for s in spans if s.name == "swayscope.run")
     for s in spans:
         assert s.kind == "SPAN_KIND_INTERNAL"
         assert s.service == f"swayscope-test-{protocol}"
@@ -111,11 +110,16 @@ def test_rotel_receives_the_run_spans(rotel_agent: RotelAgent, protocol: str) ->
             assert by_id[s.parent_id].name == "swayscope.view"
             assert s.attributes["swayscope.op"] == "next_token_dist"
             assert s.attributes["gen_ai.request.model"] == "dummy"
+            assert "gen_ai.operation.name" not in s.attributes
             assert int(s.attributes["swayscope.batch.size"]) >= 1
         if s.name == "swayscope.view":
             assert by_id[s.parent_id].name == "swayscope.probe"
         if s.name == "swayscope.probe":
-            assert by_id[s.parent_id].name == "swayscope.run"
+            assert s.parent_id == "" and s.trace_id != run.trace_id
+            assert [(link.span_id, link.attributes) for link in s.links] == [
+                (run.span_id, {"swayscope.link": "run"})
+            ]
+            assert s.attributes["swayscope.run_id"] == inst.run_id
 
 
 def timed_run(exporters: list[OtelExporter]) -> tuple[float, float, BackendInstrumentation]:

@@ -173,7 +173,11 @@ def test_opt_in_gives_swayscope_instrumentation_scopes_and_sways_exit_code(
     assert {p: s.attributes["swayscope.probe.status"] for p, s in probes.items()} == {
         "first": "pass", "second": "fail",
     }
-    assert all(s.parent_id == run.span_id for s in probes.values())
+    # each probe is the root of its own trace, linked to the run's
+    assert all(
+        s.parent_id == "" and [link.span_id for link in s.links] == [run.span_id]
+        for s in probes.values()
+    )
     forwards = [s for s in spans if s.name == "swayscope.forward"]
     assert len(forwards) == 3
     assert {s.parent_id for s in forwards} <= {s.span_id for s in probes.values()}

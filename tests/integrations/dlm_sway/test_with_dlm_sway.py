@@ -141,7 +141,7 @@ def test_sway_run_opted_in_exports_spans_metrics_and_jsonl(
     assert {lab["probe"] for n, lab, _ in samples
             if n == "swayscope_probe_duration_seconds_count"} == set(verdicts)
 
-    # Spans, at the real receiver: run → probes (dlm-sway's verdicts) → forward calls.
+    # Spans, at the real receiver: the run; probes (dlm-sway's verdicts) → forward calls.
     def complete() -> list[object]:
         spans = rotel_agent.spans()
         forward = sum(s.name == "swayscope.forward" for s in spans)
@@ -156,4 +156,11 @@ def test_sway_run_opted_in_exports_spans_metrics_and_jsonl(
     assert {p: s.attributes["swayscope.probe.status"] for p, s in probes.items()} == verdicts
     forwards = [s for s in spans if s.name == "swayscope.forward"]
     assert {s.attributes["swayscope.view_id"] for s in forwards} >= {"base", "ft"}
-    assert {s.trace_id for s in forwards} <= {s.trace_id for s in (*runs, *probes.values())}
+    # In a probe's trace, or (dlm-sway's preflight, before any probe) a trace of its own,
+    # linked to the run's and carrying its run id.
+    probe_traces = {s.trace_id for s in probes.values()}
+    for s in forwards:
+        assert s.trace_id in probe_traces or (
+            s.parent_id == "" and s.attributes["swayscope.run_id"] == run_id
+            and [link.span_id for link in s.links] == [runs[0].span_id]
+        ), s

@@ -1,4 +1,4 @@
-"""OpenTelemetry exporter: a span tree per run, one span per model call.
+"""OpenTelemetry exporter: bounded, linked traces per run, one span per model call.
 
 ``swayscope.run`` → ``swayscope.probe`` → ``swayscope.view`` → ``swayscope.forward``,
 all of kind INTERNAL, made with the tracer's own ``start_span``/``end`` (explicit
@@ -6,6 +6,32 @@ start and end times: a forward span carries the real start and end of its model
 call; a batch is one span). Cache hits are counted on the enclosing span
 (``swayscope.cache.hits``, cumulative: a probe's count includes its views'); with
 ``hit_spans=True`` each hit also gets a ``swayscope.cache_hit`` span.
+
+Trace layout (:mod:`.layout`)
+    The run span is a trace of its own. Each probe (a unit of work) is another
+    trace, whose root links to the run span and carries ``swayscope.run_id``,
+    ``swayscope.probe`` and ``swayscope.chunk.index``; a probe that reaches
+    ``max_spans_per_trace`` spans (1,000) or runs ``chunk_seconds`` (10 s) goes on
+    in a new trace, its next chunk, linked to the run and to the chunk before. No
+    trace holds more than ``max_spans_per_trace`` spans, however long the run.
+
+Root first (:mod:`.holding`)
+    With a provider built here, a trace's spans go to delivery only once its
+    root has ended, root first: at every moment each span the backend holds has
+    its root there too, and a SIGKILL loses the open chunk whole instead of
+    leaving orphans. A host's provider delivers as its own processors do; wrap
+    them in :class:`RootFirstSpanProcessor` for the same guarantee. Without it a
+    chunk's spans may reach the backend up to ``chunk_seconds`` before their
+    root, and a SIGKILL can leave the open chunk's spans without one.
+
+Errors (:mod:`.outcome`)
+    A span whose work failed has status ERROR and an ``exception`` event
+    (``exception.type``, ``.message``, ``.stacktrace``) made of the core's
+    redacted texts, never of the exception's own message, which may quote a
+    prompt. The run span is ERROR when the run raised or any probe errored
+    (``swayscope.run.probes_errored`` of ``swayscope.run.probes_done``) and
+    repeats the first ten errored probes' exception events; a probe stopped by
+    Ctrl-C ends ``not_run``, not as an error.
 
 Which TracerProvider (:mod:`.provider`)
     ``tracer_provider=`` is used as given. Otherwise, without an explicit
@@ -21,7 +47,7 @@ Every span is delivered or counted (:mod:`.processor`, :mod:`.accounting`)
     With its own provider, spans leave through a bounded queue and one worker
     thread; each span is either delivered or counted in
     ``TelemetryHealth.spans_dropped`` (queue full, export failed, given up at
-    shutdown).
+    shutdown). Spans still held for their root at shutdown are handed on first.
 
 A slow or dead collector never slows the run (:mod:`.guard`)
     Until a first delivery succeeds, and again after a failure, a 0.25 s TCP
@@ -50,12 +76,19 @@ from swayscope.instrumentation.exporters.otel.environment import (
     DEFAULT_SCHEDULE_DELAY_S,
 )
 from swayscope.instrumentation.exporters.otel.exporter import OtelExporter
+from swayscope.instrumentation.exporters.otel.holding import RootFirstSpanProcessor
+from swayscope.instrumentation.exporters.otel.layout import (
+    DEFAULT_CHUNK_SECONDS,
+    DEFAULT_MAX_SPANS_PER_TRACE,
+)
 from swayscope.instrumentation.exporters.otel.provider import host_tracer_provider
 
 __all__ = [
+    "DEFAULT_CHUNK_SECONDS",
     "DEFAULT_EXPORT_TIMEOUT_S",
     "DEFAULT_MAX_EXPORT_BATCH_SIZE",
     "DEFAULT_MAX_QUEUE_SIZE",
+    "DEFAULT_MAX_SPANS_PER_TRACE",
     "DEFAULT_SCHEDULE_DELAY_S",
     "SCOPE_NAME",
     "SPAN_CACHE_HIT",
@@ -64,5 +97,6 @@ __all__ = [
     "SPAN_RUN",
     "SPAN_VIEW",
     "OtelExporter",
+    "RootFirstSpanProcessor",
     "host_tracer_provider",
 ]

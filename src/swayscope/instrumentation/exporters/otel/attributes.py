@@ -2,7 +2,8 @@
 
 The names are a public contract (trace queries and dashboards use them); every
 key is defined here once. Prompt text appears only when the user opted in
-(``capture_prompts``); otherwise spans carry the 12-hex prompt hash.
+(``capture_prompts``); otherwise spans carry the 12-hex prompt hash. Errors
+carry the core's redacted texts, never an exception's own message.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ ADAPTER = "swayscope.adapter"
 VERSION = "swayscope.version"
 RUN_TOTAL_PROBES = "swayscope.run.total_probes"
 RUN_STATUS = "swayscope.run.status"
+RUN_PROBES_DONE = "swayscope.run.probes_done"
+RUN_PROBES_ERRORED = "swayscope.run.probes_errored"
+
+# the root of each bounded trace (a unit of work or a chunk of one) and its links
+CHUNK_INDEX = "swayscope.chunk.index"
+LINK = "swayscope.link"
+LINK_RUN = "run"
+LINK_PREVIOUS_CHUNK = "previous_chunk"
 
 # probe
 PROBE = "swayscope.probe"
@@ -70,14 +79,20 @@ PROMPT = "swayscope.prompt"
 PROMPTS = "swayscope.prompts"
 CACHE_HIT = "swayscope.cache.hit"
 
-# OpenTelemetry GenAI semantic conventions
-GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
+# OpenTelemetry GenAI semantic conventions, only where they mean what they define: no
+# gen_ai.operation.name (a forward pass is none of its values; the op is swayscope.op)
 GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
 GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 
+# OpenTelemetry exception event (semantic conventions)
+EXCEPTION_EVENT = "exception"
+EXCEPTION_TYPE = "exception.type"
+EXCEPTION_MESSAGE = "exception.message"
+EXCEPTION_STACKTRACE = "exception.stacktrace"
+
 
 def run_started(ev: RunStarted) -> Attributes:
-    attrs: Attributes = {
+    return {
         RUN_ID: ev.run_id,
         SUITE: ev.suite,
         BASE_MODEL: ev.base_model,
@@ -85,13 +100,41 @@ def run_started(ev: RunStarted) -> Attributes:
         VERSION: ev.version or __version__,
         RUN_TOTAL_PROBES: ev.total_probes,
     }
-    if ev.base_model:
-        attrs[GEN_AI_REQUEST_MODEL] = ev.base_model
+
+
+def run_ended(ev: RunEnded, probes_done: int, probes_errored: int) -> Attributes:
+    return {
+        RUN_STATUS: ev.status,
+        RUN_PROBES_DONE: probes_done,
+        RUN_PROBES_ERRORED: probes_errored,
+    }
+
+
+def probes_errored(errored: int, total: int) -> str:
+    """The run span's status description when probes errored."""
+    return f"{errored} of {total} probes errored"
+
+
+def chunk_root(run_id: str, index: int) -> Attributes:
+    """What the root of every bounded trace carries, so a search by run id finds it."""
+    return {RUN_ID: run_id, CHUNK_INDEX: index}
+
+
+def exception_event(error: str, stack: str | None, type_name: str | None = None) -> Attributes:
+    """An exception event's attributes from the core's redacted ``Type: message`` text.
+
+    ``type_name`` is the exception's type when known; otherwise it is read from the
+    text's ``Type:`` prefix (the form the core and the runner write).
+    """
+    head, sep, tail = error.partition(": ")
+    if sep and (head == type_name or (type_name is None and head.isidentifier())):
+        type_name, message = head, tail
+    else:
+        message = error
+    attrs: Attributes = {EXCEPTION_TYPE: type_name or "Exception", EXCEPTION_MESSAGE: message}
+    if stack:
+        attrs[EXCEPTION_STACKTRACE] = stack
     return attrs
-
-
-def run_ended(ev: RunEnded) -> Attributes:
-    return {RUN_STATUS: ev.status}
 
 
 def probe_started(ev: ProbeStarted) -> Attributes:
@@ -139,7 +182,6 @@ def forward_call(ev: ForwardCall, capture_prompts: bool) -> Attributes:
         CACHE_MISSES: ev.cache_misses,
         TOP_K: ev.top_k,
         PROMPT_HASHES: tuple(ev.prompt_hashes),
-        GEN_AI_OPERATION_NAME: ev.op,
     }
     if ev.probe is not None:
         attrs[PROBE] = ev.probe

@@ -9,7 +9,10 @@ thread is back in the model (which releases the GIL). The span id is chosen when
 the event happens, so the JSONL trace and the Prometheus exemplars can name the
 span at once; the provider's :class:`PresetSpanIds` (the SDK's public
 ``IdGenerator`` extension point) hands it to the SDK when the worker makes the
-span.
+span. Its ids come from a generator of its own, seeded from ``os.urandom`` (and
+again in a forked child): the SDK's default draws from the ``random`` module, so
+a program that seeds it (dlm-sway does) would give two runs the same trace ids,
+and a backend would merge their traces.
 
 Bounded: with ``max_pending`` spans waiting, :meth:`DeferredSpans.submit` refuses
 and the caller makes the span itself. Every span submitted is made (and then
@@ -19,13 +22,16 @@ was still waiting when shutdown gave up, ``make_failed`` when the tracer raised.
 
 from __future__ import annotations
 
+import os
 import queue
+import random
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 from swayscope.instrumentation.exporters.otel.accounting import SpanAccounting
 from swayscope.instrumentation.exporters.otel.workers import restart_in_forked_child
@@ -34,25 +40,43 @@ from swayscope.instrumentation.exporters.otel.workers import restart_in_forked_c
 MakeSpan = Callable[[Any, Context], object]
 
 
-class PresetSpanIds(RandomIdGenerator):
+class PresetSpanIds(IdGenerator):
     """Random ids, except that a thread may fix the id of the next span it starts."""
 
     def __init__(self) -> None:
         self._next = threading.local()
+        self._seed()
+        restart_in_forked_child(self._seed)
+
+    def _seed(self) -> None:
+        """Our own generator, out of reach of ``random.seed`` (a child reseeds its own)."""
+        self._random = random.Random(os.urandom(32))
 
     def preset(self, span_id: int) -> None:
         """The next span this thread starts gets ``span_id``."""
         self._next.span_id = span_id
 
     def random_span_id(self) -> int:
-        return super().generate_span_id()
+        span_id = self._random.getrandbits(64)
+        while span_id == trace.INVALID_SPAN_ID:
+            span_id = self._random.getrandbits(64)
+        return span_id
 
     def generate_span_id(self) -> int:
         span_id: int = getattr(self._next, "span_id", 0)
         if span_id:
             self._next.span_id = 0
             return span_id
-        return super().generate_span_id()
+        return self.random_span_id()
+
+    def generate_trace_id(self) -> int:
+        trace_id = self._random.getrandbits(128)
+        while trace_id == trace.INVALID_TRACE_ID:
+            trace_id = self._random.getrandbits(128)
+        return trace_id
+
+    def is_trace_id_random(self) -> bool:
+        return True
 
 
 class _Stop:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.export import SpanExporter
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
 from swayscope import __version__
 from swayscope.instrumentation.events import (
@@ -38,7 +37,13 @@ from swayscope.instrumentation.exporters.otel.environment import (
     batch_settings,
     outer_context,
 )
-from swayscope.instrumentation.exporters.otel.frames import Frame, FrameKind, FrameStack
+from swayscope.instrumentation.exporters.otel.layout import (
+    DEFAULT_CHUNK_SECONDS,
+    DEFAULT_MAX_SPANS_PER_TRACE,
+    Frame,
+    SpanLayout,
+)
+from swayscope.instrumentation.exporters.otel.outcome import RunOutcome
 from swayscope.instrumentation.exporters.otel.processor import DEFAULT_SHUTDOWN_TIMEOUT_S
 from swayscope.instrumentation.exporters.otel.provider import (
     OwnPipeline,
@@ -46,6 +51,7 @@ from swayscope.instrumentation.exporters.otel.provider import (
     host_tracer_provider,
     otlp_span_exporter,
 )
+from swayscope.instrumentation.exporters.otel.workers import call_bounded
 from swayscope.instrumentation.settings import OtlpTarget, resolve_otlp_target
 
 log = logging.getLogger(__name__)
@@ -56,42 +62,10 @@ DEFAULT_FLUSH_TIMEOUT_S = 1.0
 _INTERNAL = SpanKind.INTERNAL
 
 
-def _call_bounded(fn: Callable[[], object], timeout_s: float, name: str) -> bool:
-    """Run ``fn`` in a daemon thread, wait at most ``timeout_s``: True if it finished truthy.
-
-    For a host's provider, whose ``force_flush`` may block on a dead collector.
-    """
-    result: list[object] = []
-
-    def target() -> None:
-        try:
-            result.append(fn())
-        except Exception as exc:
-            log.debug("%s failed: %s", name, exc)
-            result.append(False)
-
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    thread.join(max(0.0, timeout_s))
-    return not thread.is_alive() and bool(result and result[0])
-
-
 def _shutdown_at_exit(ref: weakref.ref[OtelExporter]) -> None:
     exporter = ref()
     if exporter is not None:
         exporter.shutdown()
-
-
-def _end_frame_span(
-    frame: Frame, end_ns: int, attrs: attr.Attributes | None, error: str | None
-) -> None:
-    span = frame.span
-    span.set_attributes(attr.rolled_up_counts(frame.hits, frame.misses, frame.calls))
-    if attrs:
-        span.set_attributes(attrs)
-    if error is not None:
-        span.set_status(Status(StatusCode.ERROR, error))
-    span.end(end_time=end_ns)
 
 
 class OtelExporter(Exporter):
@@ -99,7 +73,7 @@ class OtelExporter(Exporter):
 
     Placed before the other exporters (``annotates_trace``) so the JSONL trace and
     Prometheus exemplars point at the spans. See the package docstring for which
-    TracerProvider is used and how a dead collector is handled.
+    TracerProvider is used, how traces are laid out and how a dead collector is handled.
     """
 
     name = "otel"
@@ -122,6 +96,8 @@ class OtelExporter(Exporter):
         export_timeout_s: float = DEFAULT_EXPORT_TIMEOUT_S,
         flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
         shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+        max_spans_per_trace: int = DEFAULT_MAX_SPANS_PER_TRACE,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if env is None else env
@@ -131,7 +107,6 @@ class OtelExporter(Exporter):
         self.shutdown_timeout_s = shutdown_timeout_s
         self.target: OtlpTarget | None = None
         self._accounting = SpanAccounting()
-        self._frames = FrameStack(outer_context(env))
         self._closed = False
         self._atexit: Callable[[], None] | None = None
         self._pipeline: OwnPipeline | None = None
@@ -162,6 +137,13 @@ class OtelExporter(Exporter):
             provider = self._build_own(span_exporter, target, service_name, settings)
         self._provider = provider
         self._tracer = provider.get_tracer(attr.SCOPE_NAME, __version__)
+        self._layout = SpanLayout(
+            self._tracer,
+            outer_context(env),
+            max_spans=max_spans_per_trace,
+            chunk_s=chunk_seconds,
+        )
+        self._outcome = RunOutcome()
         self._handlers: dict[type, Callable[[Any], None]] = {
             CacheLookup: self._on_lookup, ForwardCall: self._on_forward,
             ViewEntered: self._on_view_entered, ViewExited: self._on_view_exited,
@@ -250,9 +232,7 @@ class OtelExporter(Exporter):
         """
         if self._closed:
             return
-        now = time.time_ns()
-        for frame in reversed(self._frames.pop_all()):
-            _end_frame_span(frame, now, None, None)
+        self._layout.close_all(time.time_ns())
         if self._atexit is not None:
             atexit.unregister(self._atexit)
             self._atexit = None
@@ -264,6 +244,7 @@ class OtelExporter(Exporter):
         deadline = time.monotonic() + self.shutdown_timeout_s
         if self._deferred is not None:
             self._deferred.shutdown(self.shutdown_timeout_s)
+        pipeline.holder.release_all()
         pipeline.processor.shutdown(deadline - time.monotonic())
         pipeline.provider.shutdown()
 
@@ -271,66 +252,46 @@ class OtelExporter(Exporter):
         flush = getattr(self._provider, "force_flush", None)
         if flush is None:
             return True
-        return _call_bounded(
+        return call_bounded(
             lambda: flush(int(timeout_s * 1000)), timeout_s, "swayscope-otel-flush"
         )
 
     # -- run / probe / view spans ------------------------------------------------------------
 
-    def _open(
-        self, kind: FrameKind, span_name: str, name: str, start_ns: int, attrs: attr.Attributes
-    ) -> Frame:
-        parent = self._frames.parent_context()
-        span = self._tracer.start_span(
-            span_name, context=parent, kind=_INTERNAL, start_time=start_ns, attributes=attrs
-        )
-        frame = Frame(kind, name, span, parent)
-        self._frames.push(frame)
-        return frame
-
-    def _close(
-        self,
-        kind: FrameKind,
-        name: str | None,
-        end_ns: int,
-        attrs: attr.Attributes | None = None,
-        error: str | None = None,
-    ) -> None:
-        """End the innermost open ``kind`` span, and first any left open inside it."""
-        popped = self._frames.pop(kind, name)
-        if not popped:
-            return
-        for frame in reversed(popped[1:]):
-            _end_frame_span(frame, end_ns, None, None)
-        _end_frame_span(popped[0], end_ns, attrs, error)
-
     def _on_run_started(self, ev: RunStarted) -> None:
-        frame = self._open("run", attr.SPAN_RUN, ev.run_id, ev.start_ns, attr.run_started(ev))
+        self._outcome.start(ev.total_probes)
+        frame = self._layout.open(
+            "run", attr.SPAN_RUN, ev.run_id, ev.start_ns, attr.run_started(ev), ev.run_id
+        )
         ev.trace_id, ev.span_id = frame.trace_hex, frame.span_hex
 
     def _on_run_ended(self, ev: RunEnded) -> None:
-        error = (ev.error or ev.status) if ev.status == "error" else None
-        self._close("run", ev.run_id, ev.end_ns, attr.run_ended(ev), error)
+        attrs, failure = self._outcome.run_ended(ev)
+        self._layout.close("run", ev.run_id, ev.end_ns, attrs, failure)
 
     def _on_probe_started(self, ev: ProbeStarted) -> None:
-        self._open("probe", attr.SPAN_PROBE, ev.probe, ev.start_ns, attr.probe_started(ev))
+        self._layout.open(
+            "probe", attr.SPAN_PROBE, ev.probe, ev.start_ns, attr.probe_started(ev), ev.run_id
+        )
 
     def _on_probe_ended(self, ev: ProbeEnded) -> None:
-        error = (ev.error or "probe error") if ev.status == "error" else None
-        self._close("probe", ev.probe, ev.end_ns, attr.probe_ended(ev), error)
+        failure = self._outcome.probe_ended(ev)
+        self._layout.close("probe", ev.probe, ev.end_ns, attr.probe_ended(ev), failure)
 
     def _on_view_entered(self, ev: ViewEntered) -> None:
-        self._open("view", attr.SPAN_VIEW, ev.view_id, ev.start_ns, attr.view_entered(ev))
+        self._layout.open(
+            "view", attr.SPAN_VIEW, ev.view_id, ev.start_ns, attr.view_entered(ev), ev.run_id
+        )
 
     def _on_view_exited(self, ev: ViewExited) -> None:
-        self._close("view", ev.view_id, ev.end_ns)
+        self._layout.close("view", ev.view_id, ev.end_ns)
 
     # -- forward calls and cache hits: the hot path ------------------------------------------
 
     def _on_lookup(self, ev: CacheLookup) -> None:
         if not ev.hit:
             return  # a miss is part of its ForwardCall's span
-        frame = self._frames.count_hit()
+        frame = self._layout.count_hit(self.hit_spans)
         if self.hit_spans:
             self._leaf(ev, frame)
         elif frame is not None and frame.sampled:
@@ -338,7 +299,7 @@ class OtelExporter(Exporter):
             ev.span_id = frame.span_hex
 
     def _on_forward(self, ev: ForwardCall) -> None:
-        self._leaf(ev, self._frames.count_forward(ev.cache_misses))
+        self._leaf(ev, self._layout.count_forward(ev.cache_misses))
 
     def _leaf(self, ev: ForwardCall | CacheLookup, frame: Frame | None) -> None:
         """The span of a forward call or hit under ``frame``; the event gets its ids.
@@ -346,8 +307,13 @@ class OtelExporter(Exporter):
         With a provider built here, under a sampled frame, the span is made by the
         deferred worker (its id chosen now); under an unsampled one it is not made
         at all: that provider's sampler (OTEL_TRACES_SAMPLER) is parent-based or
-        decides by trace id, so the span would not be sampled either.
+        decides by trace id, so the span would not be sampled either. Directly in
+        the run (no probe, no view) it is a trace of its own, linked to the run.
         """
+        if frame is not None and frame.kind == "run":
+            context, links, root = self._layout.detached(ev.run_id)
+            self._annotate(ev, self._make_leaf(ev, context, links, root))
+            return
         deferred = self._deferred
         if frame is not None and self._pipeline is not None:
             if not frame.sampled:
@@ -358,28 +324,44 @@ class OtelExporter(Exporter):
                     ev.trace_id = frame.trace_hex
                     ev.span_id = format(span_id, "016x")
                     return
-        sc = self._make_leaf(ev, frame.context if frame is not None else self._frames.root)
+        self._annotate(ev, self._make_leaf(ev, frame.context if frame else self._layout.outer))
+
+    @staticmethod
+    def _annotate(ev: ForwardCall | CacheLookup, sc: SpanContext) -> None:
         if sc.is_valid and sc.trace_flags.sampled:
             ev.trace_id = format(sc.trace_id, "032x")
             ev.span_id = format(sc.span_id, "016x")
 
-    def _make_leaf(self, ev: ForwardCall | CacheLookup, context: Context | None) -> SpanContext:
-        """Make the finished span of ``ev`` through the tracer; its span context."""
-        error: str | None
-        exception: BaseException | None
+    def _make_leaf(
+        self,
+        ev: ForwardCall | CacheLookup,
+        context: Context | None,
+        links: Sequence[Link] = (),
+        root: attr.Attributes | None = None,
+    ) -> SpanContext:
+        """Make the finished span of ``ev`` through the tracer; its span context.
+
+        A failed model call gets status ERROR and an exception event made of the
+        core's redacted texts (the exception's own message may quote a prompt).
+        """
         if isinstance(ev, ForwardCall):
             name, attrs = attr.SPAN_FORWARD, attr.forward_call(ev, self.capture_prompts)
-            error, exception = ev.error, ev.exception
         else:
             name, attrs = attr.SPAN_CACHE_HIT, attr.cache_hit(ev, self.capture_prompts)
-            error = exception = None
+        if root:
+            attrs.update(root)
         end_ns = ev.start_ns + int(ev.duration_s * 1e9)
         span = self._tracer.start_span(
-            name, context=context, kind=_INTERNAL, start_time=ev.start_ns, attributes=attrs
+            name, context=context, kind=_INTERNAL, start_time=ev.start_ns, attributes=attrs,
+            links=links,
         )
-        if error is not None:
-            span.set_status(Status(StatusCode.ERROR, error))
-            if exception is not None:
-                span.record_exception(exception, timestamp=end_ns)
+        if isinstance(ev, ForwardCall) and ev.error is not None:
+            span.set_status(Status(StatusCode.ERROR, ev.error))
+            type_name = type(ev.exception).__name__ if ev.exception is not None else None
+            span.add_event(
+                attr.EXCEPTION_EVENT,
+                attr.exception_event(ev.error, ev.error_stack, type_name),
+                timestamp=end_ns,
+            )
         span.end(end_time=end_ns)
         return span.get_span_context()

@@ -4,7 +4,9 @@ Built on the SDK's public ``SpanProcessor`` and ``SpanExporter`` interfaces. Eac
 sampled span that ends is either delivered (the exporter returned ``SUCCESS``)
 or counted dropped in a :class:`SpanAccounting`, with its reason:
 
-- ``queue_full``: the bounded queue held ``max_queue_size`` spans;
+- ``queue_full``: the bounded queue held ``max_queue_size`` spans (and then every
+  later span of a trace whose root it refused, so the collector never gets a
+  trace without its root);
 - ``export_failed``: the exporter returned ``FAILURE`` or raised;
 - ``shutdown``: still queued (or in an export that never returned) when shutdown
   gave up after ``shutdown_timeout_s``, or ended after shutdown.
@@ -17,7 +19,7 @@ delivers in the thread that ends the span (tests, debugging).
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
@@ -25,9 +27,12 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from swayscope.instrumentation.exporters.otel.accounting import DropReason, SpanAccounting
 from swayscope.instrumentation.exporters.otel.environment import BatchSettings
+from swayscope.instrumentation.exporters.otel.holding import is_local_root
 from swayscope.instrumentation.exporters.otel.workers import restart_in_forked_child
 
 DEFAULT_SHUTDOWN_TIMEOUT_S = 5.0
+#: Traces remembered whose root a full queue refused.
+_REFUSED_ROOTS_REMEMBERED = 1024
 
 
 def _sampled(span: ReadableSpan) -> bool:
@@ -114,6 +119,7 @@ class CountingBatchSpanProcessor(_CountingProcessor):
         self._queue: deque[ReadableSpan] = deque()
         self._in_flight = 0
         self._given_up = False
+        self._rootless: OrderedDict[int, None] = OrderedDict()
         self._wake = threading.Event()
         self._flushes = threading.Condition()
         self._flush_requested = 0
@@ -130,11 +136,21 @@ class CountingBatchSpanProcessor(_CountingProcessor):
         reason: DropReason
         with self._lock:
             queue = self._queue
-            if self._closed or len(queue) >= self._settings.max_queue_size:
-                reason = "shutdown" if self._closed else "queue_full"
+            rootless = self._rootless
+            trace_id = span.context.trace_id if span.context is not None else 0
+            if self._closed:
+                reason = "shutdown"
+            elif len(queue) >= self._settings.max_queue_size or trace_id in rootless:
+                reason = "queue_full"
+                if is_local_root(span):
+                    rootless[trace_id] = None
+                    if len(rootless) > _REFUSED_ROOTS_REMEMBERED:
+                        rootless.popitem(last=False)
             else:
                 queue.append(span)
-                if len(queue) >= self._settings.max_export_batch_size:
+                # Wake the worker as the queue reaches a batch (it drains all there is): not
+                # on every span past it, which a trace handed on whole would do 500 times.
+                if len(queue) == self._settings.max_export_batch_size:
                     self._wake.set()
                 return
         self._accounting.dropped(1, reason)

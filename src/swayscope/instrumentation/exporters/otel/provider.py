@@ -4,7 +4,8 @@ A provider built here is never installed globally. Its resource comes from
 ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` (service name ``swayscope``
 unless set), its sampler from ``OTEL_TRACES_SAMPLER`` (both read by the SDK), its
 span ids from :class:`~.deferred.PresetSpanIds`. Its one span processor is a
-counting processor (:mod:`.processor`) in front of a
+:class:`~.holding.RootFirstSpanProcessor` (a trace's spans go on once its root
+has ended) in front of a counting processor (:mod:`.processor`) in front of a
 :class:`~.guard.GuardedSpanExporter` in front of the delivering exporter (OTLP
 unless a ``span_exporter`` is given).
 """
@@ -31,6 +32,7 @@ from swayscope.instrumentation.exporters.otel.guard import (
     GuardedSpanExporter,
     endpoint_address,
 )
+from swayscope.instrumentation.exporters.otel.holding import RootFirstSpanProcessor
 from swayscope.instrumentation.exporters.otel.processor import (
     CountingBatchSpanProcessor,
     CountingSimpleSpanProcessor,
@@ -92,6 +94,7 @@ class OwnPipeline:
     """A provider built here and the parts of it the exporter talks to."""
 
     provider: TracerProvider
+    holder: RootFirstSpanProcessor
     processor: CountingBatchSpanProcessor | CountingSimpleSpanProcessor
     guard: GuardedSpanExporter
     ids: PresetSpanIds
@@ -106,7 +109,8 @@ def build_pipeline(
     batch: BatchSettings | None,
     shutdown_timeout_s: float,
 ) -> OwnPipeline:
-    """TracerProvider → counting processor (``batch`` None: synchronous) → guard → exporter."""
+    """TracerProvider → root first → counting processor (``batch`` None: synchronous) → guard
+    → exporter."""
     guard = GuardedSpanExporter(
         span_exporter, address=endpoint_address(target) if target is not None else None
     )
@@ -121,5 +125,6 @@ def build_pipeline(
     provider = TracerProvider(
         resource=build_resource(service_name), id_generator=ids, shutdown_on_exit=False
     )
-    provider.add_span_processor(processor)
-    return OwnPipeline(provider, processor, guard, ids)
+    holder = RootFirstSpanProcessor(processor)
+    provider.add_span_processor(holder)
+    return OwnPipeline(provider, holder, processor, guard, ids)

@@ -10,7 +10,7 @@ swayscope_cache_misses_total          counter    op, view_kind
 swayscope_forward_calls_total         counter    op, view_kind
 swayscope_forward_prompts_total       counter    op, view_kind
 swayscope_batch_size                  histogram  op
-swayscope_forward_duration_seconds    histogram  op, view_kind (exemplar: trace_id)
+swayscope_forward_duration_seconds    histogram  op, view_kind (exemplar: trace_id, span_id)
 swayscope_cache_entries               gauge
 swayscope_cache_bytes                 gauge
 swayscope_cache_evictions_total       counter

@@ -214,8 +214,12 @@ class PrometheusExporter(Exporter):
         size = ev.batch_size
         duration_bucket = bisect_left(m.FORWARD_DURATION_BUCKETS, duration)
         size_bucket = bisect_left(m.BATCH_SIZE_BUCKETS, size)
-        trace_id = ev.trace_id
-        exemplar = Exemplar({"trace_id": trace_id}, duration, time.time()) if trace_id else None
+        trace_id, span_id = ev.trace_id, ev.span_id
+        exemplar = (
+            Exemplar({"trace_id": trace_id, "span_id": span_id}, duration, time.time())
+            if trace_id and span_id
+            else None
+        )
         with self._lock:
             opkind = targets.opkind
             opkind.misses += ev.cache_misses
