@@ -43,7 +43,7 @@ def footer_lines(result: SuiteResult) -> list[str]:
         )
     for key, label in (
         ("trace_file", "JSONL trace"),
-        ("trace_id", "trace id"),
+        ("trace_id", "run trace id (probe traces: search swayscope.run_id)"),
         ("metrics_url", "metrics"),
         ("otlp_endpoint", "OTLP"),
         ("pushgateway", "pushgateway"),

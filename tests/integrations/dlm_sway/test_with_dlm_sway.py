@@ -139,7 +139,7 @@ def test_sway_run_opted_in_exports_spans_metrics_and_jsonl(
             v == status for v in verdicts.values()
         )
     assert {lab["probe"] for n, lab, _ in samples
-            if n == "swayscope_probe_duration_seconds_count"} == set(verdicts)
+            if n == "swayscope_probe_duration_seconds"} == set(verdicts)
 
     # Spans, at the real receiver: the run; probes (dlm-sway's verdicts) → forward calls.
     def complete() -> list[object]:
