@@ -709,3 +709,25 @@ def test_forward_call_sums_tokens_computed_and_reused() -> None:
     assert (inst.stats.tokens_computed, inst.stats.prefix_tokens_reused) == (13, 7)
     inst.cached("op", "v", "plain", 1, lambda: 1.0)  # values that do not say: None
     assert rec.calls()[-1].n_tokens_computed is None
+
+
+def test_events_built_positionally_on_the_hit_path_keep_their_field_meanings() -> None:
+    """The hit path builds CacheLookup positionally (speed): every field lands where its
+    name says."""
+    rec = Recorder()
+    inst = BackendInstrumentation(exporters=[rec], capture_prompts=True)
+    inst.cached("next_token_dist", "scaled_0.5", "p", 8, lambda: 1)
+    with inst.probe("probe-a"):
+        inst.cached("next_token_dist", "scaled_0.5", "p", 8, lambda: 1)
+    hit = rec.lookups()[-1]
+    assert (hit.run_id, hit.op, hit.view_id, hit.view_kind) == (
+        inst.run_id, "next_token_dist", "scaled_0.5", "scaled",
+    )
+    assert (hit.probe, hit.prompt_hash, hit.top_k, hit.hit) == (
+        "probe-a", prompt_hash("p"), 8, True,
+    )
+    assert hit.start_ns > 0 and 0 <= hit.duration_s < 1
+    assert (hit.batch_id, hit.batch_size, hit.batch_duration_s, hit.n_tokens, hit.error) == (
+        None, None, None, None, None,
+    )
+    assert hit.prompt == "p" and hit.trace_id is None and hit.span_id is None

@@ -82,8 +82,9 @@ class BackendInstrumentation:
         self.model_name = model_name
         self.model_id = model_id
         self._exporters = ExporterSet(self.health, exporters)
-        self._recorder = CallRecorder(self, self._hasher)
+        self._recorder = CallRecorder(self, self._hasher, self._exporters)
         self._scopes = Scopes(self, run_id or uuid.uuid4().hex[:16], self._recorder)
+        self._recorder.bind_scopes(self._scopes)
         self._inflight: dict[tuple[Any, ...], _Flight] = {}
         self._inflight_lock = threading.Lock()
         self._closed = False
@@ -188,10 +189,6 @@ class BackendInstrumentation:
         (unless prompts are captured): for errors that leave the process."""
         return self._recorder.redact(message)
 
-    @property
-    def observed(self) -> bool:
-        """Whether any exporter listens (events are built only then)."""
-        return bool(self._exporters)
 
     def _key(self, op: str, view_id: str, digest: bytes, top_k: int) -> tuple[Any, ...]:
         if self.model_id is None:

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from swayscope.instrumentation.cache import ForwardCache
-from swayscope.instrumentation.events import CacheLookup, Event, ForwardCall, view_kind_of
-from swayscope.instrumentation.hashing import PromptHasher
+from swayscope.instrumentation.events import CacheLookup, ForwardCall, view_kind_of
+from swayscope.instrumentation.exporter import ExporterSet
+from swayscope.instrumentation.hashing import PROMPT_HASH_CHARS, PromptHasher
 from swayscope.instrumentation.redaction import redact_texts
 from swayscope.instrumentation.stats import BackendStats
 
@@ -46,6 +47,16 @@ def _stack(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
 
 
+class EventContext(Protocol):
+    """Where the current run id and probe are read from."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def current_probe(self) -> str | None: ...
+
+
 class RecordOwner(Protocol):
     """What a recorder reads of the instrumentation that owns it."""
 
@@ -60,23 +71,29 @@ class RecordOwner(Protocol):
     @property
     def current_probe(self) -> str | None: ...
 
-    @property
-    def observed(self) -> bool: ...
-
-    def emit(self, event: Event) -> None: ...
-
 
 class CallRecorder:
     """Counts hits and model calls of one instrumentation and emits their events."""
 
-    def __init__(self, owner: RecordOwner, hasher: PromptHasher) -> None:
+    def __init__(
+        self, owner: RecordOwner, hasher: PromptHasher, exporters: ExporterSet
+    ) -> None:
         self._owner = owner
         self._hasher = hasher
+        self._keyed = hasher.keyed
+        self._exporters = exporters
+        self._scopes: EventContext = owner
         self._stats_lock = threading.Lock()
         self._lock = threading.Lock()
         self._failed_prompts: deque[str] = deque(maxlen=_FAILED_PROMPTS_KEPT)
+        self._kinds: dict[str, str] = {}
         self._run_start = BackendStats()
         self._run_max_batch = 0
+
+    def bind_scopes(self, scopes: EventContext) -> None:
+        """Read run id and current probe straight from the scopes (the hit path reads them
+        on every lookup)."""
+        self._scopes = scopes
 
     def start_run(self) -> None:
         """A run starts: its own counters (:meth:`run_stats`) count from here."""
@@ -120,38 +137,26 @@ class CallRecorder:
         with self._stats_lock:
             owner.stats.cache_hits += 1
             owner.stats.scoring_wall_s += wall
-        if owner.observed:
-            owner.emit(
-                self._hit_event(op, view_id, top_k, wall, prompt, digest, batch_id, batch_size)
+        exporters = self._exporters
+        if not exporters:
+            return
+        scopes = self._scopes
+        # Positional on purpose: a slotted dataclass takes keywords ~4x slower, and this
+        # runs on every hit. Fields are only ever added at the end (the event contract).
+        exporters.emit(
+            CacheLookup(
+                scopes.run_id, op, view_id, self._view_kind(view_id), scopes.current_probe,
+                self._hasher(prompt) if self._keyed else digest.hex()[:PROMPT_HASH_CHARS],
+                top_k, True, time.time_ns() - int(wall * 1e9), wall, batch_id, batch_size,
+                None, None, None, prompt if owner.capture_prompts else None,
             )
-
-    def _hit_event(
-        self,
-        op: str,
-        view_id: str,
-        top_k: int,
-        wall: float,
-        prompt: str,
-        digest: bytes,
-        batch_id: str | None = None,
-        batch_size: int | None = None,
-    ) -> CacheLookup:
-        owner = self._owner
-        return CacheLookup(
-            run_id=owner.run_id,
-            op=op,
-            view_id=view_id,
-            view_kind=view_kind_of(view_id),
-            probe=owner.current_probe,
-            prompt_hash=self._hasher(prompt, digest),
-            top_k=top_k,
-            hit=True,
-            start_ns=time.time_ns() - int(wall * 1e9),
-            duration_s=wall,
-            batch_id=batch_id,
-            batch_size=batch_size,
-            prompt=prompt if owner.capture_prompts else None,
         )
+
+    def _view_kind(self, view_id: str) -> str:
+        kind = self._kinds.get(view_id)
+        if kind is None:
+            kind = self._kinds[view_id] = view_kind_of(view_id)
+        return kind
 
     def record_call(
         self,
@@ -196,16 +201,17 @@ class CallRecorder:
             s.cache_evictions = owner.cache.evictions
         error = self._error_text(exc, prompts) if exc is not None else None
         batch_id = _new_batch_id()
-        if not owner.observed:
+        exporters, scopes = self._exporters, self._scopes
+        if not exporters:
             return batch_id
-        kind = view_kind_of(view_id)
+        kind = self._view_kind(view_id)
         hashes = [self._hasher(p, d) for p, d in zip(prompts, digests, strict=True)]
         call = ForwardCall(
-            run_id=owner.run_id,
+            run_id=scopes.run_id,
             op=op,
             view_id=view_id,
             view_kind=kind,
-            probe=owner.current_probe,
+            probe=scopes.current_probe,
             top_k=top_k,
             batch_id=batch_id,
             batch_size=n,
@@ -226,16 +232,16 @@ class CallRecorder:
             cache_evictions=owner.cache.evictions,
             prompts=prompts if owner.capture_prompts else None,
         )
-        owner.emit(call)
+        exporters.emit(call)
         share = wall / n if n else 0.0
         for i, phash in enumerate(hashes):
-            owner.emit(
+            exporters.emit(
                 CacheLookup(
-                    run_id=owner.run_id,
+                    run_id=scopes.run_id,
                     op=op,
                     view_id=view_id,
                     view_kind=kind,
-                    probe=owner.current_probe,
+                    probe=scopes.current_probe,
                     prompt_hash=phash,
                     top_k=top_k,
                     hit=False,
@@ -254,4 +260,4 @@ class CallRecorder:
         return batch_id
 
 
-__all__ = ["CallRecorder", "RecordOwner"]
+__all__ = ["CallRecorder", "EventContext", "RecordOwner"]

@@ -87,16 +87,13 @@ class Scopes:
         self._counters = counters
         self.run_id = run_id
         self._runs_started = 0
-        self._current_probe: str | None = None
+        #: The probe events are labelled with (a plain attribute: read on every lookup).
+        self.current_probe: str | None = None
         self._run: RunHandle | None = None
-
-    @property
-    def current_probe(self) -> str | None:
-        return self._current_probe
 
     def set_current_probe(self, name: str | None) -> None:
         """Label for subsequent events (v0 API); ``probe()`` is the scoped form."""
-        self._current_probe = name
+        self.current_probe = name
 
     @contextmanager
     def run(
@@ -169,8 +166,8 @@ class Scopes:
     def probe(self, name: str, kind: str | None = None) -> Iterator[ProbeHandle]:
         """Set the current probe for the block and restore the previous one after (nests)."""
         handle = ProbeHandle(name=name, kind=kind or name)
-        previous = self._current_probe
-        self._current_probe = name
+        previous = self.current_probe
+        self.current_probe = name
         run = self._run
         index = run.probes_done if run is not None else 0
         total = run.total_probes if run is not None else 0
@@ -198,7 +195,7 @@ class Scopes:
                 handle.error_stack = self._owner.redact("".join(traceback.format_exception(exc)))
             raise
         finally:
-            self._current_probe = previous
+            self.current_probe = previous
             status: ProbeOutcome
             if interrupted:
                 status = "not_run"  # stopped before a verdict: not a probe error
@@ -243,7 +240,7 @@ class Scopes:
                 run_id=self.run_id,
                 view_id=view_id,
                 view_kind=kind,
-                probe=self._current_probe,
+                probe=self.current_probe,
                 start_ns=start_ns,
                 switch_s=time.perf_counter() - t0,
             )
@@ -260,7 +257,7 @@ class Scopes:
                         run_id=self.run_id,
                         view_id=view_id,
                         view_kind=kind,
-                        probe=self._current_probe,
+                        probe=self.current_probe,
                         end_ns=time.time_ns(),
                         duration_s=time.perf_counter() - t0,
                     )
