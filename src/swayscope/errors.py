@@ -46,6 +46,11 @@ class ModelLoadError(SwayscopeError):
     """A base model or adapter could not be found or loaded."""
 
 
+class AdapterLoadError(ModelLoadError):
+    """The adapter (not the base model) could not be found, read or attached: a checkpoint
+    sweep reports it on the adapter's row and goes on with the next one."""
+
+
 class ViewError(SwayscopeError, RuntimeError):
     """A view was entered while another one is active, or used after exit."""
 
@@ -64,6 +69,7 @@ class TelemetryConfigError(SwayscopeError, ValueError):
 
 __all__ = [
     "SHOWN_VALUE_CHARS",
+    "AdapterLoadError",
     "BackendError",
     "ConfigError",
     "InputError",

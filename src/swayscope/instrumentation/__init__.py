@@ -12,6 +12,7 @@ from swayscope.instrumentation.core import (
     CacheOp,
     ProbeHandle,
     RunHandle,
+    SweepHandle,
     _prompt_hash,
 )
 from swayscope.instrumentation.events import (
@@ -22,6 +23,8 @@ from swayscope.instrumentation.events import (
     ProbeStarted,
     RunEnded,
     RunStarted,
+    SweepEnded,
+    SweepStarted,
     ViewEntered,
     ViewExited,
     prompt_hash,
@@ -60,6 +63,9 @@ __all__ = [
     "RunEnded",
     "RunHandle",
     "RunStarted",
+    "SweepHandle",
+    "SweepEnded",
+    "SweepStarted",
     "TelemetryHealth",
     "TraceWriter",
     "ViewEntered",

@@ -29,7 +29,7 @@ from swayscope.instrumentation.events import Event
 from swayscope.instrumentation.exporter import Exporter, ExporterSet, TelemetryHealth
 from swayscope.instrumentation.hashing import PromptHasher, cache_digest, prompt_hash
 from swayscope.instrumentation.recording import CallRecorder
-from swayscope.instrumentation.scopes import ProbeHandle, RunHandle, Scopes
+from swayscope.instrumentation.scopes import ProbeHandle, RunHandle, Scopes, SweepHandle
 from swayscope.instrumentation.stats import BackendStats
 
 T = TypeVar("T")
@@ -140,6 +140,13 @@ class BackendInstrumentation:
         """Label for subsequent events (v0 API); ``probe()`` is the scoped form."""
         self._scopes.set_current_probe(name)
 
+    def sweep(
+        self, sweep_id: str, *, adapters: Sequence[str], suite: str = "", base_model: str = ""
+    ) -> AbstractContextManager[SweepHandle]:
+        """Scope a checkpoint sweep: the runs inside carry its id; ``adapters`` are their
+        labels, in checkpoint order. Flushes exporters at the end."""
+        return self._scopes.sweep(sweep_id, adapters=adapters, suite=suite, base_model=base_model)
+
     def run(
         self,
         *,
@@ -190,10 +197,13 @@ class BackendInstrumentation:
         return self._recorder.redact(message)
 
 
-    def _key(self, op: str, view_id: str, digest: bytes, top_k: int) -> tuple[Any, ...]:
-        if self.model_id is None:
+    def _key(
+        self, op: str, view_id: str, digest: bytes, top_k: int, model: str | None = None
+    ) -> tuple[Any, ...]:
+        model_id = model or self.model_id
+        if model_id is None:
             return (op, view_id, digest, top_k)
-        return (self.model_id, op, view_id, digest, top_k)
+        return (model_id, op, view_id, digest, top_k)
 
     def cached(
         self,
@@ -206,6 +216,7 @@ class BackendInstrumentation:
         key_op: str | None = None,
         key_top_k: int | None = None,
         usable: Callable[[Any], bool] | None = None,
+        key_model: str | None = None,
     ) -> T:
         """Return the cached value for ``(op, view_id, prompt, top_k)`` or compute and store it.
 
@@ -213,16 +224,18 @@ class BackendInstrumentation:
         that answers every op from one forward record caches it once). ``usable``
         says whether a stored value answers this request; one that does not (a
         record computed for a lighter op) is a miss, and its recomputation replaces
-        it. Concurrent callers of the same missing key wait for one compute and
-        count as hits. A ``compute`` that raises stores nothing, is counted, and
-        re-raises.
+        it. ``key_model`` replaces ``model_id`` in the key for a view that depends on
+        less of the model (the base view of a backend whose adapter changes: its
+        entries are shared by every adapter). Concurrent callers of the same missing
+        key wait for one compute and count as hits. A ``compute`` that raises stores
+        nothing, is counted, and re-raises.
         """
         top_k = _check_top_k(top_k)
         _check_prompt(prompt, 0)
         digest = cache_digest(prompt)
         key = self._key(
             key_op or op, view_id, digest,
-            top_k if key_top_k is None else _check_top_k(key_top_k),
+            top_k if key_top_k is None else _check_top_k(key_top_k), key_model,
         )
         t0 = time.perf_counter()
         value = _usable(self.cache.get(key), usable)
@@ -305,6 +318,7 @@ class BackendInstrumentation:
         key_top_k: int | None = None,
         plan: BatchPlanner | None = None,
         usable: Callable[[Any], bool] | None = None,
+        key_model: str | None = None,
     ) -> list[Any]:
         """Batched :meth:`cached`: look every prompt up, send only the misses to the model.
 
@@ -329,7 +343,9 @@ class BackendInstrumentation:
                 repeats.append((i, first_miss[digest]))
                 continue
             t0 = time.perf_counter()
-            value = _usable(self.cache.get(self._key(kop, view_id, digest, ktop)), usable)
+            value = _usable(
+                self.cache.get(self._key(kop, view_id, digest, ktop, key_model)), usable
+            )
             if value is _MISS:
                 first_miss[digest] = i
                 continue
@@ -368,7 +384,7 @@ class BackendInstrumentation:
                 raise
             wall = time.perf_counter() - t0
             for i, value in zip(group, values, strict=True):
-                self.cache.put(self._key(kop, view_id, digests[i], ktop), value)
+                self.cache.put(self._key(kop, view_id, digests[i], ktop, key_model), value)
                 results[i] = value
             batch_id = self._recorder.record_call(
                 op, view_id, top_k, [prompts[i] for i in group], [digests[i] for i in group],
@@ -423,5 +439,6 @@ __all__ = [
     "CacheOp",
     "ProbeHandle",
     "RunHandle",
+    "SweepHandle",
     "_prompt_hash",
 ]

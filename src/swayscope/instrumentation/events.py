@@ -26,6 +26,30 @@ def view_kind_of(view_id: str) -> str:
 
 
 @dataclass(slots=True)
+class SweepStarted:
+    """A checkpoint sweep begins: the suite runs once per adapter (each a run of its own)."""
+
+    sweep_id: str
+    start_ns: int
+    suite: str = ""
+    base_model: str = ""
+    adapters: tuple[str, ...] = ()
+    """The adapters' labels, in checkpoint order: every value the ``adapter`` label takes."""
+    trace_id: str | None = None
+    span_id: str | None = None
+
+
+@dataclass(slots=True)
+class SweepEnded:
+    sweep_id: str
+    end_ns: int
+    duration_s: float
+    status: str = "complete"
+    """complete | interrupted | error"""
+    adapters_done: int = 0
+
+
+@dataclass(slots=True)
 class RunStarted:
     run_id: str
     start_ns: int
@@ -40,6 +64,8 @@ class RunStarted:
     """CPU threads the backend computes with (None: not set by swayscope)."""
     trace_id: str | None = None
     span_id: str | None = None
+    sweep_id: str | None = None
+    """The sweep this run is one adapter of (None: a run on its own)."""
 
 
 @dataclass(slots=True)
@@ -172,7 +198,9 @@ class CacheLookup:
 
 
 Event = (
-    RunStarted
+    SweepStarted
+    | SweepEnded
+    | RunStarted
     | RunEnded
     | ProbeStarted
     | ProbeEnded
@@ -191,6 +219,8 @@ __all__ = [
     "ProbeStarted",
     "RunEnded",
     "RunStarted",
+    "SweepEnded",
+    "SweepStarted",
     "ViewEntered",
     "ViewExited",
     "prompt_hash",

@@ -181,15 +181,19 @@ class CallRecorder:
         n_tokens = sum(known) if known else None
         computed = _total(values, "tokens_computed")
         reused = _total(values, "tokens_reused")
+        kind = self._view_kind(view_id)
+        base = kind == "base"
         with self._stats_lock:
             s = self._owner.stats
             s.cache_misses += n
             s.forward_calls += 1
+            s.base_forward_calls += base
             s.scoring_wall_s += wall
             if exc is not None:
                 s.compute_errors += 1
             else:
                 s.forward_passes += n
+                s.base_forward_passes += n * base
                 s.n_tokens += n_tokens or 0
                 s.tokens_computed += computed or 0
                 s.prefix_tokens_reused += reused or 0
@@ -204,7 +208,6 @@ class CallRecorder:
         exporters, scopes = self._exporters, self._scopes
         if not exporters:
             return batch_id
-        kind = self._view_kind(view_id)
         hashes = [self._hasher(p, d) for p, d in zip(prompts, digests, strict=True)]
         call = ForwardCall(
             run_id=scopes.run_id,

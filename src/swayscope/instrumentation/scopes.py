@@ -1,8 +1,9 @@
-"""Where events happen: the run, the probe and the view scopes of an instrumentation.
+"""Where events happen: the sweep, run, probe and view scopes of an instrumentation.
 
-A :class:`Scopes` keeps the current run id, run and probe, and turns entering and
-leaving a scope into events (:mod:`.events`) handed to its owner's exporters. Every
-run has its own id and, once it ended, its own counters.
+A :class:`Scopes` keeps the current sweep, run id, run and probe, and turns entering
+and leaving a scope into events (:mod:`.events`) handed to its owner's exporters. Every
+run has its own id and, once it ended, its own counters. A sweep holds one run per
+adapter; each of them carries the sweep's id.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from swayscope.instrumentation.events import (
     ProbeStarted,
     RunEnded,
     RunStarted,
+    SweepEnded,
+    SweepStarted,
     ViewEntered,
     ViewExited,
     view_kind_of,
@@ -79,8 +82,22 @@ class RunHandle:
     stats: BackendStats | None = None
 
 
+@dataclass(slots=True)
+class SweepHandle:
+    """What ``with inst.sweep(...) as s`` yields: the sweep driver counts adapters done and
+    may set ``status`` (``interrupted``)."""
+
+    sweep_id: str
+    adapters: tuple[str, ...]
+    status: str = "complete"
+    adapters_done: int = 0
+    trace_id: str | None = None
+    """The sweep span's trace (set when a tracing exporter made one)."""
+
+
 class Scopes:
-    """The run/probe/view context of one instrumentation; every event carries ``run_id``."""
+    """The sweep/run/probe/view context of one instrumentation; every event carries
+    ``run_id`` (and a run inside a sweep, the sweep's id)."""
 
     def __init__(self, owner: ScopeOwner, run_id: str, counters: RunCounters) -> None:
         self._owner = owner
@@ -90,6 +107,44 @@ class Scopes:
         #: The probe events are labelled with (a plain attribute: read on every lookup).
         self.current_probe: str | None = None
         self._run: RunHandle | None = None
+        self._sweep: SweepHandle | None = None
+
+    @contextmanager
+    def sweep(
+        self, sweep_id: str, *, adapters: Sequence[str], suite: str = "", base_model: str = ""
+    ) -> Iterator[SweepHandle]:
+        """Scope a checkpoint sweep: the runs inside are its adapters' (``adapters``, their
+        labels in checkpoint order, are announced up front: they bound the label values)."""
+        handle = SweepHandle(sweep_id=sweep_id, adapters=tuple(adapters))
+        t0 = time.perf_counter()
+        started = SweepStarted(
+            sweep_id=sweep_id,
+            start_ns=time.time_ns(),
+            suite=suite,
+            base_model=base_model or self._owner.model_name,
+            adapters=handle.adapters,
+        )
+        self._owner.emit(started)
+        handle.trace_id = started.trace_id
+        self._sweep = handle
+        try:
+            yield handle
+        except BaseException as exc:
+            if handle.status == "complete":
+                handle.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+            raise
+        finally:
+            self._sweep = None
+            self._owner.emit(
+                SweepEnded(
+                    sweep_id=sweep_id,
+                    end_ns=time.time_ns(),
+                    duration_s=time.perf_counter() - t0,
+                    status=handle.status,
+                    adapters_done=handle.adapters_done,
+                )
+            )
+            self._owner.force_flush()
 
     def set_current_probe(self, name: str | None) -> None:
         """Label for subsequent events (v0 API); ``probe()`` is the scoped form."""
@@ -135,6 +190,7 @@ class Scopes:
                 version=version,
                 probes=tuple(probes),
                 threads=threads,
+                sweep_id=self._sweep.sweep_id if self._sweep is not None else None,
             )
         )
         error: str | None = None
@@ -264,4 +320,4 @@ class Scopes:
                 )
 
 
-__all__ = ["ProbeHandle", "RunCounters", "RunHandle", "ScopeOwner", "Scopes"]
+__all__ = ["ProbeHandle", "RunCounters", "RunHandle", "ScopeOwner", "Scopes", "SweepHandle"]

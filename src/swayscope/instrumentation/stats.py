@@ -40,6 +40,9 @@ class BackendStats:
     #: Shared prefixes in the prefix store now, and their bytes.
     prefix_entries: int = 0
     prefix_bytes: int = 0
+    #: Model calls and computed prompts of the base view (a sweep's adapters share them).
+    base_forward_calls: int = 0
+    base_forward_passes: int = 0
 
     @property
     def total_lookups(self) -> int:
@@ -95,6 +98,8 @@ class BackendStats:
             "prefix_evictions": self.prefix_evictions,
             "prefix_entries": self.prefix_entries,
             "prefix_bytes": self.prefix_bytes,
+            "base_forward_calls": self.base_forward_calls,
+            "base_forward_passes": self.base_forward_passes,
         }
 
 
