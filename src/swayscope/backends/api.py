@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -156,6 +157,18 @@ def repeated(text: str, times: int) -> str:
     return " ".join([text] * max(1, times))
 
 
+@runtime_checkable
+class AdapterSwapping(Protocol):
+    """A backend that can put another adapter for the same base model in place of its own,
+    without loading the base model again (what a checkpoint sweep runs on)."""
+
+    def swap_adapter(self, adapter_path: Path, *, name: str | None = None) -> None:
+        """Attach ``adapter_path`` in place of the current adapter (``name``: what runs
+        report as the adapter); raise :class:`~swayscope.errors.AdapterLoadError` with the
+        previous adapter still in place when it cannot be loaded."""
+        ...
+
+
 def scaled_view_id(lam: float) -> str:
     """Canonical id: λ = 0 is ``base``, λ = 1 is ``ft``, else ``scaled_<repr(λ)>`` (exact)."""
     lam = float(lam)
@@ -212,6 +225,7 @@ __all__ = [
     "DEFAULT_PREFIX_CACHE_BYTES",
     "DEFAULT_TOP_K",
     "MAX_SEED",
+    "AdapterSwapping",
     "DifferentialBackend",
     "RollingLogprob",
     "ScoringView",

@@ -24,12 +24,14 @@ from swayscope.backends.api import (
 from swayscope.backends.hf.forward import ForwardPass
 from swayscope.backends.hf.loading import (
     adapter_content_hash,
+    base_identity,
     check_adapter,
     check_attached,
     check_base,
     load_model,
     model_identity,
     positive_int,
+    replace_adapter,
     resolve_device,
     resolve_dtype,
 )
@@ -68,6 +70,8 @@ class HFBackend:
         gguf_file: name of a ``.gguf`` file inside ``base_path``.
         model_name: reported as ``gen_ai.request.model``; defaults to the base
             folder's (or GGUF file's) name.
+        adapter_name: what runs report as the adapter; defaults to the adapter folder's
+            name.
         max_null_adapters: null adapters kept in memory (least recently used
             beyond this are dropped and rebuilt identically when asked for again).
         call_overhead_tokens: what one extra forward call costs, in padded tokens,
@@ -84,6 +88,10 @@ class HFBackend:
 
     Public parts: ``encoder`` (:class:`.TextEncoder`), ``lora`` (:class:`.LoraSwitch`),
     ``forward_pass`` (:class:`.ForwardPass`), ``limits`` (:class:`.BatchLimits`).
+
+    :meth:`swap_adapter` puts another adapter of the same base in place of this one
+    (a checkpoint sweep): the base view's cache entries are keyed by the base model only
+    (``base_id``), so every adapter shares them; the other views' keys name the adapter.
     """
 
     def __init__(
@@ -100,6 +108,7 @@ class HFBackend:
         seed: int = 0,
         gguf_file: str | None = None,
         model_name: str | None = None,
+        adapter_name: str | None = None,
         max_null_adapters: int = 8,
         call_overhead_tokens: int | None = None,
         prefix_cache_max_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
@@ -131,8 +140,9 @@ class HFBackend:
         self._model_name = model_name or (
             Path(self.gguf_file).stem if self.gguf_file else self.base_path.name
         )
-        self._adapter_name = self.adapter_path.name
+        self._adapter_name = adapter_name or self.adapter_path.name
         self.adapter_hash = adapter_content_hash(self.adapter_path)
+        self.base_id = base_identity(self.base_path, self.gguf_file, self.dtype)
         self.model_id = model_identity(
             self.base_path, self.gguf_file, self.dtype, self.adapter_hash
         )
@@ -202,8 +212,15 @@ class HFBackend:
             limits=self.limits,
             prefix_cache_max_bytes=prefix_cache_max_bytes,
         )
-        source = RecordSource(self.inst, self.encoder, self.forward_pass, self.limits)
-        self._views = ViewSlot(self.inst, source, restore=self.lora.restore)
+        source = RecordSource(
+            self.inst, self.encoder, self.forward_pass, self.limits, key_model=self._key_model
+        )
+        # Looked up at each call: swap_adapter replaces the switch.
+        self._views = ViewSlot(self.inst, source, restore=lambda: self.lora.restore())
+
+    def _key_model(self, view_id: str) -> str | None:
+        """The base view does not depend on the adapter: its entries name the base only."""
+        return self.base_id if view_id == "base" else None
 
     @classmethod
     def from_gguf(cls, gguf_path: Path | str, adapter_path: Path | str, **kwargs: Any) -> HFBackend:
@@ -308,6 +325,39 @@ class HFBackend:
     ) -> dict[str, torch.Tensor]:
         """The null adapter's tensors by ``module.family`` name (for inspection and tests)."""
         return self._nulls.tensors(seed, init_scale, rank_scale)
+
+    # -- the adapter swap (checkpoint sweeps) ---------------------------------------------
+
+    def swap_adapter(self, adapter_path: Path | str, *, name: str | None = None) -> None:
+        """Put the LoRA adapter in ``adapter_path`` in place of this one, on the same base
+        model (peft's ``delete_adapter``/``load_adapter``; the base is not loaded again).
+
+        ``name`` is what runs then report as the adapter (default: the folder's name).
+        Cached base-view entries stay valid and shared; the other views are keyed by the
+        new adapter's content from now on, null adapters are rebuilt for its shape and
+        size, and stored shared prefixes are dropped. Not while a view is active. When
+        the adapter cannot be loaded, :class:`~swayscope.errors.AdapterLoadError` says why
+        and the previous adapter is still in place.
+        """
+        path, config = check_adapter(Path(adapter_path).expanduser())
+        self._views.check_idle("swap the adapter")
+        try:
+            replace_adapter(self.model, path, self.adapter_path, self.base_path, self.device)
+        finally:
+            # New parameter objects either way (after a failure, the previous adapter's,
+            # attached again): the switch and the null adapters follow them, and stored
+            # prefixes go (their keys and values were computed with the old weights).
+            slots = collect_slots(self.model)
+            self.lora = LoraSwitch(slots)
+            self._nulls = NullAdapters(slots, self._nulls.max_kept)
+            self.forward_pass.store.clear()
+        self.adapter_path, self.adapter_config = path, config
+        self._adapter_name = name or path.name
+        self.adapter_hash = adapter_content_hash(path)
+        self.model_id = model_identity(
+            self.base_path, self.gguf_file, self.dtype, self.adapter_hash
+        )
+        self.inst.model_id = self.model_id
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from swayscope.backends.hf.lora import ADAPTER, RANK_DIM, LoraSlot
-from swayscope.errors import ConfigError, ModelLoadError
+from swayscope.backends.hf.lora import ADAPTER, RANK_DIM, LoraSlot, collect_slots
+from swayscope.errors import AdapterLoadError, ConfigError, ModelLoadError
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -115,37 +115,37 @@ def check_base(path: Path, gguf_file: str | None) -> tuple[Path, str | None]:
 def check_adapter(path: Path) -> tuple[Path, dict[str, Any]]:
     """The adapter folder and its config, when it is a complete plain-LoRA PEFT adapter."""
     if not path.is_dir():
-        raise ModelLoadError(
+        raise AdapterLoadError(
             f"adapter folder {str(path)!r} does not exist; pass a local PEFT LoRA adapter "
             "folder (adapter_config.json + adapter_model.safetensors)"
         )
     cfg_path = path / "adapter_config.json"
     if not cfg_path.is_file():
-        raise ModelLoadError(
+        raise AdapterLoadError(
             f"adapter folder {str(path)!r} has no adapter_config.json; pass the folder "
             "written by PEFT's save_pretrained"
         )
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(
+        raise AdapterLoadError(
             f"adapter config {str(cfg_path)!r} is not valid JSON ({exc}); re-save the adapter"
         ) from exc
     if not isinstance(cfg, dict):
-        raise ModelLoadError(f"adapter config {str(cfg_path)!r} is not a JSON object")
+        raise AdapterLoadError(f"adapter config {str(cfg_path)!r} is not a JSON object")
     peft_type = cfg.get("peft_type")
     if str(peft_type).upper() != "LORA":
-        raise ModelLoadError(
+        raise AdapterLoadError(
             f"adapter {str(path)!r} has peft_type {peft_type!r}, not 'LORA'; swayscope "
             "compares LoRA adapters only — pass a LoRA adapter folder"
         )
     if cfg.get("use_dora"):
-        raise ModelLoadError(
+        raise AdapterLoadError(
             f"adapter {str(path)!r} is a DoRA adapter (use_dora=true); only plain LoRA "
             "adapters are supported — pass a LoRA adapter without DoRA"
         )
     if not any((path / w).is_file() for w in ADAPTER_WEIGHTS):
-        raise ModelLoadError(
+        raise AdapterLoadError(
             f"adapter folder {str(path)!r} has no weights ({' or '.join(ADAPTER_WEIGHTS)}); "
             "pass the complete folder written by PEFT's save_pretrained"
         )
@@ -166,19 +166,25 @@ def adapter_content_hash(adapter_dir: Path) -> str:
     return h.hexdigest()
 
 
+def base_identity(base_dir: Path, gguf_file: str | None, dtype: torch.dtype) -> str:
+    """The base model's part of :func:`model_identity`: what the base view's cache keys
+    name (they are shared by every adapter of the base)."""
+    base_ident = str(base_dir.resolve()) + (f"/{gguf_file}" if gguf_file else "")
+    return f"{base_ident}|{str(dtype).removeprefix('torch.')}"
+
+
 def model_identity(
     base_dir: Path, gguf_file: str | None, dtype: torch.dtype, adapter_hash: str
 ) -> str:
     """The id that joins every cache key: base path (and GGUF file), dtype, adapter content."""
-    base_ident = str(base_dir.resolve()) + (f"/{gguf_file}" if gguf_file else "")
-    return f"{base_ident}|{str(dtype).removeprefix('torch.')}@{adapter_hash[:16]}"
+    return f"{base_identity(base_dir, gguf_file, dtype)}@{adapter_hash[:16]}"
 
 
 # -- the model --------------------------------------------------------------------------
 
 
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """No progress bars and no warnings while transformers and PEFT load."""
     from transformers.utils import logging as hf_logging_module
 
@@ -263,7 +269,7 @@ def load_model(
 ) -> tuple[Any, Any]:
     """The tokenizer and the frozen, eval-mode PEFT model (base + adapter) on ``device``."""
     gguf_kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
-    with _quiet_transformers():
+    with quiet_transformers():
         try:
             tokenizer = tokenizer_class(base_path, gguf_file).from_pretrained(
                 str(base_path), local_files_only=True, **gguf_kw
@@ -292,14 +298,16 @@ def load_model(
     return tokenizer, model
 
 
-def _attach_adapter(base: Any, adapter_path: Path, base_path: Path) -> Any:
-    from peft import LoraConfig, PeftModel
+def _check_targets(base: Any, adapter_path: Path, base_path: Path) -> None:
+    """:class:`AdapterLoadError` unless the adapter's config reads and its target modules
+    are in ``base``."""
+    from peft import LoraConfig
     from peft.tuners.tuners_utils import check_target_module_exists
 
     try:
         lora_cfg = LoraConfig.from_pretrained(str(adapter_path))
     except Exception as exc:
-        raise ModelLoadError(
+        raise AdapterLoadError(
             f"cannot read the LoRA config in {str(adapter_path)!r}: "
             f"{type(exc).__name__}: {exc}; re-save the adapter with PEFT"
         ) from exc
@@ -308,33 +316,87 @@ def _attach_adapter(base: Any, adapter_path: Path, base_path: Path) -> Any:
         names = [n for n, _ in base.named_modules() if n]
         if not any(check_target_module_exists(lora_cfg, n) for n in names):
             shown = sorted(targets) if isinstance(targets, (set, list)) else targets
-            raise ModelLoadError(
+            raise AdapterLoadError(
                 f"adapter {str(adapter_path)!r} targets modules {shown!r}, which are not "
                 f"in the base model {str(base_path)!r}; pass the adapter trained for this "
                 "base model"
             )
+
+
+def _attach_failed(exc: Exception, adapter_path: Path, base_path: Path) -> AdapterLoadError:
+    return AdapterLoadError(
+        f"cannot attach adapter {str(adapter_path)!r} to base model "
+        f"{str(base_path)!r}: {type(exc).__name__}: {exc}. Was it trained for "
+        "this base model?"
+    )
+
+
+def _attach_adapter(base: Any, adapter_path: Path, base_path: Path) -> Any:
+    from peft import PeftModel
+
+    _check_targets(base, adapter_path, base_path)
     try:
         return PeftModel.from_pretrained(
             base, str(adapter_path), adapter_name=ADAPTER, is_trainable=False
         )
     except Exception as exc:
-        raise ModelLoadError(
-            f"cannot attach adapter {str(adapter_path)!r} to base model "
-            f"{str(base_path)!r}: {type(exc).__name__}: {exc}. Was it trained for "
-            "this base model?"
-        ) from exc
+        raise _attach_failed(exc, adapter_path, base_path) from exc
+
+
+# -- swapping the adapter ---------------------------------------------------------------
+
+
+def _load_in_place(model: Any, adapter_path: Path, base_path: Path, device: torch.device) -> None:
+    """Attach ``adapter_path`` as the model's adapter (none attached), frozen, in eval mode."""
+    with quiet_transformers():
+        try:
+            model.load_adapter(
+                str(adapter_path), adapter_name=ADAPTER, is_trainable=False,
+                torch_device=str(device),
+            )
+        except Exception as exc:
+            raise _attach_failed(exc, adapter_path, base_path) from exc
+    model.set_adapter(ADAPTER)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def _detach(model: Any) -> None:
+    if ADAPTER in model.peft_config:
+        model.delete_adapter(ADAPTER)
+
+
+def replace_adapter(
+    model: Any, adapter_path: Path, previous: Path, base_path: Path, device: torch.device
+) -> None:
+    """Put ``adapter_path`` in place of the attached adapter (``previous``), with peft's
+    public ``delete_adapter``/``load_adapter``: the base model is not loaded again.
+
+    When it cannot be attached, ``previous`` is attached again and
+    :class:`AdapterLoadError` says why.
+    """
+    _check_targets(model.get_base_model(), adapter_path, base_path)
+    _detach(model)
+    try:
+        _load_in_place(model, adapter_path, base_path, device)
+        check_attached(collect_slots(model), adapter_path, base_path)
+    except BaseException:
+        _detach(model)
+        _load_in_place(model, previous, base_path, device)
+        raise
 
 
 def check_attached(slots: Sequence[LoraSlot], adapter_path: Path, base_path: Path) -> None:
     """:class:`ModelLoadError` unless every stored LoRA tensor found its module."""
     if not slots:
-        raise ModelLoadError(
+        raise AdapterLoadError(
             f"adapter {str(adapter_path)!r} attached no LoRA layer to the base model; "
             "pass the adapter trained for this base model"
         )
     stored = _stored_lora_tensors(adapter_path)
     if stored is not None and stored != len(slots):
-        raise ModelLoadError(
+        raise AdapterLoadError(
             f"adapter {str(adapter_path)!r} holds {stored} LoRA tensors but {len(slots)} "
             f"LoRA parameters were attached to base model {str(base_path)!r}; some of "
             "its weights match no module (or some modules got no weights) — pass the adapter "
@@ -353,7 +415,7 @@ def _stored_lora_tensors(adapter_path: Path) -> int | None:
         with safe_open(str(path), framework="pt") as fh:
             keys = list(fh.keys())
     except Exception as exc:
-        raise ModelLoadError(
+        raise AdapterLoadError(
             f"adapter weights {str(path)!r} are not a readable safetensors file ({exc}); "
             "re-save the adapter"
         ) from exc
@@ -364,6 +426,7 @@ def _stored_lora_tensors(adapter_path: Path) -> int | None:
 __all__ = [
     "ADAPTER_WEIGHTS",
     "adapter_content_hash",
+    "base_identity",
     "check_adapter",
     "check_attached",
     "check_base",
@@ -372,6 +435,8 @@ __all__ = [
     "model_class",
     "model_identity",
     "positive_int",
+    "quiet_transformers",
+    "replace_adapter",
     "resolve_device",
     "resolve_dtype",
     "tokenizer_class",

@@ -48,6 +48,8 @@ class RecordSource:
         encoder: tokenizes and checks texts.
         forward: runs the model.
         limits: the batch limits planners use (read at plan time, so changes apply).
+        key_model: view id → the model identity its cache entries are keyed by (None:
+            the instrumentation's ``model_id``).
     """
 
     def __init__(
@@ -56,11 +58,14 @@ class RecordSource:
         encoder: TextEncoder,
         forward: ForwardPass,
         limits: BatchLimits,
+        *,
+        key_model: Callable[[str], str | None] = lambda view_id: None,
     ) -> None:
         self._inst = inst
         self._encoder = encoder
         self._forward = forward
         self._limits = limits
+        self._key_model = key_model
 
     def check_top_k(self, top_k: int) -> None:
         """:class:`InputError` unless ``top_k`` is a positive integer the records can serve."""
@@ -88,6 +93,7 @@ class RecordSource:
             key_op=FORWARD_OP,
             key_top_k=forward.max_top_k,
             usable=usable_for(op),
+            key_model=self._key_model(view_id),
         )
         return record
 
@@ -112,6 +118,7 @@ class RecordSource:
             key_top_k=forward.max_top_k,
             plan=self.planner(texts, ids),
             usable=usable_for(op),
+            key_model=self._key_model(view_id),
         )
 
     def planner(self, texts: Sequence[str], ids: dict[int, list[int]]) -> BatchPlanner:

@@ -117,6 +117,14 @@ class ViewSlot:
         with self._lock:
             self._closed = True
 
+    def check_idle(self, what: str) -> None:
+        """:class:`ViewError` when a view is active (``what`` cannot be done inside one)."""
+        with self._lock:
+            if self._active is not None:
+                raise ViewError(
+                    f"cannot {what} while view {self._active.id!r} is active; exit it first"
+                )
+
     @contextmanager
     def enter(self, view_id: str, configure: Callable[[], None]) -> Iterator[HFView]:
         """Run ``configure`` (the model's state for ``view_id``) and yield the view."""
