@@ -3,7 +3,8 @@
 The v0 fields keep their names and meanings (``ts`` is when the lookup
 finished, ``wall_ms`` its duration, or for a batched miss its share of the
 forward call); new fields are only added, so a reader of the v0 format
-still reads these files.
+still reads these files. ``adapter`` names the adapter the line's run scored
+(in a checkpoint sweep, the checkpoint's label), as its ``RunStarted`` said.
 
 Every line is strict JSON (RFC 8259: no ``NaN``/``Infinity``) and reaches the
 file whole or not at all:
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any, SupportsIndex
 
 from swayscope.errors import InputError, TracePathError, shown
-from swayscope.instrumentation.events import CacheLookup, Event
+from swayscope.instrumentation.events import CacheLookup, Event, RunEnded, RunStarted
 from swayscope.instrumentation.exporter import Exporter
 
 #: Version of the line format; bumped only if a field changes meaning.
@@ -49,7 +50,7 @@ SCHEMA_VERSION = 1
 LINE_FIELDS = (
     "schema", "ts", "probe", "view_id", "prompt_hash", "top_k", "op", "wall_ms", "hit",
     "run_id", "start_ts", "view_kind", "batch_id", "batch_size", "batch_wall_ms",
-    "n_tokens", "trace_id", "span_id", "error", "prompt",
+    "n_tokens", "trace_id", "span_id", "error", "adapter", "prompt",
 )
 _INT_FIELDS = frozenset({"top_k", "batch_size", "n_tokens"})
 _FLOAT_FIELDS = frozenset({"ts", "wall_ms", "start_ts", "batch_wall_ms"})
@@ -78,7 +79,7 @@ def _line(
     wall_ms: float, hit: bool, run_id: str | None, start_ts: float | None,
     view_kind: str | None, batch_id: str | None, batch_size: int | None,
     batch_wall_ms: float | None, n_tokens: int | None, trace_id: str | None,
-    span_id: str | None, error: str | None, prompt: str | None,
+    span_id: str | None, error: str | None, adapter: str | None, prompt: str | None,
 ) -> str:
     """One trace line, hand-encoded: json.dumps of a dict costs ~5 µs a lookup, this ~1 µs.
 
@@ -112,14 +113,14 @@ def _line(
                 f'"batch_id":{_js(batch_id)},"batch_size":{_jn(batch_size)},'
                 f'"batch_wall_ms":{_jn(batch_wall_ms)},"n_tokens":{_jn(n_tokens)},'
                 f'"trace_id":{_js(trace_id)},"span_id":{_js(span_id)},'
-                f'"error":{_js(error)}{tail}'
+                f'"error":{_js(error)},"adapter":{_js(adapter)}{tail}'
             )
         except TypeError:  # a string field that is not a str: the check names it
             pass
     return _checked_line(
         ts, probe, view_id, prompt_hash, top_k, op, wall_ms, hit, run_id, start_ts,
         view_kind, batch_id, batch_size, batch_wall_ms, n_tokens, trace_id, span_id,
-        error, prompt,
+        error, adapter, prompt,
     )
 
 
@@ -208,6 +209,7 @@ class _TraceEvent:
     span_id: str | None = None
     error: str | None = None
     prompt: str | None = None
+    adapter: str | None = None
 
 
 def _kind_of(mode: int) -> str | None:
@@ -234,6 +236,8 @@ class TraceWriter(Exporter):
         self._source = source
         self._fd: int | None = None
         self._lock = threading.Lock()
+        self._adapters: dict[str, str] = {}
+        """run_id → the adapter its RunStarted named (a sweep's runs, one per adapter)."""
         if self._path is not None:
             self._fd = self._open(self._path)
 
@@ -311,12 +315,18 @@ class TraceWriter(Exporter):
                 event.ts, event.probe, event.view_id, event.prompt_hash, event.top_k, event.op,
                 event.wall_ms, event.hit, event.run_id, event.start_ts, event.view_kind,
                 event.batch_id, event.batch_size, event.batch_wall_ms, event.n_tokens,
-                event.trace_id, event.span_id, event.error, event.prompt,
+                event.trace_id, event.span_id, event.error, event.adapter, event.prompt,
             )
         )
 
     def export(self, event: Event) -> None:
-        if self._fd is None or type(event) is not CacheLookup:
+        if self._fd is None:
+            return
+        if type(event) is not CacheLookup:
+            if type(event) is RunStarted:
+                self._adapters[event.run_id] = event.adapter
+            elif type(event) is RunEnded:
+                self._adapters.pop(event.run_id, None)
             return
         start_ts = event.start_ns / 1e9
         self._append(
@@ -325,7 +335,8 @@ class TraceWriter(Exporter):
                 event.top_k, event.op, event.duration_s * 1000.0, event.hit, event.run_id,
                 start_ts, event.view_kind, event.batch_id, event.batch_size,
                 None if event.batch_duration_s is None else event.batch_duration_s * 1000.0,
-                event.n_tokens, event.trace_id, event.span_id, event.error, event.prompt,
+                event.n_tokens, event.trace_id, event.span_id, event.error,
+                self._adapters.get(event.run_id), event.prompt,
             )
         )
 

@@ -18,6 +18,8 @@ from swayscope.instrumentation.events import (
     ProbeStarted,
     RunEnded,
     RunStarted,
+    SweepEnded,
+    SweepStarted,
     ViewEntered,
 )
 
@@ -26,6 +28,7 @@ Attributes = dict[str, Any]
 #: Instrumentation scope of every span this exporter makes.
 SCOPE_NAME = "swayscope"
 
+SPAN_SWEEP = "swayscope.sweep"
 SPAN_RUN = "swayscope.run"
 SPAN_PROBE = "swayscope.probe"
 SPAN_VIEW = "swayscope.view"
@@ -48,6 +51,14 @@ CHUNK_INDEX = "swayscope.chunk.index"
 LINK = "swayscope.link"
 LINK_RUN = "run"
 LINK_PREVIOUS_CHUNK = "previous_chunk"
+
+# sweep: its span is a trace of its own; each adapter's run span links to it
+SWEEP_ID = "swayscope.sweep_id"
+SWEEP_ADAPTERS = "swayscope.sweep.adapters"
+SWEEP_STATUS = "swayscope.sweep.status"
+SWEEP_ADAPTERS_DONE = "swayscope.sweep.adapters_done"
+#: On a run span's link to the sweep's span (``LINK`` says what the linked span is).
+LINK_SWEEP = "sweep"
 
 # probe
 PROBE = "swayscope.probe"
@@ -91,8 +102,22 @@ EXCEPTION_MESSAGE = "exception.message"
 EXCEPTION_STACKTRACE = "exception.stacktrace"
 
 
-def run_started(ev: RunStarted) -> Attributes:
+def sweep_started(ev: SweepStarted) -> Attributes:
     return {
+        SWEEP_ID: ev.sweep_id,
+        SUITE: ev.suite,
+        BASE_MODEL: ev.base_model,
+        SWEEP_ADAPTERS: list(ev.adapters),
+        VERSION: __version__,
+    }
+
+
+def sweep_ended(ev: SweepEnded) -> Attributes:
+    return {SWEEP_STATUS: ev.status, SWEEP_ADAPTERS_DONE: ev.adapters_done}
+
+
+def run_started(ev: RunStarted) -> Attributes:
+    attrs: Attributes = {
         RUN_ID: ev.run_id,
         SUITE: ev.suite,
         BASE_MODEL: ev.base_model,
@@ -100,6 +125,9 @@ def run_started(ev: RunStarted) -> Attributes:
         VERSION: ev.version or __version__,
         RUN_TOTAL_PROBES: ev.total_probes,
     }
+    if ev.sweep_id is not None:
+        attrs[SWEEP_ID] = ev.sweep_id
+    return attrs
 
 
 def run_ended(ev: RunEnded, probes_done: int, probes_errored: int) -> Attributes:

@@ -24,6 +24,8 @@ from swayscope.instrumentation.events import (
     ProbeStarted,
     RunEnded,
     RunStarted,
+    SweepEnded,
+    SweepStarted,
     ViewEntered,
     ViewExited,
 )
@@ -51,6 +53,7 @@ from swayscope.instrumentation.exporters.otel.provider import (
     host_tracer_provider,
     otlp_span_exporter,
 )
+from swayscope.instrumentation.exporters.otel.sweep import SweepSpan
 from swayscope.instrumentation.exporters.otel.workers import call_bounded
 from swayscope.instrumentation.settings import OtlpTarget, resolve_otlp_target
 
@@ -144,11 +147,14 @@ class OtelExporter(Exporter):
             chunk_s=chunk_seconds,
         )
         self._outcome = RunOutcome()
+        self._sweep = SweepSpan()
         self._handlers: dict[type, Callable[[Any], None]] = {
             CacheLookup: self._on_lookup, ForwardCall: self._on_forward,
             ViewEntered: self._on_view_entered, ViewExited: self._on_view_exited,
             ProbeStarted: self._on_probe_started, ProbeEnded: self._on_probe_ended,
             RunStarted: self._on_run_started, RunEnded: self._on_run_ended,
+            SweepStarted: lambda ev: self._sweep.start(self._tracer, ev, self._layout.outer),
+            SweepEnded: self._sweep.end,
         }
 
     def _build_own(
@@ -232,7 +238,9 @@ class OtelExporter(Exporter):
         """
         if self._closed:
             return
-        self._layout.close_all(time.time_ns())
+        now = time.time_ns()
+        self._layout.close_all(now)
+        self._sweep.end_at(now)
         if self._atexit is not None:
             atexit.unregister(self._atexit)
             self._atexit = None
@@ -261,7 +269,8 @@ class OtelExporter(Exporter):
     def _on_run_started(self, ev: RunStarted) -> None:
         self._outcome.start(ev.total_probes)
         frame = self._layout.open(
-            "run", attr.SPAN_RUN, ev.run_id, ev.start_ns, attr.run_started(ev), ev.run_id
+            "run", attr.SPAN_RUN, ev.run_id, ev.start_ns, attr.run_started(ev), ev.run_id,
+            links=self._sweep.links(ev),
         )
         ev.trace_id, ev.span_id = frame.trace_hex, frame.span_hex
 

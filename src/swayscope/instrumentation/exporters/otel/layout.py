@@ -180,12 +180,14 @@ class SpanLayout:
         start_ns: int,
         attrs: attr.Attributes,
         run_id: str,
+        links: Sequence[Link] = (),
     ) -> Frame:
-        """Start a run, probe or view span where it belongs and push it."""
+        """Start a run, probe or view span where it belongs and push it (``links``: the
+        run span's, e.g. to its sweep)."""
         with self._lock:
             frames = self._frames
             if kind == "run" and not frames:
-                frame = self._start(kind, span_name, name, start_ns, attrs, self._outer, ())
+                frame = self._start(kind, span_name, name, start_ns, attrs, self._outer, links)
             elif self._unit is None:
                 frame = self._start_unit(kind, span_name, name, start_ns, attrs, run_id)
             else:

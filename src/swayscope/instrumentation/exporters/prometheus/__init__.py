@@ -17,6 +17,8 @@ swayscope_cache_evictions_total       counter
 swayscope_tokens_total                counter    view_kind
 swayscope_probe_duration_seconds      gauge      probe, status (the current run's probes)
 swayscope_probes_total                counter    status
+swayscope_probe_score                 gauge      probe, adapter
+swayscope_sweep_progress_ratio        gauge
 swayscope_run_info                    gauge = 1  run_id, suite, base_model, adapter
 swayscope_run_active                  gauge
 swayscope_run_progress_ratio          gauge
@@ -30,7 +32,9 @@ backend's views); ``probe`` (a probe name) is only on the probe-level metrics, s
 the series count does not grow with the suite except by one series per finished
 probe of the current run (per-probe hit ratios are in the run's result and its
 traces); prompt
-hashes, exact view ids, seeds and λ values go to traces only. Misses include
+hashes, exact view ids, seeds and λ values go to traces only. ``adapter`` takes the
+values a checkpoint sweep announced at its start (its adapters' labels; outside a sweep,
+the run's adapter) and ``other`` for anything else. Misses include
 model calls that raised, as ``BackendStats`` counts them, so the PromQL hit ratio
 equals ``BackendStats.hit_rate``.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import threading
@@ -25,6 +26,8 @@ from swayscope.instrumentation.events import (
     ProbeEnded,
     RunEnded,
     RunStarted,
+    SweepEnded,
+    SweepStarted,
 )
 from swayscope.instrumentation.exporter import Exporter, TelemetryHealth
 from swayscope.instrumentation.exporters.prometheus import metrics as m
@@ -122,6 +125,12 @@ class PrometheusExporter(Exporter):
         # Per (op, view_kind) of an event: the records it adds to, looked up once.
         self._hit_counts: dict[_LookupKey, OpKindCounts] = {}
         self._forward_targets: dict[_LookupKey, ForwardTargets] = {}
+        # The adapter label: the values announced (a sweep's adapters, else the run's own)
+        # and the current run's value; ``sweep_total`` is 0 outside a sweep.
+        self._adapters: frozenset[str] = frozenset()
+        self._adapter = m.OTHER_ADAPTER
+        self._sweep_total = 0
+        self._sweep_done = 0
         try:
             self._register_metrics()
         except ValueError as exc:  # duplicated names in the (global) registry
@@ -156,6 +165,12 @@ class PrometheusExporter(Exporter):
         r.register(self.hot)
         self._collectors.append(self.hot)
         self.probes = self._add(Counter(m.PROBES, m.HELP[m.PROBES], ("status",), registry=r))
+        self.probe_score = self._add(
+            Gauge(m.PROBE_SCORE, m.HELP[m.PROBE_SCORE], m.PROBE_SCORE_LABELS, registry=r)
+        )
+        self.sweep_progress = self._add(
+            Gauge(m.SWEEP_PROGRESS, m.HELP[m.SWEEP_PROGRESS], registry=r)
+        )
         self.run_info = self._add(
             Gauge(m.RUN_INFO, m.HELP[m.RUN_INFO], m.RUN_INFO_LABELS, registry=r)
         )
@@ -196,6 +211,22 @@ class PrometheusExporter(Exporter):
             self.run_active.set(0)
             if event.status == "interrupted":  # type: ignore[union-attr]
                 self.linger_s = 0.0  # the user stopped the run: do not hold the process
+            if self._sweep_total:
+                self._sweep_done += 1
+                self.sweep_progress.set(min(1.0, self._sweep_done / self._sweep_total))
+        elif kind is SweepStarted:
+            self._on_sweep_started(event)  # type: ignore[arg-type]
+        elif kind is SweepEnded:
+            self._sweep_total = 0
+
+    def _on_sweep_started(self, ev: SweepStarted) -> None:
+        """The sweep's adapters are every value the ``adapter`` label takes until it ends;
+        their scores stay side by side (a plain run shows its own only)."""
+        self._adapters = frozenset(ev.adapters)
+        self._sweep_total = len(ev.adapters)
+        self._sweep_done = 0
+        self.probe_score.clear()
+        self.sweep_progress.set(0)
 
     def _on_hit(self, ev: CacheLookup) -> None:
         key = (ev.op, ev.view_kind)
@@ -240,11 +271,17 @@ class PrometheusExporter(Exporter):
             return  # stopped mid-probe: no verdict to count
         self.hot.probe_finished(ev.probe, ev.status, ev.duration_s)
         self.probes.labels(ev.status).inc()
+        if ev.score is not None and math.isfinite(ev.score):
+            self.probe_score.labels(ev.probe, self._adapter).set(ev.score)
         if ev.total > 0:
             self.run_progress.set(min(1.0, ev.done / ev.total))
 
     def _on_run_started(self, ev: RunStarted) -> None:
         self.run_id = ev.run_id
+        if not self._sweep_total:
+            self._adapters = frozenset((ev.adapter,))
+            self.probe_score.clear()
+        self._adapter = ev.adapter if ev.adapter in self._adapters else m.OTHER_ADAPTER
         self.run_info.clear()
         self.hot.clear_probes()
         self.run_info.labels(ev.run_id, ev.suite, ev.base_model, ev.adapter).set(1)

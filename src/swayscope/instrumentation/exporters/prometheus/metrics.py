@@ -17,6 +17,8 @@ CACHE_EVICTIONS = "swayscope_cache_evictions"
 TOKENS = "swayscope_tokens"
 PROBE_DURATION = "swayscope_probe_duration_seconds"
 PROBES = "swayscope_probes"
+PROBE_SCORE = "swayscope_probe_score"
+SWEEP_PROGRESS = "swayscope_sweep_progress_ratio"
 RUN_INFO = "swayscope_run_info"
 RUN_ACTIVE = "swayscope_run_active"
 RUN_PROGRESS = "swayscope_run_progress_ratio"
@@ -37,6 +39,8 @@ HELP: dict[str, str] = {
     TOKENS: "Input tokens of the prompts sent to the model.",
     PROBE_DURATION: "Wall time of each probe finished in the current run, by its status.",
     PROBES: "Probes finished, by status.",
+    PROBE_SCORE: "Last score of each probe, per adapter (a sweep's checkpoints side by side).",
+    SWEEP_PROGRESS: "Adapters done / adapters of the current checkpoint sweep.",
     RUN_INFO: "The current run (value 1).",
     RUN_ACTIVE: "1 while a run is in progress.",
     RUN_PROGRESS: "Probes done / probes planned.",
@@ -50,6 +54,9 @@ HELP: dict[str, str] = {
 OPKIND_LABELS = ("op", "view_kind")
 PROBE_LABELS = ("probe", "status")
 RUN_INFO_LABELS = ("run_id", "suite", "base_model", "adapter")
+PROBE_SCORE_LABELS = ("probe", "adapter")
+#: Label value of ``adapter`` for an adapter the sweep did not announce (keeps it bounded).
+OTHER_ADAPTER = "other"
 #: Exporters whose error counter exists (at 0) from the start, so increase() sees the first.
 KNOWN_EXPORTERS = ("jsonl", "otel", "prometheus")
 
