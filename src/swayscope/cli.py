@@ -1,4 +1,4 @@
-"""The ``swayscope`` command: run, demo, convert, sway, trace summarize, tiny-model.
+"""The ``swayscope`` command: run, sweep, demo, convert, sway, trace summarize, tiny-model.
 
 Exit codes: 0 every probe passed, 1 a probe failed, 2 bad input or error.
 """
@@ -10,6 +10,7 @@ import functools
 import inspect
 import logging
 import os
+import re
 import sys
 import uuid
 from collections.abc import Callable
@@ -24,7 +25,13 @@ from swayscope.exit_codes import EXIT_ERROR
 from swayscope.text_safety import escape_control_chars
 
 if TYPE_CHECKING:
+    from swayscope.instrumentation import BackendInstrumentation
+    from swayscope.instrumentation.settings import TelemetrySettings
     from swayscope.suite.result import SuiteResult
+    from swayscope.suite.spec import LoadedSuite
+    from swayscope.suite.sweep.adapters import Order, SweepAdapter
+    from swayscope.suite.sweep.result import AdapterOutcome, SweepResult
+    from swayscope.suite.telemetry import Telemetry
 
 app = typer.Typer(
     add_completion=False,
@@ -165,76 +172,39 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_ERROR)
 
 
-def _execute(
-    spec_path: Path | None,
-    spec_text: str | None,
-    *,
-    flags: dict[str, Any],
-    json_out: Path | None,
-    markdown_out: Path | None,
-    on_result: Callable[[SuiteResult], None] | None = None,
-    run_flags: dict[str, Any] | None = None,
-) -> int:
-    """Load, check every input and output, wire telemetry, load the model, run, save, report.
-
-    Returns the exit code (``on_result`` also gets the result). Everything a user can get
-    wrong fails before the model loads.
-    """
-    from swayscope.instrumentation import BackendInstrumentation
-    from swayscope.suite.outputs import check_outputs
-    from swayscope.suite.runner import (
-        build_backend,
-        check_model_paths,
-        preload_backend,
-        run_suite,
-    )
-    from swayscope.suite.spec import load_suite_text, override_defaults
-    from swayscope.suite.telemetry import run_settings, start_telemetry
+def _load_spec(spec_path: Path | None, spec_text: str | None) -> LoadedSuite:
+    from swayscope.suite.spec import load_suite_text
 
     if spec_path is not None:
-        loaded = _load_any_suite(spec_path)
-    else:
-        assert spec_text is not None
-        loaded = load_suite_text(spec_text, "<demo suite>")
-    override_defaults(loaded, run_flags or {}, RUN_FLAG_OF)
-    spec = loaded.spec
-    check_model_paths(loaded)
-    settings = run_settings(loaded, flags, FLAG_OF)
-    check_outputs(
-        {settings.source("trace"): settings.trace, "--json": json_out, "--markdown": markdown_out}
-    )
-    run_id = uuid.uuid4().hex[:16]
-    telemetry = start_telemetry(settings, run_id)
-    inst: BackendInstrumentation | None = None
+        loaded: LoadedSuite = _load_any_suite(spec_path)
+        return loaded
+    assert spec_text is not None
+    return load_suite_text(spec_text, "<demo suite>")
+
+
+def _instrumentation(
+    loaded: LoadedSuite, settings: TelemetrySettings, telemetry: Telemetry, run_id: str
+) -> BackendInstrumentation:
+    """The run's instrumentation over the started exporters (stopped again if it fails)."""
+    from swayscope.instrumentation import BackendInstrumentation
+
+    defaults = loaded.spec.defaults
     try:
-        inst = BackendInstrumentation(
-            cache_maxsize=spec.defaults.cache_size,
-            cache_max_bytes=spec.defaults.cache_max_bytes,
+        return BackendInstrumentation(
+            cache_maxsize=defaults.cache_size,
+            cache_max_bytes=defaults.cache_max_bytes,
             exporters=telemetry.exporters,
             capture_prompts=settings.capture_prompts,
             prompt_hash_key=settings.prompt_hash_key,
             run_id=run_id,
         )
-        preload_backend(spec.models)
-        backend = build_backend(spec.models, spec.defaults, inst)
     except BaseException:
-        if inst is not None:
-            inst.close()
-            telemetry.discard_unused_trace()
-        else:
-            telemetry.shutdown()
+        telemetry.shutdown()
         raise
-    try:
-        result = run_suite(
-            loaded, backend, telemetry=telemetry.info(),
-            finish_telemetry=lambda: telemetry.finish(inst.health),
-        )
-        code = _save_and_report(result, json_out, markdown_out)
-        if on_result is not None:
-            on_result(result)
-    except BaseException:
-        inst.close()
-        raise
+
+
+def _close(inst: BackendInstrumentation, settings: TelemetrySettings) -> None:
+    """Flush and stop the exporters; a lingering metrics endpoint may be cut short by Ctrl-C."""
     try:
         if settings.metrics_linger_s:
             typer.echo(f"metrics stay up {settings.metrics_linger_s:g} s for a last scrape")
@@ -245,7 +215,151 @@ def _execute(
         )
         with contextlib.suppress(KeyboardInterrupt):
             inst.close()  # a no-op when closing had begun; else a second Ctrl-C skips it
+
+
+def _execute(
+    spec_path: Path | None,
+    spec_text: str | None,
+    *,
+    flags: dict[str, Any],
+    json_out: Path | None,
+    markdown_out: Path | None,
+    run_flags: dict[str, Any] | None = None,
+) -> int:
+    """Load, check every input and output, wire telemetry, load the model, run, save, report.
+
+    Returns the exit code. Everything a user can get wrong fails before the model loads.
+    """
+    from swayscope.suite.outputs import check_outputs
+    from swayscope.suite.runner import (
+        build_backend,
+        check_model_paths,
+        preload_backend,
+        run_suite,
+    )
+    from swayscope.suite.spec import override_defaults
+    from swayscope.suite.telemetry import run_settings, start_telemetry
+
+    loaded = _load_spec(spec_path, spec_text)
+    override_defaults(loaded, run_flags or {}, RUN_FLAG_OF)
+    spec = loaded.spec
+    check_model_paths(loaded)
+    settings = run_settings(loaded, flags, FLAG_OF)
+    check_outputs(
+        {settings.source("trace"): settings.trace, "--json": json_out, "--markdown": markdown_out}
+    )
+    run_id = uuid.uuid4().hex[:16]
+    telemetry = start_telemetry(settings, run_id)
+    inst = _instrumentation(loaded, settings, telemetry, run_id)
+    try:
+        preload_backend(spec.models)
+        backend = build_backend(spec.models, spec.defaults, inst)
+    except BaseException:
+        inst.close()
+        telemetry.discard_unused_trace()
+        raise
+    try:
+        result = run_suite(
+            loaded, backend, telemetry=telemetry.info(),
+            finish_telemetry=lambda: telemetry.finish(inst.health),
+        )
+        code = _save_and_report(result, json_out, markdown_out)
+    except BaseException:
+        inst.close()
+        raise
+    _close(inst, settings)
     return code
+
+
+#: What a sweep writes in its output folder: the summary, and one result JSON per adapter.
+SWEEP_SUMMARY = {"summary JSON": "sweep.json", "summary markdown": "sweep.md",
+                 "HTML report": "sweep.html"}
+SWEEP_ADAPTER_DIR = "adapters"
+
+
+def _adapter_file(out_dir: Path, adapter: SweepAdapter) -> Path:
+    """``OUT/adapters/03-step-00020.json``: checkpoint order first, the label made a file name."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", adapter.label).strip("._") or "adapter"
+    return out_dir / SWEEP_ADAPTER_DIR / f"{adapter.index + 1:02d}-{name}.json"
+
+
+def _execute_sweep(
+    loaded: LoadedSuite,
+    adapters: list[SweepAdapter],
+    order: Order,
+    *,
+    flags: dict[str, Any],
+    run_flags: dict[str, Any],
+    out_dir: Path,
+    json_path: Callable[[SweepAdapter], Path | None],
+    markdown_path: Callable[[SweepAdapter], Path | None] = lambda a: None,
+    on_start: Callable[[SweepAdapter], None] | None = None,
+    on_outcome: Callable[[AdapterOutcome], None] | None = None,
+) -> SweepResult:
+    """:func:`_execute` for a sweep: every input and output checked before the base model
+    loads, the suite run on each adapter, each result saved as it finishes, the summary
+    (JSON, markdown, HTML in ``out_dir``) saved and shown. Exit code: ``.exit_code``."""
+    from swayscope.suite.outputs import check_outputs
+    from swayscope.suite.runner import check_model_paths, preload_backend
+    from swayscope.suite.spec import override_defaults
+    from swayscope.suite.sweep.runner import InProcessRunner, check_sweepable, run_sweep
+    from swayscope.suite.telemetry import run_settings, start_telemetry
+
+    override_defaults(loaded, run_flags, RUN_FLAG_OF)
+    check_sweepable(loaded)
+    check_model_paths(loaded, adapter=False)
+    settings = run_settings(loaded, flags, FLAG_OF)
+    summary = {label: out_dir / name for label, name in SWEEP_SUMMARY.items()}
+    per_adapter = {
+        f"{a.label}'s {kind}": path
+        for a in adapters
+        for kind, path in (("result JSON", json_path(a)), ("markdown", markdown_path(a)))
+    }
+    check_outputs({settings.source("trace"): settings.trace, **summary, **per_adapter})
+    run_id = uuid.uuid4().hex[:16]
+    telemetry = start_telemetry(settings, run_id)
+    inst = _instrumentation(loaded, settings, telemetry, run_id)
+    try:
+        preload_backend(loaded.spec.models)
+        runner = InProcessRunner(loaded, inst, telemetry=telemetry.info(), on_start=on_start)
+        sweep = run_sweep(
+            loaded, adapters, runner, inst, order=order, json_path=json_path,
+            markdown_path=markdown_path, on_outcome=on_outcome, telemetry=telemetry.info(),
+            finish_telemetry=lambda: telemetry.finish(inst.health),
+        )
+        _save_sweep(sweep, summary)
+    except BaseException:
+        inst.close()
+        raise
+    _close(inst, settings)
+    return sweep
+
+
+def _save_sweep(sweep: SweepResult, paths: dict[str, Path]) -> None:
+    """Write the summary files (a failure is reported and makes the exit code 2), show it."""
+    from swayscope.suite.outputs import write_text_atomic
+    from swayscope.suite.sweep.html import render_html
+    from swayscope.suite.sweep.report import render_markdown, render_terminal
+
+    saved = []
+    writers: dict[str, Callable[[Path], None]] = {
+        "summary JSON": lambda path: write_text_atomic(path, sweep.to_json()),
+        "summary markdown": lambda path: write_text_atomic(path, render_markdown(sweep)),
+        "HTML report": lambda path: write_text_atomic(path, render_html(sweep)),
+    }
+    # The JSON goes last: it records any failure to write the others.
+    for label in ("summary markdown", "HTML report", "summary JSON"):
+        try:
+            writers[label](paths[label])
+            saved.append(f"{label}: {paths[label]}")
+        except OSError as exc:
+            sweep.errors.append(
+                f"could not write the {label} to {str(paths[label])!r}: {exc.strerror or exc}"
+            )
+    typer.echo("")
+    render_terminal(sweep)
+    for line in saved:
+        typer.echo(escape_control_chars(line))
 
 
 def _save_and_report(result: SuiteResult, json_out: Path | None, markdown_out: Path | None) -> int:
@@ -365,9 +479,10 @@ def demo(
 ) -> None:
     """Build the demo model and adapter(s) (once), run all five probes, show the telemetry.
 
-    With --model smollm2 the suite runs once per adapter (trained, no-op, random); --json and
-    --markdown then name one file per adapter (OUT.trained.json, ...), and the exit code is
-    the trained adapter's.
+    With --model smollm2 the suite runs once per adapter (trained, no-op, random), as a sweep
+    (the base model loaded once); --json and --markdown then name one file per adapter
+    (OUT.trained.json, ...), the sweep's summary goes to the demo's folder, and the exit
+    code is the trained adapter's.
     """
 
     def go() -> int:
@@ -407,9 +522,12 @@ def _trio_demo(
     markdown_out: Path | None,
     run_flags: dict[str, Any],
 ) -> int:
-    """Build the model and its three adapters (once), run the suite on each, compare them."""
+    """Build the model and its three adapters (once), sweep the suite over them (the base
+    model loaded once), compare them."""
     from swayscope.suite.demo import TRIO_DEMOS, TRIO_ROLES, prepare_trio_demo
-    from swayscope.suite.report import render_comparison
+    from swayscope.suite.report import render_terminal
+    from swayscope.suite.spec import load_suite_text
+    from swayscope.suite.sweep.adapters import named_adapters
 
     prepared = prepare_trio_demo(TRIO_DEMOS[model], root)
     trio = prepared.trio
@@ -418,22 +536,135 @@ def _trio_demo(
         f"trained adapter: {trio.steps} steps in {trio.train_seconds:.1f} s, "
         f"loss {trio.first_loss:.3f} → {trio.last_loss:.3f} (cached in {trio.trained.parent})"
     )
-    results: dict[str, SuiteResult] = {}
-    codes: dict[str, int] = {}
-    for name in trio.adapters():
-        typer.echo(f"\n== {model} + {name} adapter: {TRIO_ROLES[name]}")
-        codes[name] = _execute(
-            None, prepared.suite_yaml(name), flags=flags,
-            json_out=_suffixed(json_out or out_dir / "result.json", name),
-            markdown_out=_suffixed(markdown_out, name),
-            on_result=functools.partial(results.__setitem__, name),
-            run_flags=run_flags,
-        )
-    typer.echo("")
-    render_comparison(results)
-    if any(code == EXIT_ERROR for code in codes.values()):
+    json_base = json_out or out_dir / "result.json"
+
+    def started(adapter: SweepAdapter) -> None:
+        typer.echo(f"\n== {model} + {adapter.label} adapter: {TRIO_ROLES[adapter.label]}")
+
+    def finished(outcome: AdapterOutcome) -> None:
+        if outcome.result is not None:
+            render_terminal(outcome.result)
+        if outcome.result_file is not None:
+            typer.echo(escape_control_chars(f"result JSON: {outcome.result_file}"))
+        if outcome.error:
+            typer.echo(f"swayscope: error: {escape_control_chars(outcome.error)}", err=True)
+
+    sweep = _execute_sweep(
+        load_suite_text(prepared.suite_yaml("trained"), "<demo suite>"),
+        named_adapters(list(trio.adapters().items())), "given", flags=flags,
+        run_flags=run_flags, out_dir=out_dir,
+        json_path=lambda a: _suffixed(json_base, a.label),
+        markdown_path=lambda a: _suffixed(markdown_out, a.label),
+        on_start=started, on_outcome=finished,
+    )
+    trained = sweep.adapters[0].result
+    if sweep.exit_code == EXIT_ERROR or trained is None:
         return EXIT_ERROR
-    return codes["trained"]
+    return trained.exit_code
+
+
+SWEEP_HELP_ADAPTERS = (
+    "Adapter folders or glob patterns (checkpoints), after one --adapters or each after its "
+    "own; default: the spec's sweep.adapters."
+)
+
+
+@app.command()
+@telemetry_flags
+@run_flags
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="Suite spec (YAML); its models.base is swept.")],
+    more: Annotated[
+        list[str] | None,
+        typer.Argument(help="More adapter folders after --adapters (a shell-expanded glob).",
+                       show_default=False),
+    ] = None,
+    adapters: Annotated[
+        list[str] | None, typer.Option("--adapters", help=SWEEP_HELP_ADAPTERS)
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for sweep.json, sweep.md, sweep.html and "
+                           "adapters/NN-LABEL.json (one result per adapter).")
+    ] = Path("swayscope-sweep"),
+    *,
+    flags: dict[str, Any],
+    run_flags: dict[str, Any],
+) -> None:
+    """Run the suite on each adapter (checkpoints) against one base model: how the effect grew.
+
+    The base model is loaded once and adapters are swapped; base-view forward passes are
+    computed once for all of them. Checkpoint order: by the step number ending each
+    folder's name when every one has it, else as given. An adapter that fails to load is
+    an error row; Ctrl-C keeps the finished adapters' results and writes the summary.
+    Exit code: 0 every probe of every adapter passed, 1 some probe failed, 2 an adapter
+    did not load, the sweep was interrupted, or bad input.
+    """
+
+    def go() -> int:
+        from swayscope.errors import SpecError
+        from swayscope.suite.sweep.adapters import expand, order_adapters
+
+        given = list(adapters or [])
+        if more and not given:
+            raise SpecError(
+                f"unexpected arguments {more!r}: give adapter folders after --adapters"
+            )
+        if more and len(given) > 1:
+            raise SpecError(
+                "give the adapter folders after one --adapters, or each after its own "
+                "--adapters, not both (the order given matters when names carry no step)"
+            )
+        given += more or []
+        loaded = _load_spec(spec, None)
+        if given:
+            source = "--adapters"
+        elif loaded.spec.sweep is not None:
+            given = list(loaded.spec.sweep.adapters)
+            source = f"sweep.adapters ({loaded.where('sweep', 'adapters')})"
+        else:
+            raise SpecError(
+                f"{spec}: no adapters to sweep; give --adapters DIR... (folders or glob "
+                "patterns) or a sweep: block with adapters: in the spec"
+            )
+        ordered, order = order_adapters(expand(given, source))
+        total = len(ordered)
+
+        def started(adapter: SweepAdapter) -> None:
+            typer.echo(escape_control_chars(
+                f"[{adapter.index + 1}/{total}] {adapter.label}: loading and running"
+            ))
+
+        def finished(outcome: AdapterOutcome) -> None:
+            typer.echo(escape_control_chars(_outcome_line(outcome, total)))
+
+        result = _execute_sweep(
+            loaded, ordered, order, flags=flags, run_flags=run_flags, out_dir=out,
+            json_path=lambda a: _adapter_file(out, a), on_start=started, on_outcome=finished,
+        )
+        return result.exit_code
+
+    _guarded(go)
+
+
+def _outcome_line(outcome: AdapterOutcome, total: int) -> str:
+    """One line per finished adapter: verdicts, time, hit rate, where its result went."""
+    where = f"[{outcome.adapter.index + 1}/{total}] {outcome.adapter.label}"
+    result = outcome.result
+    if result is None:
+        return f"{where}: {outcome.status}: {outcome.error or ''}"
+    counts: dict[str, int] = {}
+    for p in result.probes:
+        counts[p.verdict] = counts.get(p.verdict, 0) + 1
+    verdicts = ", ".join(f"{n} {v}" for v, n in counts.items()) or "no probes ran"
+    stats = result.backend_stats
+    lookups = int(stats.get("cache_hits", 0)) + int(stats.get("cache_misses", 0))
+    hit = 100.0 * int(stats.get("cache_hits", 0)) / lookups if lookups else 0.0
+    saved = f" → {outcome.result_file}" if outcome.result_file else ""
+    status = "" if outcome.status == "complete" else f" ({outcome.status})"
+    return (
+        f"{where}: {verdicts}{status} · {result.wall_s:.2f} s · cache hit {hit:.0f} % · "
+        f"load {outcome.load_s:.2f} s{saved}"
+    )
 
 
 @app.command()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from swayscope.suite.result import SuiteResult
 from swayscope.text_safety import escape_control_chars as safe
 
@@ -117,53 +115,12 @@ def render_markdown(result: SuiteResult) -> str:
     return "\n".join(out) + "\n"
 
 
-def _comparison_rows(results: Mapping[str, SuiteResult]) -> list[tuple[str, list[str]]]:
-    """Per probe (in suite order), one ``verdict score (z)`` cell per result."""
-    names: list[str] = []
-    for r in results.values():
-        names.extend(p.name for p in r.probes if p.name not in names)
-    rows = []
-    for name in names:
-        cells = []
-        for r in results.values():
-            p = next((p for p in r.probes if p.name == name), None)
-            if p is None:
-                cells.append("-")
-                continue
-            z = "" if p.z_score is None else f" (z {_fmt(p.z_score, 3)})"
-            cells.append(f"{p.verdict} {_fmt(p.score)}{z}")
-        rows.append((name, cells))
-    return rows
-
-
-def render_comparison(results: Mapping[str, SuiteResult]) -> None:
-    """One table for several runs of the same suite: probes down, runs across."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=120)
-    table = Table(title="verdict score (z) per adapter", title_justify="left", expand=True)
-    table.add_column("probe", no_wrap=True)
-    for label in results:
-        table.add_column(Text(label), overflow="fold")
-    for name, cells in _comparison_rows(results):
-        table.add_row(
-            Text(name),
-            *(Text(c, style=_VERDICT_STYLE.get(c.split(" ", 1)[0], "")) for c in cells),
-        )
-    console.print(table)
-
-
 def render_json(result: SuiteResult) -> str:
     return result.to_json()
 
 
 __all__ = [
     "footer_lines",
-    "render_comparison",
     "render_json",
     "render_markdown",
     "render_terminal",

@@ -67,19 +67,19 @@ class SuiteResult:
 
     def to_json(self) -> str:
         """Strict JSON (a non-finite number becomes null: NaN is not JSON)."""
-        return json.dumps(_strict(self.to_dict()), indent=2, allow_nan=False) + "\n"
+        return json.dumps(json_safe(self.to_dict()), indent=2, allow_nan=False) + "\n"
 
     def write_json(self, path: Path) -> None:
         """Write atomically: a reader never sees a half-written file, even after Ctrl-C."""
         write_text_atomic(path, self.to_json())
 
 
-def _strict(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """``value`` with only JSON's types: paths and arrays converted, non-finite floats null."""
     if isinstance(value, dict):
-        return {str(k): _strict(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
         return value
     if isinstance(value, float):
@@ -88,7 +88,7 @@ def _strict(value: Any) -> Any:
         return str(value)
     tolist = getattr(value, "tolist", None)
     if callable(tolist):
-        return _strict(tolist())
+        return json_safe(tolist())
     return repr(value)
 
 
@@ -98,4 +98,5 @@ __all__ = [
     "EXIT_PROBE_FAILED",
     "RESULT_SCHEMA",
     "SuiteResult",
+    "json_safe",
 ]

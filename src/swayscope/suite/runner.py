@@ -39,17 +39,23 @@ from swayscope.suite.tally import ProbeTally
 log = logging.getLogger(__name__)
 
 
-def check_model_paths(loaded: LoadedSuite) -> None:
-    """Fail fast, before telemetry starts or a model loads, on folders that do not exist."""
+def check_model_paths(loaded: LoadedSuite, *, adapter: bool = True) -> None:
+    """Fail fast, before telemetry starts or a model loads, on folders that do not exist
+    (``adapter``: check ``models.adapter`` too; a sweep brings its own adapters)."""
     models = loaded.spec.models
     if models.kind != "hf":
         return
-    for key in ("base", "adapter"):
+    for key in ("base", "adapter") if adapter else ("base",):
         value = getattr(models, key)
         if value is None:
+            hint = (
+                " (or run its sweep: section with `swayscope sweep`)"
+                if key == "adapter" and loaded.spec.sweep is not None
+                else ""
+            )
             raise ModelLoadError(
                 f"{loaded.where('models')}: models.{key} is required for kind 'hf'; "
-                "give the local folder"
+                f"give the local folder{hint}"
             )
         if not value.exists():
             raise ModelLoadError(
@@ -60,9 +66,14 @@ def check_model_paths(loaded: LoadedSuite) -> None:
 
 
 def build_backend(
-    models: ModelsSpec, defaults: DefaultsSpec, inst: BackendInstrumentation
+    models: ModelsSpec,
+    defaults: DefaultsSpec,
+    inst: BackendInstrumentation,
+    *,
+    adapter_name: str | None = None,
 ) -> DifferentialBackend:
-    """Construct the backend a spec names, sharing ``inst`` (and so its exporters)."""
+    """Construct the backend a spec names, sharing ``inst`` (and so its exporters);
+    ``adapter_name`` is what runs report as the adapter (default: its folder's name)."""
     if models.kind == "dummy":
         return DummyBackend(
             inst=inst,
@@ -86,6 +97,7 @@ def build_backend(
         seed=defaults.seed,
         prefix_cache_max_bytes=defaults.prefix_cache_max_bytes,
         threads=defaults.threads,
+        adapter_name=adapter_name,
     )
     return backend
 

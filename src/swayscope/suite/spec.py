@@ -11,6 +11,7 @@ each key came from, so every error still points into the file the user wrote.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,12 +82,30 @@ class TelemetrySpec(_Strict):
     """Key of the keyed prompt hash; prefer ``$SWAYSCOPE_PROMPT_HASH_KEY`` to a key in a file."""
 
 
+class SweepSpec(_Strict):
+    """The ``sweep:`` block: the adapters ``swayscope sweep`` runs the suite on, against
+    ``models.base`` (``--adapters`` replaces them)."""
+
+    adapters: list[str]
+    """Adapter folders or glob patterns (relative ones: against the spec file's folder)."""
+
+    @field_validator("adapters")
+    @classmethod
+    def _some(cls, v: list[str]) -> list[str]:
+        if not v or not all(isinstance(p, str) and p.strip() for p in v):
+            raise ValueError(
+                "list the adapter folders (or glob patterns such as ckpt/step-*) to sweep"
+            )
+        return v
+
+
 class SuiteSpec(_Strict):
     version: Literal[1] = 1
     name: str = "suite"
     models: ModelsSpec = ModelsSpec()
     defaults: DefaultsSpec = DefaultsSpec()
     telemetry: TelemetrySpec = TelemetrySpec()
+    sweep: SweepSpec | None = None
     suite: list[dict[str, Any]]
 
     @field_validator("suite")
@@ -338,8 +357,9 @@ def override_defaults(
 
 
 def load_suite(path: Path, *, formats: Sequence[SuiteFormat] = ()) -> LoadedSuite:
-    """Read, parse and validate a spec file; relative model paths resolve against it
-    (a format translator may resolve them its own way and hand back absolute ones)."""
+    """Read, parse and validate a spec file; relative model paths and sweep patterns resolve
+    against it (a format translator may resolve them its own way and hand back absolute
+    ones)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -353,8 +373,15 @@ def load_suite(path: Path, *, formats: Sequence[SuiteFormat] = ()) -> LoadedSuit
         for key, value in (("base", models.base), ("adapter", models.adapter))
         if value is not None and not value.is_absolute()
     }
+    update: dict[str, Any] = {}
     if rebased:
-        loaded.spec = loaded.spec.model_copy(update={"models": models.model_copy(update=rebased)})
+        update["models"] = models.model_copy(update=rebased)
+    sweep = loaded.spec.sweep
+    if sweep is not None:
+        patterns = [str(path.parent / p) for p in (os.path.expanduser(p) for p in sweep.adapters)]
+        update["sweep"] = sweep.model_copy(update={"adapters": patterns})
+    if update:
+        loaded.spec = loaded.spec.model_copy(update=update)
     return loaded
 
 
@@ -365,6 +392,7 @@ __all__ = [
     "ModelsSpec",
     "SuiteFormat",
     "SuiteSpec",
+    "SweepSpec",
     "TelemetrySpec",
     "Translation",
     "load_suite",
