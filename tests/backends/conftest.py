@@ -1,4 +1,5 @@
-"""Fixtures for the torch backends: one tiny offline model per session, a fresh backend per test.
+"""Fixtures for the torch backends: a fresh backend per test on the session's tiny model
+(``tiny_model``, from the top-level conftest).
 
 Nothing here imports torch at collection time, so the torch-free tests in this
 folder (the dummy backend's) still run where the ``hf`` extra is not installed.
@@ -6,9 +7,7 @@ folder (the dummy backend's) still run where the ``hf`` extra is not installed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -16,25 +15,6 @@ import pytest
 if TYPE_CHECKING:
     from swayscope.backends.hf import HFBackend
     from swayscope.backends.tiny import TinyModelPaths
-
-# No model downloads, ever: everything is built locally.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-
-
-def _need_hf() -> None:
-    for module in ("torch", "transformers", "peft", "tokenizers", "safetensors"):
-        pytest.importorskip(module)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModelPaths:
-    """The tiny Llama + LoRA adapter, built once per test session (seed 0)."""
-    _need_hf()
-    from swayscope.backends.tiny import build_tiny
-
-    root: Path = tmp_path_factory.mktemp("tiny-model")
-    return build_tiny(root, seed=0)
 
 
 @pytest.fixture

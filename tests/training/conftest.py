@@ -1,15 +1,17 @@
-"""One tiny base model per test session for the training tests (built offline in seconds)."""
+"""The training tests' base model: the session's tiny model (top-level conftest)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+if TYPE_CHECKING:
+    from swayscope.backends.tiny import TinyModelPaths
+
 
 @pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_base(tiny_model: TinyModelPaths) -> Path:
     """The tiny Llama base model folder (seed 0)."""
-    from swayscope.backends.tiny import build_tiny
-
-    return build_tiny(tmp_path_factory.mktemp("tiny-model"), seed=0).base_dir
+    return tiny_model.base_dir

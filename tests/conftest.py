@@ -1,0 +1,36 @@
+"""Session fixtures shared by the test folders: the tiny offline model, built once.
+
+Nothing here imports torch at collection time, so torch-free tests still run where the
+``hf`` extra is not installed (a test that asks for the tiny model then skips).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from swayscope.backends.tiny import TinyModelPaths
+
+# No model downloads, ever: everything is built locally.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def need_hf() -> None:
+    """Skip unless torch, transformers and peft (the ``hf`` extra) are installed."""
+    for module in ("torch", "transformers", "peft", "tokenizers", "safetensors"):
+        pytest.importorskip(module)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModelPaths:
+    """The tiny Llama + LoRA adapter, built once per test session (seed 0)."""
+    need_hf()
+    from swayscope.backends.tiny import build_tiny
+
+    root: Path = tmp_path_factory.mktemp("tiny-model")
+    return build_tiny(root, seed=0)
