@@ -70,6 +70,8 @@ GAUGES = {
     "swayscope_run_progress_ratio",
     "swayscope_run_start_time_seconds",
     "swayscope_probe_duration_seconds",
+    "swayscope_probe_score",
+    "swayscope_sweep_progress_ratio",
 }
 HISTOGRAMS = {
     "swayscope_batch_size",
@@ -288,7 +290,11 @@ def test_row_contents() -> None:
             "swayscope_batch_size_count",
             "swayscope_forward_duration_seconds_bucket",
         ],
-        "Probes": ["swayscope_probe_duration_seconds{", "swayscope_probes_total"],
+        "Probes": [
+            "swayscope_probe_duration_seconds{",
+            "swayscope_probes_total",
+            "swayscope_probe_score{",
+        ],
         "Health": [
             "swayscope_exporter_errors_total",
             "swayscope_spans_dropped_total",
