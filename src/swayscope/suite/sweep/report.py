@@ -138,7 +138,9 @@ def render_terminal(sweep: SweepResult, console: Console | None = None) -> None:
         table.add_column(Text(safe(name)), overflow="fold")
     table.add_column("hit", no_wrap=True, justify="right")
     table.add_column("time", no_wrap=True, justify="right")
-    table.add_column("note", overflow="fold")
+    notes = [_note(o) for o in sweep.adapters]
+    if any(notes):
+        table.add_column("note", overflow="fold")
     curves = {name: sweep.points(name) for name in probes}
     for i, outcome in enumerate(sweep.adapters):
         cells = []
@@ -151,7 +153,7 @@ def render_terminal(sweep: SweepResult, console: Console | None = None) -> None:
             *cells,
             _hit_rate(outcome.stats),
             f"{result.wall_s:.1f}s" if result is not None else "-",
-            Text(safe(_note(outcome))),
+            *([Text(safe(notes[i]))] if any(notes) else []),
         )
     console.print(table)
     unicode = (console.encoding or "").lower().replace("-", "") in ("utf8", "utf16", "utf32")
