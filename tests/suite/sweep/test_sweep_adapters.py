@@ -83,3 +83,27 @@ def test_the_spec_sweep_block_resolves_against_the_spec_file(tmp_path: Path) -> 
     spec.write_text("version: 1\nsweep:\n  adapters: []\nsuite:\n  - kind: delta_kl\n")
     with pytest.raises(SpecError, match=r"suite.yaml:3: sweep.adapters: .*list the adapter"):
         load_suite(spec)
+
+
+def test_the_cli_refuses_what_it_cannot_sweep_before_anything_loads(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from swayscope.cli import app
+
+    (ckpt,) = folders(tmp_path, "step-1")
+    spec = tmp_path / "suite.yaml"
+    spec.write_text("version: 1\nmodels:\n  kind: dummy\nsuite:\n  - kind: delta_kl\n")
+
+    def sweep(*args: str) -> tuple[int, str]:
+        res = CliRunner().invoke(app, ["sweep", str(spec), "--out", str(tmp_path / "o"), *args])
+        return res.exit_code, res.output
+
+    code, out = sweep()
+    assert code == 2 and "no adapters to sweep; give --adapters DIR..." in out
+    code, out = sweep(str(ckpt))
+    assert code == 2 and "give adapter folders after --adapters" in out
+    code, out = sweep("--adapters", str(ckpt), "--adapters", str(ckpt), str(ckpt))
+    assert code == 2 and "not both" in out
+    code, out = sweep("--adapters", str(ckpt))
+    assert code == 2 and "models.kind must be 'hf' (got 'dummy')" in out
+    assert not (tmp_path / "o").exists()

@@ -69,8 +69,9 @@ class InProcessRunner:
         telemetry: where telemetry goes, copied into each result.
         on_start: called with each adapter before it is loaded.
         live_progress: the progress bar (None: decide by the terminal).
-        build: adapter → backend with the base model and that adapter loaded (default:
-            the spec's backend; tests pass their own).
+
+    ``backend`` is the loaded backend once the first adapter loaded (the caller closes its
+    instrumentation).
     """
 
     def __init__(
@@ -81,17 +82,15 @@ class InProcessRunner:
         telemetry: dict[str, Any] | None = None,
         on_start: Callable[[SweepAdapter], None] | None = None,
         live_progress: bool | None = None,
-        build: Callable[[SweepAdapter], SwappingBackend] | None = None,
     ) -> None:
         self.loaded = loaded
         self.inst = inst
         self.telemetry = dict(telemetry or {})
         self.on_start = on_start
         self.live_progress = live_progress
-        self._build = build or self._build_from_spec
         self.backend: SwappingBackend | None = None
 
-    def _build_from_spec(self, adapter: SweepAdapter) -> SwappingBackend:
+    def _build(self, adapter: SweepAdapter) -> SwappingBackend:
         spec = self.loaded.spec
         models = spec.models.model_copy(update={"adapter": adapter.path})
         backend = build_backend(models, spec.defaults, self.inst, adapter_name=adapter.label)
