@@ -1,5 +1,6 @@
-"""A sweep's telemetry: a trace per adapter run linked to the sweep's span, an ``adapter``
-label bounded by the sweep's adapters, the adapter on every JSONL line."""
+"""A sweep's telemetry: a trace per adapter run linked to the sweep's span (its probes'
+traces linked to it in turn), an ``adapter`` label bounded by the sweep's adapters, the
+adapter on every JSONL line."""
 
 from __future__ import annotations
 
@@ -69,9 +70,14 @@ def test_one_trace_per_adapter_run_each_linked_to_the_sweep(observed: dict[str, 
         assert link.context.span_id == sweep.context.span_id
         assert link.context.trace_id == sweep.context.trace_id
         assert link.attributes == {"swayscope.link": "sweep"}
-    # Every probe span of a run is in that run's trace.
-    for probe in (s for s in spans if s.name == "swayscope.probe"):
-        assert probe.context.trace_id in traces
+    # Each probe is a trace of its own too, linked to its adapter's run (bounded traces).
+    runs_by_span = {r.context.span_id: r for r in runs}
+    probes = [s for s in spans if s.name == "swayscope.probe"]
+    assert len(probes) == 2 * len(SWEPT)
+    for probe in probes:
+        (to_run,) = [x for x in probe.links if x.attributes == {"swayscope.link": "run"}]
+        run = runs_by_span[to_run.context.span_id]
+        assert probe.attributes["swayscope.run_id"] == run.attributes["swayscope.run_id"]
 
 
 def test_metrics_carry_a_bounded_adapter_label(observed: dict[str, Any]) -> None:
