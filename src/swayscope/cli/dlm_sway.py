@@ -1,0 +1,73 @@
+"""``swayscope convert`` and ``swayscope sway``: for users coming from dlm-sway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from swayscope.cli.app import app
+from swayscope.cli.execute import guarded
+from swayscope.cli.flags import FLAG_OF, telemetry_flags
+
+
+@app.command()
+def convert(
+    spec: Annotated[Path, typer.Argument(help="A dlm-sway suite file (sway.yaml).")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the spec to OUT (model paths relative to "
+                     "it) instead of printing it (absolute paths)."),
+    ] = None,
+) -> None:
+    """Print the swayscope spec equivalent to a dlm-sway suite, what differs as comments."""
+
+    def go() -> int:
+        from swayscope.errors import OutputPathError
+        from swayscope.integrations.dlm_sway.suite_format import DLM_SWAY, render_spec
+        from swayscope.suite.outputs import check_outputs, write_text_atomic
+        from swayscope.suite.spec import load_suite
+
+        check_outputs({"--output": output})
+        text = render_spec(
+            load_suite(spec, formats=(DLM_SWAY,)),
+            relative_to=output.parent if output is not None else None,
+        )
+        if output is None:
+            typer.echo(text, nl=False)
+            return 0
+        try:
+            write_text_atomic(output, text)
+        except OSError as exc:
+            raise OutputPathError(
+                f"could not write --output {str(output)!r}: {exc.strerror or exc}"
+            ) from None
+        typer.echo(f"swayscope spec: {output}", err=True)
+        return 0
+
+    guarded(go)
+
+
+@app.command(no_args_is_help=True)
+@telemetry_flags
+def sway(
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(help="sway's own command line, after --: e.g. -- run sway.yaml"),
+    ] = None,
+    sway_bin: Annotated[
+        Path | None,
+        typer.Option("--sway", help="dlm-sway's sway script (default: the `sway` on PATH)."),
+    ] = None,
+    *,
+    flags: dict[str, Any],
+) -> None:
+    """Run dlm-sway's `sway` with swayscope's spans, metrics and JSONL trace (opt-in)."""
+
+    def go() -> int:
+        from swayscope.integrations.dlm_sway.launcher import launch
+
+        return launch(args or [], flags, FLAG_OF, sway=sway_bin)
+
+    guarded(go)
