@@ -23,7 +23,7 @@ from sway_testing import Recorder
 
 from swayscope.backends.api import RollingLogprob, ScoringView, TokenDist
 from swayscope.backends.hf import ForwardRecord, HFBackend
-from swayscope.backends.hf.forward import full_attention_only
+from swayscope.backends.hf.model_traits import full_attention_only
 from swayscope.backends.hf.prefix import NO_START
 from swayscope.backends.tiny import TinyModelPaths
 from swayscope.instrumentation import BackendInstrumentation

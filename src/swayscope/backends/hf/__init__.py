@@ -49,11 +49,11 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
     ) from _exc
 
 from swayscope.backends.hf.backend import HFBackend
-from swayscope.backends.hf.forward import ForwardRecord
 from swayscope.backends.hf.loading import adapter_content_hash
 from swayscope.backends.hf.lora import ADAPTER
 from swayscope.backends.hf.planner import plan_batches
 from swayscope.backends.hf.records import FORWARD_OP
+from swayscope.backends.hf.rows import ForwardRecord
 from swayscope.backends.hf.views import HFView
 
 __all__ = [

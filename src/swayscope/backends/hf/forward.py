@@ -21,25 +21,26 @@ weights, so another process holding the same model can run it.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import torch
 
-from swayscope.backends.api import RollingLogprob, TokenDist
+from swayscope.backends.hf.batch_run import BatchRun, out_of, outs_agree
 from swayscope.backends.hf.kv import KV, CallCache
-from swayscope.backends.hf.planner import BatchLimits, plan_batches
+from swayscope.backends.hf.model_traits import (
+    cache_keyword,
+    full_attention_only,
+    is_oom,
+    packed_head_parts,
+)
+from swayscope.backends.hf.planner import BatchLimits
 from swayscope.backends.hf.prefix import (
     NO_START,
-    LayerKV,
-    Node,
     PrefixEntry,
     PrefixPlan,
     PrefixStore,
@@ -47,118 +48,11 @@ from swayscope.backends.hf.prefix import (
     TokenIds,
     plan_prefixes,
 )
+from swayscope.backends.hf.rows import ForwardRecord, Need, Row, RowOut, row_kv
 from swayscope.errors import BackendError, InputError
 from swayscope.instrumentation import BackendInstrumentation
 
 log = logging.getLogger(__name__)
-
-#: What a request needs from a text: its next-token distribution only, or every token's score.
-Need = Literal["last", "all"]
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardRecord:
-    """What one forward pass over one text yields; every op is answered from it."""
-
-    dist: TokenDist
-    """Next-token distribution after the whole text, top ``max_top_k``."""
-    rolling: RollingLogprob | None
-    """Log-probability of every token given the ones before it; None when the request
-    needed only ``dist`` (a later request that needs it recomputes the record)."""
-    tokens_computed: int = 0
-    """Positions this text's call ran through the model for it (shared prefixes count
-    for the first text of the call that used them)."""
-    tokens_reused: int = 0
-    """Positions of this text taken from a shared prefix instead of computed for it."""
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.dist.n_tokens or 0)
-
-    @property
-    def scored(self) -> bool:
-        """Whether the record holds every token's log-probability."""
-        return self.rolling is not None
-
-    def token_scores(self) -> RollingLogprob:
-        """The per-token log-probabilities; :class:`BackendError` when not computed."""
-        if self.rolling is None:
-            raise BackendError(
-                "this forward record holds only the next-token distribution; request it "
-                "with a per-token op (a backend bug: report it)"
-            )
-        return self.rolling
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` says the device (or host) ran out of memory."""
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    msg = str(exc)
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in msg or "can't allocate memory" in msg
-    )
-
-
-def packed_head_parts(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:
-    """The decoder body and output head of a PEFT model over the usual ``*ForCausalLM``."""
-    base = model.get_base_model()
-    body = getattr(base, getattr(base, "base_model_prefix", ""), None)
-    head = base.get_output_embeddings()
-    if not isinstance(body, torch.nn.Module) or not isinstance(head, torch.nn.Module):
-        return None
-    return body, head
-
-
-def full_attention_only(config: Any) -> bool:
-    """Whether every layer attends to every earlier position (no sliding window, no
-    recurrent state): only then are a prefix's keys and values all a suffix needs."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    types = getattr(text, "layer_types", None)
-    if types is not None and any(t != "full_attention" for t in types):
-        return False
-    window = getattr(text, "sliding_window", None)
-    return window is None or getattr(text, "use_sliding_window", True) is False
-
-
-def cache_keyword(model: Any) -> str:
-    """The keyword a causal LM takes its key/value cache under (``cache`` since
-    transformers 5.24, ``past_key_values`` before)."""
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
-
-
-@dataclass(eq=False, slots=True)
-class Row:
-    """One row of a model call: ``ids[used:end]`` run after ``used`` positions taken from a
-    prefix (a node built earlier in the batch, or a stored entry)."""
-
-    ids: TokenIds
-    used: int
-    end: int
-    parent: Node | None
-    start: Start
-    node: Node | None = None
-    """The prefix this row builds (None: the row is a text)."""
-    text: int = -1
-
-    @property
-    def fed(self) -> int:
-        return self.end - self.used
-
-
-@dataclass(slots=True)
-class RowOut:
-    """What a model call produced for one row."""
-
-    logprobs: npt.NDArray[np.float64] | None = None
-    top_values: npt.NDArray[np.float64] | None = None
-    top_ids: npt.NDArray[np.int64] | None = None
-    tail: float = 0.0
-    kv: LayerKV | None = None
 
 
 class ForwardPass:
@@ -245,7 +139,7 @@ class ForwardPass:
     def _compute(
         self, batch: Sequence[TokenIds], view_id: str | None, need: Need
     ) -> list[ForwardRecord]:
-        return _BatchRun(self, view_id, need).run(batch, self._plan(batch, view_id, need))
+        return BatchRun(self, view_id, need).run(batch, self._plan(batch, view_id, need))
 
     # -- model calls -----------------------------------------------------------------------
 
@@ -363,7 +257,7 @@ class ForwardPass:
             layers = cache.kept()
             for j, b in enumerate(keep):
                 r = rows[b]
-                outs[b].kv = [_row_kv(k, v, j, r.used, width, r.fed) for k, v in layers]
+                outs[b].kv = [row_kv(k, v, j, r.used, width, r.fed) for k, v in layers]
         return outs
 
     def _score_rows(self, rows: list[Row], hidden: torch.Tensor, need: Need) -> list[RowOut]:
@@ -461,7 +355,7 @@ class ForwardPass:
                 if caught:
                     self.use_packed_head = True
                     packed = self._score_rows(rows, caught[0], "all")
-                    self.use_packed_head = _outs_agree(whole, packed, self.dtype)
+                    self.use_packed_head = outs_agree(whole, packed, self.dtype)
                 if prefixes:
                     self.prefix_reuse = self._prefix_agrees(probe, whole, len(shared) - 1)
         except Exception:
@@ -485,172 +379,8 @@ class ForwardPass:
         # The first text runs whole beside the others: one call with a padded, masked prefix.
         starts = [NO_START] + [Start(entry, length)] * (len(probe) - 1)
         plan = PrefixPlan([], [None] * len(probe), starts)
-        reused = _BatchRun(self, None, "all").run(probe, plan)
-        return _outs_agree(whole, [_out_of(r) for r in reused], self.dtype)
+        reused = BatchRun(self, None, "all").run(probe, plan)
+        return outs_agree(whole, [out_of(r) for r in reused], self.dtype)
 
 
-class _BatchRun:
-    """One :meth:`ForwardPass.compute`: rows run in waves, each once its prefix is built."""
-
-    def __init__(self, fp: ForwardPass, view_id: str | None, need: Need) -> None:
-        self.fp = fp
-        self.view_id = view_id
-        self.need = need
-        self.built: dict[int, PrefixEntry] = {}
-
-    def run(self, batch: Sequence[TokenIds], plan: PrefixPlan) -> list[ForwardRecord]:
-        rows = [
-            Row(
-                node.key,
-                node.parent.length if node.parent is not None else node.start.used,
-                node.length,
-                node.parent,
-                node.start,
-                node=node,
-            )
-            for node in plan.nodes
-        ]
-        texts = [
-            Row(ids, plan.used(i), len(ids), plan.node_of[i], plan.start_of[i], text=i)
-            for i, ids in enumerate(batch)
-        ]
-        outs = self.run_waves(rows + texts)
-        self.fp.inst.stats.prefix_hits += sum(1 for r in rows + texts if r.used > 0)
-        if self.view_id is not None:
-            for r in rows + texts:
-                if r.parent is None and r.start.entry is not None:
-                    self.fp.store.touch(self.view_id, r.start.entry)
-        fed = {id(r.node): r.fed for r in rows}
-        counted: set[int] = set()
-        records: list[ForwardRecord] = []
-        for r in texts:
-            computed = r.fed
-            node = r.parent
-            while node is not None and id(node) not in counted:
-                counted.add(id(node))
-                computed += fed[id(node)]
-                node = node.parent
-            records.append(self.record(r, outs[id(r)], computed))
-        return records
-
-    def source(self, row: Row) -> PrefixEntry | None:
-        """The entry ``row`` starts from: built earlier in this batch, or stored."""
-        if row.parent is not None:
-            return self.built[id(row.parent)]
-        return row.start.entry
-
-    def run_waves(self, rows: list[Row]) -> dict[int, RowOut]:
-        """Run every row once the prefix it starts from is built; outputs by ``id(row)``."""
-        outs: dict[int, RowOut] = {}
-        limits = self.fp.limits
-        pending = rows
-        while pending:
-            ready = [r for r in pending if r.parent is None or id(r.parent) in self.built]
-            pending = [r for r in pending if r not in ready]
-            groups = plan_batches(
-                {i: r.fed for i, r in enumerate(ready)},
-                max_batch_size=limits.max_batch_size,
-                max_batch_tokens=limits.max_batch_tokens,
-                call_overhead_tokens=limits.call_overhead_tokens,
-            )
-            for group in groups:
-                chunk = [ready[i] for i in group]
-                results = self.fp.run_rows(chunk, [self.source(r) for r in chunk], self.need)
-                for row, out in zip(chunk, results, strict=True):
-                    outs[id(row)] = out
-                    if row.node is not None:
-                        self.built[id(row.node)] = self.entry(row, out)
-        return outs
-
-    def entry(self, row: Row, out: RowOut) -> PrefixEntry:
-        """The prefix a node row built; kept in the store when it fits the budget."""
-        assert row.node is not None and out.kv is not None
-        logprobs = self.prefixed(row, out.logprobs) if out.logprobs is not None else None
-        nbytes = sum(
-            k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in out.kv
-        )
-        entry = PrefixEntry(row.node.key, out.kv, logprobs, nbytes)
-        if self.view_id is not None:
-            self.fp.store.put(self.view_id, entry)
-        return entry
-
-    def prefixed(
-        self, row: Row, own: npt.NDArray[np.float64]
-    ) -> npt.NDArray[np.float64] | None:
-        """Per-token log-probabilities of ``row``'s tokens: its prefix's, then its own
-        (None when the prefix holds none)."""
-        if row.used == 0:
-            return own
-        source = self.source(row)
-        if source is None or source.logprobs is None:
-            return None
-        return np.concatenate([source.logprobs[: row.used], own])
-
-    def record(self, row: Row, out: RowOut, computed: int) -> ForwardRecord:
-        assert out.top_values is not None and out.top_ids is not None
-        n = len(row.ids)
-        dist = TokenDist(
-            token_ids=out.top_ids,
-            logprobs=out.top_values,
-            vocab_size=self.fp.vocab_size,
-            tail_logprob=out.tail,
-            n_tokens=n,
-        )
-        rolling = None
-        if self.need == "all":
-            assert out.logprobs is not None
-            logprobs = self.prefixed(row, out.logprobs)
-            if logprobs is None:
-                raise BackendError(
-                    "a shared prefix without per-token scores was used for a per-token "
-                    "request (a backend bug: report it)"
-                )
-            rolling = RollingLogprob(
-                token_ids=np.asarray(row.ids, dtype=np.int64), logprobs=logprobs, n_tokens=n
-            )
-        return ForwardRecord(dist, rolling, computed, row.used)
-
-
-def _out_of(record: ForwardRecord) -> RowOut:
-    """A record's numbers in the shape a model call's row output has."""
-    return RowOut(
-        logprobs=record.token_scores().logprobs,
-        top_values=record.dist.logprobs,
-        top_ids=record.dist.token_ids,
-    )
-
-
-def _outs_agree(a: list[RowOut], b: list[RowOut], dtype: torch.dtype) -> bool:
-    tol = 1e-4 if dtype == torch.float32 else 2e-2
-    for x, y in zip(a, b, strict=True):
-        for u, v in ((x.logprobs, y.logprobs), (x.top_values, y.top_values)):
-            if u is None or v is None or u.shape != v.shape:
-                return False
-            if not np.allclose(u, v, atol=tol, rtol=tol):
-                return False
-    return True
-
-
-def _row_kv(
-    keys: torch.Tensor, values: torch.Tensor, b: int, used: int, width: int, fed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row ``b``'s keys and values without padding: its prefix, then what it fed."""
-
-    def cut(t: torch.Tensor) -> torch.Tensor:
-        parts = [t[b : b + 1, :, :used], t[b : b + 1, :, width : width + fed]]
-        return torch.cat(parts, dim=2) if used else parts[1].clone()
-
-    return cut(keys), cut(values)
-
-
-__all__ = [
-    "ForwardPass",
-    "ForwardRecord",
-    "Need",
-    "Row",
-    "RowOut",
-    "cache_keyword",
-    "full_attention_only",
-    "is_oom",
-    "packed_head_parts",
-]
+__all__ = ["ForwardPass"]

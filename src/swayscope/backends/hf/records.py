@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from swayscope.backends.api import check_top_k
-from swayscope.backends.hf.forward import ForwardPass, ForwardRecord, Need
+from swayscope.backends.hf.forward import ForwardPass
 from swayscope.backends.hf.planner import BatchLimits, make_planner
+from swayscope.backends.hf.rows import ForwardRecord, Need
 from swayscope.backends.hf.tokenizer import TextEncoder
 from swayscope.errors import InputError
 from swayscope.instrumentation import BackendInstrumentation, BatchPlanner, CacheOp

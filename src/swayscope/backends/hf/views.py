@@ -18,8 +18,8 @@ from swayscope.backends.api import (
     ViewIdentity,
     check_text,
 )
-from swayscope.backends.hf.forward import ForwardRecord
 from swayscope.backends.hf.records import RecordSource
+from swayscope.backends.hf.rows import ForwardRecord
 from swayscope.errors import ViewError
 from swayscope.instrumentation import BackendInstrumentation
 
