@@ -30,214 +30,30 @@ from typing import Any
 import yaml
 
 from swayscope.errors import SpecError, shown
+from swayscope.integrations.dlm_sway.field_rules import (
+    ABSENT,
+    COLLAPSE_LENGTHS_FIELD,
+    COMMON_FIELDS,
+    DEFAULT_RULES,
+    DTYPES,
+    KINDS,
+    MODEL_KEYS,
+    NEAREST_KIND,
+    SUPPORTED_KINDS,
+    SWAY_SPEC_VERSION,
+    TOP_K,
+    TOP_LEVEL,
+    WEIGHT,
+    Ignored,
+    Maps,
+    Rule,
+)
 from swayscope.probes.registry import PROBE_KINDS
 from swayscope.suite.spec import KeyPath, LoadedSuite, Translation, where_in
 
 #: The dlm-sway release whose format this module reads.
 DLM_SWAY_VERSION = "0.1.0"
 FORMAT_NAME = "dlm-sway"
-
-#: dlm-sway's spec version (its top-level ``version:``).
-_SWAY_SPEC_VERSION = 1
-_ABSENT: Any = object()
-
-#: swayscope's ``prompt_collapse`` field that dlm-sway's ``context_lengths`` becomes.
-COLLAPSE_LENGTHS_FIELD = "context_tokens"
-
-
-@dataclass(frozen=True, slots=True)
-class Maps:
-    """The field becomes swayscope field ``to``; ``default`` (dlm-sway's) is written out
-    when the field is absent and swayscope's own default differs."""
-
-    to: str
-    default: Any = _ABSENT
-
-
-@dataclass(frozen=True, slots=True)
-class Ignored:
-    """The field only steers something swayscope does not have; any value is accepted."""
-
-    why: str
-
-
-@dataclass(frozen=True, slots=True)
-class OnlyDefault:
-    """No swayscope counterpart: accepted at dlm-sway's default ``value`` only."""
-
-    value: Any
-    differs: str
-    """What swayscope does instead."""
-    nearest: str
-    """The nearest swayscope setting, or what to do."""
-
-
-Rule = Maps | Ignored | OnlyDefault
-
-_TOP_K = "top_k"
-_WEIGHT = Ignored("it weights dlm-sway's composite score, which swayscope does not compute")
-_PROMPTS = Maps("prompts")
-_DIVERGENCE = Maps("divergence")
-
-
-@dataclass(frozen=True, slots=True)
-class _Kind:
-    """How one dlm-sway probe kind is read."""
-
-    to: str
-    """The swayscope probe kind it runs as."""
-    fields: dict[str, Rule]
-    note: str = ""
-    """Said for every entry of this kind (how the swayscope probe differs)."""
-
-
-_KINDS: dict[str, _Kind] = {
-    "null_adapter": _Kind(
-        "null_adapter",
-        {
-            "runs": Maps("n", default=3),
-            "seed_base": Maps("seed", default=1000),
-            "init_scale": OnlyDefault(
-                0.02,
-                "dlm-sway fills null adapters with noise of this absolute std; swayscope "
-                "sizes them relative to the real adapter",
-                "init_scale in a swayscope spec (1.0 = the real adapter's size)",
-            ),
-            "calibrate_kinds": OnlyDefault(
-                [],
-                "swayscope calibrates every later probe that has a calibratable statistic, "
-                "each with its own prompts",
-                "remove calibrate_kinds; probes before null_adapter are not calibrated",
-            ),
-            "cache": Ignored("swayscope calibrates afresh on every run (no on-disk cache)"),
-            "rank_multipliers": OnlyDefault(
-                [1.0],
-                "swayscope calibrates at one null-adapter rank",
-                "rank_scale in a swayscope spec (null-adapter rank relative to the real one)",
-            ),
-        },
-    ),
-    "delta_kl": _Kind(
-        "delta_kl",
-        {
-            "prompts": _PROMPTS,
-            "divergence": _DIVERGENCE,
-            "top_k": Maps(_TOP_K),
-            "assert_mean_gte": Maps("threshold", default=0.02),
-            "assert_z_gte": Maps("min_z", default=3.0),
-        },
-    ),
-    "adapter_ablation": _Kind(
-        "adapter_ablation",
-        {
-            "prompts": _PROMPTS,
-            "lambdas": Maps("lambdas"),
-            "divergence": _DIVERGENCE,
-            "top_k": Maps(_TOP_K),
-            **{
-                name: OnlyDefault(
-                    value,
-                    "dlm-sway passes the λ curve on R², a saturation band and overshoot; "
-                    "swayscope's adapter_ablation fails only when λ = 1 does nothing and "
-                    "warns when the curve is not monotone",
-                    "threshold, monotone_tolerance or saturation_fraction in a swayscope spec",
-                )
-                for name, value in (
-                    ("assert_linearity_gte", 0.85),
-                    ("assert_saturation_between", [0.3, 1.05]),
-                    ("assert_overshoot_gte", 1.02),
-                    ("assert_z_gte", 3.0),
-                )
-            },
-        },
-    ),
-    "prompt_collapse": _Kind(
-        "prompt_collapse",
-        {
-            "prompts": _PROMPTS,
-            "context_lengths": Maps(COLLAPSE_LENGTHS_FIELD, default=[0, 256, 512, 1024]),
-            "divergence": _DIVERGENCE,
-            "top_k": Maps(_TOP_K),
-            "assert_half_life_tokens": Maps("min_half_life", default=512),
-            "assert_z_gte": Ignored("dlm-sway 0.1.0 never calibrates prompt_collapse"),
-            "legacy_stuffing": OnlyDefault(
-                False,
-                "swayscope prepends its own neutral passage",
-                "context_text in a swayscope spec (the text to prepend)",
-            ),
-        },
-        note=(
-            f"context_lengths become {COLLAPSE_LENGTHS_FIELD} (both count tokens: dlm-sway "
-            "prepends tokenizer padding, swayscope that many tokens of a neutral passage); "
-            "a short half-life warns rather than fails"
-        ),
-    ),
-    "external_perplexity": _Kind(
-        "perplexity_shift",
-        {
-            "corpus": OnlyDefault(
-                "public_domain_en",
-                "swayscope scores one packaged public-domain passage",
-                "text in a swayscope spec (the text to score)",
-            ),
-            "chunk_chars": Maps("min_chunk_chars"),
-            "max_chunks": Maps("max_chunks"),
-            "assert_mean_delta_gte": OnlyDefault(
-                -0.1,
-                "dlm-sway fails when the fine-tune finds prose much less likely; swayscope's "
-                "perplexity_shift passes when |shift| ≥ threshold and warns otherwise",
-                "threshold (minimum |shift|, nats per token) in a swayscope spec",
-            ),
-            "assert_z_gte": OnlyDefault(
-                3.0,
-                "swayscope's z-score is of |shift| and is required only when min_z is set",
-                "min_z in a swayscope spec",
-            ),
-        },
-        note=(
-            "runs as perplexity_shift: the same per-token logprob shift, on swayscope's "
-            "packaged passage; it passes when |shift| ≥ 0.01 nats/token and warns otherwise "
-            "(dlm-sway fails when the shift < -0.1)"
-        ),
-    ),
-}
-
-#: dlm-sway kinds swayscope has no probe for → the nearest thing swayscope offers.
-_NEAREST_KIND: dict[str, str] = {
-    "adapter_revert": "none (it compares generated text by embeddings; swayscope scores "
-    "next-token distributions)",
-    "calibration_drift": "perplexity_shift (how much the adapter moved the likelihood of "
-    "general text)",
-    "cluster_kl": "one delta_kl per cluster, each under its own name",
-    "leakage": "none (swayscope does not generate text)",
-    "paraphrase_invariance": "delta_kl over the paraphrased prompts",
-    "preference_flip": "none (swayscope scores no chosen/rejected pairs)",
-    "section_internalization": "delta_kl on each section's prompts, each under its own name",
-    "style_fingerprint": "none (swayscope does not generate text)",
-}
-
-_COMMON_FIELDS = ("name", "kind", "enabled", "weight")
-_MODEL_KEYS = (
-    "kind", "base", "adapter", "dtype", "device", "trust_remote_code", "entry_point", "endpoint",
-)
-_DTYPES = {"auto": "auto", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-_DEFAULTS: dict[str, Rule] = {
-    "seed": Maps("seed"),
-    "top_k": Maps("top_k"),
-    "differential": OnlyDefault(
-        True,
-        "swayscope compares one loaded model with its adapter on and off",
-        "differential: true",
-    ),
-    "coverage_threshold": Ignored("it gates dlm-sway's composite score (sway gate)"),
-    "concurrent_probes": Ignored("it has no effect in dlm-sway 0.1.0"),
-    "score_weights": _WEIGHT,
-}
-_TOP_LEVEL = ("version", "models", "defaults", "suite", "dlm_source")
-_SUPPORTED = ", ".join(
-    k if v.to == k else f"{k} (as {v.to})" for k, v in _KINDS.items()
-)
-
 
 def _same(a: Any, b: Any) -> bool:
     """Equal as YAML values: a list equals a tuple, ``true`` is not ``1``."""
@@ -312,16 +128,16 @@ class _Translator:
         ``origins`` gets, for each key of ``out``, the dlm-sway key path it came from."""
         for name, rule in rules.items():
             path = (*sway_path, name)
-            value = given.get(name, _ABSENT)
+            value = given.get(name, ABSENT)
             if isinstance(rule, Maps):
                 origins[rule.to] = path
-                if value is not _ABSENT:
+                if value is not ABSENT:
                     out[rule.to] = value
-                elif rule.default is not _ABSENT and not _same(
-                    rule.default, native_defaults.get(rule.to, _ABSENT)
+                elif rule.default is not ABSENT and not _same(
+                    rule.default, native_defaults.get(rule.to, ABSENT)
                 ):
                     out[rule.to] = rule.default
-            elif value is _ABSENT:
+            elif value is ABSENT:
                 continue
             elif isinstance(rule, Ignored):
                 self.note(path, f"ignored: {rule.why}")
@@ -357,8 +173,8 @@ class _Translator:
             blocks[side] = block
             for key, value in block.items():
                 path = ("models", side, key)
-                if key not in _MODEL_KEYS:
-                    self.unknown(path, _MODEL_KEYS, "a dlm-sway model")
+                if key not in MODEL_KEYS:
+                    self.unknown(path, MODEL_KEYS, "a dlm-sway model")
                 elif key == "kind" and value != "hf":
                     self.error(path, f"{shown(value)} is not supported: swayscope loads "
                                "Hugging Face models with a PEFT LoRA adapter; nearest "
@@ -394,7 +210,7 @@ class _Translator:
         self.origins[("models", "adapter")] = ("models", "ft", "adapter")
         if "dtype" in ft:
             dtype = ft["dtype"]
-            out["dtype"] = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+            out["dtype"] = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
             self.origins[("models", "dtype")] = ("models", "ft", "dtype")
         if "device" in ft:
             out["device"] = ft["device"]
@@ -408,10 +224,10 @@ class _Translator:
             self.error(("defaults",), f"must be a mapping; got {shown(given)}")
             return out
         for key in given:
-            if key not in _DEFAULTS:
-                self.unknown(("defaults", key), list(_DEFAULTS), "dlm-sway's defaults")
+            if key not in DEFAULT_RULES:
+                self.unknown(("defaults", key), list(DEFAULT_RULES), "dlm-sway's defaults")
         origins: dict[str, KeyPath] = {}
-        self.apply(_DEFAULTS, given, ("defaults",), out, origins, {})
+        self.apply(DEFAULT_RULES, given, ("defaults",), out, origins, {})
         self.origins.update({("defaults", k): v for k, v in origins.items()})
         return out
 
@@ -424,12 +240,12 @@ class _Translator:
                        f"{type(entry).__name__}")
             return None
         kind = entry.get("kind")
-        rules = _KINDS.get(kind) if isinstance(kind, str) else None
+        rules = KINDS.get(kind) if isinstance(kind, str) else None
         if rules is None:
-            nearest = _NEAREST_KIND.get(kind, "none") if isinstance(kind, str) else "none"
+            nearest = NEAREST_KIND.get(kind, "none") if isinstance(kind, str) else "none"
             what = (f"dlm-sway probe kind {kind!r} has no swayscope counterpart"
                     if isinstance(kind, str) else f"needs a kind; got {shown(kind)}")
-            self.error((*path, "kind"), f"{what}. Supported dlm-sway kinds: {_SUPPORTED}. "
+            self.error((*path, "kind"), f"{what}. Supported dlm-sway kinds: {SUPPORTED_KINDS}. "
                        f"Nearest equivalent: {nearest}")
             return None
         enabled = entry.get("enabled", True)
@@ -439,20 +255,20 @@ class _Translator:
             self.note((*path, "enabled"), "false: left out of the run (dlm-sway lists it as "
                       "skip)")
             return None
-        known = [*_COMMON_FIELDS, *rules.fields]
+        known = [*COMMON_FIELDS, *rules.fields]
         for key in entry:
             if key not in known:
                 self.unknown((*path, key), known, f"dlm-sway's {kind}")
         if "weight" in entry:
-            self.note((*path, "weight"), f"ignored: {_WEIGHT.why}")
+            self.note((*path, "weight"), f"ignored: {WEIGHT.why}")
         if rules.note:
             self.note((*path, "kind"), rules.note)
         if "prompts" in rules.fields and not entry.get("prompts"):
             self.error((*path, "prompts"), "missing or empty: dlm-sway reports this probe as "
                        "an error; list the prompts")
-        top_k = entry.get(_TOP_K)
+        top_k = entry.get(TOP_K)
         if top_k is not None and top_k != suite_top_k:
-            self.error((*path, _TOP_K), f"{shown(top_k)} is not supported: swayscope uses one "
+            self.error((*path, TOP_K), f"{shown(top_k)} is not supported: swayscope uses one "
                        f"top-k for the whole suite ({suite_top_k}); nearest equivalent: "
                        "defaults.top_k")
         out: dict[str, Any] = {"kind": rules.to}
@@ -460,7 +276,7 @@ class _Translator:
             out["name"] = entry["name"]
         spec_class = PROBE_KINDS[rules.to].spec_class
         native_defaults = {k: f.default for k, f in spec_class.model_fields.items()}
-        fields = {k: r for k, r in rules.fields.items() if k != _TOP_K}
+        fields = {k: r for k, r in rules.fields.items() if k != TOP_K}
         origins: dict[str, KeyPath] = {}
         self.apply(fields, entry, path, out, origins, native_defaults)
         self.origins[("suite", index)] = path
@@ -472,12 +288,12 @@ def translate(data: Mapping[str, Any], root: yaml.Node | None, source: str) -> T
     """A dlm-sway suite as a swayscope suite mapping, or SpecError listing every problem."""
     t = _Translator(root, source)
     for key in data:
-        if key not in _TOP_LEVEL:
-            t.unknown((key,), _TOP_LEVEL, "a dlm-sway suite")
-    version = data.get("version", _SWAY_SPEC_VERSION)
-    if version != _SWAY_SPEC_VERSION:
+        if key not in TOP_LEVEL:
+            t.unknown((key,), TOP_LEVEL, "a dlm-sway suite")
+    version = data.get("version", SWAY_SPEC_VERSION)
+    if version != SWAY_SPEC_VERSION:
         t.error(("version",), f"dlm-sway spec version {shown(version)} is not supported; "
-                f"swayscope reads version {_SWAY_SPEC_VERSION} (dlm-sway {DLM_SWAY_VERSION})")
+                f"swayscope reads version {SWAY_SPEC_VERSION} (dlm-sway {DLM_SWAY_VERSION})")
     if data.get("dlm_source") is not None:
         t.note(("dlm_source",), "ignored: it feeds dlm-sway's section probes, which swayscope "
                "does not have")
