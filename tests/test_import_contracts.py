@@ -31,6 +31,8 @@ CORE = {
     "swayscope.instrumentation.hashing",
     "swayscope.instrumentation.redaction",
     "swayscope.instrumentation.events",
+    "swayscope.instrumentation.tracecontext",
+    "swayscope.instrumentation.calls",
     "swayscope.instrumentation.cache",
     "swayscope.instrumentation.stats",
     "swayscope.instrumentation.exporter",
@@ -192,6 +194,7 @@ WRAPPERS = (
     "swayscope.instrumentation.exporters.otel",
     "swayscope.instrumentation.exporters.prometheus",
     "swayscope.backends.hf",
+    "swayscope.backends.ray",
     "swayscope.backends.tiny",
 )
 

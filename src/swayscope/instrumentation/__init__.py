@@ -7,6 +7,7 @@ no torch, transformers, OpenTelemetry or prometheus_client.
 """
 
 from swayscope.instrumentation.cache import _MISS, ForwardCache, measure_bytes
+from swayscope.instrumentation.calls import CallContext
 from swayscope.instrumentation.core import (
     BatchPlanner,
     CacheOp,
@@ -17,22 +18,31 @@ from swayscope.instrumentation.core import (
 )
 from swayscope.instrumentation.events import (
     CacheLookup,
+    CallEvent,
     Event,
     ForwardCall,
+    ForwardStarted,
     ProbeEnded,
     ProbeStarted,
+    RemoteSpan,
     RunEnded,
     RunStarted,
     SweepEnded,
     SweepStarted,
     ViewEntered,
     ViewExited,
+    WorkerCallEnded,
+    WorkerFailed,
+    WorkerLoad,
+    WorkerPoolStarted,
+    WorkerStatus,
     prompt_hash,
     view_kind_of,
 )
 from swayscope.instrumentation.exporter import Exporter, ExporterSet, TelemetryHealth
 from swayscope.instrumentation.exporters.jsonl import TraceWriter, _TraceEvent
 from swayscope.instrumentation.stats import BackendStats
+from swayscope.instrumentation.tracecontext import TraceParent, new_span_id, parse_traceparent
 from swayscope.instrumentation.v0 import BackendInstrumentation
 from swayscope.instrumentation.vocabulary import (
     DEFAULT_TOP_K,
@@ -51,15 +61,19 @@ __all__ = [
     "BatchPlanner",
     "CacheLookup",
     "CacheOp",
+    "CallContext",
+    "CallEvent",
     "Event",
     "Exporter",
     "ExporterSet",
     "ForwardCache",
     "ForwardCall",
+    "ForwardStarted",
     "ProbeEnded",
     "ProbeHandle",
     "ProbeStarted",
     "ProbeStatus",
+    "RemoteSpan",
     "RunEnded",
     "RunHandle",
     "RunStarted",
@@ -67,12 +81,20 @@ __all__ = [
     "SweepEnded",
     "SweepStarted",
     "TelemetryHealth",
+    "TraceParent",
     "TraceWriter",
     "ViewEntered",
     "ViewExited",
+    "WorkerCallEnded",
+    "WorkerFailed",
+    "WorkerLoad",
+    "WorkerPoolStarted",
+    "WorkerStatus",
     "_TraceEvent",
     "_prompt_hash",
     "measure_bytes",
+    "new_span_id",
+    "parse_traceparent",
     "prompt_hash",
     "view_kind_of",
 ]

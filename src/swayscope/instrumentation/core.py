@@ -14,6 +14,7 @@ exporters (:mod:`.exporter`); it knows nothing about any exporter's library.
 
 from __future__ import annotations
 
+import functools
 import operator
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 
 from swayscope.errors import BackendError, InputError, shown
 from swayscope.instrumentation.cache import _MISS, ForwardCache
+from swayscope.instrumentation.calls import CallContext, CurrentCall
 from swayscope.instrumentation.events import Event
 from swayscope.instrumentation.exporter import Exporter, ExporterSet, TelemetryHealth
 from swayscope.instrumentation.hashing import PromptHasher, cache_digest, prompt_hash
@@ -87,6 +89,7 @@ class BackendInstrumentation:
         self._recorder.bind_scopes(self._scopes)
         self._inflight: dict[tuple[Any, ...], _Flight] = {}
         self._inflight_lock = threading.Lock()
+        self._current = CurrentCall()
         self._closed = False
 
     # -- exporters -------------------------------------------------------------------
@@ -196,6 +199,19 @@ class BackendInstrumentation:
         (unless prompts are captured): for errors that leave the process."""
         return self._recorder.redact(message)
 
+    def current_call(self) -> CallContext | None:
+        """The forward call whose compute runs on this thread, when the compute was given
+        ``propagate=True`` (see :mod:`.calls`): its ``traceparent`` goes out with the work,
+        the workers' spans and events come back into it. None otherwise."""
+        return self._current.call
+
+    def _run_compute(self, compute: Callable[[], T], context: CallContext) -> T:
+        """``compute()``, with ``context`` as this thread's current call while it runs."""
+        outer, self._current.call = self._current.call, context
+        try:
+            return compute()
+        finally:
+            self._current.call = outer
 
     def _key(
         self, op: str, view_id: str, digest: bytes, top_k: int, model: str | None = None
@@ -217,6 +233,7 @@ class BackendInstrumentation:
         key_top_k: int | None = None,
         usable: Callable[[Any], bool] | None = None,
         key_model: str | None = None,
+        propagate: bool = False,
     ) -> T:
         """Return the cached value for ``(op, view_id, prompt, top_k)`` or compute and store it.
 
@@ -228,7 +245,8 @@ class BackendInstrumentation:
         less of the model (the base view of a backend whose adapter changes: its
         entries are shared by every adapter). Concurrent callers of the same missing
         key wait for one compute and count as hits. A ``compute`` that raises stores
-        nothing, is counted, and re-raises.
+        nothing, is counted, and re-raises. ``propagate``: the compute runs elsewhere and
+        takes the call's trace context along (:meth:`current_call`).
         """
         top_k = _check_top_k(top_k)
         _check_prompt(prompt, 0)
@@ -254,7 +272,7 @@ class BackendInstrumentation:
                 assert flight is not None
                 try:
                     return self._compute_one(
-                        op, view_id, top_k, prompt, digest, key, compute, flight
+                        op, view_id, top_k, prompt, digest, key, compute, flight, propagate
                     )
                 finally:
                     with self._inflight_lock:
@@ -266,7 +284,7 @@ class BackendInstrumentation:
                     # A compute looking up the very key it is computing (re-entrant,
                     # same thread): waiting would deadlock. Compute here, as v0 did.
                     return self._compute_one(
-                        op, view_id, top_k, prompt, digest, key, compute, _Flight()
+                        op, view_id, top_k, prompt, digest, key, compute, _Flight(), propagate
                     )
                 flight.done.wait()
                 if not flight.ok or _usable(flight.value, usable) is _MISS:
@@ -286,15 +304,19 @@ class BackendInstrumentation:
         key: tuple[Any, ...],
         compute: Callable[[], T],
         flight: _Flight,
+        propagate: bool = False,
     ) -> T:
         start_ns = time.time_ns()
         t0 = time.perf_counter()
+        context = (
+            self._recorder.start_call(op, view_id, top_k, 1, start_ns) if propagate else None
+        )
         try:
-            value = compute()
+            value = compute() if context is None else self._run_compute(compute, context)
         except BaseException as exc:
             self._recorder.record_call(
                 op, view_id, top_k, [prompt], [digest], [], start_ns, time.perf_counter() - t0,
-                0, batched=False, exc=exc,
+                0, batched=False, exc=exc, context=context,
             )
             raise
         wall = time.perf_counter() - t0
@@ -302,7 +324,8 @@ class BackendInstrumentation:
         flight.value = value
         flight.ok = True
         self._recorder.record_call(
-            op, view_id, top_k, [prompt], [digest], [value], start_ns, wall, 0, batched=False
+            op, view_id, top_k, [prompt], [digest], [value], start_ns, wall, 0, batched=False,
+            context=context,
         )
         return value
 
@@ -319,14 +342,15 @@ class BackendInstrumentation:
         plan: BatchPlanner | None = None,
         usable: Callable[[Any], bool] | None = None,
         key_model: str | None = None,
+        propagate: bool = False,
     ) -> list[Any]:
         """Batched :meth:`cached`: look every prompt up, send only the misses to the model.
 
         ``compute_misses(indices)`` gets indices into ``prompts`` and returns one
         value per index, in order. Identical prompts are computed once (the
         repeats count as hits). ``plan`` may split the misses into several model
-        calls (a token budget); each group is one forward call. ``usable`` as in
-        :meth:`cached`.
+        calls (a token budget); each group is one forward call. ``usable`` and
+        ``propagate`` as in :meth:`cached`.
         """
         top_k = _check_top_k(top_k)
         for i, prompt in enumerate(prompts):
@@ -367,8 +391,16 @@ class BackendInstrumentation:
                 continue
             start_ns = time.time_ns()
             t0 = time.perf_counter()
+            context = (
+                self._recorder.start_call(op, view_id, top_k, len(group), start_ns)
+                if propagate
+                else None
+            )
             try:
-                values = compute_misses(group)
+                if context is None:
+                    values = compute_misses(group)
+                else:
+                    values = self._run_compute(functools.partial(compute_misses, group), context)
                 if len(values) != len(group):
                     raise BackendError(
                         f"batched compute returned {len(values)} values for "
@@ -379,7 +411,7 @@ class BackendInstrumentation:
                 self._recorder.record_call(
                     op, view_id, top_k, [prompts[i] for i in group],
                     [digests[i] for i in group], [], start_ns, time.perf_counter() - t0, hits,
-                    batched=True, exc=exc,
+                    batched=True, exc=exc, context=context,
                 )
                 raise
             wall = time.perf_counter() - t0
@@ -388,7 +420,7 @@ class BackendInstrumentation:
                 results[i] = value
             batch_id = self._recorder.record_call(
                 op, view_id, top_k, [prompts[i] for i in group], [digests[i] for i in group],
-                values, start_ns, wall, hits, batched=True,
+                values, start_ns, wall, hits, batched=True, context=context,
             )
             for i in group:
                 batch_ids[i] = (batch_id, len(group))

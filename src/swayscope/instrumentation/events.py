@@ -11,7 +11,7 @@ Prometheus exemplars) can point at the span.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from swayscope.instrumentation.hashing import prompt_hash
 from swayscope.instrumentation.vocabulary import VIEW_KINDS, ProbeOutcome
@@ -129,6 +129,63 @@ class ViewExited:
     duration_s: float
 
 
+#: Attribute values a remote span or a call event carries (as OpenTelemetry takes them).
+AttributeValue = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteSpan:
+    """A span another process recorded for its part of a forward call (a worker's queue
+    wait, its compute), under the call's W3C ``traceparent``: ``trace_id`` and
+    ``parent_span_id`` name the call's span. A tracing exporter makes it a child of that
+    span, in the driver's trace, with the worker's ``span_id`` where it can."""
+
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, AttributeValue] = field(default_factory=dict)
+    error: str | None = None
+    """``Type: message`` when the part failed (redacted like every error text)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """Something that happened during a forward call (a worker lost and its part retried
+    elsewhere): an event on the call's span."""
+
+    name: str
+    time_ns: int
+    attributes: dict[str, AttributeValue] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ForwardStarted:
+    """A forward call is about to be computed elsewhere (a pool of workers).
+
+    Emitted only for a compute that propagates its trace context (``propagate=True``;
+    see ``BackendInstrumentation.current_call``), before the compute starts. A tracing
+    exporter starts the call's span now and fills ``trace_id``/``span_id``, which travel
+    with the call as its W3C ``traceparent``; the call's :class:`ForwardCall` then
+    carries the same ids and ``batch_id``.
+    """
+
+    run_id: str
+    op: str
+    view_id: str
+    view_kind: str
+    probe: str | None
+    top_k: int
+    batch_id: str
+    batch_size: int
+    start_ns: int
+    model: str = ""
+    trace_id: str | None = None
+    span_id: str | None = None
+
+
 @dataclass(slots=True)
 class ForwardCall:
     """One real model invocation: a batch of missed prompts is one ForwardCall."""
@@ -169,6 +226,10 @@ class ForwardCall:
     prompts: list[str] | None = None
     """The prompt texts, in ``prompt_hashes`` order; only set when the user opted in to
     capturing prompt text."""
+    remote_spans: tuple[RemoteSpan, ...] = ()
+    """Spans the workers that computed the call recorded under its ``traceparent``."""
+    call_events: tuple[CallEvent, ...] = ()
+    """What happened during the call (a worker lost, its part retried)."""
 
 
 @dataclass(slots=True)
@@ -197,6 +258,63 @@ class CacheLookup:
     span_id: str | None = None
 
 
+@dataclass(slots=True)
+class WorkerPoolStarted:
+    """A pool of forward workers is up: its workers' labels (``"0"`` … ``"N-1"``, the
+    bounded ``worker`` label) and where it runs."""
+
+    workers: tuple[str, ...]
+    address: str
+    start_ns: int
+
+
+@dataclass(slots=True)
+class WorkerLoad:
+    """A worker's calls in flight changed (a part dispatched to it, or one came back)."""
+
+    worker: str
+    in_flight: int
+
+
+@dataclass(slots=True)
+class WorkerCallEnded:
+    """A worker computed its part of a forward call."""
+
+    worker: str
+    start_ns: int
+    """When the worker started computing (wall clock, ns)."""
+    duration_s: float
+    """Compute time on the worker."""
+    queue_s: float
+    """From the driver's dispatch to the start of the compute: transfer and queueing."""
+    batch_size: int
+    n_tokens: int
+    memory_bytes: int
+    """The worker process's resident memory after the call."""
+    device_memory_bytes: int = 0
+    """Accelerator memory the worker's tensors hold (0 on a CPU)."""
+    trace_id: str | None = None
+    span_id: str | None = None
+    """The worker's compute span, when the call was traced (for exemplars)."""
+
+
+@dataclass(slots=True)
+class WorkerFailed:
+    """A worker was lost while it held part of a forward call; the part is retried."""
+
+    worker: str
+    error: str
+    time_ns: int
+
+
+@dataclass(slots=True)
+class WorkerStatus:
+    """A worker can take calls (``up``) or not (lost, restarting, or gone for good)."""
+
+    worker: str
+    up: bool
+
+
 Event = (
     SweepStarted
     | SweepEnded
@@ -206,23 +324,38 @@ Event = (
     | ProbeEnded
     | ViewEntered
     | ViewExited
+    | ForwardStarted
     | ForwardCall
     | CacheLookup
+    | WorkerPoolStarted
+    | WorkerLoad
+    | WorkerCallEnded
+    | WorkerFailed
+    | WorkerStatus
 )
 
 __all__ = [
     "VIEW_KINDS",
+    "AttributeValue",
     "CacheLookup",
+    "CallEvent",
     "Event",
     "ForwardCall",
+    "ForwardStarted",
     "ProbeEnded",
     "ProbeStarted",
+    "RemoteSpan",
     "RunEnded",
     "RunStarted",
     "SweepEnded",
     "SweepStarted",
     "ViewEntered",
     "ViewExited",
+    "WorkerCallEnded",
+    "WorkerFailed",
+    "WorkerLoad",
+    "WorkerPoolStarted",
+    "WorkerStatus",
     "prompt_hash",
     "view_kind_of",
 ]

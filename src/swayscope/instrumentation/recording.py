@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from swayscope.instrumentation.cache import ForwardCache
-from swayscope.instrumentation.events import CacheLookup, ForwardCall, view_kind_of
+from swayscope.instrumentation.calls import CallContext
+from swayscope.instrumentation.events import CacheLookup, ForwardCall, ForwardStarted, view_kind_of
 from swayscope.instrumentation.exporter import ExporterSet
 from swayscope.instrumentation.hashing import PROMPT_HASH_CHARS, PromptHasher
 from swayscope.instrumentation.redaction import redact_texts
 from swayscope.instrumentation.stats import BackendStats
+from swayscope.instrumentation.tracecontext import TraceParent
 
 #: Texts of recently failed prompts kept (in memory only) to redact error messages.
 _FAILED_PROMPTS_KEPT = 64
@@ -158,6 +160,33 @@ class CallRecorder:
             kind = self._kinds[view_id] = view_kind_of(view_id)
         return kind
 
+    def start_call(
+        self, op: str, view_id: str, top_k: int, batch_size: int, start_ns: int
+    ) -> CallContext:
+        """A forward call about to be computed elsewhere: its context, announced (when
+        anyone listens) so that a tracing exporter can start its span and say its ids."""
+        batch_id = _new_batch_id()
+        exporters, scopes = self._exporters, self._scopes
+        if not exporters:
+            return CallContext(batch_id)
+        started = ForwardStarted(
+            run_id=scopes.run_id,
+            op=op,
+            view_id=view_id,
+            view_kind=self._view_kind(view_id),
+            probe=scopes.current_probe,
+            top_k=top_k,
+            batch_id=batch_id,
+            batch_size=batch_size,
+            start_ns=start_ns,
+            model=self._owner.model_name,
+        )
+        exporters.emit(started)
+        parent = None
+        if started.trace_id and started.span_id:
+            parent = TraceParent(started.trace_id, started.span_id)
+        return CallContext(batch_id, parent)
+
     def record_call(
         self,
         op: str,
@@ -172,8 +201,10 @@ class CallRecorder:
         *,
         batched: bool,
         exc: BaseException | None = None,
+        context: CallContext | None = None,
     ) -> str:
-        """Count one model call and emit its ForwardCall and per-prompt miss events."""
+        """Count one model call and emit its ForwardCall and per-prompt miss events
+        (``context``: the call's, when it was announced with :meth:`start_call`)."""
         owner = self._owner
         n = len(prompts)
         tokens = [_n_tokens(v) for v in values] if exc is None else [None] * n
@@ -204,7 +235,7 @@ class CallRecorder:
                     self._run_max_batch = max(self._run_max_batch, n)
             s.cache_evictions = owner.cache.evictions
         error = self._error_text(exc, prompts) if exc is not None else None
-        batch_id = _new_batch_id()
+        batch_id = context.batch_id if context is not None else _new_batch_id()
         exporters, scopes = self._exporters, self._scopes
         if not exporters:
             return batch_id
@@ -235,6 +266,12 @@ class CallRecorder:
             cache_evictions=owner.cache.evictions,
             prompts=prompts if owner.capture_prompts else None,
         )
+        if context is not None:
+            parent = context.traceparent
+            if parent is not None:
+                call.trace_id, call.span_id = parent.trace_id, parent.span_id
+            call.remote_spans = tuple(context.spans)
+            call.call_events = tuple(context.events)
         exporters.emit(call)
         share = wall / n if n else 0.0
         for i, phash in enumerate(hashes):

@@ -43,6 +43,9 @@ class BackendStats:
     #: Model calls and computed prompts of the base view (a sweep's adapters share them).
     base_forward_calls: int = 0
     base_forward_passes: int = 0
+    #: Parts of forward calls lost with a worker of a pool (each was computed again on
+    #: another worker).
+    worker_failures: int = 0
 
     @property
     def total_lookups(self) -> int:
@@ -100,6 +103,7 @@ class BackendStats:
             "prefix_bytes": self.prefix_bytes,
             "base_forward_calls": self.base_forward_calls,
             "base_forward_passes": self.base_forward_passes,
+            "worker_failures": self.worker_failures,
         }
 
 

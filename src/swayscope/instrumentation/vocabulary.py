@@ -26,11 +26,35 @@ KNOWN_OPS: tuple[KnownOp, ...] = get_args(KnownOp)
 #: The top-k a next-token distribution keeps when none is asked for.
 DEFAULT_TOP_K = 256
 
+#: What a worker of a pool records for its part of a forward call: spans (children of the
+#: call's ``swayscope.forward`` span), their attributes, and the event on the call's span
+#: when a worker is lost mid-call. Public names, like every span and attribute name.
+SPAN_WORKER_QUEUE = "swayscope.worker.queue"
+SPAN_WORKER_COMPUTE = "swayscope.worker.compute"
+WORKER = "swayscope.worker"
+WORKER_ATTEMPT = "swayscope.worker.attempt"
+WORKER_PID = "swayscope.worker.pid"
+WORKER_RETRIED_ON = "swayscope.worker.retried_on"
+WORKER_ERROR = "swayscope.worker.error"
+WORKER_BATCH_SIZE = "swayscope.worker.batch.size"
+WORKER_TOKENS = "swayscope.worker.tokens"
+EVENT_WORKER_LOST = "swayscope.worker.lost"
+
 __all__ = [
     "DEFAULT_TOP_K",
+    "EVENT_WORKER_LOST",
     "KNOWN_OPS",
     "PROBE_STATUSES",
+    "SPAN_WORKER_COMPUTE",
+    "SPAN_WORKER_QUEUE",
     "VIEW_KINDS",
+    "WORKER",
+    "WORKER_ATTEMPT",
+    "WORKER_BATCH_SIZE",
+    "WORKER_ERROR",
+    "WORKER_PID",
+    "WORKER_RETRIED_ON",
+    "WORKER_TOKENS",
     "KnownOp",
     "ProbeOutcome",
     "ProbeStatus",
