@@ -15,14 +15,18 @@ from swayscope.instrumentation.exporter import TelemetryHealth
 
 log = logging.getLogger(__name__)
 
-DropReason = Literal["queue_full", "export_failed", "shutdown", "make_failed"]
-DROP_REASONS: tuple[DropReason, ...] = ("queue_full", "export_failed", "shutdown", "make_failed")
+DropReason = Literal["queue_full", "export_failed", "shutdown", "make_failed", "trace_full"]
+DROP_REASONS: tuple[DropReason, ...] = (
+    "queue_full", "export_failed", "shutdown", "make_failed", "trace_full"
+)
 
 _WHY: dict[DropReason, str] = {
     "queue_full": "the span queue was full",
     "export_failed": "the collector did not accept them",
     "shutdown": "they were still queued when delivery was given up at shutdown",
     "make_failed": "the tracer failed to make them",
+    "trace_full": "their forward call's trace had no room left for its workers' spans "
+    "(max_spans_per_trace)",
 }
 
 

@@ -14,6 +14,7 @@ from swayscope import __version__
 from swayscope.instrumentation.events import (
     CacheLookup,
     ForwardCall,
+    ForwardStarted,
     ProbeEnded,
     ProbeStarted,
     RunEnded,
@@ -34,6 +35,9 @@ SPAN_PROBE = "swayscope.probe"
 SPAN_VIEW = "swayscope.view"
 SPAN_FORWARD = "swayscope.forward"
 SPAN_CACHE_HIT = "swayscope.cache_hit"
+# A pool worker's part of a forward call (swayscope.worker.queue, swayscope.worker.compute)
+# and the swayscope.worker.lost event are named in swayscope.instrumentation.vocabulary: the
+# workers that record them import no tracing library.
 
 # run
 RUN_ID = "swayscope.run_id"
@@ -197,6 +201,23 @@ def view_entered(ev: ViewEntered) -> Attributes:
 def rolled_up_counts(hits: int, misses: int, calls: int) -> Attributes:
     """What a run, probe or view span reports about everything inside it."""
     return {CACHE_HITS: hits, CACHE_MISSES: misses, FORWARD_CALLS: calls}
+
+
+def forward_started(ev: ForwardStarted) -> Attributes:
+    """What a forward call's span knows when it starts (its ForwardCall adds the rest)."""
+    attrs: Attributes = {
+        OP: ev.op,
+        VIEW_ID: ev.view_id,
+        VIEW_KIND: ev.view_kind,
+        BATCH_SIZE: ev.batch_size,
+        BATCH_ID: ev.batch_id,
+        TOP_K: ev.top_k,
+    }
+    if ev.probe is not None:
+        attrs[PROBE] = ev.probe
+    if ev.model:
+        attrs[GEN_AI_REQUEST_MODEL] = ev.model
+    return attrs
 
 
 def forward_call(ev: ForwardCall, capture_prompts: bool) -> Attributes:

@@ -270,6 +270,21 @@ class SpanLayout:
             frame.calls += 1
             return frame
 
+    def count_remote_forward(self, misses: int, spans: int) -> tuple[Frame | None, int]:
+        """:meth:`count_forward` for a call computed elsewhere, whose span gets up to
+        ``spans - 1`` children from other processes, all in the call's trace: room for as
+        many of them as a chunk can give (at most half a chunk). That frame, and the spans
+        reserved (the call's own included)."""
+        with self._lock:
+            granted = max(1, min(spans, self._max_spans // 2))
+            self._reserve(granted)
+            if not self._frames:
+                return None, granted
+            frame = self._frames[-1]
+            frame.misses += misses
+            frame.calls += 1
+            return frame, granted
+
     def detached(self, run_id: str) -> tuple[Context, Sequence[Link], attr.Attributes]:
         """Where a span made directly in the run (outside any unit) goes: a new trace,
         linked to the run. (context, links, root attributes)."""
@@ -331,12 +346,12 @@ class SpanLayout:
         self._deadline = _monotonic() + self._chunk_s
         return frame
 
-    def _reserve(self) -> None:
-        """Count one more span in the open unit, rotating it first when its chunk is full
-        or old (never outside a unit: room and time are unbounded there)."""
-        if self._room <= 0 or _monotonic() >= self._deadline:
+    def _reserve(self, n: int = 1) -> None:
+        """Count ``n`` more spans in the open unit, rotating it first when its chunk has no
+        room for them or is old (never outside a unit: room and time are unbounded there)."""
+        if self._room < n or _monotonic() >= self._deadline:
             self._rotate()
-        self._room -= 1
+        self._room -= n
 
     def _rotate(self) -> None:
         """End the unit's open spans (this chunk) and start them again as the next chunk."""

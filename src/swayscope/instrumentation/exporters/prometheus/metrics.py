@@ -25,6 +25,17 @@ RUN_PROGRESS = "swayscope_run_progress_ratio"
 RUN_START_TIME = "swayscope_run_start_time_seconds"
 EXPORTER_ERRORS = "swayscope_exporter_errors"
 SPANS_DROPPED = "swayscope_spans_dropped"
+# A pool of forward workers (``models.workers``), labelled by ``worker``.
+WORKER_UP = "swayscope_worker_up"
+WORKER_IN_FLIGHT = "swayscope_worker_in_flight_calls"
+WORKER_FORWARD_DURATION = "swayscope_worker_forward_duration_seconds"
+WORKER_QUEUE_WAIT = "swayscope_worker_queue_wait_seconds"
+WORKER_BATCH_SIZE = "swayscope_worker_batch_size"
+WORKER_BUSY = "swayscope_worker_busy_seconds"
+WORKER_TOKENS = "swayscope_worker_tokens"
+WORKER_MEMORY = "swayscope_worker_memory_bytes"
+WORKER_DEVICE_MEMORY = "swayscope_worker_device_memory_bytes"
+WORKER_FAILURES = "swayscope_worker_failures"
 
 HELP: dict[str, str] = {
     CACHE_HITS: "Cache lookups served from the cache.",
@@ -47,6 +58,16 @@ HELP: dict[str, str] = {
     RUN_START_TIME: "Unix time the current run started.",
     EXPORTER_ERRORS: "Telemetry exporter failures (the run went on).",
     SPANS_DROPPED: "Spans that could not be delivered.",
+    WORKER_UP: "1 while the pool's worker can take forward calls (0: lost or restarting).",
+    WORKER_IN_FLIGHT: "Parts of forward calls sent to the worker and not yet back.",
+    WORKER_FORWARD_DURATION: "Compute time of the worker's part of one forward call.",
+    WORKER_QUEUE_WAIT: "From the driver's dispatch to the start of the worker's compute.",
+    WORKER_BATCH_SIZE: "Prompts in the worker's part of one forward call.",
+    WORKER_BUSY: "Seconds the worker spent computing (rate: its busy fraction).",
+    WORKER_TOKENS: "Input tokens the worker computed (the planner balances them).",
+    WORKER_MEMORY: "Resident memory of the worker process after its last call.",
+    WORKER_DEVICE_MEMORY: "Accelerator memory held by the worker's tensors (0 on a CPU).",
+    WORKER_FAILURES: "Parts of forward calls lost with the worker (each retried elsewhere).",
 }
 
 #: Labels of the per-lookup and per-call metrics. No ``probe``: the series count must not
@@ -57,6 +78,9 @@ RUN_INFO_LABELS = ("run_id", "suite", "base_model", "adapter")
 PROBE_SCORE_LABELS = ("probe", "adapter")
 #: Label value of ``adapter`` for an adapter the sweep did not announce (keeps it bounded).
 OTHER_ADAPTER = "other"
+#: Label of the per-worker metrics: the worker's index in its pool ("0" … "N-1"), bounded by
+#: the pool's size (never a host, a process id or an actor id).
+WORKER_LABELS = ("worker",)
 #: Exporters whose error counter exists (at 0) from the start, so increase() sees the first.
 KNOWN_EXPORTERS = ("jsonl", "otel", "prometheus")
 
