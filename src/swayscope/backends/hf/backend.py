@@ -8,7 +8,6 @@ sets the LoRA layers per view, :class:`.NullAdapters` builds null adapters,
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,6 @@ from swayscope.backends.api import (
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_PREFIX_CACHE_BYTES,
     DEFAULT_TOP_K,
-    null_view_id,
-    scaled_view_id,
 )
 from swayscope.backends.hf.forward import ForwardPass
 from swayscope.backends.hf.loading import (
@@ -40,13 +37,14 @@ from swayscope.backends.hf.null_adapters import NullAdapters
 from swayscope.backends.hf.planner import BatchLimits, guess_call_overhead
 from swayscope.backends.hf.records import RecordSource
 from swayscope.backends.hf.tokenizer import TextEncoder
-from swayscope.backends.hf.views import HFView, ViewSlot
+from swayscope.backends.hf.view_state import ViewState
+from swayscope.backends.hf.views import ViewOpeners, ViewSlot
 from swayscope.backends.threads import apply_threads
 from swayscope.errors import ConfigError
 from swayscope.instrumentation import BackendInstrumentation
 
 
-class HFBackend:
+class HFBackend(ViewOpeners):
     """A local base model and a local PEFT LoRA adapter, seen through views.
 
     Args:
@@ -292,33 +290,15 @@ class HFBackend:
 
     # -- views ----------------------------------------------------------------------------
 
-    def base(self) -> AbstractContextManager[HFView]:
-        """The base model: every LoRA layer switched off."""
-        return self._views.enter("base", lambda: self.lora.scale(0.0))
+    def _set_view(self, state: ViewState) -> None:
+        state.apply(self.lora, self._nulls)
 
-    def ft(self) -> AbstractContextManager[HFView]:
-        """The fine-tuned model: the adapter as trained."""
-        return self._views.enter("ft", lambda: self.lora.scale(1.0))
-
-    def scaled(self, lam: float) -> AbstractContextManager[HFView]:
-        """The adapter with every LoRA ``scaling`` times λ (λ = 0 is ``base``, λ = 1 is ``ft``)."""
-        view_id = scaled_view_id(lam)
-        return self._views.enter(view_id, lambda: self.lora.scale(float(lam)))
-
-    def null(
-        self, seed: int, *, init_scale: float = 1.0, rank_scale: float = 1.0
-    ) -> AbstractContextManager[HFView]:
-        """A random LoRA in place of the adapter: the noise floor of "any adapter this size".
-
-        Its tensors (see :mod:`swayscope.backends.hf.null_adapters`) are generated
-        once per id from a CPU ``torch.Generator`` (identical across processes),
-        kept (see ``max_null_adapters``), and swapped in for the adapter's
-        ``lora_A``/``lora_B`` parameters while the view is active.
-        """
-        view_id = null_view_id(seed, init_scale, rank_scale)
-        return self._views.enter(
-            view_id, lambda: self.lora.swap_in(self._nulls.params(seed, init_scale, rank_scale))
-        )
+    def set_view_state(self, state: ViewState) -> None:
+        """Set the LoRA layers to ``state`` outside any view: for a process that computes
+        forward calls of views opened elsewhere (a pool worker, whose driver holds the
+        views and sends each call's state with it). Refused while a view is active."""
+        self._views.check_idle(f"set the view state to {state!r}")
+        self._set_view(state)
 
     def null_tensors(
         self, seed: int, *, init_scale: float = 1.0, rank_scale: float = 1.0

@@ -259,6 +259,27 @@ def model_class(base_path: Path, gguf_file: str | None) -> Any:
     return AutoModelForCausalLM
 
 
+def _tokenizer(base_path: Path, gguf_file: str | None) -> Any:
+    gguf_kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        return tokenizer_class(base_path, gguf_file).from_pretrained(
+            str(base_path), local_files_only=True, **gguf_kw
+        )
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot load the tokenizer from {str(base_path)!r}: "
+            f"{type(exc).__name__}: {exc}. The base folder needs tokenizer files "
+            "(tokenizer.json or the GGUF's vocabulary)"
+        ) from exc
+
+
+def load_tokenizer(base_path: Path, gguf_file: str | None) -> Any:
+    """The base model's tokenizer alone (a driver whose workers hold the model needs only
+    this)."""
+    with quiet_transformers():
+        return _tokenizer(base_path, gguf_file)
+
+
 def load_model(
     base_path: Path,
     gguf_file: str | None,
@@ -270,16 +291,7 @@ def load_model(
     """The tokenizer and the frozen, eval-mode PEFT model (base + adapter) on ``device``."""
     gguf_kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     with quiet_transformers():
-        try:
-            tokenizer = tokenizer_class(base_path, gguf_file).from_pretrained(
-                str(base_path), local_files_only=True, **gguf_kw
-            )
-        except Exception as exc:
-            raise ModelLoadError(
-                f"cannot load the tokenizer from {str(base_path)!r}: "
-                f"{type(exc).__name__}: {exc}. The base folder needs tokenizer files "
-                "(tokenizer.json or the GGUF's vocabulary)"
-            ) from exc
+        tokenizer = _tokenizer(base_path, gguf_file)
         try:
             base = model_class(base_path, gguf_file).from_pretrained(
                 str(base_path), dtype=dtype, local_files_only=True, **gguf_kw
@@ -432,6 +444,7 @@ __all__ = [
     "check_base",
     "import_stack",
     "load_model",
+    "load_tokenizer",
     "model_class",
     "model_identity",
     "positive_int",

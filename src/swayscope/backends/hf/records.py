@@ -13,11 +13,11 @@ the scores and the fuller record replaces it (:func:`need_of`, :func:`usable_for
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from swayscope.backends.api import check_top_k
-from swayscope.backends.hf.forward import ForwardPass
 from swayscope.backends.hf.planner import BatchLimits, make_planner
+from swayscope.backends.hf.prefix import TokenIds
 from swayscope.backends.hf.rows import ForwardRecord, Need
 from swayscope.backends.hf.tokenizer import TextEncoder
 from swayscope.errors import InputError
@@ -41,6 +41,26 @@ def usable_for(op: CacheOp) -> Callable[[Any], bool] | None:
     return None if need_of(op) == "last" else _scored
 
 
+class Forward(Protocol):
+    """What computes forward records: :class:`.ForwardPass` in this process, or a pool of
+    workers each holding the model."""
+
+    @property
+    def max_top_k(self) -> int: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def prefix_reuse(self) -> bool:
+        """Whether texts sharing a prefix are planned into one call (computed once)."""
+        ...
+
+    def compute(
+        self, batch: Sequence[TokenIds], *, view_id: str | None = None, need: Need = "all"
+    ) -> list[ForwardRecord]: ...
+
+
 class RecordSource:
     """Forward records for views, through the instrumentation core (cache, batching, events).
 
@@ -51,22 +71,26 @@ class RecordSource:
         limits: the batch limits planners use (read at plan time, so changes apply).
         key_model: view id → the model identity its cache entries are keyed by (None:
             the instrumentation's ``model_id``).
+        propagate: ``forward`` computes in other processes: each call's trace context goes
+            with it (``BackendInstrumentation.current_call``).
     """
 
     def __init__(
         self,
         inst: BackendInstrumentation,
         encoder: TextEncoder,
-        forward: ForwardPass,
+        forward: Forward,
         limits: BatchLimits,
         *,
         key_model: Callable[[str], str | None] = lambda view_id: None,
+        propagate: bool = False,
     ) -> None:
         self._inst = inst
         self._encoder = encoder
         self._forward = forward
         self._limits = limits
         self._key_model = key_model
+        self._propagate = propagate
 
     def check_top_k(self, top_k: int) -> None:
         """:class:`InputError` unless ``top_k`` is a positive integer the records can serve."""
@@ -95,6 +119,7 @@ class RecordSource:
             key_top_k=forward.max_top_k,
             usable=usable_for(op),
             key_model=self._key_model(view_id),
+            propagate=self._propagate,
         )
         return record
 
@@ -120,6 +145,7 @@ class RecordSource:
             plan=self.planner(texts, ids),
             usable=usable_for(op),
             key_model=self._key_model(view_id),
+            propagate=self._propagate,
         )
 
     def planner(self, texts: Sequence[str], ids: dict[int, list[int]]) -> BatchPlanner:
@@ -130,4 +156,4 @@ class RecordSource:
         )
 
 
-__all__ = ["FORWARD_OP", "RecordSource", "need_of", "usable_for"]
+__all__ = ["FORWARD_OP", "Forward", "RecordSource", "need_of", "usable_for"]

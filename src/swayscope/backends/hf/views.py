@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from swayscope.backends.api import (
     DEFAULT_TOP_K,
@@ -17,9 +17,12 @@ from swayscope.backends.api import (
     TokenDist,
     ViewIdentity,
     check_text,
+    null_view_id,
+    scaled_view_id,
 )
 from swayscope.backends.hf.records import RecordSource
 from swayscope.backends.hf.rows import ForwardRecord
+from swayscope.backends.hf.view_state import ViewState
 from swayscope.errors import ViewError
 from swayscope.instrumentation import BackendInstrumentation
 
@@ -155,4 +158,43 @@ class ViewSlot:
                 self._active = None
 
 
-__all__ = ["HFView", "ViewSlot"]
+class ViewOpeners:
+    """``base``, ``ft``, ``scaled`` and ``null`` of a backend: each lets its view in through
+    the backend's :class:`ViewSlot` (``_views``), setting the model to the view's
+    :class:`ViewState` with the backend's ``_set_view``."""
+
+    _views: ViewSlot
+
+    def _set_view(self, state: ViewState) -> None:
+        raise NotImplementedError
+
+    def _open(self, view_id: str, state: ViewState) -> AbstractContextManager[HFView]:
+        return self._views.enter(view_id, lambda: self._set_view(state))
+
+    def base(self) -> AbstractContextManager[HFView]:
+        """The base model: every LoRA layer switched off."""
+        return self._open("base", ViewState(0.0))
+
+    def ft(self) -> AbstractContextManager[HFView]:
+        """The fine-tuned model: the adapter as trained."""
+        return self._open("ft", ViewState(1.0))
+
+    def scaled(self, lam: float) -> AbstractContextManager[HFView]:
+        """The adapter with every LoRA ``scaling`` times λ (λ = 0 is ``base``, λ = 1 is ``ft``)."""
+        return self._open(scaled_view_id(lam), ViewState(float(lam)))
+
+    def null(
+        self, seed: int, *, init_scale: float = 1.0, rank_scale: float = 1.0
+    ) -> AbstractContextManager[HFView]:
+        """A random LoRA in place of the adapter: the noise floor of "any adapter this size".
+
+        Its tensors (see :mod:`swayscope.backends.hf.null_adapters`) are generated
+        once per id from a CPU ``torch.Generator`` (identical across processes),
+        kept (see ``max_null_adapters``), and swapped in for the adapter's
+        ``lora_A``/``lora_B`` parameters while the view is active.
+        """
+        view_id = null_view_id(seed, init_scale, rank_scale)
+        return self._open(view_id, ViewState(null=(seed, float(init_scale), float(rank_scale))))
+
+
+__all__ = ["HFView", "ViewOpeners", "ViewSlot"]
