@@ -1,0 +1,103 @@
+"""What the driver and a worker of a pool send each other: plain values, pickled by Ray.
+
+The driver sends a worker its :class:`WorkerConfig` once (the model to load and the
+settings to compute with), then one :class:`CallRequest` per part of a forward call:
+token ids, the view's id and :class:`~swayscope.backends.hf.view_state.ViewState`,
+what the request needs, and the call's W3C ``traceparent``. The worker answers with
+:class:`WorkerFacts` once (what the driver needs to know of the model, or why it could
+not load it) and a :class:`CallReply` per part: the records, its timings, what its
+forward pass counted, its memory, and the spans it recorded under the traceparent.
+Nothing about probes or the cache goes either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from swayscope.backends.hf.forward import ForwardRecord, Need
+from swayscope.backends.hf.view_state import ViewState
+from swayscope.instrumentation.events import RemoteSpan
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """The model a worker loads and the settings its forward pass uses."""
+
+    index: int
+    base_path: str
+    adapter_path: str
+    gguf_file: str | None
+    device: str
+    dtype: str
+    max_top_k: int
+    max_batch_size: int
+    max_batch_tokens: int
+    prefix_cache_max_bytes: int
+    threads: int
+    seed: int = 0
+    call_overhead_tokens: int | None = None
+    max_null_adapters: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerFacts:
+    """What a worker knows once it tried to load the model."""
+
+    index: int
+    pid: int
+    node: str
+    """The host it runs on."""
+    error: str | None = None
+    """Why the model could not be loaded (the worker's own message); None when it was."""
+    vocab_size: int = 0
+    context_length: int | None = None
+    lora_rank: int = 0
+    call_overhead_tokens: int = 0
+    prefix_reuse: bool = False
+    device: str = ""
+    dtype: str = ""
+    threads: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """One worker's part of a forward call."""
+
+    batch: list[list[int]]
+    view_id: str
+    view: ViewState
+    need: Need
+    traceparent: str | None
+    """The call's span (W3C ``traceparent``); None: record no spans."""
+    dispatched_ns: int
+    """When the driver sent it (wall clock, ns): the start of the queue-wait span."""
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CallReply:
+    """What a worker computed for one part, and what it cost."""
+
+    records: list[ForwardRecord]
+    worker: int
+    pid: int
+    started_ns: int
+    """When the worker took the part up (the end of its queue wait)."""
+    compute_start_ns: int
+    ended_ns: int
+    compute_s: float
+    n_tokens: int
+    counts: dict[str, int] = field(default_factory=dict)
+    """What the worker's forward pass counted for this part (model invocations, prefix
+    hits, prefix evictions, out-of-memory splits)."""
+    prefix_entries: int = 0
+    prefix_bytes: int = 0
+    """The worker's prefix store after the part (levels, not counts)."""
+    memory_bytes: int = 0
+    device_memory_bytes: int = 0
+    spans: tuple[RemoteSpan, ...] = ()
+    error: str | None = None
+    """``Type: message`` when the forward pass failed on this part (not a lost worker)."""
+
+
+__all__ = ["CallReply", "CallRequest", "WorkerConfig", "WorkerFacts"]
