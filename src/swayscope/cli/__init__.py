@@ -11,11 +11,12 @@ from __future__ import annotations
 from swayscope.cli import run, demo, sweep, dlm_sway, utilities
 # isort: on
 from swayscope.cli.app import app, main
-from swayscope.cli.flags import FLAG_OF, RUN_FLAG_OF, RUN_FLAGS, TELEMETRY_FLAGS
+from swayscope.cli.flags import FLAG_OF, RUN_FLAG_OF, RUN_FLAGS, TELEMETRY_FLAGS, WORKER_FLAGS
 
 #: The command modules: importing them is what registers their commands.
 COMMAND_MODULES = (run, demo, sweep, dlm_sway, utilities)
 
 __all__ = [
-    "COMMAND_MODULES", "FLAG_OF", "RUN_FLAGS", "RUN_FLAG_OF", "TELEMETRY_FLAGS", "app", "main",
+    "COMMAND_MODULES", "FLAG_OF", "RUN_FLAGS", "RUN_FLAG_OF", "TELEMETRY_FLAGS", "WORKER_FLAGS",
+    "app", "main",
 ]

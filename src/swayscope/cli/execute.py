@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from swayscope.cli.flags import FLAG_OF, RUN_FLAG_OF
+from swayscope.cli.flags import FLAG_OF, RUN_FLAG_OF, WORKER_FLAG_OF
 from swayscope.errors import SwayscopeError
 from swayscope.exit_codes import EXIT_ERROR
 from swayscope.text_safety import escape_control_chars
 
 if TYPE_CHECKING:
+    from swayscope.backends.api import DifferentialBackend
     from swayscope.instrumentation import BackendInstrumentation
     from swayscope.instrumentation.settings import TelemetrySettings
     from swayscope.suite.result import SuiteResult
@@ -64,11 +65,18 @@ def instrumentation(
         raise
 
 
-def close(inst: BackendInstrumentation, settings: TelemetrySettings) -> None:
-    """Flush and stop the exporters; a lingering metrics endpoint may be cut short by Ctrl-C."""
+def close(
+    inst: BackendInstrumentation,
+    settings: TelemetrySettings,
+    backend: DifferentialBackend | None = None,
+) -> None:
+    """Stop ``backend`` (a pool of workers stops first), then flush and stop the exporters;
+    a lingering metrics endpoint may be cut short by Ctrl-C."""
     try:
         if settings.metrics_linger_s:
             typer.echo(f"metrics stay up {settings.metrics_linger_s:g} s for a last scrape")
+        if backend is not None:
+            backend.close()  # closes the instrumentation too, after the model
         inst.close()
     except KeyboardInterrupt:
         typer.echo(
@@ -86,6 +94,7 @@ def execute(
     json_out: Path | None,
     markdown_out: Path | None,
     run_flags: dict[str, Any] | None = None,
+    worker_flags: dict[str, Any] | None = None,
 ) -> int:
     """Load, check every input and output, wire telemetry, load the model, run, save, report.
 
@@ -95,16 +104,24 @@ def execute(
     from swayscope.suite.runner import (
         build_backend,
         check_model_paths,
+        check_pool,
         preload_backend,
         run_suite,
+        worker_sources,
     )
-    from swayscope.suite.spec import override_defaults
+    from swayscope.suite.spec import override_defaults, override_workers
     from swayscope.suite.telemetry import run_settings, start_telemetry
 
     loaded = load_spec(spec_path, spec_text)
     override_defaults(loaded, run_flags or {}, RUN_FLAG_OF)
+    override_workers(loaded, worker_flags or {}, WORKER_FLAG_OF)
     spec = loaded.spec
     check_model_paths(loaded)
+    pool_sources = worker_sources(
+        loaded,
+        {k: WORKER_FLAG_OF[k] for k, v in (worker_flags or {}).items() if v is not None},
+    )
+    check_pool(loaded, pool_sources)
     settings = run_settings(loaded, flags, FLAG_OF)
     check_outputs(
         {settings.source("trace"): settings.trace, "--json": json_out, "--markdown": markdown_out}
@@ -114,7 +131,7 @@ def execute(
     inst = instrumentation(loaded, settings, telemetry, run_id)
     try:
         preload_backend(spec.models)
-        backend = build_backend(spec.models, spec.defaults, inst)
+        backend = build_backend(spec.models, spec.defaults, inst, sources=pool_sources)
     except BaseException:
         inst.close()
         telemetry.discard_unused_trace()
@@ -126,9 +143,9 @@ def execute(
         )
         code = save_and_report(result, json_out, markdown_out)
     except BaseException:
-        inst.close()
+        backend.close()
         raise
-    close(inst, settings)
+    close(inst, settings, backend)
     return code
 
 

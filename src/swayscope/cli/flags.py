@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperCommand
 
 #: The telemetry settings as flags: setting name → (flag, type, help). Flags live here only;
 #: each setting's one name is the field of ``TelemetrySettings`` and the spec's key.
@@ -51,9 +52,32 @@ RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
         "CPU threads the model computes with (default: the cores this process may use).",
     ),
 }
+#: The settings of a spec's ``models.workers:`` block that are also flags, same shape; each
+#: setting's one name is the ``WorkersSpec`` field. Either flag alone asks for a pool.
+WORKER_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "address": (
+        "--ray", str | None,
+        "Compute on a pool of Ray workers that hold the model (the run keeps the cache): "
+        "--ray alone starts a local cluster; --ray ADDRESS joins one (host:port, "
+        "ray://host:port or auto).",
+    ),
+    "count": ("--workers", int | None, "Workers in the pool [models.workers.count or 2]."),
+}
+
+
+def _ray_address(arg: str) -> bool:
+    """Whether ``arg`` reads as a Ray address (``host:port``, ``ray://…``, ``auto``,
+    ``local``), not as the spec path that may follow ``--ray``."""
+    return ":" in arg or arg in ("auto", "local")
+
+
+#: Flags whose value may be left out: the value they then take (``--ray`` alone), and
+#: which following word is their value (any other is the command's next argument).
+OPTIONAL_VALUES: dict[str, tuple[str, Callable[[str], bool]]] = {"--ray": ("local", _ray_address)}
 #: Setting name → its flag, for error messages.
 FLAG_OF: dict[str, str] = {name: flag for name, (flag, _, _) in TELEMETRY_FLAGS.items()}
 RUN_FLAG_OF: dict[str, str] = {name: flag for name, (flag, _, _) in RUN_FLAGS.items()}
+WORKER_FLAG_OF: dict[str, str] = {name: flag for name, (flag, _, _) in WORKER_FLAGS.items()}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -90,6 +114,30 @@ def _flags_from(table: dict[str, tuple[str, Any, str]], param: str) -> Callable[
 telemetry_flags = _flags_from(TELEMETRY_FLAGS, "flags")
 #: Adds every run flag; the command receives them as ``run_flags={setting: value}``.
 run_flags = _flags_from(RUN_FLAGS, "run_flags")
+#: Adds the pool's flags; the command receives them as ``worker_flags={setting: value}``.
+worker_flags = _flags_from(WORKER_FLAGS, "worker_flags")
+
+
+def with_optional_values(args: list[str]) -> list[str]:
+    """``args`` with each flag of :data:`OPTIONAL_VALUES` that has no value (last, or
+    followed by a word that is not one) given its default: ``--ray`` alone is
+    ``--ray=local``, ``--ray suite.yaml`` is ``--ray=local suite.yaml``."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        following = args[i + 1] if i + 1 < len(args) else None
+        optional = OPTIONAL_VALUES.get(arg)
+        if optional is not None and (following is None or not optional[1](following)):
+            out.append(f"{arg}={optional[0]}")
+        else:
+            out.append(arg)
+    return out
+
+
+class OptionalValueCommand(TyperCommand):
+    """A command whose :data:`OPTIONAL_VALUES` flags may be given without a value."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, with_optional_values(args))
 
 
 JsonOpt = Annotated[

@@ -31,6 +31,19 @@ def footer_lines(result: SuiteResult) -> list[str]:
             f"tokens: {int(s.get('tokens_computed', 0))} computed for "
             f"{int(s.get('n_tokens', 0))} scored ({reused} from shared prefixes)"
         )
+    workers = result.models.get("workers")
+    if isinstance(workers, dict):
+        failures = int(workers.get("failures", 0))
+        lines.append(
+            f"workers: {workers.get('count')} on {workers.get('cluster')}, "
+            f"{workers.get('threads_per_worker')} thread(s) each"
+            + (
+                f" · {failures} part(s) of forward calls lost with a worker, each computed "
+                "again on another (swayscope_worker_failures_total)"
+                if failures
+                else " · no worker lost"
+            )
+        )
     t = result.telemetry
     errors = {k: v for k, v in (t.get("exporter_errors") or {}).items() if v}
     if errors or t.get("spans_dropped"):

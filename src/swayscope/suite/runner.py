@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 from swayscope import __version__
 from swayscope.backends.api import DifferentialBackend
 from swayscope.backends.dummy import DummyBackend
-from swayscope.errors import ModelLoadError
+from swayscope.errors import ModelLoadError, SpecError
 from swayscope.instrumentation import BackendInstrumentation
 from swayscope.instrumentation.exporter import TelemetryHealth
 from swayscope.instrumentation.scopes import RunHandle
@@ -33,7 +33,7 @@ from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
 from swayscope.probes.base import ProbeContext, ProbeResult, RunDefaults
 from swayscope.suite.progress import RunMonitor
 from swayscope.suite.result import SuiteResult
-from swayscope.suite.spec import DefaultsSpec, LoadedSuite, ModelsSpec
+from swayscope.suite.spec import DefaultsSpec, LoadedSuite, ModelsSpec, WorkersSpec
 from swayscope.suite.tally import ProbeTally
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,15 @@ log = logging.getLogger(__name__)
 
 def check_model_paths(loaded: LoadedSuite, *, adapter: bool = True) -> None:
     """Fail fast, before telemetry starts or a model loads, on folders that do not exist
-    (``adapter``: check ``models.adapter`` too; a sweep brings its own adapters)."""
+    (``adapter``: check ``models.adapter`` too; a sweep brings its own adapters), and on a
+    pool of workers for a backend that has no model to give them."""
     models = loaded.spec.models
     if models.kind != "hf":
+        if models.workers is not None:
+            raise SpecError(
+                f"{loaded.where('models', 'workers')}: models.workers needs models.kind 'hf' "
+                f"(a pool of workers each holding the model); got {models.kind!r}"
+            )
         return
     for key in ("base", "adapter") if adapter else ("base",):
         value = getattr(models, key)
@@ -65,15 +71,34 @@ def check_model_paths(loaded: LoadedSuite, *, adapter: bool = True) -> None:
             )
 
 
+def worker_sources(loaded: LoadedSuite, flags: Mapping[str, str]) -> dict[str, str]:
+    """Where each setting of ``models.workers`` came from, for the pool's errors: the
+    flag that set it (``flags``: setting → flag, for those given), else its place in the
+    spec file."""
+    sources = {
+        key: flags.get(key) or f"{loaded.where('models', 'workers', key)}: models.workers.{key}"
+        for key in WorkersSpec.model_fields
+    }
+    sources["model"] = f"{loaded.where('models', 'base')}: models.base / models.adapter"
+    return sources
+
+
 def build_backend(
     models: ModelsSpec,
     defaults: DefaultsSpec,
     inst: BackendInstrumentation,
     *,
     adapter_name: str | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> DifferentialBackend:
     """Construct the backend a spec names, sharing ``inst`` (and so its exporters);
-    ``adapter_name`` is what runs report as the adapter (default: its folder's name)."""
+    ``adapter_name`` is what runs report as the adapter (default: its folder's name).
+
+    With ``models.workers`` the model runs on a pool of Ray workers; ``sources`` (see
+    :func:`worker_sources`) name the settings in the pool's errors.
+    """
+    if models.workers is not None:
+        return _pool_backend(models, models.workers, defaults, inst, sources, adapter_name)
     if models.kind == "dummy":
         return DummyBackend(
             inst=inst,
@@ -97,6 +122,40 @@ def build_backend(
         seed=defaults.seed,
         prefix_cache_max_bytes=defaults.prefix_cache_max_bytes,
         threads=defaults.threads,
+        adapter_name=adapter_name,
+    )
+    return backend
+
+
+def _pool_backend(
+    models: ModelsSpec,
+    workers: WorkersSpec,
+    defaults: DefaultsSpec,
+    inst: BackendInstrumentation,
+    sources: Mapping[str, str] | None,
+    adapter_name: str | None,
+) -> DifferentialBackend:
+    from swayscope.backends.ray import RayBackend
+
+    assert models.base is not None and models.adapter is not None
+    backend: DifferentialBackend = RayBackend(
+        models.base,
+        models.adapter,
+        workers=workers.count,
+        cpus_per_worker=workers.cpus,
+        gpus_per_worker=workers.gpus,
+        address=workers.address,
+        device=models.device,
+        dtype=models.dtype,
+        gguf_file=models.gguf_file,
+        max_top_k=max(defaults.top_k, DEFAULT_TOP_K),
+        max_batch_tokens=defaults.max_batch_tokens,
+        max_batch_size=defaults.max_batch_size,
+        inst=inst,
+        seed=defaults.seed,
+        prefix_cache_max_bytes=defaults.prefix_cache_max_bytes,
+        threads=defaults.threads,
+        sources=sources,
         adapter_name=adapter_name,
     )
     return backend
@@ -185,6 +244,9 @@ def run_suite(
     )
     threads = getattr(backend, "threads", None)
     result.threads = threads if isinstance(threads, int) else None
+    workers = getattr(backend, "workers", None)
+    if isinstance(workers, dict):
+        result.models["workers"] = workers
     monitor = RunMonitor(len(probes), live=live_progress)
     tally = ProbeTally()
     inst.add_exporter(monitor)
@@ -241,6 +303,10 @@ def run_suite(
         monitor.shutdown()
         if run is not None and run.stats is not None:
             result.backend_stats = run.stats.to_dict()
+        if "workers" in result.models:
+            result.models["workers"]["failures"] = int(
+                result.backend_stats.get("worker_failures", 0)
+            )
         result.cache_by_probe = tally.by_probe()
         if finish_telemetry is not None:
             try:
@@ -258,4 +324,5 @@ __all__ = [
     "run_suite",
     "preload_backend",
     "sigterm_as_interrupt",
+    "worker_sources",
 ]

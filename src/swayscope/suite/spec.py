@@ -31,6 +31,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class WorkersSpec(_Strict):
+    """``models.workers``: compute on a pool of Ray workers, each holding the model; the
+    run keeps the one cache, the stats and the exporters and sends only misses."""
+
+    count: int = Field(default=2, gt=0)
+    """How many workers (each one copy of the model: one per GPU, or N on CPUs)."""
+    cpus: float = Field(default=1.0, gt=0)
+    """CPUs each worker reserves; its torch threads: ``defaults.threads``, else these."""
+    gpus: float = Field(default=0.0, ge=0)
+    """GPUs each worker reserves (a fraction shares one)."""
+    address: str = "local"
+    """``local`` (a cluster started for the run, on 127.0.0.1), ``auto``, ``host:port``
+    or ``ray://host:port``."""
+
+
 class ModelsSpec(_Strict):
     kind: Literal["hf", "dummy"] = "hf"
     base: Path | None = None
@@ -44,6 +59,8 @@ class ModelsSpec(_Strict):
     """dummy only: how far ft is from base."""
     latency_ms: float = Field(default=0.0, ge=0)
     """dummy only: simulated compute time per prompt."""
+    workers: WorkersSpec | None = None
+    """hf only: a pool of Ray workers instead of the model in this process."""
 
 
 class DefaultsSpec(_Strict):
@@ -356,6 +373,29 @@ def override_defaults(
     loaded.spec = loaded.spec.model_copy(update={"defaults": defaults})
 
 
+def override_workers(
+    loaded: LoadedSuite, overrides: Mapping[str, object], sources: Mapping[str, str]
+) -> None:
+    """Put ``overrides`` (None: not given) over the spec's ``models.workers:`` (creating
+    it: a flag alone asks for a pool), checked like the spec; an error names the flag."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return
+    models = loaded.spec.models
+    current = models.workers.model_dump() if models.workers is not None else {}
+    try:
+        workers = WorkersSpec.model_validate({**current, **given})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "workers"
+        raise SpecError(
+            f"{sources.get(name, name)}: {err['msg']} (got {shown(err.get('input'))})"
+        ) from None
+    loaded.spec = loaded.spec.model_copy(
+        update={"models": models.model_copy(update={"workers": workers})}
+    )
+
+
 def load_suite(path: Path, *, formats: Sequence[SuiteFormat] = ()) -> LoadedSuite:
     """Read, parse and validate a spec file; relative model paths and sweep patterns resolve
     against it (a format translator may resolve them its own way and hand back absolute
@@ -395,8 +435,10 @@ __all__ = [
     "SweepSpec",
     "TelemetrySpec",
     "Translation",
+    "WorkersSpec",
     "load_suite",
     "load_suite_text",
     "override_defaults",
+    "override_workers",
     "where_in",
 ]
