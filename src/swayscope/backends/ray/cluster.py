@@ -35,7 +35,7 @@ LOCAL = "local"
 #: How long the head node's port may take to accept a connection.
 CONNECT_TIMEOUT_S = 2.0
 #: Ray's switch that makes a node take the loopback address (read when Ray is imported).
-_LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,7 @@ def open_cluster(address: str, sources: Mapping[str, str]) -> Cluster:
     """Start, join or reuse the cluster ``address`` names (see the module doc)."""
     source = sources.get("address", "address")
     if address == LOCAL and "ray" not in sys.modules:
-        os.environ.setdefault(_LOOPBACK_SWITCH, "0")
+        os.environ.setdefault(LOOPBACK_SWITCH, "0")
     elif address != LOCAL:
         check_reachable(address, source)
     import ray
@@ -136,5 +136,5 @@ def open_cluster(address: str, sources: Mapping[str, str]) -> Cluster:
     )
 
 
-__all__ = ["CONNECT_TIMEOUT_S", "LOCAL", "Cluster", "check_reachable", "head_address",
+__all__ = ["CONNECT_TIMEOUT_S", "LOCAL", "LOOPBACK_SWITCH", "Cluster", "check_reachable", "head_address",
            "open_cluster"]

@@ -304,13 +304,18 @@ class WorkerPool:
 
         return [ray.get(w.actor.counters.remote()) for w in self._workers]
 
-    def null_tensors(self, seed: int, init_scale: float, rank_scale: float) -> dict[str, Any]:
-        """A null adapter's tensors as the first worker that is up builds them."""
+    def null_tensors(
+        self, seed: int, init_scale: float, rank_scale: float, *, worker: int | None = None
+    ) -> dict[str, Any]:
+        """A null adapter's tensors as ``worker`` (default: the first that is up) builds
+        them."""
         import ray
 
-        worker = self._workers[self.up()[0]] if self.up() else self._workers[0]
+        if worker is None:
+            up = self.up()
+            worker = up[0] if up else 0
         tensors: dict[str, Any] = ray.get(
-            worker.actor.null_tensors.remote(seed, init_scale, rank_scale)
+            self._workers[worker].actor.null_tensors.remote(seed, init_scale, rank_scale)
         )
         return tensors
 

@@ -8,15 +8,16 @@ per call, and keeps it in its per-view prefix store for later calls). So:
 
 - texts that start with the same :data:`AFFINITY_TOKENS` tokens form a group and
   stay together, so their shared prefix is computed once, on one worker;
-- a group has a *home* worker, chosen by rendezvous hashing of (view, first tokens)
+- a group of two or more has a *home* worker, chosen by rendezvous hashing of (view, first tokens)
   over the workers: the same prefix of the same view goes to the same worker call
   after call, where the prefix store still holds its keys and values (and a lost
   worker moves only its own groups);
-- the parts are balanced by estimated tokens (longest first onto the least-loaded
-  worker); a group stays home unless that would put its home more than
-  :data:`AFFINITY_SLACK` above an even share, and a group larger than an even share
-  is cut into pieces (each pays the shared prefix once), piece ``j`` homed on the
-  group's ``j``-th ranked worker.
+- the parts are balanced by estimated tokens (a shared prefix counted once; longest
+  first onto the least-loaded worker); a group stays home unless that would put its
+  home more than :data:`AFFINITY_SLACK` above an even share, and a group larger than
+  an even share is cut into pieces (each pays the shared prefix once: running the
+  pieces side by side beats running the group on one worker), piece ``j`` homed on
+  the group's ``j``-th ranked worker; single texts then fill the least-loaded workers.
 """
 
 from __future__ import annotations
@@ -84,15 +85,20 @@ class _Piece:
     tokens: int
 
 
-def _pieces(batch: Sequence[TokenIds], target: float) -> list[_Piece]:
-    """Groups of texts sharing their first tokens, those above ``target`` tokens cut."""
+def _pieces(batch: Sequence[TokenIds], n_workers: int) -> tuple[list[_Piece], float]:
+    """Groups of texts sharing their first tokens, those above an even share of the
+    call's estimated tokens cut; and that even share."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, ids in enumerate(batch):
         groups.setdefault(tuple(ids[:AFFINITY_TOKENS]), []).append(i)
-    pieces: list[_Piece] = []
+    costs: dict[tuple[int, ...], int] = {}
     for key, members in groups.items():
         members.sort(key=lambda i: list(batch[i]))
-        tokens = _cost(batch, members)
+        costs[key] = _cost(batch, members)
+    target = max(1.0, sum(costs.values()) / n_workers)
+    pieces: list[_Piece] = []
+    for key, members in groups.items():
+        tokens = costs[key]
         if tokens <= target or len(members) == 1:
             pieces.append(_Piece(key, 0, members, tokens))
             continue
@@ -101,7 +107,7 @@ def _pieces(batch: Sequence[TokenIds], target: float) -> list[_Piece]:
         for j in range(0, len(members), size):
             chunk = members[j : j + size]
             pieces.append(_Piece(key, j // size, chunk, _cost(batch, chunk)))
-    return pieces
+    return pieces, target
 
 
 def split_batch(batch: Sequence[TokenIds], workers: Sequence[int], view_id: str) -> list[Part]:
@@ -110,17 +116,24 @@ def split_batch(batch: Sequence[TokenIds], workers: Sequence[int], view_id: str)
         raise ValueError("split_batch needs at least one worker")
     if len(workers) == 1:
         return [Part(workers[0], list(range(len(batch))), _cost(batch, range(len(batch))))]
-    total = sum(len(ids) for ids in batch)
-    target = total / len(workers)
-    pieces = _pieces(batch, target)
+    pieces, target = _pieces(batch, len(workers))
     loads = dict.fromkeys(workers, 0)
     members: dict[int, list[int]] = {w: [] for w in workers}
     limit = target * (1 + AFFINITY_SLACK)
-    for piece in sorted(pieces, key=lambda p: (-p.tokens, p.members[0])):
-        ranked = ranked_workers(view_id, piece.key, workers)
-        home = ranked[piece.rank % len(ranked)]
-        if loads[home] + piece.tokens > limit:
-            home = min(workers, key=lambda w: (loads[w], w))
+    # Groups first, each onto its home while there is room; then single texts, longest
+    # first onto the least-loaded worker (nothing of theirs is shared: no home to keep).
+    grouped = [p for p in pieces if len(p.members) > 1 or p.rank > 0]
+    single = [p for p in pieces if len(p.members) == 1 and p.rank == 0]
+    order = sorted(grouped, key=lambda p: (-p.tokens, p.members[0])) + sorted(
+        single, key=lambda p: (-p.tokens, p.members[0])
+    )
+    for piece in order:
+        home = min(workers, key=lambda w: (loads[w], w))
+        if len(piece.members) > 1 or piece.rank > 0:
+            ranked = ranked_workers(view_id, piece.key, workers)
+            preferred = ranked[piece.rank % len(ranked)]
+            if loads[preferred] + piece.tokens <= limit:
+                home = preferred
         loads[home] += piece.tokens
         members[home].extend(piece.members)
     return [Part(w, sorted(members[w]), loads[w]) for w in workers if members[w]]
