@@ -34,7 +34,7 @@ def test_unrelated_texts_are_balanced_by_tokens() -> None:
 
 def test_a_shared_prefix_is_cut_only_into_pieces_that_each_pay_it_once() -> None:
     prefix = list(range(1, 41))
-    batch = [prefix + [100 + i, 200 + i] for i in range(10)]
+    batch = [[*prefix, 100 + i, 200 + i] for i in range(10)]
     parts = split_batch(batch, [0, 1], "ft")
     assert len(parts) == 2
     # Each piece runs the 40-token prefix once plus its texts' own two tokens.
@@ -43,7 +43,7 @@ def test_a_shared_prefix_is_cut_only_into_pieces_that_each_pay_it_once() -> None
 
 def test_a_small_group_stays_together_on_its_home_worker() -> None:
     prefix = list(range(1, AFFINITY_TOKENS + 1))
-    group = [prefix + [500 + i] for i in range(3)]
+    group = [[*prefix, 500 + i] for i in range(3)]
     others = _batch(3, 30)
     parts = split_batch(group + others, [0, 1], "ft")
     holders = {p.worker for p in parts if set(p.indices) & {0, 1, 2}}

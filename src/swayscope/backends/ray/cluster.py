@@ -136,5 +136,12 @@ def open_cluster(address: str, sources: Mapping[str, str]) -> Cluster:
     )
 
 
-__all__ = ["CONNECT_TIMEOUT_S", "LOCAL", "LOOPBACK_SWITCH", "Cluster", "check_reachable", "head_address",
-           "open_cluster"]
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "LOCAL",
+    "LOOPBACK_SWITCH",
+    "Cluster",
+    "check_reachable",
+    "head_address",
+    "open_cluster",
+]
