@@ -83,6 +83,21 @@ def worker_sources(loaded: LoadedSuite, flags: Mapping[str, str]) -> dict[str, s
     return sources
 
 
+def check_pool(loaded: LoadedSuite, sources: Mapping[str, str]) -> None:
+    """Fail fast, before telemetry starts or a model loads, on a pool of workers that cannot
+    start: Ray not installed, or a cluster address that is malformed or does not answer.
+    ``sources``: as :func:`worker_sources` gives them."""
+    workers = loaded.spec.models.workers
+    if workers is None:
+        return
+    try:
+        from swayscope.backends.ray.cluster import LOCAL, check_reachable
+    except ImportError as exc:
+        raise SpecError(f"{sources['address']}: a pool of workers needs Ray: {exc}") from None
+    if workers.address != LOCAL:
+        check_reachable(workers.address, sources["address"])
+
+
 def build_backend(
     models: ModelsSpec,
     defaults: DefaultsSpec,
@@ -320,6 +335,7 @@ def run_suite(
 
 __all__ = [
     "build_backend",
+    "check_pool",
     "check_model_paths",
     "run_suite",
     "preload_backend",

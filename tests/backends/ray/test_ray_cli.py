@@ -1,0 +1,171 @@
+"""``swayscope run --ray``: a run on a pool (joining the session's cluster by address), its bad
+input (exit 2 before any probe, naming the setting), and Ctrl-C (no worker outlives it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from ray_testing import CLUSTER_CPUS
+from sway_testing import cli_env, swayscope
+
+if TYPE_CHECKING:
+    from swayscope.backends.tiny import TinyModelPaths
+
+SUITE = """\
+version: 1
+name: ray-cli
+models:
+  kind: hf
+  base: {base}
+  adapter: {adapter}
+{workers}defaults:
+  threads: 1
+suite:
+  - kind: null_adapter
+    n: 2
+  - kind: delta_kl
+  - kind: adapter_ablation
+"""
+
+
+def write_suite(tmp_path: Path, base: Path, adapter: Path, workers: str = "") -> Path:
+    spec = tmp_path / "suite.yaml"
+    spec.write_text(SUITE.format(base=base, adapter=adapter, workers=workers))
+    return spec
+
+
+def test_a_run_on_two_workers_matches_the_run_in_process(
+    tmp_path: Path, ray_address: str, tiny_model: TinyModelPaths
+) -> None:
+    spec = write_suite(tmp_path, tiny_model.base_dir, tiny_model.adapter_dir)
+    local, pooled = tmp_path / "local.json", tmp_path / "pool.json"
+    out = swayscope(tmp_path, "run", str(spec), "--json", str(local))
+    assert out.returncode == 0, out.stderr
+    out = swayscope(tmp_path, "run", str(spec), "--ray", ray_address, "--workers", "2",
+                    "--json", str(pooled), timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert "workers: 2 on the Ray cluster at" in out.stdout and "no worker lost" in out.stdout
+    want, got = json.loads(local.read_text()), json.loads(pooled.read_text())
+    for w, g in zip(want["probes"], got["probes"], strict=True):
+        assert g["verdict"] == w["verdict"]
+        assert g["score"] == pytest.approx(w["score"], abs=1e-4)
+    for key in ("cache_hits", "cache_misses", "forward_passes", "n_tokens"):
+        assert got["backend_stats"][key] == want["backend_stats"][key], key
+    pool = got["models"]["workers"]
+    assert pool["count"] == 2 and pool["failures"] == 0
+    assert [w["worker"] for w in pool["workers"]] == ["0", "1"]
+
+
+def test_an_unreachable_address_exits_2_naming_the_flag(
+    tmp_path: Path, tiny_model: TinyModelPaths
+) -> None:
+    spec = write_suite(tmp_path, tiny_model.base_dir, tiny_model.adapter_dir)
+    trace = tmp_path / "t.jsonl"
+    out = swayscope(tmp_path, "run", str(spec), "--ray", "127.0.0.1:9", "--trace", str(trace))
+    assert out.returncode == 2, out.stderr
+    assert "--ray" in out.stderr and "'127.0.0.1:9'" in out.stderr
+    assert "cannot be reached" in out.stderr and "Traceback" not in out.stderr
+    assert not trace.exists()
+
+
+def test_a_malformed_address_in_the_spec_names_its_line(
+    tmp_path: Path, tiny_model: TinyModelPaths
+) -> None:
+    spec = write_suite(tmp_path, tiny_model.base_dir, tiny_model.adapter_dir,
+                       workers="  workers:\n    address: nowhere\n")
+    out = swayscope(tmp_path, "run", str(spec))
+    assert out.returncode == 2, out.stderr
+    assert "suite.yaml:8" in out.stderr and "models.workers.address" in out.stderr
+    assert "'nowhere'" in out.stderr
+
+
+def test_more_workers_than_the_cluster_has_exits_2_naming_the_flag(
+    tmp_path: Path, ray_address: str, tiny_model: TinyModelPaths
+) -> None:
+    spec = write_suite(tmp_path, tiny_model.base_dir, tiny_model.adapter_dir)
+    too_many = str(CLUSTER_CPUS + 1)
+    out = swayscope(tmp_path, "run", str(spec), "--ray", ray_address, "--workers", too_many)
+    assert out.returncode == 2, out.stderr
+    assert f"--workers: {too_many} workers" in out.stderr
+    assert f"has {CLUSTER_CPUS:g}" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_workers_without_a_model_kind_that_has_one_exits_2(tmp_path: Path) -> None:
+    spec = tmp_path / "suite.yaml"
+    spec.write_text("version: 1\nmodels:\n  kind: dummy\n  workers:\n    count: 2\n"
+                    "suite:\n  - kind: delta_kl\n")
+    out = swayscope(tmp_path, "run", str(spec))
+    assert out.returncode == 2 and "models.workers needs models.kind 'hf'" in out.stderr
+
+
+def test_a_model_the_workers_cannot_load_exits_2_with_their_error(
+    tmp_path: Path, ray_address: str, tiny_model: TinyModelPaths
+) -> None:
+    """The driver only reads the tokenizer; the weights are broken, so each worker fails."""
+    base = tmp_path / "broken-base"
+    shutil.copytree(tiny_model.base_dir, base)
+    weights = next(base.glob("*.safetensors"))
+    weights.write_bytes(b"not a safetensors file")
+    spec = write_suite(tmp_path, base, tiny_model.adapter_dir)
+    result = tmp_path / "r.json"
+    out = swayscope(tmp_path, "run", str(spec), "--ray", ray_address, "--json", str(result),
+                    timeout=240)
+    assert out.returncode == 2, out.stderr
+    assert "models.base / models.adapter" in out.stderr
+    assert "could not load the model" in out.stderr and "SafetensorError" in out.stderr
+    assert "Traceback" not in out.stderr and not result.exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_ctrl_c_stops_the_pool_and_leaves_no_worker(
+    tmp_path: Path, ray_address: str, tiny_model: TinyModelPaths
+) -> None:
+    spec = tmp_path / "suite.yaml"
+    prompts = "".join(f"      - 'Prompt number {i} of a long suite'\n" for i in range(400))
+    spec.write_text(
+        f"version: 1\nmodels:\n  kind: hf\n  base: {tiny_model.base_dir}\n"
+        f"  adapter: {tiny_model.adapter_dir}\ndefaults:\n  threads: 1\n  max_batch_size: 2\n"
+        f"suite:\n  - kind: delta_kl\n    prompts:\n{prompts}"
+    )
+    trace, result = tmp_path / "t.jsonl", tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swayscope", "run", str(spec), "--ray", ray_address,
+         "--trace", str(trace), "--json", str(result)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path),
+        cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if trace.exists() and trace.stat().st_size > 0:
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail(f"the run never computed a forward call: {proc.communicate()[1][-2000:]}")
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2, stderr
+    data = json.loads(result.read_text())
+    assert data["status"] == "interrupted"
+    pids = [w["pid"] for w in data["models"]["workers"]["workers"]]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not [p for p in pids if _alive(p)], "a worker outlived the interrupted run"
