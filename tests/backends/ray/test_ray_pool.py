@@ -217,13 +217,14 @@ def _sample(text: str, series: str) -> float:
     raise AssertionError(f"no sample {series} in the scrape")
 
 
-def test_null_adapters_are_built_alike_on_every_worker(
+def test_null_adapters_are_built_alike_on_every_worker_and_close_stops_them(
     ray_address: str, tiny_model: TinyModelPaths
 ) -> None:
     from swayscope.backends.hf import HFBackend
 
     local = HFBackend(tiny_model.base_dir, tiny_model.adapter_dir, device="cpu", threads=1)
     backend = pool_backend(tiny_model, 2)
+    pids = backend.pool.pids()
     try:
         want = local.null_tensors(3, init_scale=0.5)
         for worker in range(2):
@@ -234,6 +235,12 @@ def test_null_adapters_are_built_alike_on_every_worker(
     finally:
         backend.close()
         local.close()
+    deadline = time.monotonic() + 30
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in pids if _alive(pid)]
+        time.sleep(0.1)
+    assert not alive, f"worker processes {alive} outlived the pool"
 
 
 class KillWorkerOne(Recorder):
@@ -298,18 +305,6 @@ def test_a_worker_killed_mid_run_is_retried_on_the_other(
     lost = [ev for s in forwards for ev in s.events if ev.name == EVENT_WORKER_LOST]
     assert lost and lost[0].attributes["swayscope.worker"] == "1"
     assert lost[0].attributes["swayscope.worker.retried_on"] == "0"
-
-
-def test_close_stops_every_worker_process(ray_address: str, tiny_model: TinyModelPaths) -> None:
-    backend = pool_backend(tiny_model, 2)
-    pids = backend.pool.pids()
-    backend.close()
-    deadline = time.monotonic() + 30
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        alive = [pid for pid in pids if _alive(pid)]
-        time.sleep(0.1)
-    assert not alive, f"worker processes {alive} outlived the pool"
 
 
 def _alive(pid: int) -> bool:

@@ -22,6 +22,7 @@ import torch
 from swayscope.backends.api import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_PREFIX_CACHE_BYTES
 from swayscope.backends.hf.loading import (
     adapter_content_hash,
+    base_identity,
     check_adapter,
     check_base,
     load_tokenizer,
@@ -48,9 +49,10 @@ class RayBackend(ViewOpeners):
 
     Args:
         base_path, adapter_path, gguf_file, device, dtype, max_top_k, max_batch_tokens,
-        max_batch_size, seed, model_name, max_null_adapters, call_overhead_tokens,
-        prefix_cache_max_bytes: as for :class:`~swayscope.backends.hf.HFBackend`; the
-            batch limits are per worker (a call plans one worker's batch per worker).
+        max_batch_size, seed, model_name, adapter_name, max_null_adapters,
+        call_overhead_tokens, prefix_cache_max_bytes: as for
+            :class:`~swayscope.backends.hf.HFBackend`; the batch limits are per worker (a
+            call plans one worker's batch per worker).
             The folders must exist on every node the workers run on, at these paths.
         workers: how many workers (each one copy of the model).
         cpus_per_worker: CPUs each worker reserves.
@@ -82,6 +84,7 @@ class RayBackend(ViewOpeners):
         seed: int = 0,
         gguf_file: str | None = None,
         model_name: str | None = None,
+        adapter_name: str | None = None,
         max_null_adapters: int = 8,
         call_overhead_tokens: int | None = None,
         prefix_cache_max_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
@@ -106,7 +109,7 @@ class RayBackend(ViewOpeners):
         self._model_name = model_name or (
             Path(self.gguf_file).stem if self.gguf_file else self.base_path.name
         )
-        self._adapter_name = self.adapter_path.name
+        self._adapter_name = adapter_name or self.adapter_path.name
         self.adapter_hash = adapter_content_hash(self.adapter_path)
         own_inst = inst is None
         self.inst = inst or BackendInstrumentation(model_name=self._model_name, **inst_kwargs)
@@ -145,6 +148,7 @@ class RayBackend(ViewOpeners):
         facts = self.pool.facts[0]
         self.device = torch.device(facts.device)
         self.dtype = resolve_dtype(facts.dtype, self.device)
+        self.base_id = base_identity(self.base_path, self.gguf_file, self.dtype)
         self.model_id = model_identity(
             self.base_path, self.gguf_file, self.dtype, self.adapter_hash
         )
@@ -160,12 +164,19 @@ class RayBackend(ViewOpeners):
         self.call_limits = BatchLimits(
             max_batch_size * count, max_batch_tokens * count, facts.call_overhead_tokens
         )
-        source = RecordSource(self.inst, self.encoder, self.pool, self.call_limits,
-                              propagate=True)
+        source = RecordSource(
+            self.inst, self.encoder, self.pool, self.call_limits,
+            key_model=self._key_model, propagate=True,
+        )
         self._views = ViewSlot(self.inst, source, restore=lambda: self.pool.set_view(TRAINED))
         if not self.inst.model_name:
             self.inst.model_name = self._model_name
         self.inst.model_id = self.model_id
+
+    def _key_model(self, view_id: str) -> str | None:
+        """As :class:`~swayscope.backends.hf.HFBackend`: the base view's entries name the
+        base model only."""
+        return self.base_id if view_id == "base" else None
 
     # -- identity and settings ------------------------------------------------------------
 

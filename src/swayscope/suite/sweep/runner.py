@@ -51,11 +51,17 @@ class SwappingBackend(DifferentialBackend, AdapterSwapping, Protocol):
 
 
 def check_sweepable(loaded: LoadedSuite) -> None:
-    """:class:`SpecError` unless the suite's models can be swept (a base model of kind hf)."""
+    """:class:`SpecError` unless the suite's models can be swept (a base model of kind hf,
+    in this process)."""
     if loaded.spec.models.kind != "hf":
         raise SpecError(
             f"{loaded.where('models', 'kind')}: a sweep swaps LoRA adapters on one base "
             f"model; models.kind must be 'hf' (got {loaded.spec.models.kind!r})"
+        )
+    if loaded.spec.models.workers is not None:
+        raise SpecError(
+            f"{loaded.where('models', 'workers')}: a sweep swaps adapters in this process; "
+            "models.workers (a pool of Ray workers) is for `swayscope run` only: remove it"
         )
 
 
