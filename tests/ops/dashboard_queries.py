@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ DEFAULT_SUBSTITUTIONS: dict[str, str] = {
     "job": ".*",
     "instance": ".*",
     "run_id": ".*",
+    "worker": ".*",
     "datasource": "prometheus",
     "__rate_interval": "1m",
     "__interval": "15s",
@@ -43,6 +44,23 @@ def load_dashboard(path: str | Path = DASHBOARD) -> dict[str, Any]:
     with open(path, encoding="utf-8") as fh:
         data: dict[str, Any] = json.load(fh)
     return data
+
+
+#: The row repeated once per worker of a pool (``models.workers``): a run without a pool
+#: has no ``swayscope_worker_*`` series.
+WORKER_ROW = "Worker $worker"
+
+
+def row_of_panels(path: str | Path = DASHBOARD) -> dict[int, str]:
+    """Panel id → the title of the row it is in (rows are laid out in order)."""
+    rows: dict[int, str] = {}
+    row = ""
+    for panel in load_dashboard(path).get("panels", []):
+        if panel["type"] == "row":
+            row = panel["title"]
+        for inner in iter_panels([panel]):
+            rows[inner["id"]] = row
+    return rows
 
 
 def panel_targets(path: str | Path = DASHBOARD) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -88,11 +106,19 @@ def dashboard_exprs(
 
 
 def dashboard_exprs_by_panel(
-    path: str | Path = DASHBOARD, values: Mapping[str, str] | None = None
+    path: str | Path = DASHBOARD,
+    values: Mapping[str, str] | None = None,
+    *,
+    rows: Collection[str] | None = None,
+    except_rows: Collection[str] = (),
 ) -> list[tuple[str, str, str]]:
-    """(panel title, refId, expression) for every expression, for readable failures."""
+    """(panel title, refId, expression) for every expression, for readable failures; only
+    the panels in ``rows`` (None: all), none in ``except_rows``."""
+    row_of = row_of_panels(path)
     return [
         (panel.get("title", ""), target.get("refId", ""), substitute(target["expr"], values))
         for panel, target in panel_targets(path)
         if target.get("expr")
+        and (rows is None or row_of[panel["id"]] in rows)
+        and row_of[panel["id"]] not in except_rows
     ]

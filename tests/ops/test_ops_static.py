@@ -61,6 +61,9 @@ COUNTERS = {
     "swayscope_probes_total",
     "swayscope_exporter_errors_total",
     "swayscope_spans_dropped_total",
+    "swayscope_worker_busy_seconds_total",
+    "swayscope_worker_tokens_total",
+    "swayscope_worker_failures_total",
 }
 GAUGES = {
     "swayscope_cache_entries",
@@ -72,10 +75,17 @@ GAUGES = {
     "swayscope_probe_duration_seconds",
     "swayscope_probe_score",
     "swayscope_sweep_progress_ratio",
+    "swayscope_worker_up",
+    "swayscope_worker_in_flight_calls",
+    "swayscope_worker_memory_bytes",
+    "swayscope_worker_device_memory_bytes",
 }
 HISTOGRAMS = {
     "swayscope_batch_size",
     "swayscope_forward_duration_seconds",
+    "swayscope_worker_forward_duration_seconds",
+    "swayscope_worker_queue_wait_seconds",
+    "swayscope_worker_batch_size",
 }
 CONTRACT = (
     COUNTERS
@@ -251,7 +261,7 @@ def test_every_target_has_an_expr() -> None:
 
 def test_rows() -> None:
     rows = [p["title"] for p in _panels() if p["type"] == "row"]
-    assert rows == ["Run", "Cache", "Forward", "Probes", "Health"]
+    assert rows == ["Run", "Cache", "Forward", "Probes", "Health", "Worker $worker"]
 
 
 def test_row_contents() -> None:
@@ -295,6 +305,19 @@ def test_row_contents() -> None:
             "swayscope_probes_total",
             "swayscope_probe_score{",
         ],
+        "Worker $worker": [
+            "swayscope_worker_up",
+            "swayscope_worker_failures_total",
+            "swayscope_worker_busy_seconds_total",
+            "swayscope_worker_in_flight_calls",
+            "swayscope_worker_forward_duration_seconds_bucket",
+            "swayscope_worker_queue_wait_seconds_bucket",
+            "swayscope_worker_tokens_total",
+            "swayscope_worker_batch_size_sum",
+            "swayscope_worker_batch_size_count",
+            "swayscope_worker_memory_bytes",
+            "swayscope_worker_device_memory_bytes",
+        ],
         "Health": [
             "swayscope_exporter_errors_total",
             "swayscope_spans_dropped_total",
@@ -306,6 +329,28 @@ def test_row_contents() -> None:
     for row_name, needles in wanted.items():
         for needle in needles:
             assert needle in by_row[row_name], f"row {row_name} does not query {needle}"
+
+
+def test_one_row_per_worker() -> None:
+    """The worker row repeats over the ``worker`` variable (the pool's workers), and each of
+    its queries shows that worker only."""
+    variables = {v["name"]: v for v in _dashboard()["templating"]["list"]}
+    worker = variables["worker"]
+    assert worker["definition"].startswith("label_values(swayscope_worker_up{")
+    assert worker["definition"].endswith(", worker)")
+    assert worker["includeAll"] is True and worker["multi"] is True
+    (row,) = [p for p in _panels() if p["type"] == "row" and p.get("repeat") == "worker"]
+    assert row["title"] == dq.WORKER_ROW
+    in_row = [
+        (panel, target)
+        for panel, target in _targets()
+        if dq.row_of_panels(DASHBOARD_JSON)[panel["id"]] == dq.WORKER_ROW
+    ]
+    assert len({p["id"] for p, _ in in_row}) >= 6
+    for panel, target in in_row:
+        for selector in re.findall(r"swayscope_worker_[a-z_]+\{[^}]*\}", target["expr"]):
+            assert 'worker=~"$worker"' in selector, (panel["title"], selector)
+        assert "by (worker)" in target["expr"] or "by (le, worker)" in target["expr"]
 
 
 def test_metric_names_are_the_contract() -> None:

@@ -30,15 +30,24 @@ def need_ray() -> ModuleType:
     return ray
 
 
-def exporter_servers() -> ModuleType:
-    """The exporter tests' server helpers (rotel, free ports), loaded by path under their
-    own module name so whichever test imports them first, there is one copy."""
-    name = "exporter_servers"
+def _shared(name: str, folder: Path) -> ModuleType:
+    """A helper module of another test folder, loaded by path under its own name so
+    whichever test imports it first, there is one copy."""
     if name not in sys.modules:
-        path = TESTS / "instrumentation" / "exporters" / f"{name}.py"
+        path = folder / f"{name}.py"
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def exporter_servers() -> ModuleType:
+    """The exporter tests' server helpers: rotel, Prometheus, free ports, bounded waits."""
+    return _shared("exporter_servers", TESTS / "instrumentation" / "exporters")
+
+
+def dashboard_queries() -> ModuleType:
+    """The ops tests' reader of the Grafana dashboard's queries."""
+    return _shared("dashboard_queries", TESTS / "ops")

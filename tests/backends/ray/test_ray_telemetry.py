@@ -4,14 +4,16 @@ traceparent each part carries; with the span ids the workers chose."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from ray_testing import exporter_servers
+from ray_testing import dashboard_queries, exporter_servers
 from sway_testing import Recorder
 from test_ray_pool import PROMPTS, TOP_K, pool_backend
 
@@ -69,33 +71,87 @@ def test_traceparent_round_trip() -> None:
         assert parse_traceparent(bad) is None
 
 
-def test_worker_spans_arrive_under_the_driver_forward_spans(
-    ray_address: str, tiny_model: TinyModelPaths, rotel: Any
-) -> None:
-    from swayscope.instrumentation.exporters.otel import OtelExporter
+@dataclass
+class PoolRun:
+    """A traced, scraped run on two workers: its events, its run id, the servers."""
 
+    events: list[Any]
+    run_id: str
+    rotel: Any
+    prometheus: Any
+
+
+def start_prometheus(tmp: Path, target: str) -> Any:
+    """A real Prometheus scraping ``target`` every second (stopped by the caller)."""
     srv = exporter_servers()
+    port = srv.free_port()
+    cfg = tmp / "prometheus.yml"
+    cfg.write_text(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: swayscope\n"
+        f"    static_configs:\n      - targets: [{json.dumps(target)}]\n"
+    )
+    log = tmp / "prometheus.log"
+    argv = [srv.need_binary("prometheus"), f"--config.file={cfg}",
+            f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn"]
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    server = srv.ServerProcess("prometheus", proc, log)
+    try:
+        srv.ready(server, f"http://127.0.0.1:{port}/-/ready", 30.0)
+    except BaseException:
+        server.stop()
+        raise
+    return srv.PrometheusServer(f"http://127.0.0.1:{port}", server)
+
+
+@pytest.fixture(scope="module")
+def pool_run(
+    ray_address: str, tiny_model: TinyModelPaths, rotel: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[PoolRun]:
+    """Two workers, traced to rotel-agent and scraped by a real Prometheus (which holds the
+    run's final values before this yields)."""
+    from swayscope.instrumentation.exporters.otel import OtelExporter
+    from swayscope.instrumentation.exporters.prometheus import PrometheusExporter
+
     recorder = Recorder()
     otel = OtelExporter(endpoint=rotel.http_endpoint, protocol="http/protobuf",
                         service_name="swayscope-ray-test")
-    inst = BackendInstrumentation(exporters=[otel, recorder])
-    backend = pool_backend(tiny_model, 2, inst=inst)
+    prom = PrometheusExporter(port=0, first_scrape_wait_s=30.0)
+    prometheus = start_prometheus(tmp_path_factory.mktemp("prometheus"), f"127.0.0.1:{prom.port}")
     try:
-        with inst.run(suite="ray-traces", total_probes=1) as run, inst.probe("p", "delta_kl"):
-            with backend.ft() as view:
-                view.next_token_dist_batch(PROMPTS, top_k=TOP_K)
-            with backend.null(5) as view:
-                view.next_token_dist_batch(PROMPTS[:10], top_k=TOP_K)
-        run_id = run.run_id
+        inst = BackendInstrumentation(exporters=[otel, prom, recorder])
+        backend = pool_backend(tiny_model, 2, inst=inst)
+        try:
+            with inst.run(suite="ray-traces", total_probes=1) as run, inst.probe("p"):
+                with backend.ft() as view:
+                    view.next_token_dist_batch(PROMPTS, top_k=TOP_K)
+                with backend.null(5) as view:
+                    view.next_token_dist_batch(PROMPTS[:10], top_k=TOP_K)
+            tokens = sum(e.n_tokens for e in recorder.events if isinstance(e, WorkerCallEnded))
+            scraped = exporter_servers().wait_for(
+                lambda: prometheus.scalar("sum(swayscope_worker_tokens_total)") == tokens, 30.0
+            )
+            assert scraped, "Prometheus never scraped the workers' final token counts"
+        finally:
+            backend.close()
+        yield PoolRun(list(recorder.events), run.run_id, rotel, prometheus)
     finally:
-        backend.close()
-    parts = [e for e in recorder.events if isinstance(e, WorkerCallEnded)]
-    calls = [e for e in recorder.events if isinstance(e, ForwardCall)]
+        prometheus.process.stop()
+
+
+def test_worker_spans_arrive_under_the_driver_forward_spans(pool_run: PoolRun) -> None:
+    srv = exporter_servers()
+    rotel = pool_run.rotel
+    parts = [e for e in pool_run.events if isinstance(e, WorkerCallEnded)]
+    calls = [e for e in pool_run.events if isinstance(e, ForwardCall)]
     assert parts and all(e.span_id for e in parts)
     assert all(c.trace_id and c.span_id for c in calls)
 
     def arrived() -> list[Any] | None:
-        spans = [s for t in srv.traces_of_run(rotel.spans(), run_id).values() for s in t]
+        spans = [s for t in srv.traces_of_run(rotel.spans(), pool_run.run_id).values() for s in t]
         computes = [s for s in spans if s.name == "swayscope.worker.compute"]
         return spans if len(computes) >= len(parts) else None
 
@@ -113,3 +169,17 @@ def test_worker_spans_arrive_under_the_driver_forward_spans(
     assert computes == {e.span_id for e in parts}  # the ids the workers chose
     # Both workers took part in the traced calls.
     assert {e.worker for e in parts} == {"0", "1"}
+
+
+def test_the_dashboard_worker_row_has_data_for_each_worker(pool_run: PoolRun) -> None:
+    """Every query of the per-worker row returns data from Prometheus, for each worker."""
+    dq = dashboard_queries()
+    for worker in ("0", "1"):
+        values = {"job": "swayscope", "run_id": pool_run.run_id, "worker": worker}
+        exprs = dq.dashboard_exprs_by_panel(values=values, rows=(dq.WORKER_ROW,))
+        assert len(exprs) >= 6
+        empty = [f"{title} [{ref}]: {expr}" for title, ref, expr in exprs
+                 if not pool_run.prometheus.query(expr)]
+        assert not empty, f"worker {worker}: queries without data:\n" + "\n".join(empty)
+    up = pool_run.prometheus.query("swayscope_worker_up")
+    assert sorted(r["metric"]["worker"] for r in up) == ["0", "1"]
