@@ -178,3 +178,37 @@ def test_ctrl_c_stops_the_pool_and_leaves_no_worker(
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.1)
     assert not [p for p in pids if _alive(p)], "a worker outlived the interrupted run"
+
+
+@pytest.mark.parametrize(
+    ("args", "want"),
+    [
+        (["run", "s.yaml", "--ray"], ["run", "s.yaml", "--ray=local"]),
+        (["run", "--ray", "s.yaml"], ["run", "--ray=local", "s.yaml"]),
+        (["run", "--ray", "--workers", "2", "s.yaml"],
+         ["run", "--ray=local", "--workers", "2", "s.yaml"]),
+        (["run", "--ray", "10.0.0.5:6379", "s.yaml"], ["run", "--ray", "10.0.0.5:6379", "s.yaml"]),
+        (["run", "--ray", "ray://head:10001"], ["run", "--ray", "ray://head:10001"]),
+        (["run", "--ray", "auto", "s.yaml"], ["run", "--ray", "auto", "s.yaml"]),
+        (["run", "--ray=auto", "s.yaml"], ["run", "--ray=auto", "s.yaml"]),
+    ],
+)
+def test_ray_flag_value_is_optional(args: list[str], want: list[str]) -> None:
+    from swayscope.cli.flags import with_optional_values
+
+    assert with_optional_values(args) == want
+
+
+def test_the_report_shows_the_pool_and_its_lost_parts() -> None:
+    from swayscope.suite.report import footer_lines
+    from swayscope.suite.result import SuiteResult
+
+    pool = {"count": 2, "cluster": "a local Ray cluster (2 CPUs, 0 GPUs)",
+            "threads_per_worker": 1, "failures": 0}
+    quiet = SuiteResult(run_id="r", suite="s", models={"workers": pool})
+    lost = SuiteResult(run_id="r", suite="s", models={"workers": {**pool, "failures": 3}})
+    (line,) = [x for x in footer_lines(quiet) if x.startswith("workers:")]
+    assert line.startswith("workers: 2 on a local Ray cluster") and "no worker lost" in line
+    (line,) = [x for x in footer_lines(lost) if x.startswith("workers:")]
+    assert "3 part(s) of forward calls lost with a worker" in line
+    assert "swayscope_worker_failures_total" in line
