@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from swayscope.backends.hf.forward import ForwardRecord, Need
+from swayscope.backends.hf.rows import ForwardRecord, Need
 from swayscope.backends.hf.view_state import ViewState
 from swayscope.instrumentation.events import RemoteSpan
 

@@ -37,8 +37,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from swayscope.backends.hf.forward import ForwardRecord, Need
 from swayscope.backends.hf.prefix import TokenIds
+from swayscope.backends.hf.rows import ForwardRecord, Need
 from swayscope.backends.hf.view_state import TRAINED, ViewState
 from swayscope.backends.ray.cluster import Cluster, open_cluster
 from swayscope.backends.ray.messages import CallReply, CallRequest, WorkerConfig, WorkerFacts
