@@ -5,10 +5,8 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,7 +23,6 @@ from swayscope.instrumentation.events import (
     ForwardStarted,
     ProbeEnded,
     ProbeStarted,
-    RemoteSpan,
     RunEnded,
     RunStarted,
     SweepEnded,
@@ -58,6 +55,7 @@ from swayscope.instrumentation.exporters.otel.provider import (
     host_tracer_provider,
     otlp_span_exporter,
 )
+from swayscope.instrumentation.exporters.otel.remote import RemoteCalls
 from swayscope.instrumentation.exporters.otel.sweep import SweepSpan
 from swayscope.instrumentation.exporters.otel.workers import call_bounded
 from swayscope.instrumentation.settings import OtlpTarget, resolve_otlp_target
@@ -66,11 +64,6 @@ log = logging.getLogger(__name__)
 
 #: How long the run-end flush waits for the collector, at most.
 DEFAULT_FLUSH_TIMEOUT_S = 1.0
-#: Spans a worker records for its part of a forward call (queue wait, compute).
-SPANS_PER_WORKER_PART = 2
-#: Forward calls announced (ForwardStarted) whose ForwardCall may still come; the core
-#: always sends it, so more than this means a lost event: the oldest span is then ended.
-MAX_OPEN_CALLS = 1024
 
 _INTERNAL = SpanKind.INTERNAL
 
@@ -124,11 +117,6 @@ class OtelExporter(Exporter):
         self._atexit: Callable[[], None] | None = None
         self._pipeline: OwnPipeline | None = None
         self._deferred: DeferredSpans | None = None
-        # Forward calls computed elsewhere: their spans, open from ForwardStarted to
-        # ForwardCall, and how many of their workers' spans fit in their trace.
-        self._open_calls: OrderedDict[str, tuple[trace.Span, int]] = OrderedDict()
-        self._calls_lock = threading.Lock()
-        self._pool_size = 0
 
         if endpoint is not None and target is None:
             target = resolve_otlp_target(
@@ -163,9 +151,13 @@ class OtelExporter(Exporter):
         )
         self._outcome = RunOutcome()
         self._sweep = SweepSpan()
+        self._remote = RemoteCalls(
+            self._tracer, self._layout, self._accounting,
+            self._pipeline.ids if self._pipeline is not None else None, capture_prompts,
+        )
         self._handlers: dict[type, Callable[[Any], None]] = {
             CacheLookup: self._on_lookup, ForwardCall: self._on_forward,
-            ForwardStarted: self._on_forward_started, WorkerPoolStarted: self._on_pool_started,
+            ForwardStarted: self._remote.start, WorkerPoolStarted: self._remote.pool_started,
             ViewEntered: self._on_view_entered, ViewExited: self._on_view_exited,
             ProbeStarted: self._on_probe_started, ProbeEnded: self._on_probe_ended,
             RunStarted: self._on_run_started, RunEnded: self._on_run_ended,
@@ -255,11 +247,7 @@ class OtelExporter(Exporter):
         if self._closed:
             return
         now_ns = time.time_ns()
-        with self._calls_lock:
-            open_calls = list(self._open_calls.values())
-            self._open_calls.clear()
-        for span, _room in open_calls:
-            span.end(end_time=now_ns)
+        self._remote.close(now_ns)
         self._layout.close_all(now_ns)
         self._sweep.end_at(now_ns)
         if self._atexit is not None:
@@ -329,98 +317,9 @@ class OtelExporter(Exporter):
             ev.span_id = frame.span_hex
 
     def _on_forward(self, ev: ForwardCall) -> None:
-        with self._calls_lock:
-            opened = self._open_calls.pop(ev.batch_id, None)
-        if opened is not None:
-            self._end_remote_call(ev, *opened)
+        if self._remote.end(ev):
             return
         self._leaf(ev, self._layout.count_forward(ev.cache_misses))
-
-    # -- forward calls computed elsewhere (a worker pool) ------------------------------------
-
-    def _on_pool_started(self, ev: WorkerPoolStarted) -> None:
-        self._pool_size = len(ev.workers)
-
-    def _on_forward_started(self, ev: ForwardStarted) -> None:
-        """Start the span of a call computed elsewhere now, so that its ids travel with the
-        call (its W3C ``traceparent``), and make room in its trace for the workers' spans:
-        two per worker the call can reach, and one retried part."""
-        parts = min(ev.batch_size, self._pool_size) + 1 if self._pool_size else 0
-        frame, granted = self._layout.count_remote_forward(
-            ev.batch_size, 1 + SPANS_PER_WORKER_PART * parts
-        )
-        links: Sequence[Link] = ()
-        attrs = attr.forward_started(ev)
-        context: Context | None
-        if frame is not None and frame.kind == "run":
-            context, links, root = self._layout.detached(ev.run_id)
-            attrs.update(root)
-        elif frame is not None:
-            if not frame.sampled:
-                return
-            context = frame.context
-        else:
-            context = self._layout.outer
-        span = self._tracer.start_span(
-            attr.SPAN_FORWARD, context=context, kind=_INTERNAL, start_time=ev.start_ns,
-            attributes=attrs, links=links,
-        )
-        sc = span.get_span_context()
-        if not (sc.is_valid and sc.trace_flags.sampled):
-            span.end(end_time=ev.start_ns)
-            return
-        ev.trace_id = format(sc.trace_id, "032x")
-        ev.span_id = format(sc.span_id, "016x")
-        with self._calls_lock:
-            self._open_calls[ev.batch_id] = (span, granted - 1)
-            stale = (
-                self._open_calls.popitem(last=False)
-                if len(self._open_calls) > MAX_OPEN_CALLS
-                else None
-            )
-        if stale is not None:
-            stale[1][0].end()
-
-    def _end_remote_call(self, ev: ForwardCall, span: trace.Span, room: int) -> None:
-        """End the span of a call computed elsewhere: its final attributes, what happened
-        during it (events), its workers' spans as its children (as many as its trace has
-        room for; the rest counted dropped), its status."""
-        end_ns = ev.start_ns + int(ev.duration_s * 1e9)
-        span.set_attributes(attr.forward_call(ev, self.capture_prompts))
-        for note in ev.call_events:
-            span.add_event(note.name, dict(note.attributes), timestamp=note.time_ns)
-        if ev.error is not None:
-            span.set_status(Status(StatusCode.ERROR, ev.error))
-            type_name = type(ev.exception).__name__ if ev.exception is not None else None
-            span.add_event(
-                attr.EXCEPTION_EVENT,
-                attr.exception_event(ev.error, ev.error_stack, type_name),
-                timestamp=end_ns,
-            )
-        context = trace.set_span_in_context(span)
-        kept = ev.remote_spans[:room]
-        for remote in kept:
-            self._make_remote(remote, context)
-        self._accounting.dropped(len(ev.remote_spans) - len(kept), "trace_full")
-        span.end(end_time=end_ns)
-
-    def _make_remote(self, remote: RemoteSpan, context: Context) -> None:
-        """Make a span a worker recorded, as a child of its call's span, with the worker's
-        span id when the provider is ours."""
-        ids = self._pipeline.ids if self._pipeline is not None else None
-        if ids is not None:
-            ids.preset(int(remote.span_id, 16))
-        try:
-            span = self._tracer.start_span(
-                remote.name, context=context, kind=_INTERNAL, start_time=remote.start_ns,
-                attributes=dict(remote.attributes),
-            )
-        finally:
-            if ids is not None:
-                ids.preset(0)
-        if remote.error is not None:
-            span.set_status(Status(StatusCode.ERROR, remote.error))
-        span.end(end_time=remote.end_ns)
 
     def _leaf(self, ev: ForwardCall | CacheLookup, frame: Frame | None) -> None:
         """The span of a forward call or hit under ``frame``; the event gets its ids.

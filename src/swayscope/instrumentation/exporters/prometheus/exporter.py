@@ -28,11 +28,6 @@ from swayscope.instrumentation.events import (
     RunStarted,
     SweepEnded,
     SweepStarted,
-    WorkerCallEnded,
-    WorkerFailed,
-    WorkerLoad,
-    WorkerPoolStarted,
-    WorkerStatus,
 )
 from swayscope.instrumentation.exporter import Exporter, TelemetryHealth
 from swayscope.instrumentation.exporters.prometheus import metrics as m
@@ -42,6 +37,7 @@ from swayscope.instrumentation.exporters.prometheus.hot import (
     OpKindCounts,
 )
 from swayscope.instrumentation.exporters.prometheus.server import Scrapers, serve
+from swayscope.instrumentation.exporters.prometheus.workers import WORKER_EVENTS, WorkerMetrics
 from swayscope.instrumentation.settings import (
     parse_address,
     parse_port,
@@ -192,43 +188,7 @@ class PrometheusExporter(Exporter):
             self.hot.token(kind)
         for status in PROBE_STATUSES:
             self.probes.labels(status)
-        self._register_worker_metrics()
-
-    def _register_worker_metrics(self) -> None:
-        """The per-worker metrics of a pool (series appear when the pool starts)."""
-        r, labels = self.registry, m.WORKER_LABELS
-        self.worker_up = self._add(Gauge(m.WORKER_UP, m.HELP[m.WORKER_UP], labels, registry=r))
-        self.worker_in_flight = self._add(
-            Gauge(m.WORKER_IN_FLIGHT, m.HELP[m.WORKER_IN_FLIGHT], labels, registry=r)
-        )
-        self.worker_duration = self._add(Histogram(
-            m.WORKER_FORWARD_DURATION, m.HELP[m.WORKER_FORWARD_DURATION], labels,
-            buckets=m.FORWARD_DURATION_BUCKETS, registry=r,
-        ))
-        self.worker_queue = self._add(Histogram(
-            m.WORKER_QUEUE_WAIT, m.HELP[m.WORKER_QUEUE_WAIT], labels,
-            buckets=m.FORWARD_DURATION_BUCKETS, registry=r,
-        ))
-        self.worker_batch = self._add(Histogram(
-            m.WORKER_BATCH_SIZE, m.HELP[m.WORKER_BATCH_SIZE], labels,
-            buckets=m.BATCH_SIZE_BUCKETS, registry=r,
-        ))
-        self.worker_busy = self._add(
-            Counter(m.WORKER_BUSY, m.HELP[m.WORKER_BUSY], labels, unit="seconds", registry=r)
-        )
-        self.worker_tokens = self._add(
-            Counter(m.WORKER_TOKENS, m.HELP[m.WORKER_TOKENS], labels, registry=r)
-        )
-        self.worker_memory = self._add(Gauge(
-            m.WORKER_MEMORY, m.HELP[m.WORKER_MEMORY], labels, unit="bytes", registry=r
-        ))
-        self.worker_device_memory = self._add(Gauge(
-            m.WORKER_DEVICE_MEMORY, m.HELP[m.WORKER_DEVICE_MEMORY], labels, unit="bytes",
-            registry=r,
-        ))
-        self.worker_failures = self._add(
-            Counter(m.WORKER_FAILURES, m.HELP[m.WORKER_FAILURES], labels, registry=r)
-        )
+        self.workers = WorkerMetrics(self.registry, self._add)
 
     def _unregister(self) -> None:
         for collector in self._collectors:
@@ -260,16 +220,8 @@ class PrometheusExporter(Exporter):
             self._on_sweep_started(event)  # type: ignore[arg-type]
         elif kind is SweepEnded:
             self._sweep_total = 0
-        elif kind is WorkerCallEnded:
-            self._on_worker_call(event)  # type: ignore[arg-type]
-        elif kind is WorkerLoad:
-            self.worker_in_flight.labels(event.worker).set(event.in_flight)  # type: ignore[union-attr]
-        elif kind is WorkerFailed:
-            self.worker_failures.labels(event.worker).inc()  # type: ignore[union-attr]
-        elif kind is WorkerStatus:
-            self.worker_up.labels(event.worker).set(1 if event.up else 0)  # type: ignore[union-attr]
-        elif kind is WorkerPoolStarted:
-            self._on_pool_started(event)  # type: ignore[arg-type]
+        elif kind in WORKER_EVENTS:
+            self.workers.export(event)
 
     def _on_sweep_started(self, ev: SweepStarted) -> None:
         """The sweep's adapters are every value the ``adapter`` label takes until it ends;
@@ -279,32 +231,6 @@ class PrometheusExporter(Exporter):
         self._sweep_done = 0
         self.probe_score.clear()
         self.sweep_progress.set(0)
-
-    def _on_pool_started(self, ev: WorkerPoolStarted) -> None:
-        """Every worker's series exist from the start, at 0, so increase() sees the first."""
-        for worker in ev.workers:
-            for metric in (
-                self.worker_in_flight, self.worker_duration, self.worker_queue,
-                self.worker_batch, self.worker_busy, self.worker_tokens, self.worker_memory,
-                self.worker_device_memory, self.worker_failures,
-            ):
-                metric.labels(worker)
-            self.worker_up.labels(worker).set(1)
-
-    def _on_worker_call(self, ev: WorkerCallEnded) -> None:
-        worker = ev.worker
-        exemplar = (
-            {"trace_id": ev.trace_id, "span_id": ev.span_id}
-            if ev.trace_id and ev.span_id
-            else None
-        )
-        self.worker_duration.labels(worker).observe(ev.duration_s, exemplar)
-        self.worker_queue.labels(worker).observe(ev.queue_s)
-        self.worker_batch.labels(worker).observe(ev.batch_size)
-        self.worker_busy.labels(worker).inc(ev.duration_s)
-        self.worker_tokens.labels(worker).inc(ev.n_tokens)
-        self.worker_memory.labels(worker).set(ev.memory_bytes)
-        self.worker_device_memory.labels(worker).set(ev.device_memory_bytes)
 
     def _on_hit(self, ev: CacheLookup) -> None:
         key = (ev.op, ev.view_kind)
