@@ -23,8 +23,8 @@ A worker lost mid-call (its process killed, its node gone): its part is split ag
 across the workers that are up and computed there (at most :data:`MAX_ATTEMPTS`
 times in all), the loss is counted (``BackendStats.worker_failures``, a
 ``WorkerFailed`` event, a ``swayscope.worker.lost`` event on the call's span) and
-logged, and Ray restarts the worker (at most :data:`MAX_RESTARTS` times; it reloads
-the model and takes calls again once it answers). A part whose forward pass failed
+logged, and Ray restarts the worker (at most :data:`.placement.MAX_RESTARTS` times; it
+reloads the model and takes calls again once it answers). A part whose forward pass failed
 on a live worker is not retried: the error is the call's.
 """
 
@@ -42,9 +42,17 @@ from swayscope.backends.hf.rows import ForwardRecord, Need
 from swayscope.backends.hf.view_state import TRAINED, ViewState
 from swayscope.backends.ray.cluster import Cluster, open_cluster
 from swayscope.backends.ray.messages import CallReply, CallRequest, WorkerConfig, WorkerFacts
+from swayscope.backends.ray.placement import (
+    LOAD_TIMEOUT_S,
+    check_resources,
+    first_line,
+    place,
+    release,
+    start_actors,
+    wait_loaded,
+)
 from swayscope.backends.ray.split import split_batch
-from swayscope.backends.ray.worker import ForwardWorker
-from swayscope.errors import BackendError, ConfigError, ModelLoadError
+from swayscope.errors import BackendError
 from swayscope.instrumentation import (
     BackendInstrumentation,
     CallContext,
@@ -65,15 +73,8 @@ from swayscope.instrumentation.vocabulary import (
 
 log = logging.getLogger(__name__)
 
-#: How often Ray restarts a lost worker (each restart reloads the model).
-MAX_RESTARTS = 2
 #: How often a part of a call is computed at most: once, then again after each loss.
 MAX_ATTEMPTS = 3
-#: How long the cluster may take to find room for the whole pool.
-PLACEMENT_TIMEOUT_S = 60.0
-#: How long the workers may take to load the model (a large model from a slow disk).
-LOAD_TIMEOUT_S = 900.0
-
 #: Names of the settings errors point at, when the caller gives none.
 DEFAULT_SOURCES: Mapping[str, str] = {
     "address": "address",
@@ -114,11 +115,6 @@ class _Sent:
     dispatched_ns: int
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 class WorkerPool:
     """Forward workers on a Ray cluster, each holding the model; closes what it started.
 
@@ -151,10 +147,13 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self.cluster: Cluster = open_cluster(address, self._sources)
         try:
-            self._check_resources(len(configs), cpus, gpus)
-            self._place(len(configs), cpus, gpus)
-            self._start(configs, cpus, gpus)
-            self.facts = self._wait_loaded()
+            check_resources(self.cluster, len(configs), cpus, gpus, self._sources)
+            self._group = place(self.cluster, len(configs), cpus, gpus, self._sources)
+            actors = start_actors(self._group, configs, cpus, gpus)
+            self._workers = [_Worker(c.index, a) for c, a in zip(configs, actors, strict=True)]
+            self.facts = wait_loaded(
+                [(w.label, w.actor) for w in self._workers], self._sources["model"]
+            )
         except BaseException:
             self.close()
             raise
@@ -172,110 +171,13 @@ class WorkerPool:
 
     # -- start and stop ---------------------------------------------------------------------
 
-    def _check_resources(self, count: int, cpus: float, gpus: float) -> None:
-        cluster = self.cluster
-        for kind, each, have, key in (
-            ("CPU", cpus, cluster.cpus, "cpus"), ("GPU", gpus, cluster.gpus, "gpus")
-        ):
-            need = count * each
-            if need > have:
-                raise ConfigError(
-                    f"{self._sources['count']}: {count} workers of {each:g} {kind}s each need "
-                    f"{need:g} {kind}s; {cluster.describe()} has {have:g}. Use fewer workers, "
-                    f"or fewer {kind}s per worker ({self._sources[key]})"
-                )
-
-    def _place(self, count: int, cpus: float, gpus: float) -> None:
-        """Reserve one bundle per worker, all or none (a placement group)."""
-        from ray.util.placement_group import placement_group
-
-        bundle = {k: v for k, v in (("CPU", cpus), ("GPU", gpus)) if v > 0}
-        self._group = placement_group([dict(bundle) for _ in range(count)], strategy="PACK")
-        if not self._group.wait(PLACEMENT_TIMEOUT_S):
-            raise ConfigError(
-                f"{self._sources['count']}: {self.cluster.describe()} found no room for "
-                f"{count} workers of {bundle} each within {PLACEMENT_TIMEOUT_S:g} s (other "
-                "work holds its resources?); use fewer workers or free the cluster"
-            )
-
-    def _start(self, configs: Sequence[WorkerConfig], cpus: float, gpus: float) -> None:
-        import ray
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        actor_class = ray.remote(ForwardWorker)
-        for config in configs:
-            actor = actor_class.options(
-                num_cpus=cpus,
-                num_gpus=gpus,
-                max_restarts=MAX_RESTARTS,
-                max_task_retries=0,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    self._group, placement_group_bundle_index=config.index
-                ),
-            ).remote(config)
-            self._workers.append(_Worker(config.index, actor))
-
-    def _wait_loaded(self) -> list[WorkerFacts]:
-        """Every worker's facts once it loaded the model; the first failure as an error."""
-        import ray
-        from ray.exceptions import RayActorError
-
-        refs = [w.actor.facts.remote() for w in self._workers]
-        _, waiting = ray.wait(refs, num_returns=len(refs), timeout=LOAD_TIMEOUT_S)
-        model = self._sources["model"]
-        if waiting:
-            raise ModelLoadError(
-                f"{model}: {len(waiting)} of {len(refs)} workers did not load the model "
-                f"within {LOAD_TIMEOUT_S:g} s"
-            )
-        facts: list[WorkerFacts] = []
-        for w, ref in zip(self._workers, refs, strict=True):
-            try:
-                fact: WorkerFacts = ray.get(ref)
-            except RayActorError as exc:
-                raise ModelLoadError(
-                    f"{model}: worker {w.label} died while loading the model "
-                    f"({_first_line(exc)}); is swayscope[hf] installed on every node?"
-                ) from None
-            if fact.error is not None:
-                raise ModelLoadError(
-                    f"{model}: worker {w.label} (pid {fact.pid} on {fact.node}) could not load "
-                    f"the model: {fact.error}"
-                )
-            facts.append(fact)
-        first = facts[0]
-        for fact in facts[1:]:
-            if (fact.vocab_size, fact.context_length, fact.dtype) != (
-                first.vocab_size, first.context_length, first.dtype
-            ):
-                raise ModelLoadError(
-                    f"{model}: workers 0 and {fact.index} loaded different models (vocabulary "
-                    f"{first.vocab_size} vs {fact.vocab_size}, dtype {first.dtype} vs "
-                    f"{fact.dtype}); give every node the same model files"
-                )
-        return facts
-
     def close(self) -> None:
         """Stop every worker, release their resources, and stop (or leave) the cluster.
         Idempotent; safe after a failed start."""
         if self._closed:
             return
         self._closed = True
-        import ray
-
-        if ray.is_initialized():
-            for w in self._workers:
-                try:
-                    ray.kill(w.actor, no_restart=True)
-                except Exception as exc:
-                    log.debug("could not stop worker %s: %s", w.label, exc)
-            if self._group is not None:
-                from ray.util.placement_group import remove_placement_group
-
-                try:
-                    remove_placement_group(self._group)
-                except Exception as exc:
-                    log.debug("could not remove the placement group: %s", exc)
+        release([(w.label, w.actor) for w in self._workers], self._group)
         self.cluster.close()
 
     # -- what the driver reads ---------------------------------------------------------------
@@ -451,7 +353,7 @@ class WorkerPool:
         """Count the loss of ``sent``'s worker and send its part again, split across the
         workers that are up."""
         lost = sent.worker
-        error = _first_line(exc)
+        error = first_line(exc)
         self._mark_lost(lost, error)
         if sent.attempt >= MAX_ATTEMPTS:
             raise BackendError(
@@ -507,7 +409,7 @@ class WorkerPool:
                 back = fact.error is None
                 note = fact.error or ""
             except RayActorError as exc:
-                back, note = False, _first_line(exc)
+                back, note = False, first_line(exc)
             with self._lock:
                 worker.check = None
                 worker.up, worker.gone = back, not back
@@ -536,5 +438,4 @@ class WorkerPool:
             self._check_lost(timeout_s=min(5.0, max(0.1, deadline - time.monotonic())))
 
 
-__all__ = ["LOAD_TIMEOUT_S", "MAX_ATTEMPTS", "MAX_RESTARTS", "PLACEMENT_TIMEOUT_S",
-           "WorkerPool"]
+__all__ = ["MAX_ATTEMPTS", "WorkerPool"]
