@@ -1,4 +1,5 @@
-"""The swayscope command end to end, in subprocesses: exit codes, outputs, bad input, signals."""
+"""The swayscope command end to end, in subprocesses: exit codes, outputs, bad input, signals;
+and its help texts, as Rich renders them."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sway_testing import cli_env, swayscope, write_spec
+from typer.testing import CliRunner
 
 
 def read_trace(path: Path) -> list[dict[str, object]]:
@@ -214,3 +217,30 @@ def test_threads_flag_is_checked_before_anything_runs(tmp_path: Path) -> None:
     ok = swayscope(tmp_path, "run", str(spec), "--threads", "1", "--json", "r.json")
     assert ok.returncode == 0, ok.stderr
     assert "threads" in json.loads((tmp_path / "r.json").read_text())
+
+
+def _commands(command: Any, path: str = "swayscope") -> list[tuple[str, Any]]:
+    found = [(path, command)]
+    for name, sub in getattr(command, "commands", {}).items():
+        found += _commands(sub, f"{path} {name}")
+    return found
+
+
+def test_help_texts_survive_rich_markup() -> None:
+    """Typer renders help through Rich, which drops ``[word ...]`` as a markup tag: a
+    default shown as ``[models.workers.count or 2]`` vanished from ``--help``."""
+    import typer.main
+
+    from swayscope.cli import app
+
+    tag = re.compile(r"(?<!\\)\[[A-Za-z/@#]")
+    eaten = []
+    for path, command in _commands(typer.main.get_command(app)):
+        texts = [(path, command.help)] + [
+            (f"{path} {p.opts[0] if p.opts else p.name}", getattr(p, "help", None))
+            for p in command.params
+        ]
+        eaten += [f"{where}: {text!r}" for where, text in texts if text and tag.search(text)]
+    assert not eaten, "\n".join(eaten)
+    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "300"})
+    assert "Workers in the pool (default: models.workers.count, else 2)." in result.output

@@ -61,7 +61,9 @@ WORKER_FLAGS: dict[str, tuple[str, Any, str]] = {
         "--ray alone starts a local cluster; --ray ADDRESS joins one (host:port, "
         "ray://host:port or auto).",
     ),
-    "count": ("--workers", int | None, "Workers in the pool [models.workers.count or 2]."),
+    "count": (
+        "--workers", int | None, "Workers in the pool (default: models.workers.count, else 2).",
+    ),
 }
 
 

@@ -35,7 +35,8 @@ def tiny_model(
 def trace_summarize(
     file: Annotated[Path, typer.Argument(help="JSONL trace file.")],
     run_id: Annotated[
-        str | None, typer.Option("--run-id", help="Run to summarize [the last one in the file].")
+        str | None,
+        typer.Option("--run-id", help="Run to summarize (default: the last one in the file)."),
     ] = None,
     fmt: Annotated[
         str, typer.Option("--format", help="terminal | md | json")
