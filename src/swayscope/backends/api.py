@@ -23,6 +23,12 @@ MAX_SEED = 2**32 - 1
 #: Token budget of one model call (prompts times padded length), unless the spec says otherwise.
 DEFAULT_MAX_BATCH_TOKENS = 8192
 
+#: Prompts in one model call at most, unless the spec says otherwise.
+DEFAULT_MAX_BATCH_SIZE = 32
+
+#: Null adapters a backend keeps built at once (each is one adapter's worth of weights).
+DEFAULT_MAX_NULL_ADAPTERS = 8
+
 #: Byte budget of a backend's shared-prefix store (keys and values kept between calls).
 DEFAULT_PREFIX_CACHE_BYTES = 256 * 1024 * 1024
 

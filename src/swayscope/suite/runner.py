@@ -125,21 +125,31 @@ def build_backend(
 
     assert models.base is not None and models.adapter is not None
     backend: DifferentialBackend = HFBackend(
-        models.base,
-        models.adapter,
-        device=models.device,
-        dtype=models.dtype,
-        gguf_file=models.gguf_file,
-        max_top_k=max(defaults.top_k, DEFAULT_TOP_K),
-        max_batch_tokens=defaults.max_batch_tokens,
-        max_batch_size=defaults.max_batch_size,
-        inst=inst,
-        seed=defaults.seed,
-        prefix_cache_max_bytes=defaults.prefix_cache_max_bytes,
-        threads=defaults.threads,
-        adapter_name=adapter_name,
+        models.base, models.adapter, **_model_settings(models, defaults, inst, adapter_name)
     )
     return backend
+
+
+def _model_settings(
+    models: ModelsSpec,
+    defaults: DefaultsSpec,
+    inst: BackendInstrumentation,
+    adapter_name: str | None,
+) -> dict[str, Any]:
+    """The keyword arguments every model backend (in process or a pool) takes from a spec."""
+    return {
+        "device": models.device,
+        "dtype": models.dtype,
+        "gguf_file": models.gguf_file,
+        "max_top_k": max(defaults.top_k, DEFAULT_TOP_K),
+        "max_batch_tokens": defaults.max_batch_tokens,
+        "max_batch_size": defaults.max_batch_size,
+        "inst": inst,
+        "seed": defaults.seed,
+        "prefix_cache_max_bytes": defaults.prefix_cache_max_bytes,
+        "threads": defaults.threads,
+        "adapter_name": adapter_name,
+    }
 
 
 def _pool_backend(
@@ -160,18 +170,8 @@ def _pool_backend(
         cpus_per_worker=workers.cpus,
         gpus_per_worker=workers.gpus,
         address=workers.address,
-        device=models.device,
-        dtype=models.dtype,
-        gguf_file=models.gguf_file,
-        max_top_k=max(defaults.top_k, DEFAULT_TOP_K),
-        max_batch_tokens=defaults.max_batch_tokens,
-        max_batch_size=defaults.max_batch_size,
-        inst=inst,
-        seed=defaults.seed,
-        prefix_cache_max_bytes=defaults.prefix_cache_max_bytes,
-        threads=defaults.threads,
         sources=sources,
-        adapter_name=adapter_name,
+        **_model_settings(models, defaults, inst, adapter_name),
     )
     return backend
 

@@ -20,7 +20,12 @@ from typing import Any, Literal, Protocol
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from swayscope.backends.api import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_PREFIX_CACHE_BYTES, MAX_SEED
+from swayscope.backends.api import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_PREFIX_CACHE_BYTES,
+    MAX_SEED,
+)
 from swayscope.errors import SpecError, SwayscopeError, shown
 from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
 from swayscope.probes.base import Probe
@@ -66,7 +71,7 @@ class ModelsSpec(_Strict):
 class DefaultsSpec(_Strict):
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     top_k: int = Field(default=DEFAULT_TOP_K, gt=0)
-    max_batch_size: int = Field(default=32, gt=0)
+    max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, gt=0)
     max_batch_tokens: int = Field(default=DEFAULT_MAX_BATCH_TOKENS, gt=0)
     cache_size: int = Field(default=4096, gt=0)
     cache_max_bytes: int | None = Field(default=None, gt=0)

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 
 from swayscope.backends.api import (
+    DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_MAX_NULL_ADAPTERS,
     DEFAULT_PREFIX_CACHE_BYTES,
     DEFAULT_TOP_K,
 )
@@ -101,13 +103,13 @@ class HFBackend(ViewOpeners):
         dtype: str | torch.dtype = "auto",
         max_top_k: int = DEFAULT_TOP_K,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-        max_batch_size: int = 32,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         inst: BackendInstrumentation | None = None,
         seed: int = 0,
         gguf_file: str | None = None,
         model_name: str | None = None,
         adapter_name: str | None = None,
-        max_null_adapters: int = 8,
+        max_null_adapters: int = DEFAULT_MAX_NULL_ADAPTERS,
         call_overhead_tokens: int | None = None,
         prefix_cache_max_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
         threads: int | None = None,

@@ -19,7 +19,12 @@ from typing import Any
 
 import torch
 
-from swayscope.backends.api import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_PREFIX_CACHE_BYTES
+from swayscope.backends.api import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_MAX_NULL_ADAPTERS,
+    DEFAULT_PREFIX_CACHE_BYTES,
+)
 from swayscope.backends.hf.loading import (
     adapter_content_hash,
     base_identity,
@@ -79,13 +84,13 @@ class RayBackend(ViewOpeners):
         dtype: str = "auto",
         max_top_k: int = DEFAULT_TOP_K,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-        max_batch_size: int = 32,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         inst: BackendInstrumentation | None = None,
         seed: int = 0,
         gguf_file: str | None = None,
         model_name: str | None = None,
         adapter_name: str | None = None,
-        max_null_adapters: int = 8,
+        max_null_adapters: int = DEFAULT_MAX_NULL_ADAPTERS,
         call_overhead_tokens: int | None = None,
         prefix_cache_max_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
         threads: int | None = None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from swayscope.backends.api import DEFAULT_MAX_NULL_ADAPTERS
 from swayscope.backends.hf.rows import ForwardRecord, Need
 from swayscope.backends.hf.view_state import ViewState
 from swayscope.instrumentation.events import RemoteSpan
@@ -36,7 +37,7 @@ class WorkerConfig:
     threads: int
     seed: int = 0
     call_overhead_tokens: int | None = None
-    max_null_adapters: int = 8
+    max_null_adapters: int = DEFAULT_MAX_NULL_ADAPTERS
 
 
 @dataclass(frozen=True, slots=True)
