@@ -8,7 +8,9 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
+
+import pytest
 
 from swayscope.backends.api import DifferentialBackend
 from swayscope.cli import FLAG_OF
@@ -17,6 +19,19 @@ from swayscope.instrumentation.exporter import Exporter
 from swayscope.instrumentation.exporters.factory import build_exporters
 from swayscope.instrumentation.settings import TelemetrySettings, resolve_settings
 from swayscope.probes.base import Probe, ProbeContext, ProbeResult, RunDefaults
+
+
+def in_ci() -> bool:
+    """Whether CI runs the tests (``CI`` set, as .ci/run does), where everything is installed."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing(message: str, tests: str) -> NoReturn:
+    """What ``tests`` need is absent: skip locally, fail in CI, so that a skip never hides a
+    missing install there."""
+    if in_ci():
+        pytest.fail(f"{message} — CI must run {tests}", pytrace=False)
+    pytest.skip(message)
 
 
 def cli_settings(

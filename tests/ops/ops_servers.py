@@ -7,7 +7,6 @@ A missing binary skips the test locally (with a message) and fails it when ``CI`
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -19,24 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
+from sway_testing import missing
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "dashboards" / "prometheus" / "rules" / "swayscope.rules.yml"
 ALERTMANAGER_CONFIG = REPO / "dashboards" / "alertmanager" / "alertmanager.yml"
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def binary(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        message = f"{name} is not installed (a Debian package; .ci/run installs it)"
-        if in_ci():
-            pytest.fail(message + " — CI must run the live ops tests", pytrace=False)
-        pytest.skip(message)
+        missing(
+            f"{name} is not installed (a Debian package; .ci/run installs it)",
+            "the live ops tests",
+        )
     return found
 
 

@@ -9,7 +9,6 @@ can never go green without having run them.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sway_testing import missing
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -103,15 +103,8 @@ ALERTS = {
 # --------------------------------------------------------------------------- helpers
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def _missing(what: str) -> None:
-    message = f"{what} not found on PATH"
-    if _in_ci():
-        pytest.fail(f"{message}; CI must install it (the ops checks may not be skipped in CI)")
-    pytest.skip(f"{message}; install it to run this check (it is required when CI is set)")
+    missing(f"{what} not found on PATH; install it (.ci/run does)", "the ops checks")
 
 
 def _binary(name: str) -> str:

@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
+from sway_testing import missing
 
 TESTS = Path(__file__).resolve().parents[2]
 #: The CPUs of the session's cluster (two workers of one CPU each).
 CLUSTER_CPUS = 2
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def need_ray() -> ModuleType:
     if importlib.util.find_spec("ray") is None:
-        message = "ray is not installed (pip install 'swayscope[ray]'; .ci/run installs it)"
-        if in_ci():
-            pytest.fail(message + " — CI must run the Ray pool tests", pytrace=False)
-        pytest.skip(message)
+        missing(
+            "ray is not installed (pip install 'swayscope[ray]'; .ci/run installs it)",
+            "the Ray pool tests",
+        )
     import ray
 
     return ray

@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+from sway_testing import missing
 
 
 def need_binary(name: str, *candidates: Path) -> str:
@@ -33,10 +31,10 @@ def need_binary(name: str, *candidates: Path) -> str:
     found = shutil.which(name)
     if found:
         return found
-    msg = f"{name} not found on PATH (install it: see .ci/run); the real-server test cannot run"
-    if IN_CI:
-        pytest.fail(msg + " — CI must run the server tests", pytrace=False)
-    pytest.skip(msg)
+    missing(
+        f"{name} not found on PATH (install it: see .ci/run); the real-server test cannot run",
+        "the server tests",
+    )
 
 
 def free_port() -> int:
