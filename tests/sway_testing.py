@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -134,6 +135,22 @@ def swayscope(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.Co
     return subprocess.run(
         [sys.executable, "-m", "swayscope", *args],
         capture_output=True, text=True, timeout=timeout, env=cli_env(tmp_path), cwd=tmp_path,
+    )
+
+
+def _sigint_as_usual() -> None:
+    # A shell without job control starts a background job (`pytest ... &`) with SIGINT
+    # ignored, and children inherit that: a Ctrl-C test's SIGINT would then do nothing.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def popen_swayscope(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    """Start the ``swayscope`` command as :func:`swayscope` runs it, for tests that signal
+    it (SIGINT reaches it as a Ctrl-C even when the tests run as a background job)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "swayscope", *args], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path), cwd=tmp_path,
+        preexec_fn=_sigint_as_usual,
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sway_testing import cli_env, swayscope, write_spec
+from sway_testing import cli_env, popen_swayscope, swayscope, write_spec
 from typer.testing import CliRunner
 
 
@@ -112,11 +112,8 @@ def test_signal_leaves_valid_partial_results_and_a_complete_trace(
 ) -> None:
     spec = write_spec(tmp_path, latency=15.0)
     trace, result = tmp_path / "t.jsonl", tmp_path / "r.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "swayscope", "run", str(spec), "--trace", str(trace),
-         "--json", str(result)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path),
-        cwd=tmp_path,
+    proc = popen_swayscope(
+        tmp_path, "run", str(spec), "--trace", str(trace), "--json", str(result)
     )
     deadline = time.monotonic() + 60
     # Wait until the first probe (null_adapter) has finished and the second has started.

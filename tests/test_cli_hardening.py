@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sway_testing import DUMMY_SPEC, cli_env, swayscope, write_spec
+from sway_testing import DUMMY_SPEC, cli_env, popen_swayscope, swayscope, write_spec
 
 
 def _spec(tmp_path: Path, text: str, name: str = "suite.yaml") -> Path:
@@ -213,13 +213,6 @@ def test_a_non_loopback_metrics_address_warns(tmp_path: Path) -> None:
 # -- signals -------------------------------------------------------------------------------------
 
 
-def _popen(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "swayscope", *args], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path), cwd=tmp_path,
-    )
-
-
 def test_sigterm_while_the_model_loads_exits_2_and_leaves_nothing(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     from swayscope.backends.tiny import build_tiny
@@ -228,7 +221,7 @@ def test_sigterm_while_the_model_loads_exits_2_and_leaves_nothing(tmp_path: Path
     spec = _spec(tmp_path, f"version: 1\nmodels:\n  kind: hf\n  base: {paths.base_dir}\n"
                  f"  adapter: {paths.adapter_dir}\nsuite:\n  - kind: delta_kl\n")
     trace = tmp_path / "t.jsonl"
-    proc = _popen(tmp_path, "run", str(spec), "--trace", str(trace))
+    proc = popen_swayscope(tmp_path, "run", str(spec), "--trace", str(trace))
     deadline = time.monotonic() + 60
     while not trace.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)  # the trace opens just before the model starts to load
@@ -241,7 +234,7 @@ def test_sigterm_while_the_model_loads_exits_2_and_leaves_nothing(tmp_path: Path
 
 def test_ctrl_c_during_metrics_linger_keeps_the_runs_outcome(tmp_path: Path) -> None:
     result = tmp_path / "r.json"
-    proc = _popen(tmp_path, "run", str(write_spec(tmp_path)), "--metrics-port", "0",
+    proc = popen_swayscope(tmp_path, "run", str(write_spec(tmp_path)), "--metrics-port", "0",
                   "--metrics-linger", "60", "--json", str(result))
     assert proc.stdout is not None
     for line in proc.stdout:

@@ -7,15 +7,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from ray_testing import CLUSTER_CPUS
-from sway_testing import cli_env, swayscope
+from sway_testing import popen_swayscope, swayscope
 
 if TYPE_CHECKING:
     from swayscope.backends.tiny import TinyModelPaths
@@ -153,11 +151,9 @@ def test_ctrl_c_stops_the_pool_and_leaves_no_worker(
         f"suite:\n  - kind: delta_kl\n    prompts:\n{prompts}"
     )
     trace, result = tmp_path / "t.jsonl", tmp_path / "r.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "swayscope", "run", str(spec), "--ray", ray_address,
-         "--trace", str(trace), "--json", str(result)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path),
-        cwd=tmp_path,
+    proc = popen_swayscope(
+        tmp_path, "run", str(spec), "--ray", ray_address, "--trace", str(trace),
+        "--json", str(result),
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
