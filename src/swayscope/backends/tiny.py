@@ -35,6 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from swayscope.build_markers import read_marker
 from swayscope.errors import ConfigError, ModelLoadError
 from swayscope.training.loop import train_steps
 from swayscope.training.lora import offline_and_quiet, seeded_threads, text_token_ids, train_lora
@@ -85,11 +86,8 @@ def _paths(root: Path) -> TinyModelPaths:
 
 def _is_built(root: Path, seed: int) -> bool:
     paths = _paths(root)
-    try:
-        marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(marker, dict) or marker.get("format") != TINY_FORMAT:
+    marker = read_marker(root / MARKER)
+    if marker is None or marker.get("format") != TINY_FORMAT:
         return False
     if marker.get("seed") != seed:
         return False

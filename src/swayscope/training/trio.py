@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from swayscope.build_markers import read_marker
 from swayscope.errors import ConfigError
 from swayscope.training.controls import write_random_adapter
 from swayscope.training.loop import StepCallback
@@ -82,11 +83,8 @@ def trio_fingerprint(base_dir: Path, text: str, shape: LoraShape, plan: Training
 
 
 def _cached(root: Path, fingerprint: str) -> AdapterTrio | None:
-    try:
-        marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(marker, dict) or marker.get("fingerprint") != fingerprint:
+    marker = read_marker(root / MARKER)
+    if marker is None or marker.get("fingerprint") != fingerprint:
         return None
     folders = {name: root / name for name in TRIO_NAMES}
     if not all((d / "adapter_model.safetensors").is_file() for d in folders.values()):
