@@ -10,6 +10,7 @@ final flush and the failed last push included.
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import subprocess
@@ -35,9 +36,9 @@ def _loop_scrape(url: str, stop: threading.Event, out: list[tuple[float, str]]) 
         try:
             with urllib.request.urlopen(req, timeout=2) as resp:
                 out.append((time.monotonic(), resp.read().decode()))
-        except OSError:
+        except (OSError, http.client.HTTPException):
             if out:
-                return  # it served, and now it is gone
+                return  # it served, and now it is gone (or went mid-response)
         time.sleep(0.05)
 
 

@@ -158,3 +158,30 @@ def test_a_scrape_not_delivered_whole_does_not_count() -> None:
     assert scrapers.wait_for_final(0.0)
     assert time.monotonic() - t0 > 0.2
     thread.join(5)
+
+
+def test_every_response_says_its_length_so_a_cut_one_is_an_error_not_a_shorter_exposition() -> None:
+    """A scrape cut short by the process exiting must fail at the scraper; without a length
+    (HTTP/1.0, body until close) it would parse as an exposition missing the later series."""
+    import gzip
+
+    from prometheus_client import CollectorRegistry, Counter
+
+    from swayscope.instrumentation.exporters.prometheus.server import serve
+
+    registry = CollectorRegistry()
+    Counter("swayscope_test_total", "test", registry=registry).inc()
+    server = serve(registry, "127.0.0.1", 0, Scrapers())
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    try:
+        for headers in ({}, {"Accept-Encoding": "gzip"},
+                        {"Accept": "application/openmetrics-text; version=1.0.0"}):
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as resp:
+                body = resp.read()
+                assert resp.headers.get_all("Content-Length") == [str(len(body))], headers
+            if headers.get("Accept-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            assert b"swayscope_test_total 1.0" in body
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -180,12 +180,17 @@ def serve(
             return metrics(environ, start_response)  # type: ignore[no-any-return]
         who = f"{environ.get('REMOTE_ADDR', '?')} {environ.get('HTTP_USER_AGENT', '')}"
         scrape = scrapers.scrape_started(who, _timeout(environ))
+        started: list[Any] = []
         try:
-            body: Iterable[bytes] = metrics(environ, start_response)
+            data = b"".join(metrics(environ, lambda *args: started.extend(args)))
         except BaseException:
             scrapers.scrape_done(scrape, delivered=False)
             raise
-        return _Sent(body, lambda delivered: scrapers.scrape_done(scrape, delivered))
+        # With its length said, a response cut short (the process exiting mid-scrape) is a
+        # failed scrape to the scraper, not a valid exposition missing the series after the cut.
+        status, headers, *rest = started
+        start_response(status, [*headers, ("Content-Length", str(len(data)))], *rest)
+        return _Sent([data], lambda delivered: scrapers.scrape_done(scrape, delivered))
 
     family, _, _, _, sockaddr = socket.getaddrinfo(
         address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
