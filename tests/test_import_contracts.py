@@ -34,6 +34,10 @@ CORE = {
     "swayscope.instrumentation.tracecontext",
     "swayscope.instrumentation.calls",
     "swayscope.instrumentation.cache",
+    "swayscope.instrumentation.flights",
+    "swayscope.instrumentation.codec",
+    "swayscope.instrumentation.disk_cache",
+    "swayscope.instrumentation.tracing",
     "swayscope.instrumentation.stats",
     "swayscope.instrumentation.exporter",
     "swayscope.instrumentation.scopes",
@@ -47,6 +51,7 @@ EXPORTER_DEPS = {
     "swayscope.errors",
     "swayscope.instrumentation.vocabulary",
     "swayscope.instrumentation.events",
+    "swayscope.instrumentation.tracing",
     "swayscope.instrumentation.exporter",
     "swayscope.instrumentation.settings",
 }

@@ -15,16 +15,16 @@ from swayscope.backends.hf.planner import BatchLimits, plan_batches
 from swayscope.backends.hf.prefix import PrefixEntry, PrefixPlan, PrefixStore, TokenIds
 from swayscope.backends.hf.rows import ForwardRecord, Need, Row, RowOut
 from swayscope.errors import BackendError
-from swayscope.instrumentation import BackendInstrumentation
 
 
 class RowRunner(Protocol):
     """What a batch run needs of the forward pass: one model call over rows, and its state."""
 
-    inst: BackendInstrumentation
     store: PrefixStore
     limits: BatchLimits
     vocab_size: int
+
+    def report(self, **counts: int) -> None: ...
 
     def run_rows(
         self, rows: list[Row], sources: list[PrefixEntry | None], need: Need
@@ -57,7 +57,7 @@ class BatchRun:
             for i, ids in enumerate(batch)
         ]
         outs = self.run_waves(rows + texts)
-        self.fp.inst.stats.prefix_hits += sum(1 for r in rows + texts if r.used > 0)
+        self.fp.report(prefix_hits=sum(1 for r in rows + texts if r.used > 0))
         if self.view_id is not None:
             for r in rows + texts:
                 if r.parent is None and r.start.entry is not None:

@@ -86,7 +86,8 @@ class ForwardPass:
         self.vocab_size = vocab_size
         self.max_top_k = max_top_k
         self.limits = limits
-        self.store = PrefixStore(prefix_cache_max_bytes, inst.stats)
+        self._reporting = True
+        self.store = PrefixStore(prefix_cache_max_bytes, self.report)
         self._lock = threading.RLock()
         self._closed = False
         self._parts = packed_head_parts(model)
@@ -97,6 +98,12 @@ class ForwardPass:
         self._self_check(prefixes=prefixes)
         if prefixes and not self.prefix_reuse:
             log.warning("shared-prefix reuse disagrees with whole passes on this model; it is off")
+
+    def report(self, **counts: int) -> None:
+        """What this pass did (model invocations, prefix hits, ...), to the instrumentation's
+        counters; nothing while the start-up self-check runs."""
+        if self._reporting:
+            self.inst.report(**counts)
 
     def close(self) -> None:
         """Refuse every later call (the backend is closed) and drop stored prefixes."""
@@ -159,7 +166,7 @@ class ForwardPass:
                     "shorten it, use a smaller dtype or run on a larger device"
                 ) from exc
         # Out of memory: release what the failed call held, then retry in halves.
-        self.inst.stats.oom_splits += 1
+        self.report(oom_splits=1)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         mid = len(rows) // 2
@@ -206,7 +213,7 @@ class ForwardPass:
         }
         if cache is not None:
             kwargs[self._cache_kwarg] = cache.cache
-        self.inst.stats.model_invocations += 1
+        self.report(model_invocations=1)
         if self.use_packed_head and self._parts is not None:
             out = self._parts[0](**kwargs)
             hidden: torch.Tensor = (
@@ -335,8 +342,7 @@ class ForwardPass:
         shared = [min(3 + i, self.vocab_size - 1) for i in range(2)]
         probe = [shared + [min(20 + i, self.vocab_size - 1)] * (1 + i % 2) for i in range(3)]
         rows = [Row(ids, 0, len(ids), None, NO_START, text=i) for i, ids in enumerate(probe)]
-        stats = self.inst.stats
-        counts = (stats.model_invocations, stats.prefix_hits)
+        self._reporting = False  # the check's own calls are not the run's work
         caught: list[torch.Tensor] = []
         hook = None
         if self._parts is not None:
@@ -364,7 +370,7 @@ class ForwardPass:
         finally:
             if hook is not None:
                 hook.remove()
-            stats.model_invocations, stats.prefix_hits = counts
+            self._reporting = True
 
     def _prefix_agrees(self, probe: list[list[int]], whole: list[RowOut], length: int) -> bool:
         """Whether ``probe``'s texts, run on the first ``length`` positions of the first

@@ -398,6 +398,4 @@ class TraceWriter(Exporter):
         self.close()
 
 
-JsonlExporter = TraceWriter
-
-__all__ = ["LINE_FIELDS", "SCHEMA_VERSION", "JsonlExporter", "TraceWriter", "_TraceEvent"]
+__all__ = ["LINE_FIELDS", "SCHEMA_VERSION", "TraceWriter", "_TraceEvent"]

@@ -31,6 +31,9 @@ SCOPE_NAME = "swayscope"
 
 SPAN_SWEEP = "swayscope.sweep"
 SPAN_RUN = "swayscope.run"
+# A run's (sweep's) root ends as it starts; its outcome, a child, ends with it.
+SPAN_RUN_OUTCOME = "swayscope.run.outcome"
+SPAN_SWEEP_OUTCOME = "swayscope.sweep.outcome"
 SPAN_PROBE = "swayscope.probe"
 SPAN_VIEW = "swayscope.view"
 SPAN_FORWARD = "swayscope.forward"
@@ -46,6 +49,9 @@ BASE_MODEL = "swayscope.base_model"
 ADAPTER = "swayscope.adapter"
 VERSION = "swayscope.version"
 RUN_TOTAL_PROBES = "swayscope.run.total_probes"
+RUN_PROBES = "swayscope.run.probes"
+RUN_THREADS = "swayscope.run.threads"
+RUN_RESUMED_FROM = "swayscope.run.resumed_from"
 RUN_STATUS = "swayscope.run.status"
 RUN_PROBES_DONE = "swayscope.run.probes_done"
 RUN_PROBES_ERRORED = "swayscope.run.probes_errored"
@@ -55,6 +61,7 @@ CHUNK_INDEX = "swayscope.chunk.index"
 LINK = "swayscope.link"
 LINK_RUN = "run"
 LINK_PREVIOUS_CHUNK = "previous_chunk"
+LINK_RESUMED = "resumed"
 
 # sweep: its span is a trace of its own; each adapter's run span links to it
 SWEEP_ID = "swayscope.sweep_id"
@@ -117,7 +124,7 @@ def sweep_started(ev: SweepStarted) -> Attributes:
 
 
 def sweep_ended(ev: SweepEnded) -> Attributes:
-    return {SWEEP_STATUS: ev.status, SWEEP_ADAPTERS_DONE: ev.adapters_done}
+    return {SWEEP_ID: ev.sweep_id, SWEEP_STATUS: ev.status, SWEEP_ADAPTERS_DONE: ev.adapters_done}
 
 
 def run_started(ev: RunStarted) -> Attributes:
@@ -129,16 +136,25 @@ def run_started(ev: RunStarted) -> Attributes:
         VERSION: ev.version or __version__,
         RUN_TOTAL_PROBES: ev.total_probes,
     }
+    if ev.probes:
+        attrs[RUN_PROBES] = list(ev.probes)
+    if ev.threads is not None:
+        attrs[RUN_THREADS] = ev.threads
     if ev.sweep_id is not None:
         attrs[SWEEP_ID] = ev.sweep_id
+    if ev.resumed_from is not None:
+        attrs[RUN_RESUMED_FROM] = ev.resumed_from
     return attrs
 
 
-def run_ended(ev: RunEnded, probes_done: int, probes_errored: int) -> Attributes:
+def run_ended(ev: RunEnded) -> Attributes:
+    """What a run's outcome span says: status, probes done and errored, cache counts."""
     return {
+        RUN_ID: ev.run_id,
         RUN_STATUS: ev.status,
-        RUN_PROBES_DONE: probes_done,
-        RUN_PROBES_ERRORED: probes_errored,
+        RUN_PROBES_DONE: ev.probes_done,
+        RUN_PROBES_ERRORED: ev.probes_errored,
+        **rolled_up_counts(ev.counts.hits, ev.counts.misses, ev.counts.calls),
     }
 
 
