@@ -12,6 +12,8 @@ from sway_testing import missing
 TESTS = Path(__file__).resolve().parents[2]
 #: The CPUs of the session's cluster (two workers of one CPU each).
 CLUSTER_CPUS = 2
+#: The training steps the sweep tests keep checkpoints at (the last is the plan's end).
+CHECKPOINT_STEPS = (0, 2, 4, 6)
 
 
 def need_ray() -> ModuleType:

@@ -169,11 +169,12 @@ class RayBackend(ViewOpeners):
         self.call_limits = BatchLimits(
             max_batch_size * count, max_batch_tokens * count, facts.call_overhead_tokens
         )
+        lane = self.pool.lane
         source = RecordSource(
-            self.inst, self.encoder, self.pool, self.call_limits,
+            self.inst, self.encoder, lane, self.call_limits,
             key_model=self._key_model, propagate=True,
         )
-        self._views = ViewSlot(self.inst, source, restore=lambda: self.pool.set_view(TRAINED))
+        self._views = ViewSlot(self.inst, source, restore=lambda: lane.set_view(TRAINED))
         if not self.inst.model_name:
             self.inst.model_name = self._model_name
         self.inst.model_id = self.model_id
@@ -225,7 +226,7 @@ class RayBackend(ViewOpeners):
     # -- views ----------------------------------------------------------------------------
 
     def _set_view(self, state: ViewState) -> None:
-        self.pool.set_view(state)
+        self.pool.lane.set_view(state)
 
     def null_tensors(
         self, seed: int, *, init_scale: float = 1.0, rank_scale: float = 1.0

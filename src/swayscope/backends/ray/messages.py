@@ -3,11 +3,13 @@
 The driver sends a worker its :class:`WorkerConfig` once (the model to load and the
 settings to compute with), then one :class:`CallRequest` per part of a forward call:
 token ids, the view's id and :class:`~swayscope.backends.hf.view_state.ViewState`,
-what the request needs, and the call's W3C ``traceparent``. The worker answers with
-:class:`WorkerFacts` once (what the driver needs to know of the model, or why it could
-not load it) and a :class:`CallReply` per part: the records, its timings, what its
-forward pass counted, its memory, and the spans it recorded under the traceparent.
-Nothing about probes or the cache goes either way.
+the adapter it needs (:class:`AdapterRef`; a sweep's adapters come and go on the same
+base), what the request needs, and the call's W3C ``traceparent``. The worker answers
+with :class:`WorkerFacts` once (what the driver needs to know of the model, or why it
+could not load it), an :class:`AttachReply` when it is given another adapter, and a
+:class:`CallReply` per part: the records, its timings, what its forward pass counted,
+its memory, and the spans it recorded under the traceparent. Nothing about probes or
+the cache goes either way.
 """
 
 from __future__ import annotations
@@ -41,6 +43,28 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdapterRef:
+    """An adapter a worker must hold to compute a part: its folder and what it is (the
+    SHA-256 of its files, as the driver's cache keys name it)."""
+
+    path: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttachReply:
+    """How a worker took an adapter it was given."""
+
+    worker: int
+    pid: int
+    load_s: float = 0.0
+    """Seconds the swap took (0: the worker held it already)."""
+    error: str | None = None
+    """Why it could not be attached; the worker's previous adapter is back in place."""
+    lora_rank: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerFacts:
     """What a worker knows once it tried to load the model."""
 
@@ -50,6 +74,8 @@ class WorkerFacts:
     """The host it runs on."""
     error: str | None = None
     """Why the model could not be loaded (the worker's own message); None when it was."""
+    adapter_error: bool = False
+    """The base loaded but the adapter could not be attached to it."""
     vocab_size: int = 0
     context_length: int | None = None
     lora_rank: int = 0
@@ -73,6 +99,10 @@ class CallRequest:
     dispatched_ns: int
     """When the driver sent it (wall clock, ns): the start of the queue-wait span."""
     attempt: int = 1
+    adapter: AdapterRef | None = None
+    """The adapter the part needs, attached first when the worker holds another (after a
+    restart, or a part retried away from its home); None: any (the base view, or a pool
+    whose adapter never changes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,4 +131,4 @@ class CallReply:
     """``Type: message`` when the forward pass failed on this part (not a lost worker)."""
 
 
-__all__ = ["CallReply", "CallRequest", "WorkerConfig", "WorkerFacts"]
+__all__ = ["AdapterRef", "AttachReply", "CallReply", "CallRequest", "WorkerConfig", "WorkerFacts"]

@@ -10,7 +10,7 @@ from typing import Any
 from swayscope.backends.ray.cluster import Cluster
 from swayscope.backends.ray.messages import WorkerConfig, WorkerFacts
 from swayscope.backends.ray.worker import ForwardWorker
-from swayscope.errors import ConfigError, ModelLoadError
+from swayscope.errors import AdapterLoadError, ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ def start_actors(
 
 def wait_loaded(workers: Sequence[Started], model: str) -> list[WorkerFacts]:
     """Every worker's facts once it loaded the model; the first failure as a
-    :class:`ModelLoadError` naming ``model`` (the setting) and the worker's own error."""
+    :class:`ModelLoadError` naming ``model`` (the setting) and the worker's own error
+    (:class:`AdapterLoadError` when the base loaded and the adapter did not attach)."""
     import ray
     from ray.exceptions import RayActorError
 
@@ -112,7 +113,10 @@ def wait_loaded(workers: Sequence[Started], model: str) -> list[WorkerFacts]:
                 f"({first_line(exc)}); is swayscope[hf] installed on every node?"
             ) from None
         if fact.error is not None:
-            raise ModelLoadError(
+            # The adapter's own fault (the base loaded) is told apart: a sweep goes on
+            # without that adapter.
+            failure = AdapterLoadError if fact.adapter_error else ModelLoadError
+            raise failure(
                 f"{model}: worker {label} (pid {fact.pid} on {fact.node}) could not load "
                 f"the model: {fact.error}"
             )

@@ -8,7 +8,13 @@ the signature of :meth:`ForwardPass.compute <swayscope.backends.hf.forward.Forwa
 so the driver's cache, planner and instrumentation are the ones a single process uses,
 and only the cache's misses reach the pool.
 
-One call: the texts are split across the workers that are up (:mod:`.split`: balanced
+Calls come through a :class:`Lane`: one backend's way into the pool, with the view state
+its calls carry, the adapter they need and the worker they go to. A run's backend has
+the pool's own lane (every worker, the adapter the workers loaded); in a sweep each
+adapter's run has a lane to one worker, which holds that adapter (:meth:`WorkerPool.attach`),
+so several runs compute side by side, one per worker.
+
+One call: the texts are split across the lane's workers that are up (:mod:`.split`: balanced
 by tokens, each prefix on its home worker), every part is sent at once (the parts
 run at the same time, one per worker), and the records are put back in order. Each
 part carries the call's W3C ``traceparent`` (from the core's
@@ -20,12 +26,16 @@ as events (``WorkerLoad``, ``WorkerCallEnded``, ``WorkerFailed``, ``WorkerStatus
 which the metrics exporter turns into the ``swayscope_worker_*`` metrics.
 
 A worker lost mid-call (its process killed, its node gone): its part is split again
-across the workers that are up and computed there (at most :data:`MAX_ATTEMPTS`
-times in all), the loss is counted (``BackendStats.worker_failures``, a
-``WorkerFailed`` event, a ``swayscope.worker.lost`` event on the call's span) and
-logged, and Ray restarts the worker (at most :data:`.placement.MAX_RESTARTS` times; it
-reloads the model and takes calls again once it answers). A part whose forward pass failed
-on a live worker is not retried: the error is the call's.
+across the other workers that are up and computed there (at most :data:`MAX_ATTEMPTS`
+times in all; a part that needs an adapter the worker does not hold has it attached
+first), the loss is counted (``BackendStats.worker_failures``, a ``WorkerFailed`` event,
+a ``swayscope.worker.lost`` event on the call's span) and logged, and Ray restarts the
+worker (at most :data:`.placement.MAX_RESTARTS` times; it reloads the model and takes
+calls again once it answers, and a lane's adapter is attached again before it computes
+that lane's next part). A part whose forward pass failed on a live worker is not retried:
+the error is the call's. A lane that is stopped (:attr:`Lane.stop`: a sweep's Ctrl-C)
+stops waiting for its call and raises :class:`KeyboardInterrupt` in the thread that made
+it, within :data:`STOP_POLL_S`.
 """
 
 from __future__ import annotations
@@ -41,7 +51,14 @@ from swayscope.backends.hf.prefix import TokenIds
 from swayscope.backends.hf.rows import ForwardRecord, Need
 from swayscope.backends.hf.view_state import TRAINED, ViewState
 from swayscope.backends.ray.cluster import Cluster, open_cluster
-from swayscope.backends.ray.messages import CallReply, CallRequest, WorkerConfig, WorkerFacts
+from swayscope.backends.ray.messages import (
+    AdapterRef,
+    AttachReply,
+    CallReply,
+    CallRequest,
+    WorkerConfig,
+    WorkerFacts,
+)
 from swayscope.backends.ray.placement import (
     LOAD_TIMEOUT_S,
     check_resources,
@@ -74,6 +91,10 @@ log = logging.getLogger(__name__)
 
 #: How often a part of a call is computed at most: once, then again after each loss.
 MAX_ATTEMPTS = 3
+#: How often a thread waiting on the pool looks whether its lane was stopped.
+STOP_POLL_S = 0.1
+#: How long to wait before asking a restarting worker again whether it is back.
+RECHECK_S = 1.0
 #: Names of the settings errors point at, when the caller gives none.
 DEFAULT_SOURCES: Mapping[str, str] = {
     "address": "address",
@@ -96,6 +117,8 @@ class _Worker:
     in_flight: int = 0
     check: Any = None
     """A pending ``facts`` call on a lost worker: it answers once the worker is back."""
+    recheck_at: float = 0.0
+    """When to ask a worker Ray is still restarting again (no ``check`` pending)."""
     prefix_entries: int = 0
     prefix_bytes: int = 0
 
@@ -112,6 +135,66 @@ class _Sent:
     indices: list[int]
     attempt: int
     dispatched_ns: int
+
+
+class Lane:
+    """One backend's way into a pool: the :class:`~swayscope.backends.hf.records.Forward`
+    its views compute through.
+
+    Args:
+        pool: the pool its calls go to.
+        adapter: the adapter its calls need (None: the one the workers loaded).
+        home: the worker its calls go to while it is up (None: split across every worker
+            up); when it is away, the others compute them.
+        stop: set, the lane's calls raise :class:`KeyboardInterrupt` (a sweep's Ctrl-C
+            reaching the threads of its runs).
+    """
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        *,
+        adapter: AdapterRef | None = None,
+        home: int | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.pool = pool
+        self.adapter = adapter
+        self.home = home
+        self.stop = stop or threading.Event()
+        #: The view state every later call carries (its backend's active view).
+        self.view: ViewState = TRAINED
+
+    @property
+    def max_top_k(self) -> int:
+        return self.pool.max_top_k
+
+    @property
+    def vocab_size(self) -> int:
+        return self.pool.vocab_size
+
+    @property
+    def prefix_reuse(self) -> bool:
+        return self.pool.prefix_reuse
+
+    def set_view(self, state: ViewState) -> None:
+        self.view = state
+
+    def needs(self) -> AdapterRef | None:
+        """The adapter a call in the current view needs: none for the base view (every
+        LoRA layer off: any adapter the worker holds gives the base model)."""
+        if self.view.null is None and self.view.scale == 0.0:
+            return None
+        return self.adapter
+
+    def check_stopped(self) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt("the sweep was stopped")
+
+    def compute(
+        self, batch: Sequence[TokenIds], *, view_id: str | None = None, need: Need = "all"
+    ) -> list[ForwardRecord]:
+        return self.pool.compute(batch, view_id=view_id, need=need, lane=self)
 
 
 class WorkerPool:
@@ -140,7 +223,6 @@ class WorkerPool:
         self._inst = inst
         self._sources = {**DEFAULT_SOURCES, **(sources or {})}
         self._lock = threading.Lock()
-        self._view = TRAINED
         self._closed = False
         self._group: Any = None
         self._workers: list[_Worker] = []
@@ -160,6 +242,8 @@ class WorkerPool:
         self.vocab_size = first.vocab_size
         self.prefix_reuse = first.prefix_reuse
         self._max_top_k = configs[0].max_top_k
+        #: The pool's own lane: every worker, the adapter they loaded.
+        self.lane = Lane(self)
         inst.start_pool([w.label for w in self._workers], self.cluster.describe())
         for w in self._workers:
             inst.emit(WorkerStatus(w.label, True))
@@ -216,29 +300,86 @@ class WorkerPool:
         )
         return tensors
 
-    # -- views and calls ---------------------------------------------------------------------
+    # -- adapters -----------------------------------------------------------------------------
 
-    def set_view(self, state: ViewState) -> None:
-        """The view state every later call carries (the driver's active view)."""
-        self._view = state
+    def attach(self, worker: int, adapter: AdapterRef, stop: threading.Event) -> AttachReply:
+        """Give ``worker`` ``adapter`` in place of the one it holds (the base stays loaded);
+        the reply says how long it took or why it could not (the previous adapter is then
+        back in place). A worker lost meanwhile is given it again once Ray restarted it;
+        :class:`BackendError` when it does not come back."""
+        target = self._workers[worker]
+        for _ in range(MAX_ATTEMPTS):
+            self._wait_up(target, stop)
+            try:
+                reply: AttachReply = self._get(target.actor.attach.remote(adapter), stop)
+                return reply
+            except _Lost as lost:
+                self._mark_lost(target, lost.error)
+        raise BackendError(
+            f"worker {target.label} was lost {MAX_ATTEMPTS} times while attaching adapter "
+            f"{adapter.path!r}; see the Ray logs of the lost worker"
+        )
+
+    def _wait_up(self, worker: _Worker, stop: threading.Event) -> None:
+        """Return once ``worker`` takes calls; :class:`BackendError` when Ray gave up on it or
+        it stays away longer than a model load may take."""
+        deadline = time.monotonic() + LOAD_TIMEOUT_S
+        while True:
+            self._check_lost()
+            with self._lock:
+                up, gone = worker.up, worker.gone
+            if up:
+                return
+            if gone or time.monotonic() >= deadline:
+                raise BackendError(
+                    f"worker {worker.label} of the pool was lost and did not come back; see "
+                    "the Ray logs of the lost worker"
+                )
+            if stop.is_set():
+                raise KeyboardInterrupt("the sweep was stopped")
+            self._check_lost(timeout_s=STOP_POLL_S)
+
+    def _get(self, ref: Any, stop: threading.Event) -> Any:
+        """``ray.get(ref)``, looking at ``stop`` while it waits; :class:`_Lost` when the
+        worker died meanwhile."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        while not ray.wait([ref], num_returns=1, timeout=STOP_POLL_S)[0]:
+            if stop.is_set():
+                raise KeyboardInterrupt("the sweep was stopped")
+        try:
+            return ray.get(ref)
+        except RayActorError as exc:
+            raise _Lost(first_line(exc)) from None
+
+    # -- calls -----------------------------------------------------------------------------------
 
     def compute(
-        self, batch: Sequence[TokenIds], *, view_id: str | None = None, need: Need = "all"
+        self,
+        batch: Sequence[TokenIds],
+        *,
+        view_id: str | None = None,
+        need: Need = "all",
+        lane: Lane | None = None,
     ) -> list[ForwardRecord]:
-        """One forward call over ``batch``, split across the workers that are up."""
+        """One forward call over ``batch`` for ``lane`` (default: the pool's own), split
+        across its workers that are up."""
         if self._closed:
             raise BackendError("the worker pool is closed; build a new backend")
+        lane = lane or self.lane
+        lane.check_stopped()
         view = view_id or ""
         call = self._inst.current_call()
         parent = call.traceparent.header if call is not None and call.traceparent else None
         results: list[ForwardRecord | None] = [None] * len(batch)
         pending: dict[Any, _Sent] = {}
+        sending = _Sending(batch, view, lane.view, lane.needs(), need, parent)
         try:
-            for part in split_batch(batch, self._targets(None), view):
-                self._send(self._workers[part.worker], part.indices, batch, view, need, parent,
-                           1, pending)
+            for part in split_batch(batch, self._targets(None, lane.home), view):
+                self._send(self._workers[part.worker], part.indices, sending, 1, pending)
             while pending:
-                self._receive(pending, results, batch, view, need, parent, call)
+                self._receive(pending, results, sending, lane, call)
         finally:
             for sent in pending.values():
                 self._unload(sent.worker)
@@ -250,17 +391,15 @@ class WorkerPool:
         self,
         worker: _Worker,
         indices: list[int],
-        batch: Sequence[TokenIds],
-        view_id: str,
-        need: Need,
-        parent: str | None,
+        sending: _Sending,
         attempt: int,
         pending: dict[Any, _Sent],
     ) -> None:
         dispatched_ns = time.time_ns()
+        batch = sending.batch
         request = CallRequest(
-            [list(batch[i]) for i in indices], view_id, self._view, need, parent,
-            dispatched_ns, attempt,
+            [list(batch[i]) for i in indices], sending.view_id, sending.view, sending.need,
+            sending.parent, dispatched_ns, attempt, sending.adapter,
         )
         ref = worker.actor.compute.remote(request)
         pending[ref] = _Sent(worker, indices, attempt, dispatched_ns)
@@ -279,23 +418,26 @@ class WorkerPool:
         self,
         pending: dict[Any, _Sent],
         results: list[ForwardRecord | None],
-        batch: Sequence[TokenIds],
-        view_id: str,
-        need: Need,
-        parent: str | None,
+        sending: _Sending,
+        lane: Lane,
         call: CallContext | None,
     ) -> None:
         """Take the next part that came back: place its records, or send it again."""
         import ray
         from ray.exceptions import RayActorError
 
-        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        while True:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=STOP_POLL_S)
+            if ready:
+                break
+            lane.check_stopped()
+        ref = ready[0]
         sent = pending.pop(ref)
         self._unload(sent.worker)
         try:
             reply: CallReply = ray.get(ref)
         except RayActorError as exc:
-            self._resend(sent, exc, pending, batch, view_id, need, parent, call)
+            self._resend(sent, first_line(exc), pending, sending, lane, call)
             return
         if reply.error is not None:
             raise BackendError(f"worker {sent.worker.label}: {reply.error}")
@@ -335,26 +477,24 @@ class WorkerPool:
     def _resend(
         self,
         sent: _Sent,
-        exc: BaseException,
+        error: str,
         pending: dict[Any, _Sent],
-        batch: Sequence[TokenIds],
-        view_id: str,
-        need: Need,
-        parent: str | None,
+        sending: _Sending,
+        lane: Lane,
         call: CallContext | None,
     ) -> None:
         """Count the loss of ``sent``'s worker and send its part again, split across the
-        workers that are up."""
+        other workers that are up."""
         lost = sent.worker
-        error = first_line(exc)
+        batch = sending.batch
         self._mark_lost(lost, error)
         if sent.attempt >= MAX_ATTEMPTS:
             raise BackendError(
                 f"a part of a forward call was lost with its worker {MAX_ATTEMPTS} times "
                 f"(last: worker {lost.label}, {error}); the pool cannot compute it"
             )
-        targets = self._targets(lost.index)
-        parts = split_batch([batch[i] for i in sent.indices], targets, view_id)
+        targets = self._targets(lost.index, lane.home)
+        parts = split_batch([batch[i] for i in sent.indices], targets, sending.view_id)
         labels = ",".join(str(p.worker) for p in parts)
         log.warning(
             "worker %s was lost (%s); its part of the call (%d texts) is computed again on "
@@ -369,8 +509,7 @@ class WorkerPool:
             )
         for part in parts:
             indices = [sent.indices[j] for j in part.indices]
-            self._send(self._workers[part.worker], indices, batch, view_id, need, parent,
-                       sent.attempt + 1, pending)
+            self._send(self._workers[part.worker], indices, sending, sent.attempt + 1, pending)
 
     def _mark_lost(self, worker: _Worker, error: str) -> None:
         """``worker`` takes no calls until it answers again (Ray restarts it)."""
@@ -385,26 +524,39 @@ class WorkerPool:
 
     def _check_lost(self, timeout_s: float = 0.0) -> None:
         """Take back the lost workers that answer again (within ``timeout_s``); a worker
-        Ray gave up on is gone for good."""
+        Ray gave up on is gone for good (one it is still restarting is asked again)."""
         import ray
-        from ray.exceptions import RayActorError
+        from ray.exceptions import ActorUnavailableError, RayActorError
 
+        now = time.monotonic()
         with self._lock:
+            for w in self._workers:
+                if not (w.up or w.gone) and w.check is None and now >= w.recheck_at:
+                    w.check = w.actor.facts.remote()
             checks = {w.check: w for w in self._workers if w.check is not None}
         if not checks:
+            time.sleep(timeout_s)  # none to wait on yet (restarting): do not spin
             return
         ready, _ = ray.wait(list(checks), num_returns=1 if timeout_s else len(checks),
                             timeout=timeout_s)
         for ref in ready:
             worker = checks[ref]
+            restarting = False
             try:
                 fact: WorkerFacts = ray.get(ref)
                 back = fact.error is None
                 note = fact.error or ""
+            except ActorUnavailableError:
+                back, note, restarting = False, "", True
             except RayActorError as exc:
                 back, note = False, first_line(exc)
             with self._lock:
+                if worker.check is not ref:
+                    continue  # another thread (a run beside this one) took the answer
                 worker.check = None
+                if restarting:
+                    worker.recheck_at = time.monotonic() + RECHECK_S
+                    continue
                 worker.up, worker.gone = back, not back
             if back:
                 log.info("worker %s is back", worker.label)
@@ -412,23 +564,45 @@ class WorkerPool:
             else:
                 log.warning("worker %s is gone for good: %s", worker.label, note)
 
-    def _targets(self, exclude: int | None) -> list[int]:
-        """The workers to send to now (``exclude`` only when no other is up): those up, or
-        the first lost one to come back (waited for, bounded)."""
+    def _targets(self, exclude: int | None, home: int | None = None) -> list[int]:
+        """The workers to send to now (``exclude`` only when no other is up): ``home`` when
+        it is up, else those up, or the first lost one to come back (waited for, bounded)."""
         deadline = time.monotonic() + LOAD_TIMEOUT_S
         while True:
             up = self.up()
+            if home is not None and home in up and home != exclude:
+                return [home]
             others = [i for i in up if i != exclude]
             if others or up:
                 return others or up
             with self._lock:
-                waiting = any(w.check is not None for w in self._workers)
+                waiting = any(not w.gone for w in self._workers)
             if not waiting or time.monotonic() >= deadline:
                 raise BackendError(
                     f"every worker of the pool was lost ({self.size} workers); "
                     "see the Ray logs of the lost workers"
                 )
-            self._check_lost(timeout_s=min(5.0, max(0.1, deadline - time.monotonic())))
+            self._check_lost(timeout_s=min(RECHECK_S, max(0.1, deadline - time.monotonic())))
 
 
-__all__ = ["MAX_ATTEMPTS", "WorkerPool"]
+@dataclass(frozen=True, slots=True)
+class _Sending:
+    """What every part of one call carries."""
+
+    batch: Sequence[TokenIds]
+    view_id: str
+    view: ViewState
+    adapter: AdapterRef | None
+    need: Need
+    parent: str | None
+
+
+class _Lost(Exception):
+    """The worker died while it held the request."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+__all__ = ["MAX_ATTEMPTS", "STOP_POLL_S", "Lane", "WorkerPool"]

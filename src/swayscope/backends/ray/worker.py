@@ -4,10 +4,14 @@ Pure compute: it loads the model once (an :class:`~swayscope.backends.hf.HFBacke
 with an instrumentation of its own, no exporters: its counters are the worker's),
 then turns each :class:`~.messages.CallRequest` into records with the backend's
 forward pass, under the view state the request carries (null adapters built from
-their seeds, identically in every process). Nothing here knows of probes, the
-driver's cache or its exporters; the driver makes the worker's spans from what
-:meth:`ForwardWorker.compute` sends back. The class is plain Python: the pool
-makes it a Ray actor; tests may run it in process.
+their seeds, identically in every process). A sweep gives a worker one adapter after
+another (:meth:`ForwardWorker.attach`: peft's ``delete_adapter``/``load_adapter`` on the
+loaded base, the previous adapter put back when the new one does not attach); a part
+that names an adapter the worker does not hold (it was restarted, or the part was
+retried away from its home worker) has it attached first. Nothing here knows of probes,
+the driver's cache or its exporters; the driver makes the worker's spans from what
+:meth:`ForwardWorker.compute` sends back. The class is plain Python: the pool makes it a
+Ray actor; tests may run it in process.
 """
 
 from __future__ import annotations
@@ -22,8 +26,15 @@ import torch
 
 from swayscope.backends.hf.backend import HFBackend
 from swayscope.backends.hf.view_state import TRAINED
-from swayscope.backends.ray.messages import CallReply, CallRequest, WorkerConfig, WorkerFacts
-from swayscope.errors import SwayscopeError
+from swayscope.backends.ray.messages import (
+    AdapterRef,
+    AttachReply,
+    CallReply,
+    CallRequest,
+    WorkerConfig,
+    WorkerFacts,
+)
+from swayscope.errors import AdapterLoadError, SwayscopeError
 from swayscope.instrumentation import BackendInstrumentation, RemoteSpan, parse_traceparent
 from swayscope.instrumentation.tracecontext import new_span_id
 from swayscope.instrumentation.vocabulary import (
@@ -60,6 +71,7 @@ class ForwardWorker:
         self._backend: HFBackend | None = None
         self._state = TRAINED
         self._error: str | None = None
+        self._adapter_error = False
         self.calls = 0
         self.texts = 0
         try:
@@ -81,6 +93,7 @@ class ForwardWorker:
             )
         except SwayscopeError as exc:
             self._error = str(exc)
+            self._adapter_error = isinstance(exc, AdapterLoadError)
         except Exception as exc:
             self._error = f"{type(exc).__name__}: {exc}"
 
@@ -89,7 +102,10 @@ class ForwardWorker:
         node = socket.gethostname()
         backend = self._backend
         if backend is None:
-            return WorkerFacts(self.config.index, self.pid, node, error=self._error)
+            return WorkerFacts(
+                self.config.index, self.pid, node, error=self._error,
+                adapter_error=self._adapter_error,
+            )
         fp = backend.forward_pass
         return WorkerFacts(
             self.config.index,
@@ -120,6 +136,35 @@ class ForwardWorker:
             raise SwayscopeError(f"the worker has no model: {self._error}")
         return self._backend
 
+    def attach(self, adapter: AdapterRef) -> AttachReply:
+        """Make ``adapter`` this worker's adapter, on the base it loaded once. When it cannot
+        be attached, the previous adapter is back in place and the reply says why."""
+        t0 = time.perf_counter()
+        try:
+            swapped = self._hold(adapter)
+        except SwayscopeError as exc:
+            return AttachReply(
+                self.config.index, self.pid, time.perf_counter() - t0, error=str(exc)
+            )
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            return AttachReply(self.config.index, self.pid, time.perf_counter() - t0, error=error)
+        return AttachReply(
+            self.config.index, self.pid, time.perf_counter() - t0 if swapped else 0.0,
+            lora_rank=self._loaded().lora_rank,
+        )
+
+    def _hold(self, adapter: AdapterRef) -> bool:
+        """Swap ``adapter`` in unless it is the one attached (by content); whether it swapped.
+        The layers go back to the adapter as trained first (no null adapter in place)."""
+        backend = self._loaded()
+        if backend.adapter_hash == adapter.content:
+            return False
+        backend.set_view_state(TRAINED)
+        self._state = TRAINED
+        backend.swap_adapter(adapter.path)
+        return True
+
     def compute(self, request: CallRequest) -> CallReply:
         """Compute one part under its view state; a forward-pass failure is in the reply."""
         started_ns = time.time_ns()
@@ -131,6 +176,8 @@ class ForwardWorker:
         error: str | None = None
         records: list[Any] = []
         try:
+            if request.adapter is not None:
+                self._hold(request.adapter)
             if request.view != self._state:
                 backend.set_view_state(request.view)
                 self._state = request.view
