@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +143,40 @@ def test_a_second_run_in_one_process_has_its_own_run_id_and_stats() -> None:
     assert s2["forward_calls"] == 0 and s2["cache_misses"] == 0 and s2["hit_rate"] == 1.0
     assert s2["max_batch_size"] == 0 < s1["max_batch_size"]
     assert s1["hit_rate"] < 1.0
+
+
+def test_runs_side_by_side_count_only_their_own_lookups() -> None:
+    """Two runs live at once in one instrumentation (a sweep's adapters on a pool): each
+    result has its own run id, counters and per-probe counts; the cache is shared."""
+    loaded = load_suite_text(SPEC, "t.yaml")
+    inst = BackendInstrumentation(cache_maxsize=4096)
+    results: dict[str, SuiteResult] = {}
+    barrier = threading.Barrier(2)
+
+    def run(run_id: str) -> None:
+        backend = build_backend(loaded.spec.models, loaded.spec.defaults, inst)
+        barrier.wait()
+        results[run_id] = run_suite(loaded, backend, live_progress=False, run_id=run_id)
+
+    threads = [
+        threading.Thread(target=contextvars.copy_context().run, args=(run, name))
+        for name in ("one", "two")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert {r.run_id for r in results.values()} == {"one", "two"}
+    for result in results.values():
+        by_probe = result.cache_by_probe
+        stats = result.backend_stats
+        assert sum(p["lookups"] for p in by_probe.values()) == (
+            stats["cache_hits"] + stats["cache_misses"]
+        )
+        assert sum(p["forward_calls"] for p in by_probe.values()) == stats["forward_calls"]
+    for key in ("cache_hits", "cache_misses", "forward_calls"):
+        assert sum(r.backend_stats[key] for r in results.values()) == getattr(inst.stats, key)
+    assert inst.exporters == []
 
 
 def test_the_result_has_each_probes_cache_counts() -> None:

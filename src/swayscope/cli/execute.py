@@ -243,19 +243,39 @@ def execute_sweep(
     markdown_path: Callable[[SweepAdapter], Path | None] = lambda a: None,
     on_start: Callable[[SweepAdapter], None] | None = None,
     on_outcome: Callable[[AdapterOutcome], None] | None = None,
+    worker_flags: dict[str, Any] | None = None,
 ) -> SweepResult:
     """:func:`_execute` for a sweep: every input and output checked before the base model
-    loads, the suite run on each adapter, each result saved as it finishes, the summary
-    (JSON, markdown, HTML in ``out_dir``) saved and shown. Exit code: ``.exit_code``."""
+    loads, the suite run on each adapter (in this process, or in parallel on a pool of
+    workers: ``models.workers`` or ``worker_flags``), each result saved as it finishes,
+    the summary (JSON, markdown, HTML in ``out_dir``) saved and shown. Exit code:
+    ``.exit_code``."""
     from swayscope.suite.outputs import check_outputs
-    from swayscope.suite.runner import check_model_paths, preload_backend
-    from swayscope.suite.spec import override_defaults
-    from swayscope.suite.sweep.runner import InProcessRunner, check_sweepable, run_sweep
+    from swayscope.suite.runner import (
+        check_model_paths,
+        check_pool,
+        preload_backend,
+        worker_sources,
+    )
+    from swayscope.suite.spec import override_defaults, override_workers
+    from swayscope.suite.sweep.pool import PoolRunner
+    from swayscope.suite.sweep.runner import (
+        AdapterRunner,
+        InProcessRunner,
+        check_sweepable,
+        run_sweep,
+    )
     from swayscope.suite.telemetry import run_settings, start_telemetry
 
     override_defaults(loaded, run_flags, RUN_FLAG_OF)
+    override_workers(loaded, worker_flags or {}, WORKER_FLAG_OF)
     check_sweepable(loaded)
     check_model_paths(loaded, adapter=False)
+    pool_sources = worker_sources(
+        loaded,
+        {k: WORKER_FLAG_OF[k] for k, v in (worker_flags or {}).items() if v is not None},
+    )
+    check_pool(loaded, pool_sources)
     settings = run_settings(loaded, flags, FLAG_OF)
     summary = {label: out_dir / name for label, name in SWEEP_SUMMARY.items()}
     per_adapter = {
@@ -267,9 +287,17 @@ def execute_sweep(
     run_id = uuid.uuid4().hex[:16]
     telemetry = start_telemetry(settings, run_id)
     inst = instrumentation(loaded, settings, telemetry, run_id)
+    pool: PoolRunner | None = None
     try:
         preload_backend(loaded.spec.models)
-        runner = InProcessRunner(loaded, inst, telemetry=telemetry.info(), on_start=on_start)
+        runner: AdapterRunner
+        if loaded.spec.models.workers is not None:
+            runner = pool = PoolRunner(
+                loaded, inst, telemetry=telemetry.info(), on_start=on_start,
+                sources=pool_sources,
+            )
+        else:
+            runner = InProcessRunner(loaded, inst, telemetry=telemetry.info(), on_start=on_start)
         sweep = run_sweep(
             loaded, adapters, runner, inst, order=order, json_path=json_path,
             markdown_path=markdown_path, on_outcome=on_outcome, telemetry=telemetry.info(),
@@ -277,9 +305,11 @@ def execute_sweep(
         )
         save_sweep(sweep, summary)
     except BaseException:
+        if pool is not None and pool.backend is not None:
+            pool.backend.close()  # stops the workers, then closes the instrumentation
         inst.close()
         raise
-    close(inst, settings)
+    close(inst, settings, pool.backend if pool is not None else None)
     return sweep
 
 

@@ -9,7 +9,7 @@ import typer
 
 from swayscope.cli.app import app
 from swayscope.cli.execute import adapter_file, execute_sweep, guarded, load_spec
-from swayscope.cli.flags import run_flags, telemetry_flags
+from swayscope.cli.flags import OptionalValueCommand, run_flags, telemetry_flags, worker_flags
 from swayscope.text_safety import escape_control_chars
 
 if TYPE_CHECKING:
@@ -23,9 +23,10 @@ SWEEP_HELP_ADAPTERS = (
 )
 
 
-@app.command()
+@app.command(cls=OptionalValueCommand)
 @telemetry_flags
 @run_flags
+@worker_flags
 def sweep(
     spec: Annotated[Path, typer.Argument(help="Suite spec (YAML); its models.base is swept.")],
     more: Annotated[
@@ -43,12 +44,15 @@ def sweep(
     *,
     flags: dict[str, Any],
     run_flags: dict[str, Any],
+    worker_flags: dict[str, Any],
 ) -> None:
     """Run the suite on each adapter (checkpoints) against one base model: how the effect grew.
 
     The base model is loaded once and adapters are swapped; base-view forward passes are
-    computed once for all of them. Checkpoint order: by the step number ending each
-    folder's name when every one has it, else as given. An adapter that fails to load is
+    computed once for all of them. With --ray (or models.workers), adapters run in
+    parallel on a pool of Ray workers, one adapter per worker at a time. Checkpoint
+    order: by the step number ending each folder's name when every one has it, else as
+    given. An adapter that fails to load is
     an error row; Ctrl-C keeps the finished adapters' results and writes the summary.
     Exit code: 0 every probe of every adapter passed, 1 some probe failed, 2 an adapter
     did not load, the sweep was interrupted, or bad input.
@@ -94,6 +98,7 @@ def sweep(
         result = execute_sweep(
             loaded, ordered, order, flags=flags, run_flags=run_flags, out_dir=out,
             json_path=lambda a: adapter_file(out, a), on_start=started, on_outcome=finished,
+            worker_flags=worker_flags,
         )
         return result.exit_code
 

@@ -1,7 +1,9 @@
 """Run progress as an exporter: a live bar on a terminal, plain log lines otherwise.
 
 It consumes the same events as every other exporter (probe start/end, forward
-calls), so the runner never has to report progress by hand.
+calls), so the runner never has to report progress by hand. It follows one run: the
+one its ``run_id`` names, else the first whose start it sees (several runs may share an
+instrumentation at once, a sweep's adapters on a pool of workers).
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ class RunMonitor(Exporter):
 
     name = "progress"
 
-    def __init__(self, total_probes: int, *, live: bool | None = None) -> None:
+    def __init__(
+        self, total_probes: int, *, live: bool | None = None, run_id: str | None = None
+    ) -> None:
         self.total = total_probes
+        self.run_id = run_id
         self.live = sys.stderr.isatty() if live is None else live
         self.trace_id: str | None = None
         self.forward_calls = 0
@@ -62,6 +67,11 @@ class RunMonitor(Exporter):
         self._task = self._progress.add_task("starting", total=self.total, calls=0)
 
     def export(self, event: Event) -> None:
+        run_id = getattr(event, "run_id", None)
+        if isinstance(event, RunStarted) and self.run_id is None:
+            self.run_id = run_id
+        if run_id != self.run_id:
+            return  # another run's (or no run's) event
         if isinstance(event, ForwardCall):
             self.forward_calls += 1
             if self._progress is not None:

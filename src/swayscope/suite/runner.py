@@ -234,12 +234,15 @@ def run_suite(
     telemetry: dict[str, Any] | None = None,
     live_progress: bool | None = None,
     finish_telemetry: Callable[[], None] | None = None,
+    run_id: str | None = None,
 ) -> SuiteResult:
     """Run every probe in order; always returns a result (partial when interrupted).
 
     ``finish_telemetry`` (the CLI's: flush spans, push the final values) is called
     when the run has ended and before the result's telemetry losses are taken, so
-    that losses at the final flush or the last push are in the result.
+    that losses at the final flush or the last push are in the result. ``run_id``: the
+    run's id (default: the instrumentation chooses); give one when other runs may start
+    in the same instrumentation meanwhile (each result counts its own run's lookups).
     """
     spec = loaded.spec
     inst = backend.inst
@@ -262,8 +265,8 @@ def run_suite(
     workers = getattr(backend, "workers", None)
     if isinstance(workers, dict):
         result.models["workers"] = workers
-    monitor = RunMonitor(len(probes), live=live_progress)
-    tally = ProbeTally()
+    monitor = RunMonitor(len(probes), live=live_progress, run_id=run_id)
+    tally = ProbeTally(run_id)
     inst.add_exporter(monitor)
     inst.add_exporter(tally)
     run: RunHandle | None = None
@@ -282,6 +285,7 @@ def run_suite(
                 version=__version__,
                 probes=[p.spec.label for p in probes],
                 threads=result.threads,
+                run_id=run_id,
             ) as run,
         ):
             result.run_id = run.run_id

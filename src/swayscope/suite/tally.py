@@ -2,7 +2,9 @@
 
 The Prometheus metrics count lookups by op and view kind only (their series must
 not grow with the suite); a probe's own hit ratio is kept here, for the result
-JSON, and in each probe's trace.
+JSON, and in each probe's trace. A tally counts one run's lookups: the run its
+``run_id`` names, else the first whose start it sees (a sweep's adapters may run at
+once in one instrumentation).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from swayscope.instrumentation.events import CacheLookup, Event, ForwardCall
+from swayscope.instrumentation.events import CacheLookup, Event, ForwardCall, RunStarted
 from swayscope.instrumentation.exporter import Exporter
 
 #: Key of lookups made outside any probe.
@@ -22,7 +24,8 @@ class ProbeTally(Exporter):
 
     name = "probe-tally"
 
-    def __init__(self) -> None:
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id = run_id
         self._lock = threading.Lock()
         # probe -> [hits, misses, forward calls]
         self._counts: dict[str, list[int]] = {}
@@ -36,6 +39,10 @@ class ProbeTally(Exporter):
 
     def export(self, event: Event) -> None:
         kind = type(event)
+        if kind is RunStarted and self.run_id is None:
+            self.run_id = event.run_id  # type: ignore[union-attr]
+        if getattr(event, "run_id", None) != self.run_id:
+            return
         if kind is CacheLookup:
             with self._lock:
                 self._row(event.probe)[0 if event.hit else 1] += 1  # type: ignore[union-attr]

@@ -105,15 +105,6 @@ def test_workers_without_a_model_kind_that_has_one_exits_2(tmp_path: Path) -> No
     assert out.returncode == 2 and "models.workers needs models.kind 'hf'" in out.stderr
 
 
-def test_a_sweep_refuses_a_pool(tmp_path: Path, tiny_model: TinyModelPaths) -> None:
-    spec = write_suite(tmp_path, tiny_model.base_dir, tiny_model.adapter_dir,
-                       workers="  workers:\n    count: 2\n")
-    out = swayscope(tmp_path, "sweep", str(spec), "--adapters", str(tiny_model.adapter_dir),
-                    "--out", str(tmp_path / "sweep"))
-    assert out.returncode == 2, out.stderr
-    assert "suite.yaml:8" in out.stderr and "models.workers" in out.stderr
-
-
 def test_a_model_the_workers_cannot_load_exits_2_with_their_error(
     tmp_path: Path, ray_address: str, tiny_model: TinyModelPaths
 ) -> None:

@@ -9,8 +9,9 @@ so far keep their results, and the summary covers them.
 The runner is the seam for running adapters elsewhere: :class:`InProcessRunner` loads
 the base model once and swaps adapters in one process, one after the other, so the
 base view's forward passes are computed once and shared by every adapter through the
-one cache. A runner that spreads adapters over workers (a Ray pool) implements the same
-protocol and may yield outcomes in any order; the summary is in checkpoint order.
+one cache. :class:`~swayscope.suite.sweep.pool.PoolRunner` spreads the adapters over a
+pool of Ray workers (``models.workers``), several at once, and yields outcomes in the
+order they finish; the summary is in checkpoint order.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ class AdapterRunner(Protocol):
     """Runs the suite on each adapter; yields each adapter's outcome as it finishes.
 
     An adapter that cannot be loaded is an outcome with status ``error``; a run stopped
-    by Ctrl-C is an ``interrupted`` outcome, after which the runner yields nothing more.
-    Outcomes may come in any order (each names its adapter).
+    by Ctrl-C is an ``interrupted`` outcome (one per run in progress, when several run at
+    once), after which the runner yields nothing more. Outcomes may come in any order
+    (each names its adapter).
     """
 
     def run(self, adapters: Sequence[SweepAdapter]) -> Iterator[AdapterOutcome]: ...
@@ -52,16 +54,11 @@ class SwappingBackend(DifferentialBackend, AdapterSwapping, Protocol):
 
 def check_sweepable(loaded: LoadedSuite) -> None:
     """:class:`SpecError` unless the suite's models can be swept (a base model of kind hf,
-    in this process)."""
+    in this process or on a pool of workers)."""
     if loaded.spec.models.kind != "hf":
         raise SpecError(
             f"{loaded.where('models', 'kind')}: a sweep swaps LoRA adapters on one base "
             f"model; models.kind must be 'hf' (got {loaded.spec.models.kind!r})"
-        )
-    if loaded.spec.models.workers is not None:
-        raise SpecError(
-            f"{loaded.where('models', 'workers')}: a sweep swaps adapters in this process; "
-            "models.workers (a pool of Ray workers) is for `swayscope run` only: remove it"
         )
 
 
@@ -215,8 +212,8 @@ def run_sweep(
                     if on_outcome is not None:
                         on_outcome(outcome)
                     if outcome.status == "interrupted":
+                        # The runner yields the other runs it stopped, then ends.
                         handle.status = sweep.status = "interrupted"
-                        break
             except KeyboardInterrupt:
                 handle.status = sweep.status = "interrupted"
             finally:
