@@ -49,6 +49,9 @@ def load_dashboard(path: str | Path = DASHBOARD) -> dict[str, Any]:
 #: The row repeated once per worker of a pool (``models.workers``): a run without a pool
 #: has no ``swayscope_worker_*`` series.
 WORKER_ROW = "Worker $worker"
+#: The row of a checkpoint sweep (its adapters' progress and scores): a run of its own has
+#: no ``swayscope_sweep_adapter_progress_ratio`` series.
+SWEEP_ROW = "Sweep"
 
 
 def row_of_panels(path: str | Path = DASHBOARD) -> dict[int, str]:

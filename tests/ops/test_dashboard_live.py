@@ -23,9 +23,9 @@ def servers(tmp_path: Path) -> Iterator[srv.Processes]:
     procs.stop_all()
 
 
-#: Rows without data in a run without a pool of workers (tests/backends/ray checks the
-#: worker row against a live pool).
-NO_POOL = (dq.WORKER_ROW,)
+#: Rows without data in a run of its own, without a pool of workers (tests/backends/ray
+#: checks the worker and sweep rows against a live sweep on a pool).
+NOT_IN_A_PLAIN_RUN = (dq.WORKER_ROW, dq.SWEEP_ROW)
 
 
 def test_every_dashboard_query_returns_data_and_the_recording_rule_equals_the_hit_rate(
@@ -105,7 +105,7 @@ def test_every_dashboard_query_returns_data_and_the_recording_rule_equals_the_hi
             empty = [
                 f"{title} [{ref}]: {expr}"
                 for title, ref, expr in dq.dashboard_exprs_by_panel(
-                    values=values, except_rows=NO_POOL
+                    values=values, except_rows=NOT_IN_A_PLAIN_RUN
                 )
                 if not prom.query(expr)
             ]
@@ -116,7 +116,7 @@ def test_every_dashboard_query_returns_data_and_the_recording_rule_equals_the_hi
             values = {"job": "swayscope", "instance": instance, "run_id": result.run_id}
             with_data: dict[str, bool] = {}
             for title, _ref, expr in dq.dashboard_exprs_by_panel(
-                values=values, except_rows=NO_POOL
+                values=values, except_rows=NOT_IN_A_PLAIN_RUN
             ):
                 with_data[title] = with_data.get(title, False) or bool(prom.query(expr))
             empty_panels = [title for title, ok in with_data.items() if not ok]

@@ -75,6 +75,7 @@ GAUGES = {
     "swayscope_probe_duration_seconds",
     "swayscope_probe_score",
     "swayscope_sweep_progress_ratio",
+    "swayscope_sweep_adapter_progress_ratio",
     "swayscope_worker_up",
     "swayscope_worker_in_flight_calls",
     "swayscope_worker_memory_bytes",
@@ -254,7 +255,12 @@ def test_every_target_has_an_expr() -> None:
 
 def test_rows() -> None:
     rows = [p["title"] for p in _panels() if p["type"] == "row"]
-    assert rows == ["Run", "Cache", "Forward", "Probes", "Health", "Worker $worker"]
+    assert rows == ["Run", "Cache", "Forward", "Probes", "Sweep", "Health", "Worker $worker"]
+
+
+def test_panel_ids_are_unique() -> None:
+    ids = [p["id"] for p in _panels()]
+    assert len(ids) == len(set(ids))
 
 
 def test_row_contents() -> None:
@@ -296,6 +302,10 @@ def test_row_contents() -> None:
         "Probes": [
             "swayscope_probe_duration_seconds{",
             "swayscope_probes_total",
+        ],
+        "Sweep": [
+            "swayscope_sweep_progress_ratio{",
+            "swayscope_sweep_adapter_progress_ratio{",
             "swayscope_probe_score{",
         ],
         "Worker $worker": [

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import threading
 import time
+from typing import Any
 
 import pytest
 from exporter_servers import http_get, need_binary
@@ -164,6 +165,53 @@ def test_run_gauges_while_running() -> None:
     ]
     assert runs == ["second-run"]  # one run_info series: the current run
     inst.close()
+
+
+def test_runs_side_by_side_in_a_sweep_keep_their_own_series() -> None:
+    """A sweep's adapters running at once: one run's start clears none of another live
+    run's series; each adapter has its own score and progress; the run is active while
+    any of them is."""
+    from swayscope.instrumentation import ProbeEnded, RunEnded, RunStarted, SweepStarted
+
+    prom = PrometheusExporter()
+    prom.export(SweepStarted(sweep_id="s", start_ns=0, adapters=("a", "b", "c")))
+    assert sample(prom, "swayscope_sweep_adapter_progress_ratio", adapter="c") == 0
+
+    def start(run: str, adapter: str) -> None:
+        prom.export(RunStarted(run_id=run, start_ns=0, adapter=adapter, total_probes=2))
+
+    def probe(run: str, name: str, done: int, score: float, status: Any = "pass") -> None:
+        prom.export(ProbeEnded(run_id=run, probe=name, kind=name, end_ns=0, duration_s=0.5,
+                               status=status, score=score, done=done, total=2))
+
+    start("r1", "a")
+    probe("r1", "p", 1, 1.0)
+    start("r2", "b")  # starts while r1 is live
+    assert sample(prom, "swayscope_probe_score", probe="p", adapter="a") == 1.0
+    assert sample(prom, "swayscope_sweep_adapter_progress_ratio", adapter="a") == 0.5
+    assert sample(prom, "swayscope_run_progress_ratio") == 0.25  # 1 of the 4 probes live
+    probe("r2", "p", 1, 2.0, status="fail")
+    probe("r2", "q", 2, 3.0)
+    assert sample(prom, "swayscope_probe_score", probe="p", adapter="b") == 2.0
+    assert sample(prom, "swayscope_probe_score", probe="p", adapter="a") == 1.0
+    # one duration series per probe: its status as the run that finished it last had it
+    assert sample(prom, "swayscope_probe_duration_seconds", probe="p", status="fail") == 0.5
+    assert sample(prom, "swayscope_probe_duration_seconds", probe="p", status="pass") is None
+    prom.export(RunEnded(run_id="r2", end_ns=0, duration_s=1.0))
+    assert sample(prom, "swayscope_run_active") == 1  # r1 still runs
+    assert sample(prom, "swayscope_sweep_adapter_progress_ratio", adapter="b") == 1.0
+    assert sample(prom, "swayscope_run_progress_ratio") == 0.5  # r1 alone now
+    probe("r1", "q", 2, 4.0)
+    prom.export(RunEnded(run_id="r1", end_ns=0, duration_s=1.0))
+    assert sample(prom, "swayscope_run_active") == 0
+    assert sample(prom, "swayscope_sweep_progress_ratio") == pytest.approx(2 / 3)
+    runs = {
+        smp.labels["run_id"]: smp.labels["adapter"]
+        for fam in prom.registry.collect() for smp in fam.samples
+        if smp.name == "swayscope_run_info"
+    }
+    assert runs == {"r1": "a", "r2": "b"}  # a sweep's runs side by side
+    prom.shutdown()
 
 
 def test_promql_hit_ratio_inputs_equal_backend_stats() -> None:

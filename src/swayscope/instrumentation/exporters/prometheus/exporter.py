@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY as GLOBAL_REGISTRY
@@ -54,6 +55,16 @@ _ARG_NAMES: Mapping[str, str] = {
 def default_push_instance() -> str:
     """``host:pid``: a pushed run's ``instance``, as a scraped one's is ``host:port``."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(slots=True)
+class _LiveRun:
+    """A run in progress, as its metrics need it."""
+
+    adapter: str
+    """Its ``adapter`` label value (bounded)."""
+    done: int
+    total: int
 
 
 def _choose_registry(registry: CollectorRegistry | None, use_global: bool) -> CollectorRegistry:
@@ -113,12 +124,14 @@ class PrometheusExporter(Exporter):
         self._stop = threading.Event()
         self._push_thread: threading.Thread | None = None
         self._server: Any = None
-        # The adapter label: the values announced (a sweep's adapters, else the run's own)
-        # and the current run's value; ``sweep_total`` is 0 outside a sweep.
+        # The adapter label takes the values announced (a sweep's adapters, else the run's
+        # own). Several runs may be live at once (a sweep's adapters on a pool): each is
+        # told apart by its run id; ``sweep_total`` is 0 outside a sweep.
+        self._runs_lock = threading.Lock()
         self._adapters: frozenset[str] = frozenset()
-        self._adapter = m.OTHER_ADAPTER
+        self._live: dict[str, _LiveRun] = {}
         self._sweep_total = 0
-        self._sweep_done = 0
+        self._adapter_progress: dict[str, float] = {}
         try:
             self._register_metrics()
         except ValueError as exc:  # duplicated names in the (global) registry
@@ -162,6 +175,10 @@ class PrometheusExporter(Exporter):
         self.sweep_progress = self._add(
             Gauge(m.SWEEP_PROGRESS, m.HELP[m.SWEEP_PROGRESS], registry=r)
         )
+        self.sweep_adapter_progress = self._add(Gauge(
+            m.SWEEP_ADAPTER_PROGRESS, m.HELP[m.SWEEP_ADAPTER_PROGRESS], m.ADAPTER_LABELS,
+            registry=r,
+        ))
         self.run_info = self._add(
             Gauge(m.RUN_INFO, m.HELP[m.RUN_INFO], m.RUN_INFO_LABELS, registry=r)
         )
@@ -194,53 +211,104 @@ class PrometheusExporter(Exporter):
         elif kind is RunStarted:
             self._on_run_started(event)  # type: ignore[arg-type]
         elif kind is RunEnded:
-            self.run_active.set(0)
-            if event.status == "interrupted":  # type: ignore[union-attr]
-                self.linger_s = 0.0  # the user stopped the run: do not hold the process
-            if self._sweep_total:
-                self._sweep_done += 1
-                self.sweep_progress.set(min(1.0, self._sweep_done / self._sweep_total))
+            self._on_run_ended(event)  # type: ignore[arg-type]
         elif kind is SweepStarted:
             self._on_sweep_started(event)  # type: ignore[arg-type]
         elif kind is SweepEnded:
-            self._sweep_total = 0
+            with self._runs_lock:
+                self._sweep_total = 0
         elif kind in WORKER_EVENTS:
             self.workers.export(event)
 
     def _on_sweep_started(self, ev: SweepStarted) -> None:
         """The sweep's adapters are every value the ``adapter`` label takes until it ends;
-        their scores stay side by side (a plain run shows its own only)."""
-        self._adapters = frozenset(ev.adapters)
-        self._sweep_total = len(ev.adapters)
-        self._sweep_done = 0
-        self.probe_score.clear()
-        self.sweep_progress.set(0)
+        their scores and progress stay side by side (a plain run shows its own only), and
+        so do its runs' ``run_info`` series."""
+        with self._runs_lock:
+            if self.run_id is None:
+                self.run_id = ev.sweep_id  # the push group of the sweep's runs
+            self._adapters = frozenset(ev.adapters)
+            self._sweep_total = len(ev.adapters)
+            self.probe_score.clear()
+            self.probe_durations.clear()
+            self.run_info.clear()
+            self.sweep_adapter_progress.clear()
+            self._adapter_progress = dict.fromkeys(self._adapters, 0.0)
+            for adapter in self._adapters:
+                self.sweep_adapter_progress.labels(adapter).set(0)
+            self.sweep_progress.set(0)
 
     def _on_probe_ended(self, ev: ProbeEnded) -> None:
         if ev.status == "not_run":
             return  # stopped mid-probe: no verdict to count
-        # µs: shorter scrapes
-        self.probe_durations.labels(ev.probe, ev.status).set(round(ev.duration_s, 6))
+        with self._runs_lock:
+            run = self._live.get(ev.run_id)
+            adapter = run.adapter if run is not None else m.OTHER_ADAPTER
+            # One series per probe: its last status (runs side by side finish it in turn).
+            for status in PROBE_STATUSES:
+                if status != ev.status:
+                    self.probe_durations.remove(ev.probe, status)
+            # µs: shorter scrapes
+            self.probe_durations.labels(ev.probe, ev.status).set(round(ev.duration_s, 6))
+            if run is not None and ev.total > 0:
+                run.done, run.total = ev.done, ev.total
+                self._run_progress()
+                self._adapter_progress_is(run, min(1.0, ev.done / ev.total))
         self.probes.labels(ev.status).inc()
         if ev.score is not None and math.isfinite(ev.score):
-            self.probe_score.labels(ev.probe, self._adapter).set(ev.score)
-        if ev.total > 0:
-            self.run_progress.set(min(1.0, ev.done / ev.total))
+            self.probe_score.labels(ev.probe, adapter).set(ev.score)
 
     def _on_run_started(self, ev: RunStarted) -> None:
-        self.run_id = ev.run_id
-        if not self._sweep_total:
-            self._adapters = frozenset((ev.adapter,))
-            self.probe_score.clear()
-        self._adapter = ev.adapter if ev.adapter in self._adapters else m.OTHER_ADAPTER
-        self.run_info.clear()
-        self.probe_durations.clear()  # one series per probe of the current run
-        self.run_info.labels(ev.run_id, ev.suite, ev.base_model, ev.adapter).set(1)
-        self.run_active.set(1)
-        self.run_progress.set(0)
-        self.run_start_time.set(ev.start_ns / 1e9)
-        if self._server is not None and self.first_scrape_wait_s > 0:
+        with self._runs_lock:
+            sweep = self._sweep_total > 0
+            if not sweep:
+                # A run of its own: its series only (a sweep keeps its runs side by side).
+                self.run_id = ev.run_id
+                self._adapters = frozenset((ev.adapter,))
+                self.probe_score.clear()
+                self.probe_durations.clear()
+                self.run_info.clear()
+            adapter = ev.adapter if ev.adapter in self._adapters else m.OTHER_ADAPTER
+            first = not self._live
+            if first:
+                self.run_start_time.set(ev.start_ns / 1e9)
+                self.run_progress.set(0)
+            run = self._live[ev.run_id] = _LiveRun(adapter, 0, ev.total_probes)
+            self.run_info.labels(ev.run_id, ev.suite, ev.base_model, ev.adapter).set(1)
+            self.run_active.set(1)
+            self._run_progress()
+            self._adapter_progress_is(run, 0.0)
+        # Runs side by side: the first one waited for the scrape of the zeroed series.
+        if first and self._server is not None and self.first_scrape_wait_s > 0:
             self.scrapes.wait_for_next(self.first_scrape_wait_s)
+
+    def _on_run_ended(self, ev: RunEnded) -> None:
+        if ev.status == "interrupted":
+            self.linger_s = 0.0  # the user stopped the run: do not hold the process
+        with self._runs_lock:
+            run = self._live.pop(ev.run_id, None)
+            if run is not None and ev.status == "ok":
+                self._adapter_progress_is(run, 1.0)
+            if self._live:
+                self._run_progress()  # the runs still going (the last one's value stays)
+            self.run_active.set(1 if self._live else 0)
+
+    def _run_progress(self) -> None:
+        """Probes done over probes planned of the runs in progress. Under ``_runs_lock``."""
+        live = self._live.values()
+        total = sum(r.total for r in live)
+        if total:
+            self.run_progress.set(min(1.0, sum(r.done for r in live) / total))
+
+    def _adapter_progress_is(self, run: _LiveRun, fraction: float) -> None:
+        """In a sweep, ``run``'s adapter is ``fraction`` done: its progress and the sweep's
+        (the mean over the sweep's adapters). Under ``_runs_lock``."""
+        if self._sweep_total and run.adapter in self._adapter_progress:
+            self._adapter_progress[run.adapter] = fraction
+            self.sweep_adapter_progress.labels(run.adapter).set(fraction)
+            self.sweep_progress.set(
+                min(1.0, sum(self._adapter_progress.values()) / self._sweep_total)
+            )
 
     # -- exposition ----------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ PROBE_DURATION = "swayscope_probe_duration_seconds"
 PROBES = "swayscope_probes"
 PROBE_SCORE = "swayscope_probe_score"
 SWEEP_PROGRESS = "swayscope_sweep_progress_ratio"
+SWEEP_ADAPTER_PROGRESS = "swayscope_sweep_adapter_progress_ratio"
 RUN_INFO = "swayscope_run_info"
 RUN_ACTIVE = "swayscope_run_active"
 RUN_PROGRESS = "swayscope_run_progress_ratio"
@@ -48,14 +49,19 @@ HELP: dict[str, str] = {
     CACHE_BYTES: "Approximate bytes held by the forward cache.",
     CACHE_EVICTIONS: "Entries evicted from the forward cache.",
     TOKENS: "Input tokens of the prompts sent to the model.",
-    PROBE_DURATION: "Wall time of each probe finished in the current run, by its status.",
+    PROBE_DURATION: "Wall time of each probe finished in the current run (a sweep: its last "
+    "run to finish the probe), by its status.",
     PROBES: "Probes finished, by status.",
     PROBE_SCORE: "Last score of each probe, per adapter (a sweep's checkpoints side by side).",
-    SWEEP_PROGRESS: "Adapters done / adapters of the current checkpoint sweep.",
-    RUN_INFO: "The current run (value 1).",
-    RUN_ACTIVE: "1 while a run is in progress.",
-    RUN_PROGRESS: "Probes done / probes planned.",
-    RUN_START_TIME: "Unix time the current run started.",
+    SWEEP_PROGRESS: "Adapters done / adapters of the current checkpoint sweep (an adapter in "
+    "progress counts its share of probes done).",
+    SWEEP_ADAPTER_PROGRESS: "Probes done / probes planned of each adapter of the current "
+    "checkpoint sweep (0 until its run starts, 1 once it completed).",
+    RUN_INFO: "The current run (value 1); in a sweep, each of its adapters' runs.",
+    RUN_ACTIVE: "1 while a run is in progress (in a sweep: while any of its runs is).",
+    RUN_PROGRESS: "Probes done / probes planned of the runs in progress (together, when a "
+    "sweep runs several at once).",
+    RUN_START_TIME: "Unix time the current run started (runs side by side: the first of them).",
     EXPORTER_ERRORS: "Telemetry exporter failures (the run went on).",
     SPANS_DROPPED: "Spans that could not be delivered.",
     WORKER_UP: "1 while the pool's worker can take forward calls (0: lost or restarting).",
@@ -76,6 +82,7 @@ OPKIND_LABELS = ("op", "view_kind")
 PROBE_LABELS = ("probe", "status")
 RUN_INFO_LABELS = ("run_id", "suite", "base_model", "adapter")
 PROBE_SCORE_LABELS = ("probe", "adapter")
+ADAPTER_LABELS = ("adapter",)
 #: Label value of ``adapter`` for an adapter the sweep did not announce (keeps it bounded).
 OTHER_ADAPTER = "other"
 #: Label of the per-worker metrics: the worker's index in its pool ("0" … "N-1"), bounded by
