@@ -120,7 +120,9 @@ def _outcome_line(outcome: AdapterOutcome, total: int) -> str:
     hit = 100.0 * int(stats.get("cache_hits", 0)) / lookups if lookups else 0.0
     saved = f" → {outcome.result_file}" if outcome.result_file else ""
     status = "" if outcome.status == "complete" else f" ({outcome.status})"
+    home = result.models.get("workers", {}).get("home")
+    worker = f" · worker {home}" if home is not None else ""
     return (
         f"{where}: {verdicts}{status} · {result.wall_s:.2f} s · cache hit {hit:.0f} % · "
-        f"load {outcome.load_s:.2f} s{saved}"
+        f"load {outcome.load_s:.2f} s{worker}{saved}"
     )

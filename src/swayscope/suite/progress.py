@@ -35,6 +35,8 @@ class RunMonitor(Exporter):
     ) -> None:
         self.total = total_probes
         self.run_id = run_id
+        #: Before each log line: the adapter, in a sweep (its runs' lines interleave).
+        self._prefix = ""
         self.live = sys.stderr.isatty() if live is None else live
         self.trace_id: str | None = None
         self.forward_calls = 0
@@ -78,6 +80,7 @@ class RunMonitor(Exporter):
                 self._progress.update(self._task, calls=self.forward_calls)
         elif isinstance(event, RunStarted):
             self.trace_id = event.trace_id
+            self._prefix = f"{event.adapter}: " if event.sweep_id and event.adapter else ""
             self._t0 = time.monotonic()
             if self.live:
                 self._start_bar()
@@ -85,19 +88,21 @@ class RunMonitor(Exporter):
             if self._progress is not None:
                 self._progress.update(self._task, description=event.probe)
             else:
-                log.info("probe %d/%d %s: started", event.index + 1, self.total, event.probe)
+                log.info("%sprobe %d/%d %s: started", self._prefix, event.index + 1, self.total,
+                         event.probe)
         elif isinstance(event, ProbeEnded):
             self.done = event.done
             if self._progress is not None:
                 self._progress.update(self._task, completed=event.done, calls=self.forward_calls)
             elif event.status == "not_run":
-                log.info("probe %s: interrupted, not run", event.probe)
+                log.info("%sprobe %s: interrupted, not run", self._prefix, event.probe)
             else:
                 elapsed = time.monotonic() - self._t0
                 eta = elapsed / event.done * (self.total - event.done) if event.done else 0.0
                 log.info(
-                    "probe %d/%d %s: %s in %.2fs · %d forward calls · elapsed %.1fs · ETA %.1fs",
-                    event.done, self.total, event.probe, event.status, event.duration_s,
+                    "%sprobe %d/%d %s: %s in %.2fs · %d forward calls · elapsed %.1fs · ETA %.1fs",
+                    self._prefix, event.done, self.total, event.probe, event.status,
+                    event.duration_s,
                     self.forward_calls, elapsed, eta,
                 )
 
