@@ -15,12 +15,23 @@ Prints a Markdown report (``docs/scaling.md`` keeps one):
   smallest at which 2 workers beat one process.
 
     python bench/bench_ray.py [--prompts 256] [--rounds 5] [--batches 1,2,4,8,16,32,64]
+
+``--sweep``: a checkpoint sweep instead (the tiny adapter trained for 40 steps, checkpoints at
+0, 5, 10, 20 and 40; the demo suite on each): in process, then on a pool of 1 and of 2
+workers (each pool started once, its base loaded once per worker; the driver's cache
+emptied before each sweep), interleaved round after round. Prints the sweeps' wall time,
+their forward work (which must be the same everywhere), how many adapters ran at once,
+and the largest score difference from the in-process sweep. ``--sweep-prompts N`` gives
+delta_kl N prompts of the corpus instead of its 16: more work per adapter.
+
+    python bench/bench_ray.py --sweep [--rounds 3] [--sweep-prompts 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import platform
 import statistics
@@ -39,8 +50,15 @@ import torch
 
 from swayscope.backends.hf import HFBackend
 from swayscope.backends.ray import RayBackend
-from swayscope.backends.tiny import build_tiny, package_text
-from swayscope.instrumentation import Event, Exporter, WorkerCallEnded
+from swayscope.backends.tiny import TINY_LORA_SHAPE, build_tiny, package_text, tiny_adapter_plan
+from swayscope.instrumentation import (
+    BackendInstrumentation,
+    Event,
+    Exporter,
+    RunEnded,
+    RunStarted,
+    WorkerCallEnded,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_model
@@ -119,12 +137,172 @@ def timed(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, tuple[fl
     return {name: (min(ts), statistics.median(ts)) for name, ts in times.items()}
 
 
+#: The sweep mode's checkpoints: the tiny adapter's training steps (as bench/bench_sweep.py).
+SWEEP_STEPS = 40
+SWEEP_SAVE_AT = (0, 5, 10, 20)
+#: The sweep's forward work, summed over its adapters' own counters.
+SWEEP_COUNTS = ("forward_calls", "forward_passes", "base_forward_passes", "cache_hits",
+                "cache_misses")
+
+
+class RunTimes(Exporter):
+    """When each run started and ended: how many ran at once."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, int] = {}
+        self.ended: dict[str, int] = {}
+
+    def export(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.started[event.run_id] = event.start_ns
+        elif isinstance(event, RunEnded):
+            self.ended[event.run_id] = event.end_ns
+
+    def most_at_once(self) -> int:
+        edges = sorted(
+            [(t, 1) for t in self.started.values()] + [(t, -1) for t in self.ended.values()]
+        )
+        live = most = 0
+        for _, step in edges:
+            live += step
+            most = max(most, live)
+        return most
+
+    def reset(self) -> None:
+        self.started.clear()
+        self.ended.clear()
+
+
+def sweep_bench(rounds: int, prompts: int) -> None:
+    """The ``--sweep`` mode (see the module doc); ``prompts``: delta_kl's (0: its own)."""
+    import ray
+
+    from swayscope.suite.demo import demo_suite_yaml
+    from swayscope.suite.runner import build_backend
+    from swayscope.suite.spec import WorkersSpec, load_suite_text
+    from swayscope.suite.sweep.adapters import order_adapters
+    from swayscope.suite.sweep.pool import PoolRunner
+    from swayscope.suite.sweep.result import SweepResult
+    from swayscope.suite.sweep.runner import InProcessRunner, run_sweep
+    from swayscope.training.lora import train_lora
+
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
+    with tempfile.TemporaryDirectory(prefix="bench-ray-sweep-") as tmp:
+        root = Path(tmp)
+        paths = build_tiny(root / "tiny", seed=0)
+        trained = train_lora(
+            paths.base_dir, package_text("finetune.txt"), root / "ckpt",
+            shape=TINY_LORA_SHAPE,
+            plan=tiny_adapter_plan(0, steps=SWEEP_STEPS, save_at=SWEEP_SAVE_AT),
+        )
+        checkpoints = [trained.checkpoints[s] for s in sorted(trained.checkpoints)]
+        adapters, order = order_adapters(checkpoints)
+        text = demo_suite_yaml(paths.base_dir, checkpoints[0])
+        if prompts:
+            text = text.replace(
+                "  - kind: delta_kl\n",
+                f"  - kind: delta_kl\n    prompts: {json.dumps(make_prompts(prompts))}\n",
+            )
+        loaded = load_suite_text(text, "demo")
+        spec = loaded.spec
+        loaded.spec = spec.model_copy(
+            update={"defaults": spec.defaults.model_copy(update={"threads": 1})}
+        )
+
+        def pooled(workers: int) -> Any:
+            models = loaded.spec.models.model_copy(
+                update={"workers": WorkersSpec(count=workers)}
+            )
+            times = RunTimes()
+            inst = BackendInstrumentation(cache_maxsize=4096, exporters=[times])
+            return build_backend(models, loaded.spec.defaults, inst, adapter_name=adapters[0].label)
+
+        starts: dict[str, float] = {}
+        pools: dict[str, Any] = {}
+        for workers in (1, 2):
+            name = f"{workers} worker{'s' if workers > 1 else ''}"
+            t0 = time.perf_counter()
+            pools[name] = pooled(workers)
+            starts[name] = time.perf_counter() - t0
+
+        def sweep(name: str) -> tuple[SweepResult, int]:
+            if name == "in process":
+                times = RunTimes()
+                inst = BackendInstrumentation(cache_maxsize=4096, exporters=[times])
+                result = run_sweep(loaded, adapters, InProcessRunner(loaded, inst), inst,
+                                   order=order)
+                inst.close()
+                return result, times.most_at_once()
+            backend = pools[name]
+            backend.inst.cache.clear()
+            (times,) = [e for e in backend.inst.exporters if isinstance(e, RunTimes)]
+            times.reset()
+            runner = PoolRunner(loaded, backend.inst, backend=backend)
+            result = run_sweep(loaded, adapters, runner, backend.inst, order=order)
+            return result, times.most_at_once()
+
+        names = ["in process", *pools]
+        walls: dict[str, list[float]] = {n: [] for n in names}
+        loads: dict[str, list[float]] = {n: [] for n in names}
+        last: dict[str, tuple[SweepResult, int]] = {}
+        try:
+            for n in names:  # warm-up
+                sweep(n)
+            for _ in range(rounds):
+                for n in names:
+                    last[n] = sweep(n)
+                    walls[n].append(last[n][0].wall_s)
+                    loads[n].append(sum(o.load_s for o in last[n][0].adapters))
+        finally:
+            for backend in pools.values():
+                backend.close()
+            ray.shutdown()
+
+    def work(result: SweepResult) -> dict[str, int]:
+        return {k: sum(int(o.stats.get(k, 0)) for o in result.adapters) for k in SWEEP_COUNTS}
+
+    def scores(result: SweepResult) -> dict[tuple[str, str], float | None]:
+        return {(name, p.label): p.score for name in result.probe_names()
+                for p in result.points(name)}
+
+    want = scores(last["in process"][0])
+    print("## A checkpoint sweep on the pool (bench/bench_ray.py --sweep)\n")
+    print(f"Machine: {cpu_model()}, {os.cpu_count()} logical CPUs; Python "
+          f"{platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}. "
+          f"Tiny model (build_tiny), {len(adapters)} checkpoints of the tiny adapter (steps "
+          f"{', '.join(str(a.step) for a in adapters)}), the demo suite on each"
+          + (f" (delta_kl on {prompts} prompts)" if prompts else "") + "; CPU float32, 1 "
+          f"torch thread per process; local Ray cluster of 3 logical CPUs (both pools fit); "
+          f"{rounds} interleaved rounds after a warm-up, best (median). Starting the pools "
+          f"(every worker loads the base once): "
+          + ", ".join(f"{n} {s:.1f} s" for n, s in starts.items()) + ".\n")
+    print("| sweep | wall s | of which loading and swaps s | model calls | prompts computed "
+          "| base-view prompts | hit rate | adapters at once | max score difference |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n in names:
+        result, at_once = last[n]
+        w = work(result)
+        lookups = w["cache_hits"] + w["cache_misses"]
+        got = scores(result)
+        diff = max(abs((got[k] or 0.0) - (want[k] or 0.0)) for k in want)
+        print(f"| {n} | {min(walls[n]):.2f} ({statistics.median(walls[n]):.2f}) | "
+              f"{statistics.median(loads[n]):.2f} | {w['forward_calls']} | "
+              f"{w['forward_passes']} | {w['base_forward_passes']} | "
+              f"{w['cache_hits'] / lookups:.1%} | {at_once} | {diff:.1e} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prompts", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batches", default="1,2,4,8,16,32,64")
+    parser.add_argument("--sweep", action="store_true", help="a checkpoint sweep instead")
+    parser.add_argument("--sweep-prompts", type=int, default=0)
     args = parser.parse_args()
+    if args.sweep:
+        torch.set_num_threads(1)
+        sweep_bench(args.rounds, args.sweep_prompts)
+        return
     batches = [int(b) for b in args.batches.split(",")]
     torch.set_num_threads(1)
 

@@ -62,6 +62,8 @@ class PoolRunner:
         on_start: called with each adapter before its worker is given it (from the
             adapter's lane thread).
         sources: where each setting of ``models.workers`` came from, for errors.
+        backend: a pool already started on this base, with ``inst``, to run on (several
+            sweeps on one pool, one after the other); default: one is started.
 
     ``backend`` is the pool's backend once it started (the caller closes it: that stops
     the workers, and closes the instrumentation).
@@ -75,13 +77,14 @@ class PoolRunner:
         telemetry: dict[str, Any] | None = None,
         on_start: Callable[[SweepAdapter], None] | None = None,
         sources: Mapping[str, str] | None = None,
+        backend: RayBackend | None = None,
     ) -> None:
         self.loaded = loaded
         self.inst = inst
         self.telemetry = dict(telemetry or {})
         self.on_start = on_start
         self.sources = sources
-        self.backend: RayBackend | None = None
+        self.backend = backend
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pending: deque[SweepAdapter] = deque()
@@ -186,6 +189,7 @@ class PoolRunner:
 
     def run(self, adapters: Sequence[SweepAdapter]) -> Iterator[AdapterOutcome]:
         self._pending = deque(adapters)
+        self._stop.clear()
         yield from self._start()
         if self.backend is None:
             return
