@@ -253,6 +253,8 @@ def sweep_bench(rounds: int, prompts: int) -> None:
                     last[n] = sweep(n)
                     walls[n].append(last[n][0].wall_s)
                     loads[n].append(sum(o.load_s for o in last[n][0].adapters))
+            cache = pools["2 workers"].inst.cache
+            entries, cache_bytes = len(cache), cache.nbytes
         finally:
             for backend in pools.values():
                 backend.close()
@@ -289,6 +291,10 @@ def sweep_bench(rounds: int, prompts: int) -> None:
               f"{statistics.median(loads[n]):.2f} | {w['forward_calls']} | "
               f"{w['forward_passes']} | {w['base_forward_passes']} | "
               f"{w['cache_hits'] / lookups:.1%} | {at_once} | {diff:.1e} |")
+    print(f"\nThe driver's cache after a sweep (2 workers): {entries} entries, "
+          f"{cache_bytes / 2**20:.1f} MiB ({cache_bytes / max(entries, 1) / 1024:.1f} KiB per "
+          "entry: a forward record, the top 256 of the next-token distribution, and each "
+          "token's log-probability for the per-token ops).")
 
 
 def main() -> None:
