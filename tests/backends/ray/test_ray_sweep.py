@@ -389,8 +389,9 @@ def _alive(pid: int) -> bool:
 def test_ctrl_c_keeps_the_finished_adapters_and_leaves_nothing_running(
     tmp_path: Path, ray_address: str, tiny_model: TinyModelPaths, checkpoints: Path
 ) -> None:
-    """``swayscope sweep --ray`` on a suite long enough to stop in the middle: Ctrl-C once
-    an adapter has finished; the runs in progress keep their partial results."""
+    """``swayscope sweep --ray`` on a suite long enough to stop in the middle: three
+    adapters on two workers, Ctrl-C once the third one's run started (so one finished
+    before it); the runs in progress keep their partial results."""
     prompts = "".join(f"      - 'Prompt number {i} of a long suite'\n" for i in range(300))
     spec = tmp_path / "suite.yaml"
     spec.write_text(
@@ -398,20 +399,21 @@ def test_ctrl_c_keeps_the_finished_adapters_and_leaves_nothing_running(
         f"defaults:\n  threads: 1\n  max_batch_size: 2\n"
         f"suite:\n  - kind: delta_kl\n    prompts:\n{prompts}"
     )
-    out = tmp_path / "out"
+    out, trace = tmp_path / "out", tmp_path / "t.jsonl"
     proc = popen_swayscope(
         tmp_path, "sweep", str(spec), "--ray", ray_address, "--workers", "2",
         "--adapters", *(str(checkpoints / s) for s in LABELS[:3]), "--out", str(out),
+        "--trace", str(trace),
     )
-    adapters = out / "adapters"
+    third = f'"adapter":"{LABELS[2]}"'.encode()
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
-        if adapters.is_dir() and any(adapters.iterdir()):
+        if trace.exists() and third in trace.read_bytes():
             break
         time.sleep(0.02)
     else:
         proc.kill()
-        pytest.fail(f"no adapter finished: {proc.communicate()[1][-3000:]}")
+        pytest.fail(f"the third adapter never started: {proc.communicate()[1][-3000:]}")
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=90)
@@ -419,8 +421,9 @@ def test_ctrl_c_keeps_the_finished_adapters_and_leaves_nothing_running(
     assert time.monotonic() - sent < 60
     summary = json.loads((out / "sweep.json").read_text())
     assert summary["status"] == "interrupted"
-    statuses = [a["status"] for a in summary["adapters"]]
-    assert "complete" in statuses and "interrupted" in statuses, statuses
+    statuses = {a["label"]: a["status"] for a in summary["adapters"]}
+    assert statuses[LABELS[2]] == "interrupted", statuses
+    assert "complete" in statuses.values(), statuses
     pids: set[int] = set()
     for row in summary["adapters"]:
         if row["result_file"] is None:
