@@ -450,8 +450,9 @@ class DiskCache:
             return None
         try:
             rows = self._reader().execute(
-                "SELECT run_id, host, pid, started, trace_id, span_id FROM runs "
-                "WHERE plan = ? AND status != 'ok' ORDER BY started DESC LIMIT 8", (plan,),
+                "SELECT run_id, host, pid, started, trace_id, span_id FROM runs WHERE plan = ? "
+                "AND status NOT IN ('ok', 'resumed') ORDER BY started DESC LIMIT 8",
+                (plan,),
             ).fetchall()
         except sqlite3.Error:
             return None

@@ -76,6 +76,8 @@ def recorded(
         yield
         return
     disk.start_run(run.run_id, plan, run.trace_id, run.span_id)
+    if resumption.previous is not None:  # this run takes over its work: nobody resumes it again
+        disk.end_run(resumption.previous.run_id, "resumed")
     status = "interrupted"
     try:
         yield
