@@ -16,7 +16,10 @@ from sway_testing import popen_swayscope, swayscope
 from swayscope.backends.tiny import TinyModelPaths
 from swayscope.instrumentation.disk_cache import FILE_NAME, DiskCache
 
-WORDS = ["river", "stone", "quiet", "lantern", "ember", "harbor", "meadow", "copper", "thistle", "orchard", "willow", "falcon", "granite", "saffron", "tundra", "velvet"]
+WORDS = (
+    "river", "stone", "quiet", "lantern", "ember", "harbor", "meadow", "copper", "thistle",
+    "orchard", "willow", "falcon", "granite", "saffron", "tundra", "velvet",
+)
 
 
 def long_spec(tmp_path: Path, model: TinyModelPaths, adapter: Path | None = None,
