@@ -44,7 +44,8 @@ class PathCase:
     computes the rest, starting from prefixes the first one stored)."""
     packed_head: bool = True
     prefix_reuse: bool = False
-    taken: Callable[[BackendStats], bool] = lambda stats: True
+    taken: Callable[[BackendStats], bool] = field(kw_only=True)
+    """Whether the counters of a test's calls show the path was taken."""
 
 
 #: Batched ops per path and view: ``next_token_dist`` at each top_k, the other two ops.
@@ -60,7 +61,8 @@ PATHS = [
              taken=lambda s: s.prefix_hits > 0 and s.prefix_tokens_reused > 0),
     PathCase("no-prefix-reuse", {"prefix_cache_max_bytes": 0, "call_overhead_tokens": 0},
              halves=True, taken=lambda s: s.prefix_hits == 0 and s.prefix_tokens_reused == 0),
-    PathCase("full-head", {"prefix_cache_max_bytes": 0}, packed_head=False),
+    PathCase("full-head", {"prefix_cache_max_bytes": 0}, packed_head=False,
+             taken=lambda s: s.forward_calls >= BATCH_OPS),
     PathCase("split", {"max_batch_size": 2, "max_batch_tokens": 64, "prefix_cache_max_bytes": 0},
              taken=lambda s: s.max_batch_size == 2 and s.forward_calls >= BATCH_OPS * 3),
     # Texts on one shared prefix go to one forward call, which runs them in several model
