@@ -17,11 +17,12 @@ import dataclasses
 import json
 import struct
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from swayscope.errors import SwayscopeError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAGIC = b"SWC1"
 _LEN = struct.Struct("<I")
@@ -49,6 +50,8 @@ def _name_of(cls: type) -> str:
 
 def encode(value: Any) -> bytes:
     """``value`` as bytes; :class:`TypeError` for a value this codec cannot keep exactly."""
+    import numpy as np  # here, not at import: `import swayscope.instrumentation` stays light
+
     arrays: list[bytes] = []
 
     def enc(v: Any) -> Any:
@@ -89,6 +92,8 @@ def encode(value: Any) -> bytes:
 
 def decode(data: bytes) -> Any:
     """The value :func:`encode` made of ``data``; :class:`CodecError` otherwise."""
+    import numpy as np
+
     if data[:4] != MAGIC or len(data) < 8:
         raise CodecError("not a swayscope cache value")
     (n,) = _LEN.unpack_from(data, 4)

@@ -25,11 +25,12 @@ import uuid
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from swayscope.errors import BackendError, ConfigError, InputError, shown
 from swayscope.instrumentation.cache import _MISS, ForwardCache
 from swayscope.instrumentation.calls import CallContext, CurrentCall
+from swayscope.instrumentation.disk_cache import DiskCache, DiskStats, key_digest
 from swayscope.instrumentation.events import DiskCacheState, Event, WorkerPoolStarted
 from swayscope.instrumentation.exporter import Exporter, ExporterSet, TelemetryHealth
 from swayscope.instrumentation.flights import Flight, Flights, Key, usable_value
@@ -38,9 +39,6 @@ from swayscope.instrumentation.recording import TIER_DISK, CallRecorder
 from swayscope.instrumentation.scopes import ProbeHandle, RunHandle, Scopes, SweepHandle
 from swayscope.instrumentation.stats import BackendStats
 from swayscope.instrumentation.tracing import TraceLayout, TraceSettings
-
-if TYPE_CHECKING:
-    from swayscope.instrumentation.disk_cache import DiskCache, DiskStats
 
 T = TypeVar("T")
 
@@ -188,8 +186,6 @@ class Instrumentation:
         content = self._fingerprints.get(model_id) if model_id is not None else None
         if content is None:
             return None
-        from swayscope.instrumentation.disk_cache import key_digest
-
         return key_digest((content, op, view_id, digest, top_k, *params))
 
     def _from_disk(self, keys: dict[int, bytes], usable: Callable[[Any], bool] | None) -> (

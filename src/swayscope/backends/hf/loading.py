@@ -21,6 +21,7 @@ import torch
 from swayscope.backends.hf.lora import ADAPTER, RANK_DIM, LoraSlot, collect_slots
 from swayscope.errors import AdapterLoadError, ConfigError, ModelLoadError
 from swayscope.instrumentation import BackendInstrumentation
+from swayscope.instrumentation.disk_cache import NUMERIC_FORMAT
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -189,8 +190,6 @@ def base_fingerprint(
     the folder (weights, config, tokenizer; of GGUF files only the one used), the dtype,
     the device kind and swayscope's numeric format. ``digest`` hashes one file (the disk
     cache's remembers each by path, size, mtime and inode, so a large model is read once)."""
-    from swayscope.instrumentation.disk_cache import NUMERIC_FORMAT
-
     h = hashlib.sha256(
         f"base|{str(dtype).removeprefix('torch.')}|{device.type}|{NUMERIC_FORMAT}".encode()
     )
