@@ -54,8 +54,10 @@ def instrumentation(
 
     defaults = loaded.spec.defaults
     folder = defaults.disk_cache_dir()
-    disk = DiskCache(folder, defaults.disk_cache_max_bytes) if folder is not None else None
+    disk = None
     try:
+        if folder is not None:
+            disk = DiskCache(folder, defaults.disk_cache_max_bytes)
         return BackendInstrumentation(
             cache_maxsize=defaults.cache_size,
             cache_max_bytes=defaults.cache_max_bytes,
