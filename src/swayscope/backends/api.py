@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from swayscope.errors import InputError, shown
 from swayscope.instrumentation import BackendInstrumentation, view_kind_of
+from swayscope.instrumentation.codec import durable
 from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
 
 #: Largest seed accepted anywhere (null adapters use ``seed .. seed + n - 1``), so every
@@ -33,6 +34,7 @@ DEFAULT_MAX_NULL_ADAPTERS = 8
 DEFAULT_PREFIX_CACHE_BYTES = 256 * 1024 * 1024
 
 
+@durable
 @dataclass(frozen=True, slots=True)
 class TokenDist:
     """Next-token distribution, truncated to the top k tokens.
@@ -68,6 +70,7 @@ class TokenDist:
         )
 
 
+@durable
 @dataclass(frozen=True, slots=True)
 class RollingLogprob:
     """Log-probability of each token of a text given the tokens before it."""

@@ -30,11 +30,12 @@ from typing import Any, TypeVar
 from swayscope.errors import BackendError, ConfigError, InputError, shown
 from swayscope.instrumentation.cache import _MISS, ForwardCache
 from swayscope.instrumentation.calls import CallContext, CurrentCall
-from swayscope.instrumentation.events import Event, WorkerPoolStarted
+from swayscope.instrumentation.disk_cache import DiskCache, DiskStats, key_digest
+from swayscope.instrumentation.events import DiskCacheState, Event, WorkerPoolStarted
 from swayscope.instrumentation.exporter import Exporter, ExporterSet, TelemetryHealth
 from swayscope.instrumentation.flights import Flight, Flights, Key, usable_value
 from swayscope.instrumentation.hashing import PromptHasher, cache_digest, prompt_hash
-from swayscope.instrumentation.recording import CallRecorder
+from swayscope.instrumentation.recording import TIER_DISK, CallRecorder
 from swayscope.instrumentation.scopes import ProbeHandle, RunHandle, Scopes, SweepHandle
 from swayscope.instrumentation.stats import BackendStats
 from swayscope.instrumentation.tracing import TraceLayout, TraceSettings
@@ -56,6 +57,8 @@ class Instrumentation:
     share entries. Prompt text is never put on events unless
     ``capture_prompts`` is true. ``tracing``: how traces are laid out; by default
     the settings the first exporter that makes spans declares (none: no ids).
+    ``disk_cache``: the durable tier under the memory cache (:mod:`.disk_cache`), used for
+    the models a backend gave a content fingerprint (:meth:`fingerprint`).
     """
 
     def __init__(
@@ -70,8 +73,11 @@ class Instrumentation:
         model_id: str | None = None,
         prompt_hash_key: bytes | str | None = None,
         tracing: TraceSettings | None = None,
+        disk_cache: DiskCache | None = None,
     ) -> None:
         self.cache = ForwardCache(maxsize=cache_maxsize, max_bytes=cache_max_bytes)
+        self.disk = disk_cache
+        self._fingerprints: dict[str, str] = {}
         self._hasher = PromptHasher(prompt_hash_key)
         self.stats = BackendStats()
         self.health = TelemetryHealth()
@@ -88,6 +94,9 @@ class Instrumentation:
         self._closed = False
         for exporter in exporters:
             self.add_exporter(exporter)
+        if disk_cache is not None:
+            disk_cache.listener = self._disk_state
+            self._disk_state(disk_cache.state)
 
     # -- exporters -------------------------------------------------------------------
 
@@ -133,11 +142,65 @@ class Instrumentation:
         return self._closed
 
     def close(self) -> None:
-        """Flush and shut down every exporter. Idempotent."""
+        """Write what the disk cache holds back (bounded), flush and shut down every
+        exporter. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        self._exporters.shutdown()
+        try:
+            if self.disk is not None:
+                self.disk.close()
+        finally:
+            self._exporters.shutdown()
+
+    # -- the durable tier ------------------------------------------------------------------
+
+    def fingerprint(self, model: str, content: str) -> None:
+        """``model`` (a ``model_id`` or ``key_model`` the backend keys entries by) is the
+        model state whose content digest is ``content`` (weights, tokenizer, adapter,
+        dtype, device kind): its entries may be kept in and read from the disk cache."""
+        self._fingerprints[model] = content
+
+    def fingerprint_of(self, model: str | None = None) -> str | None:
+        """The content fingerprint given for ``model`` (default: ``model_id``), or None."""
+        key = model or self.model_id
+        return self._fingerprints.get(key) if key is not None else None
+
+    def flush_disk(self, timeout_s: float = 10.0) -> bool:
+        """Write what the disk cache holds back now; True when it is on disk in time."""
+        return self.disk.flush(timeout_s) if self.disk is not None else True
+
+    def _disk_state(self, s: DiskStats) -> None:
+        self.emit(DiskCacheState(
+            s.entries, s.nbytes, s.evictions, s.written, s.write_failures, s.enabled
+        ))
+
+    def _disk_key(
+        self, op: str, view_id: str, digest: bytes, top_k: int, model: str | None,
+        params: tuple[Hashable, ...],
+    ) -> bytes | None:
+        """The disk key of a lookup whose model has a content fingerprint (else None)."""
+        if self.disk is None:
+            return None
+        model_id = model or self.model_id
+        content = self._fingerprints.get(model_id) if model_id is not None else None
+        if content is None:
+            return None
+        return key_digest((content, op, view_id, digest, top_k, *params))
+
+    def _from_disk(self, keys: dict[int, bytes], usable: Callable[[Any], bool] | None) -> (
+        dict[int, Any]
+    ):
+        """The values the disk holds for ``keys`` (index → disk key), in one query."""
+        if not keys or self.disk is None:
+            return {}
+        found = self.disk.get_many(list(keys.values()))
+        out = {}
+        for i, dkey in keys.items():
+            value = usable_value(found.get(dkey, _MISS), usable)
+            if value is not _MISS:
+                out[i] = value
+        return out
 
     # -- what backends report ------------------------------------------------------------
 
@@ -193,6 +256,7 @@ class Instrumentation:
         probes: Sequence[str] = (),
         threads: int | None = None,
         resumed_from: str | None = None,
+        resumed_span: tuple[str, str] | None = None,
     ) -> AbstractContextManager[RunHandle]:
         """Scope one suite run in this context; events inside carry its ``run_id``. Flushes
         exporters at the end. Several runs may be live at once, each in its own context
@@ -201,12 +265,13 @@ class Instrumentation:
         Without ``run_id`` the first run keeps the instrumentation's id and every later run
         gets a new one. The handle's ``stats`` are the run's own counters once it ended.
         ``threads``: the CPU threads the backend computes with, for ``run_info``.
-        ``resumed_from``: the id of the run this one resumes.
+        ``resumed_from``: the id of the run this one resumes (``resumed_span``: that run's
+        root, trace and span id, which this run's root links to).
         """
         return self._scopes.run(
             suite=suite, base_model=base_model, adapter=adapter, total_probes=total_probes,
             run_id=run_id, version=version, probes=probes, threads=threads,
-            resumed_from=resumed_from,
+            resumed_from=resumed_from, resumed_span=resumed_span,
         )
 
     def run_stats(self) -> BackendStats | None:
@@ -304,23 +369,30 @@ class Instrumentation:
         top_k = _check_top_k(top_k)
         _check_prompt(prompt, 0)
         digest = cache_digest(prompt)
-        key = self._key(
-            key_op or op, view_id, digest,
-            top_k if key_top_k is None else _check_top_k(key_top_k), key_model, key_params,
-        )
+        kop, ktop = key_op or op, top_k if key_top_k is None else _check_top_k(key_top_k)
+        key = self._key(kop, view_id, digest, ktop, key_model, key_params)
         t0 = time.perf_counter()
         value = usable_value(self.cache.get(key), usable)
         if value is not _MISS:
             wall = time.perf_counter() - t0
             self._recorder.hit(op, view_id, top_k, wall, prompt, digest)
             return value  # type: ignore[no-any-return]
+        dkey = self._disk_key(kop, view_id, digest, ktop, key_model, key_params)
+        if dkey is not None:
+            stored = self._from_disk({0: dkey}, usable)
+            if stored:
+                self.cache.put(key, stored[0])
+                wall = time.perf_counter() - t0
+                self._recorder.hit(op, view_id, top_k, wall, prompt, digest, tier=TIER_DISK)
+                return stored[0]  # type: ignore[no-any-return]
         while True:
             value, flight, leader = self._flights.claim_one(key, usable)
             if leader:
                 assert flight is not None
                 try:
                     return self._compute_one(
-                        op, view_id, top_k, prompt, digest, key, compute, flight, propagate
+                        op, view_id, top_k, prompt, digest, key, compute, flight, propagate,
+                        dkey,
                     )
                 finally:
                     self._flights.land([(key, flight)])
@@ -350,6 +422,7 @@ class Instrumentation:
         compute: Callable[[], T],
         flight: Flight,
         propagate: bool = False,
+        dkey: bytes | None = None,
     ) -> T:
         start_ns = time.time_ns()
         t0 = time.perf_counter()
@@ -366,6 +439,8 @@ class Instrumentation:
             raise
         wall = time.perf_counter() - t0
         self.cache.put(key, value)
+        if dkey is not None and self.disk is not None:
+            self.disk.put(dkey, value)
         flight.finish(value)
         self._recorder.record_call(
             op, view_id, top_k, [prompt], [digest], [value], start_ns, wall, 0, batched=False,
@@ -408,8 +483,14 @@ class Instrumentation:
         def key_of(i: int) -> tuple[Any, ...]:
             return self._key(kop, view_id, digests[i], ktop, key_model, key_params)
 
+        def disk_key_of(i: int) -> bytes | None:
+            return self._disk_key(kop, view_id, digests[i], ktop, key_model, key_params)
+
         return self._batch(
-            _Batch(op, view_id, top_k, list(prompts), digests, key_of, usable, propagate),
+            _Batch(
+                op, view_id, top_k, list(prompts), digests, key_of, disk_key_of, usable,
+                propagate,
+            ),
             list(range(len(prompts))), compute_misses, plan,
         )
 
@@ -441,6 +522,20 @@ class Instrumentation:
             hits += 1
             results[i] = value
             self._recorder.hit(op, view_id, top_k, time.perf_counter() - t0, prompts[i], digest)
+        if first_miss and self.disk is not None:
+            t0 = time.perf_counter()
+            dkeys = {i: dk for i in first_miss.values() if (dk := batch.disk_key_of(i))}
+            stored = self._from_disk(dkeys, usable)  # one query for every miss
+            wall = (time.perf_counter() - t0) / max(1, len(dkeys))
+            for digest, i in list(first_miss.items()):
+                if i in stored:
+                    del first_miss[digest]
+                    self.cache.put(batch.key_of(i), stored[i])
+                    results[i] = stored[i]
+                    hits += 1
+                    self._recorder.hit(
+                        op, view_id, top_k, wall, prompts[i], digest, tier=TIER_DISK
+                    )
         claim = self._flights.claim([(i, batch.key_of(i)) for i in first_miss.values()], usable)
         now = time.perf_counter()
         waits: list[tuple[int, Flight | None, float]] = [(i, f, now) for i, f in claim.waits]
@@ -528,6 +623,9 @@ class Instrumentation:
             for i, value in zip(group, values, strict=True):
                 key = batch.key_of(i)
                 self.cache.put(key, value)
+                dkey = batch.disk_key_of(i)
+                if dkey is not None and self.disk is not None:
+                    self.disk.put(dkey, value)
                 results[i] = value
                 flight = flights.get(key)
                 if flight is not None:
@@ -552,6 +650,7 @@ class _Batch:
     prompts: list[str]
     digests: list[bytes]
     key_of: Callable[[int], tuple[Any, ...]]
+    disk_key_of: Callable[[int], bytes | None]
     usable: Callable[[Any], bool] | None
     propagate: bool
 

@@ -293,6 +293,20 @@ class CacheLookup(NamedTuple):
     the enclosing probe's or view's (a hit)."""
     place: SpanPlace | None = None
     """A hit's own span, when every hit gets one (``hit_spans``)."""
+    tier: str | None = None
+    """Where a hit came from: ``memory`` or ``disk`` (the durable tier); None: a miss."""
+
+
+class DiskCacheState(NamedTuple):
+    """The durable tier after a batch was written (or when a run starts or ends): the
+    file's entries, bytes and evictions so far, and what this process wrote or failed to."""
+
+    entries: int
+    nbytes: int
+    evictions: int
+    written: int
+    write_failures: int
+    enabled: bool
 
 
 class WorkerPoolStarted(NamedTuple):
@@ -360,6 +374,7 @@ Event = (
     | ForwardStarted
     | ForwardCall
     | CacheLookup
+    | DiskCacheState
     | WorkerPoolStarted
     | WorkerLoad
     | WorkerCallEnded
@@ -372,6 +387,7 @@ __all__ = [
     "AttributeValue",
     "CacheLookup",
     "CallEvent",
+    "DiskCacheState",
     "Event",
     "ForwardCall",
     "ForwardStarted",

@@ -40,10 +40,14 @@ from swayscope.instrumentation.tracing import (
     Counts,
     Frame,
     Rotation,
+    SpanLink,
     SpanPlace,
     TraceLayout,
 )
 
+#: Where a hit came from (the ``tier`` label and field).
+TIER_MEMORY = "memory"
+TIER_DISK = "disk"
 #: Texts of recently failed prompts kept (in memory only) to redact error messages.
 _FAILED_PROMPTS_KEPT = 64
 
@@ -138,9 +142,11 @@ class CallRecorder:
 
     # -- the layout's side of scopes (called by :class:`.scopes.Scopes`) -------------------
 
-    def scope_root(self, sweep: SpanPlace | None) -> tuple[SpanPlace | None, SpanPlace | None]:
+    def scope_root(
+        self, sweep: SpanPlace | None, links: tuple[SpanLink, ...] = ()
+    ) -> tuple[SpanPlace | None, SpanPlace | None]:
         with self.lock:
-            return self.layout.run_root(sweep)
+            return self.layout.run_root(sweep, links)
 
     def open_frame(
         self, kind: str, name: str, run_id: str, parent: Frame | None
@@ -207,25 +213,31 @@ class CallRecorder:
         digest: bytes,
         batch_id: str | None = None,
         batch_size: int | None = None,
+        tier: str = TIER_MEMORY,
     ) -> None:
-        """Count one cache hit; emit its CacheLookup when anyone listens."""
+        """Count one cache hit (``tier``: where it came from); emit its CacheLookup when
+        anyone listens."""
         owner = self._owner
         scope = self._scope()
         frame, run = scope.frame, scope.run
         layout = self.layout
         place: SpanPlace | None = None
         rotations: list[Rotation] = []
+        disk = tier == TIER_DISK
         with self.lock:
             stats = owner.stats
             stats.cache_hits += 1
+            stats.disk_hits += disk
             stats.scoring_wall_s += wall
             if run is not None:
                 run.stats.cache_hits += 1
+                run.stats.disk_hits += disk
                 run.stats.scoring_wall_s += wall
             if layout.hit_spans:  # placed first: a rotation ends the chunk before this hit
                 place, rotations, _ = layout.leaf(frame)
             if frame is not None:
                 frame.hits += 1
+                frame.disk_hits += disk
             pointer = place or (frame.place if frame is not None else None)
         exporters = self._exporters
         if not exporters:
@@ -241,7 +253,7 @@ class CallRecorder:
                 self._hasher(prompt) if self._keyed else digest.hex()[:PROMPT_HASH_CHARS],
                 top_k, True, time.time_ns() - int(wall * 1e9), wall, batch_id, batch_size,
                 None, None, None, prompt if owner.capture_prompts else None, trace_id, span_id,
-                place,
+                place, tier,
             )
         )
 
@@ -416,4 +428,7 @@ class CallRecorder:
         return batch_id
 
 
-__all__ = ["REPORTED_COUNTS", "REPORTED_LEVELS", "CallRecorder", "CurrentScope", "RecordOwner"]
+__all__ = [
+    "REPORTED_COUNTS", "REPORTED_LEVELS", "TIER_DISK", "TIER_MEMORY", "CallRecorder",
+    "CurrentScope", "RecordOwner",
+]

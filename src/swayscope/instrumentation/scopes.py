@@ -37,7 +37,7 @@ from swayscope.instrumentation.events import (
     view_kind_of,
 )
 from swayscope.instrumentation.stats import BackendStats
-from swayscope.instrumentation.tracing import Counts, Frame, Rotation, SpanPlace
+from swayscope.instrumentation.tracing import Counts, Frame, Rotation, SpanLink, SpanPlace
 from swayscope.instrumentation.vocabulary import PROBE_STATUSES, ProbeOutcome, ProbeStatus
 
 
@@ -57,7 +57,9 @@ class ScopeOwner(Protocol):
 class ScopeLayout(Protocol):
     """The recorder's side of scopes: trace places and counters, under its one lock."""
 
-    def scope_root(self, sweep: SpanPlace | None) -> tuple[SpanPlace | None, SpanPlace | None]: ...
+    def scope_root(
+        self, sweep: SpanPlace | None, links: tuple[SpanLink, ...] = ()
+    ) -> tuple[SpanPlace | None, SpanPlace | None]: ...
 
     def open_frame(
         self, kind: str, name: str, run_id: str, parent: Frame | None
@@ -258,6 +260,7 @@ class Scopes:
         probes: Sequence[str] = (),
         threads: int | None = None,
         resumed_from: str | None = None,
+        resumed_span: tuple[str, str] | None = None,
     ) -> Iterator[RunHandle]:
         """Scope one suite run in this context; events inside carry its ``run_id``. Flushes
         exporters at the end.
@@ -272,7 +275,10 @@ class Scopes:
         self.default_run_id = run_id
         outer = self.current()
         sweep = outer.sweep
-        root, outcome = self._layout.scope_root(sweep.root if sweep is not None else None)
+        links = (
+            (SpanLink(resumed_span[0], resumed_span[1], "resumed"),) if resumed_span else ()
+        )
+        root, outcome = self._layout.scope_root(sweep.root if sweep is not None else None, links)
         total = total_probes or len(probes)
         handle = RunHandle(
             run_id=run_id, total_probes=total, start_ns=time.time_ns(),

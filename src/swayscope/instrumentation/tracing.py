@@ -142,6 +142,8 @@ class Counts:
     hits: int = 0
     misses: int = 0
     calls: int = 0
+    disk_hits: int = 0
+    """Of ``hits``, those the durable tier served."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +192,10 @@ class Frame:
     hits: int = 0
     misses: int = 0
     calls: int = 0
+    disk_hits: int = 0
 
     def counts(self) -> Counts:
-        return Counts(self.hits, self.misses, self.calls)
+        return Counts(self.hits, self.misses, self.calls, self.disk_hits)
 
 
 @dataclass(eq=False, slots=True)
@@ -254,13 +257,13 @@ class TraceLayout:
     # -- runs and sweeps: a short root and an outcome span -----------------------------------
 
     def run_root(
-        self, sweep_root: SpanPlace | None = None
+        self, sweep_root: SpanPlace | None = None, links: tuple[SpanLink, ...] = ()
     ) -> tuple[SpanPlace | None, SpanPlace | None]:
         """A run's (or a sweep's) root and its outcome span (``sweep_root``: the sweep a
-        run is one adapter of; its root links there instead of joining the outer trace)."""
-        links = (
-            (SpanLink(sweep_root.trace_id, sweep_root.span_id, "sweep"),) if sweep_root else ()
-        )
+        run is one adapter of; its root links there instead of joining the outer trace;
+        ``links``: more, e.g. to the run this one resumes)."""
+        if sweep_root is not None:
+            links = (SpanLink(sweep_root.trace_id, sweep_root.span_id, "sweep"), *links)
         root = self._root(links, outer=sweep_root is None)
         return root, self._child(root)
 
@@ -297,6 +300,7 @@ class TraceLayout:
             outer.hits += frame.hits
             outer.misses += frame.misses
             outer.calls += frame.calls
+            outer.disk_hits += frame.disk_hits
 
     def leaf(
         self, frame: Frame | None, spans: int = 1
@@ -348,7 +352,8 @@ class TraceLayout:
         ended: list[Counts] = []
         for frame in reversed(unit.frames):
             inside = Counts(
-                frame.hits + inside.hits, frame.misses + inside.misses, frame.calls + inside.calls
+                frame.hits + inside.hits, frame.misses + inside.misses,
+                frame.calls + inside.calls, frame.disk_hits + inside.disk_hits,
             )
             ended.append(inside)
         ended.reverse()

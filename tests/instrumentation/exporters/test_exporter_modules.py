@@ -69,7 +69,8 @@ def test_cache_gauges_count_evictions_across_caches() -> None:
     value = registry.get_sample_value
     assert value("swayscope_cache_evictions_total") == 6
     assert value("swayscope_cache_entries") == 2 and value("swayscope_cache_bytes") == 100
-    assert value("swayscope_forward_calls_total", {"op": "next_token_dist", "view_kind": "base"}) == 3
+    calls = value("swayscope_forward_calls_total", {"op": "next_token_dist", "view_kind": "base"})
+    assert calls == 3
 
 
 def _modules(package: str) -> list[Path]:

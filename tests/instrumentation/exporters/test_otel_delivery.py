@@ -24,7 +24,6 @@ from swayscope.instrumentation import BackendInstrumentation, TelemetryHealth
 from swayscope.instrumentation.exporters.jsonl import TraceWriter
 from swayscope.instrumentation.exporters.otel import OtelExporter
 from swayscope.instrumentation.exporters.otel.accounting import SpanAccounting
-from swayscope.instrumentation.exporters.otel.spans import PresetIds
 from swayscope.instrumentation.exporters.otel.environment import BatchSettings
 from swayscope.instrumentation.exporters.otel.guard import GuardedSpanExporter
 from swayscope.instrumentation.exporters.otel.holding import RootFirstSpanProcessor
@@ -32,6 +31,7 @@ from swayscope.instrumentation.exporters.otel.processor import (
     CountingBatchSpanProcessor,
     CountingSimpleSpanProcessor,
 )
+from swayscope.instrumentation.exporters.otel.spans import PresetIds
 
 FAST = BatchSettings(max_queue_size=1024, schedule_delay_s=0.01, max_export_batch_size=16)
 

@@ -35,8 +35,8 @@ from sway_testing import cli_env
 from swayscope.backends.dummy import DummyBackend
 from swayscope.instrumentation import BackendInstrumentation
 from swayscope.instrumentation.exporters.otel import OtelExporter
-from swayscope.instrumentation.tracing import DEFAULT_MAX_SPANS_PER_TRACE
 from swayscope.instrumentation.exporters.prometheus import PrometheusExporter
+from swayscope.instrumentation.tracing import DEFAULT_MAX_SPANS_PER_TRACE
 from swayscope.probes.base import ProbeContext, ProbeResult
 from swayscope.suite.runner import build_backend, run_suite
 from swayscope.suite.spec import load_suite_text

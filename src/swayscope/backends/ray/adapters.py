@@ -20,6 +20,7 @@ from typing import Any
 from swayscope.backends.hf.loading import (
     adapter_content_hash,
     check_adapter,
+    fingerprint_models,
     load_tokenizer,
     model_identity,
 )
@@ -70,6 +71,11 @@ class PoolAdapter(ViewOpeners):
         self._adapter_name = name
         self.model_id = model_identity(
             owner.base_path, owner.gguf_file, owner.dtype, adapter_hash
+        )
+        # Its own views' entries may go to the disk cache (keyed by this adapter's content).
+        fingerprint_models(
+            self.inst, owner.base_id, self.model_id, owner.base_path, owner.gguf_file,
+            owner.dtype, owner.device, adapter_hash,
         )
         # One worker's batch per call: the calls go to one worker (as one process plans).
         source = RecordSource(

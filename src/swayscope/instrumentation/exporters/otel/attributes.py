@@ -23,6 +23,7 @@ from swayscope.instrumentation.events import (
     SweepStarted,
     ViewEntered,
 )
+from swayscope.instrumentation.tracing import Counts
 
 Attributes = dict[str, Any]
 
@@ -87,6 +88,7 @@ VIEW_SWITCH_SECONDS = "swayscope.view.switch_seconds"
 
 # counts rolled up on run, probe and view spans (and per forward call)
 CACHE_HITS = "swayscope.cache.hits"
+CACHE_DISK_HITS = "swayscope.cache.disk_hits"
 CACHE_MISSES = "swayscope.cache.misses"
 FORWARD_CALLS = "swayscope.forward.calls"
 
@@ -100,6 +102,7 @@ PROMPT_HASHES = "swayscope.prompt_hashes"
 PROMPT = "swayscope.prompt"
 PROMPTS = "swayscope.prompts"
 CACHE_HIT = "swayscope.cache.hit"
+CACHE_TIER = "swayscope.cache.tier"
 
 # OpenTelemetry GenAI semantic conventions, only where they mean what they define: no
 # gen_ai.operation.name (a forward pass is none of its values; the op is swayscope.op)
@@ -154,7 +157,7 @@ def run_ended(ev: RunEnded) -> Attributes:
         RUN_STATUS: ev.status,
         RUN_PROBES_DONE: ev.probes_done,
         RUN_PROBES_ERRORED: ev.probes_errored,
-        **rolled_up_counts(ev.counts.hits, ev.counts.misses, ev.counts.calls),
+        **rolled_up_counts(ev.counts),
     }
 
 
@@ -214,9 +217,12 @@ def view_entered(ev: ViewEntered) -> Attributes:
     return attrs
 
 
-def rolled_up_counts(hits: int, misses: int, calls: int) -> Attributes:
+def rolled_up_counts(counts: Counts) -> Attributes:
     """What a run, probe or view span reports about everything inside it."""
-    return {CACHE_HITS: hits, CACHE_MISSES: misses, FORWARD_CALLS: calls}
+    return {
+        CACHE_HITS: counts.hits, CACHE_DISK_HITS: counts.disk_hits,
+        CACHE_MISSES: counts.misses, FORWARD_CALLS: counts.calls,
+    }
 
 
 def forward_started(ev: ForwardStarted) -> Attributes:
@@ -267,6 +273,7 @@ def cache_hit(ev: CacheLookup, capture_prompts: bool) -> Attributes:
         PROMPT_HASH: ev.prompt_hash,
         TOP_K: ev.top_k,
         CACHE_HIT: True,
+        CACHE_TIER: ev.tier or "memory",
     }
     if ev.probe is not None:
         attrs[PROBE] = ev.probe

@@ -174,7 +174,7 @@ class SpanWriter:
             return None
         self._maker.forget(place.span_id)
         span = opened.span
-        span.set_attributes(attr.rolled_up_counts(counts.hits, counts.misses, counts.calls))
+        span.set_attributes(attr.rolled_up_counts(counts))
         if attrs:
             span.set_attributes(attrs)
         return span

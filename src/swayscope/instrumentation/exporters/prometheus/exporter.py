@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from swayscope.errors import TelemetryConfigError
 from swayscope.instrumentation.events import (
     CacheLookup,
+    DiskCacheState,
     Event,
     ForwardCall,
     ProbeEnded,
@@ -206,6 +207,8 @@ class PrometheusExporter(Exporter):
                 self.lookups.hit(event)  # type: ignore[arg-type]
         elif kind is ForwardCall:
             self.lookups.forward(event)  # type: ignore[arg-type]
+        elif kind is DiskCacheState:
+            self.lookups.disk(event)  # type: ignore[arg-type]
         elif kind is ProbeEnded:
             self._on_probe_ended(event)  # type: ignore[arg-type]
         elif kind is RunStarted:

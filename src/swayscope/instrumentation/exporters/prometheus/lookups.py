@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from swayscope.instrumentation.events import CacheLookup, ForwardCall
+from swayscope.instrumentation.events import CacheLookup, DiskCacheState, ForwardCall
 from swayscope.instrumentation.exporter import TelemetryHealth
 from swayscope.instrumentation.exporters.prometheus import metrics as m
 from swayscope.instrumentation.exporters.prometheus.workers import Adder
@@ -27,7 +27,7 @@ class _Children:
     __slots__ = ("batch", "calls", "duration", "hits", "misses", "prompts", "tokens")
 
     def __init__(self, metrics: LookupMetrics, op: str, kind: str) -> None:
-        self.hits = metrics.hits.labels(op, kind)
+        self.hits = {tier: metrics.hits.labels(op, kind, tier) for tier in m.TIERS}
         self.misses = metrics.misses.labels(op, kind)
         self.calls = metrics.calls.labels(op, kind)
         self.prompts = metrics.prompts.labels(op, kind)
@@ -42,7 +42,7 @@ class LookupMetrics:
 
     def __init__(self, registry: CollectorRegistry, add: Adder) -> None:
         r, labels = registry, m.OPKIND_LABELS
-        self.hits = add(Counter(m.CACHE_HITS, m.HELP[m.CACHE_HITS], labels, registry=r))
+        self.hits = add(Counter(m.CACHE_HITS, m.HELP[m.CACHE_HITS], m.HIT_LABELS, registry=r))
         self.misses = add(Counter(m.CACHE_MISSES, m.HELP[m.CACHE_MISSES], labels, registry=r))
         self.calls = add(Counter(m.FORWARD_CALLS, m.HELP[m.FORWARD_CALLS], labels, registry=r))
         self.prompts = add(
@@ -63,6 +63,19 @@ class LookupMetrics:
         self.evictions = add(
             Counter(m.CACHE_EVICTIONS, m.HELP[m.CACHE_EVICTIONS], registry=r)
         )
+        self.disk_entries = add(
+            Gauge(m.DISK_CACHE_ENTRIES, m.HELP[m.DISK_CACHE_ENTRIES], registry=r)
+        )
+        self.disk_bytes = add(
+            Gauge(m.DISK_CACHE_BYTES, m.HELP[m.DISK_CACHE_BYTES], unit="bytes", registry=r)
+        )
+        self.disk_evictions = add(
+            Gauge(m.DISK_CACHE_EVICTIONS, m.HELP[m.DISK_CACHE_EVICTIONS], registry=r)
+        )
+        self.disk_failures = add(Counter(
+            m.DISK_CACHE_WRITE_FAILURES, m.HELP[m.DISK_CACHE_WRITE_FAILURES], registry=r
+        ))
+        self._disk_failures = 0
         self._children: dict[tuple[str, str], _Children] = {}
         self._last_evictions = 0
         for op in KNOWN_OPS:
@@ -76,7 +89,17 @@ class LookupMetrics:
         return children
 
     def hit(self, ev: CacheLookup) -> None:
-        self._bind(ev.op, ev.view_kind).hits.inc()
+        self._bind(ev.op, ev.view_kind).hits[ev.tier or "memory"].inc()
+
+    def disk(self, ev: DiskCacheState) -> None:
+        """The disk cache file as its writer last saw it."""
+        self.disk_entries.set(ev.entries)
+        self.disk_bytes.set(ev.nbytes)
+        # A file shared by processes: its evictions are the file's, a level to read.
+        self.disk_evictions.set(ev.evictions)
+        if ev.write_failures > self._disk_failures:
+            self.disk_failures.inc(ev.write_failures - self._disk_failures)
+            self._disk_failures = ev.write_failures
 
     def forward(self, ev: ForwardCall) -> None:
         children = self._bind(ev.op, ev.view_kind)
