@@ -52,10 +52,10 @@ def sweep(
     computed once for all of them. With --ray (or models.workers), adapters run in
     parallel on a pool of Ray workers, one adapter per worker at a time. Checkpoint
     order: by the step number ending each folder's name when every one has it, else as
-    given. An adapter that fails to load is
-    an error row; Ctrl-C keeps the finished adapters' results and writes the summary.
-    Exit code: 0 every probe of every adapter passed, 1 some probe failed, 2 an adapter
-    did not load, the sweep was interrupted, or bad input.
+    given. An adapter that fails to load is an error row; Ctrl-C keeps the finished
+    adapters' results and writes the summary. Exit code: 0 every probe of every adapter
+    passed, 1 some probe failed, 2 an adapter did not load, the sweep was interrupted, or
+    bad input.
     """
 
     def go() -> int:
