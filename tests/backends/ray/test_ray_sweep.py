@@ -233,10 +233,8 @@ def test_metrics_tell_the_adapters_and_the_workers_apart(pooled: PoolSweep) -> N
     assert value("swayscope_sweep_progress_ratio") == 1.0
     for label in LABELS:
         assert value("swayscope_sweep_adapter_progress_ratio", adapter=label) == 1.0
-    for name, label in ((n, a) for n, a in scores(pooled.result)):
-        assert value("swayscope_probe_score", probe=name, adapter=label) == pytest.approx(
-            scores(pooled.result)[(name, label)][1]
-        )
+    for (name, label), (_, score) in scores(pooled.result).items():
+        assert value("swayscope_probe_score", probe=name, adapter=label) == pytest.approx(score)
     runs = {
         s.labels["run_id"]: s.labels["adapter"]
         for m in registry.collect() if m.name == "swayscope_run_info" for s in m.samples
