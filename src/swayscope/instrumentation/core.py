@@ -19,7 +19,7 @@ import operator
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -214,12 +214,18 @@ class BackendInstrumentation:
             self._current.call = outer
 
     def _key(
-        self, op: str, view_id: str, digest: bytes, top_k: int, model: str | None = None
+        self,
+        op: str,
+        view_id: str,
+        digest: bytes,
+        top_k: int,
+        model: str | None = None,
+        params: tuple[Hashable, ...] = (),
     ) -> tuple[Any, ...]:
         model_id = model or self.model_id
         if model_id is None:
-            return (op, view_id, digest, top_k)
-        return (model_id, op, view_id, digest, top_k)
+            return (op, view_id, digest, top_k, *params)
+        return (model_id, op, view_id, digest, top_k, *params)
 
     def cached(
         self,
@@ -234,6 +240,7 @@ class BackendInstrumentation:
         usable: Callable[[Any], bool] | None = None,
         key_model: str | None = None,
         propagate: bool = False,
+        key_params: tuple[Hashable, ...] = (),
     ) -> T:
         """Return the cached value for ``(op, view_id, prompt, top_k)`` or compute and store it.
 
@@ -246,14 +253,16 @@ class BackendInstrumentation:
         entries are shared by every adapter). Concurrent callers of the same missing
         key wait for one compute and count as hits. A ``compute`` that raises stores
         nothing, is counted, and re-raises. ``propagate``: the compute runs elsewhere and
-        takes the call's trace context along (:meth:`current_call`).
+        takes the call's trace context along (:meth:`current_call`). ``key_params``: more
+        of the request that changes the answer (``generate``'s token limit and stop
+        strings), appended to the key.
         """
         top_k = _check_top_k(top_k)
         _check_prompt(prompt, 0)
         digest = cache_digest(prompt)
         key = self._key(
             key_op or op, view_id, digest,
-            top_k if key_top_k is None else _check_top_k(key_top_k), key_model,
+            top_k if key_top_k is None else _check_top_k(key_top_k), key_model, key_params,
         )
         t0 = time.perf_counter()
         value = _usable(self.cache.get(key), usable)
@@ -343,14 +352,15 @@ class BackendInstrumentation:
         usable: Callable[[Any], bool] | None = None,
         key_model: str | None = None,
         propagate: bool = False,
+        key_params: tuple[Hashable, ...] = (),
     ) -> list[Any]:
         """Batched :meth:`cached`: look every prompt up, send only the misses to the model.
 
         ``compute_misses(indices)`` gets indices into ``prompts`` and returns one
         value per index, in order. Identical prompts are computed once (the
         repeats count as hits). ``plan`` may split the misses into several model
-        calls (a token budget); each group is one forward call. ``usable`` and
-        ``propagate`` as in :meth:`cached`.
+        calls (a token budget); each group is one forward call. ``usable``,
+        ``propagate`` and ``key_params`` as in :meth:`cached`.
         """
         top_k = _check_top_k(top_k)
         for i, prompt in enumerate(prompts):
@@ -367,9 +377,8 @@ class BackendInstrumentation:
                 repeats.append((i, first_miss[digest]))
                 continue
             t0 = time.perf_counter()
-            value = _usable(
-                self.cache.get(self._key(kop, view_id, digest, ktop, key_model)), usable
-            )
+            key = self._key(kop, view_id, digest, ktop, key_model, key_params)
+            value = _usable(self.cache.get(key), usable)
             if value is _MISS:
                 first_miss[digest] = i
                 continue
@@ -416,7 +425,9 @@ class BackendInstrumentation:
                 raise
             wall = time.perf_counter() - t0
             for i, value in zip(group, values, strict=True):
-                self.cache.put(self._key(kop, view_id, digests[i], ktop, key_model), value)
+                self.cache.put(
+                    self._key(kop, view_id, digests[i], ktop, key_model, key_params), value
+                )
                 results[i] = value
             batch_id = self._recorder.record_call(
                 op, view_id, top_k, [prompts[i] for i in group], [digests[i] for i in group],
