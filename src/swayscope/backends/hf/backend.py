@@ -21,6 +21,7 @@ from swayscope.backends.api import (
     DEFAULT_TOP_K,
 )
 from swayscope.backends.hf.forward import ForwardPass
+from swayscope.backends.hf.generate import GenerationSource, Generator
 from swayscope.backends.hf.loading import (
     adapter_content_hash,
     base_identity,
@@ -87,7 +88,8 @@ class HFBackend(ViewOpeners):
             the cores this process may use (:func:`~swayscope.backends.threads.default_threads`).
 
     Public parts: ``encoder`` (:class:`.TextEncoder`), ``lora`` (:class:`.LoraSwitch`),
-    ``forward_pass`` (:class:`.ForwardPass`), ``limits`` (:class:`.BatchLimits`).
+    ``forward_pass`` (:class:`.ForwardPass`), ``generator`` (:class:`.Generator`),
+    ``limits`` (:class:`.BatchLimits`).
 
     :meth:`swap_adapter` puts another adapter of the same base in place of this one
     (a checkpoint sweep): the base view's cache entries are keyed by the base model only
@@ -215,8 +217,14 @@ class HFBackend(ViewOpeners):
         source = RecordSource(
             self.inst, self.encoder, self.forward_pass, self.limits, key_model=self._key_model
         )
+        self.generator = Generator(self.forward_pass, self.encoder)
+        generations = GenerationSource(
+            self.inst, self.encoder, self.generator, self.limits, key_model=self._key_model
+        )
         # Looked up at each call: swap_adapter replaces the switch.
-        self._views = ViewSlot(self.inst, source, restore=lambda: self.lora.restore())
+        self._views = ViewSlot(
+            self.inst, source, generations, restore=lambda: self.lora.restore()
+        )
 
     def _key_model(self, view_id: str) -> str | None:
         """The base view does not depend on the adapter: its entries name the base only."""

@@ -87,7 +87,8 @@ class ForwardPass:
         self.max_top_k = max_top_k
         self.limits = limits
         self.store = PrefixStore(prefix_cache_max_bytes, inst.stats)
-        self._lock = threading.RLock()
+        #: Held by every use of the model (a forward call, a generation): one at a time.
+        self.lock = threading.RLock()
         self._closed = False
         self._parts = packed_head_parts(model)
         self._cache_kwarg = cache_keyword(model.get_base_model())
@@ -103,6 +104,10 @@ class ForwardPass:
         self._closed = True
         self.store.clear()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def compute(
         self, batch: Sequence[TokenIds], *, view_id: str | None = None, need: Need = "all"
     ) -> list[ForwardRecord]:
@@ -113,7 +118,7 @@ class ForwardPass:
         """
         if self._closed:
             raise BackendError("the backend is closed; build a new HFBackend")
-        with self._lock, torch.inference_mode():
+        with self.lock, torch.inference_mode():
             try:
                 return self._compute(list(batch), view_id, need)
             except (BackendError, InputError):
@@ -346,7 +351,7 @@ class ForwardPass:
                 )
             )
         try:
-            with self._lock, torch.inference_mode():
+            with self.lock, torch.inference_mode():
                 keep = [0] if prefixes else []
                 whole = self._run_once(rows, [None] * len(rows), "all", keep=keep)
                 if hook is not None:

@@ -8,6 +8,8 @@ one process, with a budget of one worker's batch per worker, then split across t
 workers (:mod:`.split`). Views are values (:class:`~swayscope.backends.hf.view_state.ViewState`)
 sent with each call, so a worker needs no state but its model, null adapters are built
 on each worker from their seeds, and a restarted worker picks up the next call's view.
+Greedy generation goes the same way: its misses are split across the workers, each
+generating its part with its own model.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from swayscope.backends.api import (
     DEFAULT_MAX_NULL_ADAPTERS,
     DEFAULT_PREFIX_CACHE_BYTES,
 )
+from swayscope.backends.hf.generate import GenerationSource
 from swayscope.backends.hf.loading import (
     adapter_content_hash,
     base_identity,
@@ -173,7 +176,13 @@ class RayBackend(ViewOpeners):
             self.inst, self.encoder, self.pool, self.call_limits,
             key_model=self._key_model, propagate=True,
         )
-        self._views = ViewSlot(self.inst, source, restore=lambda: self.pool.set_view(TRAINED))
+        generations = GenerationSource(
+            self.inst, self.encoder, self.pool, self.call_limits,
+            key_model=self._key_model, propagate=True,
+        )
+        self._views = ViewSlot(
+            self.inst, source, generations, restore=lambda: self.pool.set_view(TRAINED)
+        )
         if not self.inst.model_name:
             self.inst.model_name = self._model_name
         self.inst.model_id = self.model_id

@@ -6,7 +6,9 @@ every worker has loaded the model, and then computes forward calls for the drive
 :class:`~swayscope.backends.hf.records.RecordSource`: :meth:`WorkerPool.compute` has
 the signature of :meth:`ForwardPass.compute <swayscope.backends.hf.forward.ForwardPass.compute>`,
 so the driver's cache, planner and instrumentation are the ones a single process uses,
-and only the cache's misses reach the pool.
+and only the cache's misses reach the pool. :meth:`WorkerPool.generate` does the same
+for greedy generation (the driver's
+:class:`~swayscope.backends.hf.generate.GenerationSource` calls it).
 
 One call: the texts are split across the workers that are up (:mod:`.split`: balanced
 by tokens, each prefix on its home worker), every part is sent at once (the parts
@@ -37,11 +39,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from swayscope.backends.api import Generation
 from swayscope.backends.hf.prefix import TokenIds
 from swayscope.backends.hf.rows import ForwardRecord, Need
 from swayscope.backends.hf.view_state import TRAINED, ViewState
 from swayscope.backends.ray.cluster import Cluster, open_cluster
-from swayscope.backends.ray.messages import CallReply, CallRequest, WorkerConfig, WorkerFacts
+from swayscope.backends.ray.messages import (
+    CallReply,
+    CallRequest,
+    GenerateTask,
+    Task,
+    WorkerConfig,
+    WorkerFacts,
+)
 from swayscope.backends.ray.placement import (
     LOAD_TIMEOUT_S,
     check_resources,
@@ -231,25 +241,44 @@ class WorkerPool:
         self, batch: Sequence[TokenIds], *, view_id: str | None = None, need: Need = "all"
     ) -> list[ForwardRecord]:
         """One forward call over ``batch``, split across the workers that are up."""
+        records: list[ForwardRecord] = self._call(batch, view_id or "", need)
+        return records
+
+    def generate(
+        self,
+        batch: Sequence[TokenIds],
+        *,
+        view_id: str | None = None,
+        max_new_tokens: int,
+        stop: tuple[str, ...],
+    ) -> list[Generation]:
+        """One greedy generation call over ``batch``, split across the workers that are up
+        (each row's answer does not depend on the rows beside it)."""
+        generations: list[Generation] = self._call(
+            batch, view_id or "", GenerateTask(max_new_tokens, stop)
+        )
+        return generations
+
+    def _call(self, batch: Sequence[TokenIds], view: str, task: Task) -> list[Any]:
+        """One call's parts sent to the workers, and its answers back in order."""
         if self._closed:
             raise BackendError("the worker pool is closed; build a new backend")
-        view = view_id or ""
         call = self._inst.current_call()
         parent = call.traceparent.header if call is not None and call.traceparent else None
-        results: list[ForwardRecord | None] = [None] * len(batch)
+        results: list[Any] = [None] * len(batch)
         pending: dict[Any, _Sent] = {}
         try:
             for part in split_batch(batch, self._targets(None), view):
-                self._send(self._workers[part.worker], part.indices, batch, view, need, parent,
+                self._send(self._workers[part.worker], part.indices, batch, view, task, parent,
                            1, pending)
             while pending:
-                self._receive(pending, results, batch, view, need, parent, call)
+                self._receive(pending, results, batch, view, task, parent, call)
         finally:
             for sent in pending.values():
                 self._unload(sent.worker)
         if any(r is None for r in results):
-            raise BackendError("a pool call came back without some of its records (a bug)")
-        return [r for r in results if r is not None]
+            raise BackendError("a pool call came back without some of its answers (a bug)")
+        return results
 
     def _send(
         self,
@@ -257,14 +286,14 @@ class WorkerPool:
         indices: list[int],
         batch: Sequence[TokenIds],
         view_id: str,
-        need: Need,
+        task: Task,
         parent: str | None,
         attempt: int,
         pending: dict[Any, _Sent],
     ) -> None:
         dispatched_ns = time.time_ns()
         request = CallRequest(
-            [list(batch[i]) for i in indices], view_id, self._view, need, parent,
+            [list(batch[i]) for i in indices], view_id, self._view, task, parent,
             dispatched_ns, attempt,
         )
         ref = worker.actor.compute.remote(request)
@@ -283,14 +312,14 @@ class WorkerPool:
     def _receive(
         self,
         pending: dict[Any, _Sent],
-        results: list[ForwardRecord | None],
+        results: list[Any],
         batch: Sequence[TokenIds],
         view_id: str,
-        need: Need,
+        task: Task,
         parent: str | None,
         call: CallContext | None,
     ) -> None:
-        """Take the next part that came back: place its records, or send it again."""
+        """Take the next part that came back: place its answers, or send it again."""
         import ray
         from ray.exceptions import RayActorError
 
@@ -300,7 +329,7 @@ class WorkerPool:
         try:
             reply: CallReply = ray.get(ref)
         except RayActorError as exc:
-            self._resend(sent, exc, pending, batch, view_id, need, parent, call)
+            self._resend(sent, exc, pending, batch, view_id, task, parent, call)
             return
         if reply.error is not None:
             raise BackendError(f"worker {sent.worker.label}: {reply.error}")
@@ -346,7 +375,7 @@ class WorkerPool:
         pending: dict[Any, _Sent],
         batch: Sequence[TokenIds],
         view_id: str,
-        need: Need,
+        task: Task,
         parent: str | None,
         call: CallContext | None,
     ) -> None:
@@ -376,7 +405,7 @@ class WorkerPool:
             )
         for part in parts:
             indices = [sent.indices[j] for j in part.indices]
-            self._send(self._workers[part.worker], indices, batch, view_id, need, parent,
+            self._send(self._workers[part.worker], indices, batch, view_id, task, parent,
                        sent.attempt + 1, pending)
 
     def _mark_lost(self, worker: _Worker, error: str) -> None:

@@ -3,11 +3,11 @@
 Pure compute: it loads the model once (an :class:`~swayscope.backends.hf.HFBackend`
 with an instrumentation of its own, no exporters: its counters are the worker's),
 then turns each :class:`~.messages.CallRequest` into records with the backend's
-forward pass, under the view state the request carries (null adapters built from
-their seeds, identically in every process). Nothing here knows of probes, the
-driver's cache or its exporters; the driver makes the worker's spans from what
-:meth:`ForwardWorker.compute` sends back. The class is plain Python: the pool
-makes it a Ray actor; tests may run it in process.
+forward pass (or into generations with its generator), under the view state the
+request carries (null adapters built from their seeds, identically in every process).
+Nothing here knows of probes, the driver's cache or its exporters; the driver makes
+the worker's spans from what :meth:`ForwardWorker.compute` sends back. The class is
+plain Python: the pool makes it a Ray actor; tests may run it in process.
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ import torch
 
 from swayscope.backends.hf.backend import HFBackend
 from swayscope.backends.hf.view_state import TRAINED
-from swayscope.backends.ray.messages import CallReply, CallRequest, WorkerConfig, WorkerFacts
+from swayscope.backends.ray.messages import (
+    CallReply,
+    CallRequest,
+    GenerateTask,
+    WorkerConfig,
+    WorkerFacts,
+)
 from swayscope.errors import SwayscopeError
 from swayscope.instrumentation import BackendInstrumentation, RemoteSpan, parse_traceparent
 from swayscope.instrumentation.tracecontext import new_span_id
@@ -121,7 +127,7 @@ class ForwardWorker:
         return self._backend
 
     def compute(self, request: CallRequest) -> CallReply:
-        """Compute one part under its view state; a forward-pass failure is in the reply."""
+        """Compute one part under its view state; a failure to compute is in the reply."""
         started_ns = time.time_ns()
         backend = self._loaded()
         stats = backend.inst.stats
@@ -134,9 +140,16 @@ class ForwardWorker:
             if request.view != self._state:
                 backend.set_view_state(request.view)
                 self._state = request.view
-            records = backend.forward_pass.compute(
-                request.batch, view_id=request.view_id, need=request.need
-            )
+            task = request.task
+            if isinstance(task, GenerateTask):
+                records = backend.generator.generate(
+                    request.batch, view_id=request.view_id,
+                    max_new_tokens=task.max_new_tokens, stop=task.stop,
+                )
+            else:
+                records = backend.forward_pass.compute(
+                    request.batch, view_id=request.view_id, need=task
+                )
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             traceback.clear_frames(exc.__traceback__)
