@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from swayscope.backends.api import DifferentialBackend, ScoringView
 from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K, ProbeStatus
+from swayscope.probes.sections import TrainingDocument
 
 #: A probe's verdict is its status: one vocabulary for probes, events and results.
 Verdict = ProbeStatus
@@ -100,6 +101,8 @@ class ProbeContext:
     """Probe label → null-adapter calibration, filled by ``null_adapter``."""
     later_probes: list[tuple[ProbeSpec, Probe]] = field(default_factory=list)
     """Probes after the current one, for ``null_adapter`` to calibrate."""
+    document: TrainingDocument | None = None
+    """The suite's training document (``dlm_source``), for the probes that read it."""
 
 
 class Probe:

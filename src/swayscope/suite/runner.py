@@ -268,7 +268,9 @@ def run_suite(
     inst.add_exporter(tally)
     run: RunHandle | None = None
     ctx = ProbeContext(
-        backend=backend, defaults=RunDefaults(seed=spec.defaults.seed, top_k=spec.defaults.top_k)
+        backend=backend,
+        defaults=RunDefaults(seed=spec.defaults.seed, top_k=spec.defaults.top_k),
+        document=loaded.document,
     )
     t0 = time.perf_counter()
     try:

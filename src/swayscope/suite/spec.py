@@ -30,6 +30,7 @@ from swayscope.errors import SpecError, SwayscopeError, shown
 from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
 from swayscope.probes.base import Probe
 from swayscope.probes.registry import ProbeOrderError, build_probe, check_order
+from swayscope.probes.sections import TrainingDocument, load_document
 
 
 class _Strict(BaseModel):
@@ -128,6 +129,9 @@ class SuiteSpec(_Strict):
     defaults: DefaultsSpec = DefaultsSpec()
     telemetry: TelemetrySpec = TelemetrySpec()
     sweep: SweepSpec | None = None
+    dlm_source: Path | None = None
+    """The training document the section probes read (dlm-sway's key): a markdown file
+    (each heading starts a section) or a ``.dlm`` document; relative to the spec file."""
     suite: list[dict[str, Any]]
 
     @field_validator("suite")
@@ -200,12 +204,15 @@ class LoadedSuite:
         source: str,
         root: yaml.Node | None = None,
         translation: Translation | None = None,
+        document: TrainingDocument | None = None,
     ) -> None:
         self.spec = spec
         self.probes = probes
         self.source = source
         self.translation = translation
         """Set when the file was in another tool's format."""
+        self.document = document
+        """The training document ``dlm_source`` names, read and split into sections."""
         self._locate = _Locator(root, source, translation.origin if translation else None)
 
     def where(self, *path: int | str) -> str:
@@ -297,9 +304,15 @@ def _unencodable(data: object, path: tuple[int | str, ...] = ()) -> tuple[int | 
 
 
 def load_suite_text(
-    text: str, source: str = "<spec>", *, formats: Sequence[SuiteFormat] = ()
+    text: str,
+    source: str = "<spec>",
+    *,
+    formats: Sequence[SuiteFormat] = (),
+    base_dir: Path | None = None,
 ) -> LoadedSuite:
-    """Parse and validate a spec given as YAML text; ``formats`` read other tools' suites."""
+    """Parse and validate a spec given as YAML text; ``formats`` read other tools' suites.
+    The training document (``dlm_source``) is read here, a relative path against
+    ``base_dir`` (the spec file's folder; the current directory when None)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         _check_size(root, source)
@@ -344,7 +357,17 @@ def load_suite_text(
     except ProbeOrderError as exc:
         path = ("suite", exc.index)
         raise SpecError(f"{locate.where(path)}: {locate.key(path)}: {exc}") from None
-    return LoadedSuite(spec, probes, source, root, translation)
+    document = None
+    if spec.dlm_source is not None:
+        where = spec.dlm_source.expanduser()
+        if not where.is_absolute() and base_dir is not None:
+            where = base_dir / where
+        spec = spec.model_copy(update={"dlm_source": where})
+        try:
+            document = load_document(where)
+        except SpecError as exc:
+            raise SpecError(f"{locate.where(('dlm_source',))}: {exc}") from None
+    return LoadedSuite(spec, probes, source, root, translation, document)
 
 
 def _build_probe(item: object, i: int, locate: _Locator) -> Probe:
@@ -411,7 +434,7 @@ def load_suite(path: Path, *, formats: Sequence[SuiteFormat] = ()) -> LoadedSuit
         raise SpecError(f"suite spec {str(path)!r} does not exist; check the path") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read suite spec {str(path)!r}: {exc}") from exc
-    loaded = load_suite_text(text, str(path), formats=formats)
+    loaded = load_suite_text(text, str(path), formats=formats, base_dir=path.parent)
     models = loaded.spec.models
     rebased = {
         key: (path.parent / value)
