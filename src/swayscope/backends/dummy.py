@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -237,7 +237,13 @@ def decode(ids: Sequence[int]) -> str:
 
 
 class DummyBackend:
-    """Deterministic differential backend for tests and the no-torch path."""
+    """Deterministic differential backend for tests and the no-torch path.
+
+    ``view_class`` is the class of its views: a test double may subclass
+    :class:`DummyView` to script some answers and set it on a subclass.
+    """
+
+    view_class: ClassVar[type[DummyView]] = DummyView
 
     def __init__(
         self,
@@ -307,19 +313,21 @@ class DummyBackend:
             yield view
 
     def base(self) -> AbstractContextManager[DummyView]:
-        return self._enter(DummyView(self, "base", 0.0, None, 0.0))
+        return self._enter(self.view_class(self, "base", 0.0, None, 0.0))
 
     def ft(self) -> AbstractContextManager[DummyView]:
-        return self._enter(DummyView(self, "ft", 1.0, None, 0.0))
+        return self._enter(self.view_class(self, "ft", 1.0, None, 0.0))
 
     def scaled(self, lam: float) -> AbstractContextManager[DummyView]:
-        return self._enter(DummyView(self, scaled_view_id(lam), float(lam), None, 0.0))
+        return self._enter(self.view_class(self, scaled_view_id(lam), float(lam), None, 0.0))
 
     def null(
         self, seed: int, *, init_scale: float = 1.0, rank_scale: float = 1.0
     ) -> AbstractContextManager[DummyView]:
         vid = null_view_id(seed, init_scale, rank_scale)
-        return self._enter(DummyView(self, vid, 0.0, seed, init_scale * math.sqrt(rank_scale)))
+        return self._enter(
+            self.view_class(self, vid, 0.0, seed, init_scale * math.sqrt(rank_scale))
+        )
 
     def close(self) -> None:
         self.inst.close()
