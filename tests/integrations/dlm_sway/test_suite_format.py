@@ -20,6 +20,7 @@ from swayscope.integrations.dlm_sway.suite_format import (
 )
 from swayscope.suite.spec import LoadedSuite, load_suite, load_suite_text
 
+KEEPER = Path(__file__).parents[2] / "probes" / "data" / "keeper.md"
 HEAD = """\
 version: 1
 models:
@@ -72,6 +73,53 @@ def test_every_mapped_kind_and_field(tmp_path: Path) -> None:
     assert by["prose_ppl"].max_chunks == 4  # type: ignore[attr-defined]
 
 
+def test_the_eight_document_and_generation_kinds_map_field_by_field() -> None:
+    case = "{prompt: The keeper lights the, gold: ' lamp', paraphrases: ['What is lit?']}"
+    text = HEAD.format(defaults="") + (
+        "  - {name: calib, kind: calibration_drift, items_limit: 20, regression_nats: 2.0,\n"
+        "     assert_fraction_regressed_lt: 0.1, assert_mean_delta_gte: -1.0}\n"
+        "  - {name: sis, kind: section_internalization, include_kinds: [prose],\n"
+        "     per_section_threshold: 0.1, assert_passing_section_frac: 0.4,\n"
+        "     max_prose_chars: 500, assert_z_gte: 2.0}\n"
+        "  - {name: leak, kind: leakage, prefix_chars: 64, continuation_chars: 128,\n"
+        "     max_new_tokens: 32, perturbations: [typo], assert_recall_lt: 0.3,\n"
+        "     min_fragility: 0.2, assert_z_gte: 1.0}\n"
+        f"  - {{name: para, kind: paraphrase_invariance, cases: [{case}], intent: memorize,\n"
+        "     min_verbatim_lift: 0.1}\n"
+        "  - {name: pref, kind: preference_flip, assert_flip_rate_gte: 0.6,\n"
+        "     triples: [{prompt: p, chosen: ' yes', rejected: ' no'}]}\n"
+        "  - {name: style, kind: style_fingerprint, prompts: [Tell me], doc_reference: Verse.,\n"
+        "     max_new_tokens: 16, assert_shift_gte: 0.1, extended: auto}\n"
+        f"  - {{name: revert, kind: adapter_revert, cases: [{case}], max_new_tokens: 8,\n"
+        "     embedding_model: sentence-transformers/all-MiniLM-L6-v2}\n"
+        "  - {name: topics, kind: cluster_kl, prompts: [a, b, c, d], num_clusters: 2,\n"
+        "     min_prompts: 4, assert_specificity_gte: 0.7, divergence: kl}\n"
+        f"dlm_source: {KEEPER}\n"
+    )
+    loaded = load_suite_text(text, "sway.yaml", formats=[DLM_SWAY])
+    by = {p.spec.label: p.spec.model_dump() for p in loaded.probes}
+    assert [p.kind for p in loaded.probes] == [
+        "calibration_drift", "section_internalization", "leakage", "paraphrase_invariance",
+        "preference_flip", "style_fingerprint", "adapter_revert", "cluster_kl",
+    ]
+    assert by["calib"]["items_limit"] == 20 and by["calib"]["min_z"] is None
+    assert (by["sis"]["include_kinds"], by["sis"]["min_z"]) == (("prose",), 2.0)
+    assert (by["leak"]["perturbations"], by["leak"]["min_z"]) == (("typo",), 1.0)
+    assert by["para"]["intent"] == "memorize" and by["para"]["min_z"] == 3.0
+    assert by["pref"]["triples"][0]["chosen"] == " yes"
+    assert by["style"]["doc_reference"] == "Verse."
+    assert by["revert"]["cases"][0]["paraphrases"] == ("What is lit?",)
+    assert (by["topics"]["num_clusters"], by["topics"]["divergence"]) == (2, "kl")
+    assert loaded.spec.dlm_source == KEEPER
+    assert loaded.document is not None and len(loaded.document.sections) == 5
+    assert loaded.translation is not None
+    notes = "\n".join(loaded.translation.notes)
+    assert f"sway.yaml:{line_of(text, 'embedding_model')}: suite.6.embedding_model: ignored" in (
+        notes
+    )
+    assert "suite.5.extended: ignored" in notes
+
+
 def test_dlm_sway_defaults_are_kept_where_swayscope_has_the_field() -> None:
     loaded = sway("  - {name: dk, kind: delta_kl, prompts: [a b]}\n"
                   "  - {name: pc, kind: prompt_collapse, prompts: [a b]}\n")
@@ -118,7 +166,9 @@ def test_ignored_and_approximated_fields_come_back_as_notes_with_their_lines() -
         "  - name: ppl\n    kind: external_perplexity\n"
     )
     text = HEAD.format(defaults="defaults:\n  coverage_threshold: 0.7\n") + entries
-    loaded = load_suite_text(text + "dlm_source: doc.dlm\n", "sway.yaml", formats=[DLM_SWAY])
+    loaded = load_suite_text(
+        text + f"dlm_source: {KEEPER}\n", "sway.yaml", formats=[DLM_SWAY]
+    )
     assert [p.spec.label for p in loaded.probes] == ["calib", "dk", "ppl"]
     assert loaded.translation is not None
     notes = "\n".join(loaded.translation.notes)
@@ -129,7 +179,7 @@ def test_ignored_and_approximated_fields_come_back_as_notes_with_their_lines() -
         ("enabled", "suite.2.enabled: false: left out of the run"),
         ("kind: external_perplexity", "suite.3.kind: runs as perplexity_shift"),
         ("coverage_threshold", "defaults.coverage_threshold: ignored"),
-        ("dlm_source", "dlm_source: ignored"),
+        ("dlm_source", "dlm_source: read by swayscope itself"),
     ):
         assert f"sway.yaml:{line_of(text + 'dlm_source: x', key)}: {fragment}" in notes, notes
 
@@ -138,16 +188,19 @@ def test_ignored_and_approximated_fields_come_back_as_notes_with_their_lines() -
     ("entries", "defaults", "line_key", "fragments"),
     [
         (
-            "  - {name: dk, kind: delta_kl, prompts: [a b]}\n  - name: leak\n    kind: leakage\n",
-            "", "kind: leakage",
-            ["suite.1.kind", "'leakage' has no swayscope counterpart",
+            "  - {name: dk, kind: delta_kl, prompts: [a b]}\n  - name: mine\n"
+            "    kind: plugin_probe\n",
+            "", "kind: plugin_probe",
+            ["suite.1.kind", "'plugin_probe' has no swayscope counterpart",
              "Supported dlm-sway kinds: null_adapter, delta_kl, adapter_ablation, "
-             "prompt_collapse, external_perplexity (as perplexity_shift)",
+             "prompt_collapse, external_perplexity (as perplexity_shift), calibration_drift, "
+             "section_internalization, leakage, paraphrase_invariance, preference_flip, "
+             "style_fingerprint, adapter_revert, cluster_kl",
              "Nearest equivalent: none"],
         ),
         (
-            "  - name: topics\n    kind: cluster_kl\n", "", "kind: cluster_kl",
-            ["suite.0.kind", "'cluster_kl'", "Nearest equivalent: one delta_kl per cluster"],
+            "  - name: topics\n    kind: cluster_kl\n", "", "name: topics",
+            ["suite.0.prompts", "missing or empty"],
         ),
         (
             "  - name: abl\n    kind: adapter_ablation\n    prompts: [a b]\n"
@@ -254,7 +307,7 @@ def test_models_swayscope_cannot_load_stop_with_the_line(
 
 def test_every_problem_is_reported_at_once() -> None:
     text = HEAD.format(defaults="") + (
-        "  - {name: a, kind: leakage}\n  - {name: b, kind: style_fingerprint}\n"
+        "  - {name: a, kind: plugin_one}\n  - {name: b, kind: plugin_two}\n"
     )
     with pytest.raises(SpecError) as info:
         load_suite_text(text, "sway.yaml", formats=[DLM_SWAY])

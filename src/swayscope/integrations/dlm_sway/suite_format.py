@@ -14,7 +14,7 @@ model it cannot load — stops with :class:`~swayscope.errors.SpecError` naming
 swayscope equivalent. Nothing is skipped silently: what is ignored or
 approximated comes back as notes.
 
-Paths: dlm-sway resolves ``base`` and ``adapter`` against the current
+Paths: dlm-sway resolves ``base``, ``adapter`` and ``dlm_source`` against the current
 directory, so they are made absolute here the same way.
 """
 
@@ -294,9 +294,6 @@ def translate(data: Mapping[str, Any], root: yaml.Node | None, source: str) -> T
     if version != SWAY_SPEC_VERSION:
         t.error(("version",), f"dlm-sway spec version {shown(version)} is not supported; "
                 f"swayscope reads version {SWAY_SPEC_VERSION} (dlm-sway {DLM_SWAY_VERSION})")
-    if data.get("dlm_source") is not None:
-        t.note(("dlm_source",), "ignored: it feeds dlm-sway's section probes, which swayscope "
-               "does not have")
     defaults = t.defaults(data)
     out: dict[str, Any] = {
         "version": 1,
@@ -305,6 +302,11 @@ def translate(data: Mapping[str, Any], root: yaml.Node | None, source: str) -> T
     }
     if defaults:
         out["defaults"] = defaults
+    if data.get("dlm_source") is not None:
+        out["dlm_source"] = _local_path(data["dlm_source"])
+        t.origins[("dlm_source",)] = ("dlm_source",)
+        t.note(("dlm_source",), "read by swayscope itself: a .dlm document by its section "
+               "grammar (no dlm package needed), any other file as markdown")
     suite = data.get("suite", [])
     if not isinstance(suite, list):
         t.error(("suite",), f"must be a list of probes; got {type(suite).__name__}")
@@ -364,7 +366,8 @@ def check_local_models(loaded: LoadedSuite) -> None:
 def render_spec(loaded: LoadedSuite, *, relative_to: Path | None = None) -> str:
     """The translated suite as swayscope spec YAML, with the notes as comments.
 
-    Model paths are absolute, or relative to ``relative_to`` (where the file will live).
+    Model and document paths are absolute, or relative to ``relative_to`` (where the file
+    will live).
     """
     if loaded.translation is None:
         raise SpecError(f"{loaded.source} is already a swayscope suite spec; nothing to convert")
@@ -373,12 +376,14 @@ def render_spec(loaded: LoadedSuite, *, relative_to: Path | None = None) -> str:
     if relative_to is not None:
         for key in ("base", "adapter"):
             models[key] = os.path.relpath(models[key], relative_to.resolve())
+        if "dlm_source" in data:
+            data["dlm_source"] = os.path.relpath(data["dlm_source"], relative_to.resolve())
     data["models"] = models
     header = [
         f"# swayscope suite spec, converted from the dlm-sway {DLM_SWAY_VERSION} suite "
         f"{loaded.source} by `swayscope convert`.",
-        "# Model paths are " + ("relative to this file's folder."
-                                if relative_to is not None else "absolute."),
+        "# Model and document paths are " + ("relative to this file's folder."
+                                             if relative_to is not None else "absolute."),
     ]
     if loaded.translation.notes:
         header.append("# What differs from dlm-sway (file:line of the dlm-sway suite):")
