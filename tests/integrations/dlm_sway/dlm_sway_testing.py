@@ -118,6 +118,14 @@ def dlm_sway_sdist_tests(venv: Path) -> Path:
     return tests
 
 
+def dlm_sway_sdist(venv: Path) -> Path:
+    """dlm-sway's sdist (README, examples, tests), extracted next to the venv by ``.ci/run``."""
+    root = venv / "sdist" / f"dlm_sway-{DLM_SWAY_VERSION}"
+    if not (root / "README.md").is_file() or not (root / "examples").is_dir():
+        _missing(f"dlm-sway's sdist is not in {root}: run bash .ci/run once")
+    return root
+
+
 def subprocess_env(tmp_path: Path) -> dict[str, str]:
     """The environment of a spawned swayscope or sway: offline, no OTEL_* of the caller."""
     env = {

@@ -315,6 +315,19 @@ def test_every_problem_is_reported_at_once() -> None:
     assert "sway.yaml:7: suite.1.kind" in str(info.value)
 
 
+def test_an_adapter_on_the_base_block_is_ignored_as_dlm_sway_ignores_it() -> None:
+    text = (
+        "version: 1\nmodels:\n  base: {kind: hf, base: /m/b, adapter: /m/a}\n"
+        "  ft: {kind: hf, base: /m/b, adapter: /m/a}\nsuite:\n"
+        "  - {name: dk, kind: delta_kl, prompts: [a]}\n"
+    )
+    loaded = load_suite_text(text, "sway.yaml", formats=[DLM_SWAY])
+    assert loaded.spec.models.adapter == Path("/m/a")
+    assert loaded.translation is not None
+    assert any(n.startswith("sway.yaml:3: models.base.adapter: ignored") for n in
+               loaded.translation.notes), loaded.translation.notes
+
+
 def test_a_hub_id_is_not_a_local_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     path = write_sway_suite(tmp_path, Path("HuggingFaceTB/SmolLM2-135M"), tmp_path)

@@ -190,8 +190,9 @@ class _Translator:
             return out
         self.origins[("models",)] = ("models", "ft")
         if base.get("adapter") is not None:
-            self.error(("models", "base", "adapter"), "the base model takes no adapter: "
-                       "swayscope compares the base model with and without ft's adapter")
+            self.note(("models", "base", "adapter"), "ignored: dlm-sway (differential: true) "
+                      "loads only ft's model and switches its adapter off for base, as "
+                      "swayscope does")
         for side, block in (("ft", ft), ("base", base)):
             if block.get("base") is None:
                 self.error(("models", side, "base"), "missing: give the base model's folder")
