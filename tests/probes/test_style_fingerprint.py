@@ -87,10 +87,10 @@ def test_the_document_is_the_default_reference(keeper: TrainingDocument) -> None
     assert run(DummyBackend()).verdict == "skip"
 
 
-def test_no_words_from_ft_is_an_error() -> None:
+def test_no_words_from_ft_fail_without_a_score() -> None:
     r = run(scripted_backend(writer("...")), doc_reference=VERSE)
-    assert r.verdict == "error"
-    assert r.error is not None
+    assert r.verdict == "fail"
+    assert r.score is None and "generated no words" in r.message
 
 
 def test_calibrated_on_the_shift() -> None:

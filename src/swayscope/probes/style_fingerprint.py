@@ -21,8 +21,9 @@ the distance: the projection of ``ft - base`` on ``doc - base`` over ``|doc - ba
 
 **score**: the style shift.
 
-**verdict**: ``skip`` without a document to compare with; ``error`` when ft generates no
-words (there is no style to measure); ``pass`` when the shift is at least
+**verdict**: ``skip`` without a document to compare with; ``fail`` when ft generates no
+words (no prose to move toward the document; the score is then None); ``pass`` when the
+shift is at least
 ``assert_shift_gte`` and, when a ``null_adapter`` calibrated the probe, its z-score is
 at least ``min_z``; ``fail`` otherwise. The calibrated statistic is the shift.
 """
@@ -177,10 +178,12 @@ class StyleFingerprintProbe(Probe):
         }
         if not _WORD.search(ft_text):
             return self.result(
-                "error",
-                message="the fine-tuned model generated no words: there is no style to measure",
+                "fail",
+                message=(
+                    "the fine-tuned model generated no words for any prompt: no prose whose "
+                    "style could move toward the document's"
+                ),
                 evidence=fps,
-                error="ft generated no words for any prompt",
             )
         shift = style_shift(base_fp, ft_fp, doc_fp)
         cal = ctx.calibration.get(spec.label)
