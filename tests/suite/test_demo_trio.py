@@ -70,6 +70,16 @@ def check_verdicts(results: dict[str, dict[str, Any]]) -> None:
     assert rand["delta_kl"]["verdict"] == "fail"
     assert rand["delta_kl"]["z_score"] < 3
     assert rand["perplexity_shift"]["verdict"] != "pass"
+    # The kinds that read the training text or generate: each a verdict on every adapter;
+    # the no-op adapter forgets nothing and writes exactly as base does.
+    for result in (trained, noop, rand):
+        for kind in ("calibration_drift", "style_fingerprint", "leakage"):
+            assert result[kind]["verdict"] in ("pass", "fail", "warn"), result[kind]
+    assert noop["calibration_drift"]["verdict"] == "pass"
+    assert noop["calibration_drift"]["score"] == 0.0
+    assert noop["style_fingerprint"]["score"] in (0.0, None)  # None: no words at all
+    assert noop["style_fingerprint"]["verdict"] == "fail"
+    assert trained["leakage"]["evidence"]["num_sections"] == demo.DOCUMENT_PARTS
 
 
 def test_tiny_variant_of_the_smollm2_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
