@@ -137,6 +137,16 @@ def test_the_cache_keys_on_the_limit_and_the_stop_strings(tiny_model: TinyModelP
     assert all(isinstance(c, ForwardCall) and c.view_id in ("ft", "base") for c in calls)
 
 
+def test_a_short_and_a_long_prompt_share_one_call(hf_backend: HFBackend) -> None:
+    """Each generated token is a model call: padding the short prompt costs less than a
+    second call of eight steps, which a forward call's planning would choose."""
+    hf_backend.call_overhead_tokens = 64
+    long = hf_backend.token_prefix("The lamp was lit at dusk and the fog came in. ", 200)
+    with hf_backend.ft() as v:
+        v.generate_batch(["Fog", long], max_new_tokens=8)
+    assert hf_backend.inst.stats.forward_calls == 1
+
+
 def test_a_long_prompt_stops_at_the_context(hf_backend: HFBackend) -> None:
     context = hf_backend.context_length
     assert context is not None

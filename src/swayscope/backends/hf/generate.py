@@ -196,7 +196,7 @@ class GenerationSource:
         encoder: tokenizes and checks prompts.
         generate: computes the generations.
         limits: the batch limits calls are planned within (a row costs its prompt plus
-            its new tokens).
+            its new tokens; a call, its overhead once per generated token).
         key_model: view id → the model identity its cache entries are keyed by.
         propagate: ``generate`` computes in other processes (its trace context goes along).
     """
@@ -236,11 +236,13 @@ class GenerationSource:
         def plan(misses: list[int]) -> list[list[int]]:
             for i in misses:
                 ids.setdefault(i, encoder.checked_ids(prompts[i]))
+            # Each generated token is a model call: a generate call costs its overhead
+            # once per step, so padding a row is cheap next to a call more.
             return plan_batches(
                 {i: len(ids[i]) + max_new_tokens for i in misses},
                 max_batch_size=limits.max_batch_size,
                 max_batch_tokens=limits.max_batch_tokens,
-                call_overhead_tokens=limits.call_overhead_tokens,
+                call_overhead_tokens=limits.call_overhead_tokens * max_new_tokens,
             )
 
         def compute(indices: list[int]) -> list[Generation]:
