@@ -341,7 +341,12 @@ def test_a_hub_id_is_not_a_local_folder(tmp_path: Path, monkeypatch: pytest.Monk
 @pytest.mark.parametrize("next_to_it", [False, True])
 def test_convert_round_trips(tmp_path: Path, next_to_it: bool) -> None:
     base, adapter = tmp_path / "models" / "base", tmp_path / "models" / "lora"
-    original = load_suite(write_sway_suite(tmp_path, base, adapter), formats=[DLM_SWAY])
+    document = tmp_path / "docs" / "keeper.md"
+    document.parent.mkdir()
+    document.write_text(KEEPER.read_text())
+    sway_file = write_sway_suite(tmp_path, base, adapter)
+    sway_file.write_text(sway_file.read_text() + f"dlm_source: {document}\n")
+    original = load_suite(sway_file, formats=[DLM_SWAY])
     out = tmp_path / "converted" / "suite.yaml"
     out.parent.mkdir()
     out.write_text(render_spec(original, relative_to=out.parent if next_to_it else None))
@@ -352,7 +357,14 @@ def test_convert_round_trips(tmp_path: Path, next_to_it: bool) -> None:
     assert "# What differs from dlm-sway" in text and "runs as perplexity_shift" in text
     models = converted.spec.models
     assert (models.base.resolve(), models.adapter.resolve()) == (base, adapter)  # type: ignore[union-attr]
-    plain = converted.spec.model_copy(update={"models": original.spec.models})
+    assert ("dlm_source: ../docs/keeper.md" in text) is next_to_it
+    assert converted.spec.dlm_source is not None
+    assert converted.spec.dlm_source.resolve() == document
+    assert converted.document is not None and original.document is not None
+    assert converted.document.sections == original.document.sections
+    plain = converted.spec.model_copy(
+        update={"models": original.spec.models, "dlm_source": original.spec.dlm_source}
+    )
     assert plain == original.spec
     assert [p.spec for p in converted.probes] == [p.spec for p in original.probes]
 
