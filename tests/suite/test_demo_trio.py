@@ -128,5 +128,16 @@ def test_smollm2_demo(tmp_path: Path) -> None:
             "the SmolLM2 demo",
         )
     out, results = run_demo(tmp_path, "smollm2")
-    assert out.exit_code == 0, out.output
     check_verdicts(results)
+    # Fitting the style costs SmolLM2 its general knowledge: most facts regress under the
+    # trained adapter, none under the controls, so the demo exits 1 (the trained adapter's
+    # exit code) with calibration_drift its one failing probe.
+    trained = results["trained"]
+    assert [name for name, p in trained.items() if p["verdict"] == "fail"] == [
+        "calibration_drift"
+    ]
+    assert trained["calibration_drift"]["score"] > 0.5
+    assert results["random"]["calibration_drift"]["verdict"] == "pass"
+    assert trained["style_fingerprint"]["verdict"] == "pass"
+    assert trained["style_fingerprint"]["z_score"] >= 3
+    assert out.exit_code == 1, out.output

@@ -52,11 +52,12 @@ suite:
 #: the CPU under base, ft and three null adapters.
 TRIO_EXTRA_YAML = """\
   - kind: calibration_drift
+    items_limit: 60
   - kind: style_fingerprint
-    max_new_tokens: 48
+    max_new_tokens: 32
   - kind: leakage
-    max_new_tokens: 48
-    perturbations: [typo, synonym_swap, prefix_inject]
+    max_new_tokens: 32
+    perturbations: [typo, synonym_swap]
 """
 
 #: Parts the trio demo cuts its training text into, each a prose section of its document.
@@ -64,7 +65,8 @@ DOCUMENT_PARTS = 8
 
 #: What each adapter of a trio is, in a few words (the demo prints it above its report).
 TRIO_ROLES: dict[str, str] = {
-    "trained": "LoRA trained on the style; every probe should see it",
+    "trained": "LoRA trained on the style; every probe should see it, calibration_drift "
+    "what it cost",
     "noop": "lora_B = 0: changes nothing; no probe should call it an effect",
     "random": "untrained, random lora_B the trained one's size: changes the model, "
     "learned nothing",
