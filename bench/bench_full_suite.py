@@ -10,12 +10,19 @@ process is fresh (a fresh ``XDG_CACHE_HOME``: dlm-sway caches null-adapter stati
 there) and pinned to ``--threads`` torch threads; the two tools run back to back for each
 adapter, round after round.
 
-Printed: per adapter and probe, each tool's verdict, score and z-score; per tool and
-adapter, the suite wall time (from the result JSON), the model calls (swayscope: forward
-calls, generations included; dlm-sway: its instrumentation's forward passes, which do not
-count its ``generate`` calls) and the verdict counts; the suite-wall ratio.
+Printed: per adapter and probe, each tool's verdict, statistic and z-score (dlm-sway's
+``raw``, not its 0-1 composite ``score``; swayscope's ``score``); per tool and adapter, the
+suite wall time (from the result JSON), the model calls (swayscope: forward calls,
+generations included; dlm-sway: its instrumentation's forward passes, which do not count
+its ``generate`` calls) and the verdict counts; the suite-wall ratio.
+
+Without the ``dlm`` package and the ``semsim`` extra, dlm-sway skips four kinds
+(``section_internalization`` and ``leakage`` get no sections, ``adapter_revert`` and
+``cluster_kl`` no embedder) that swayscope runs; ``--shared`` leaves them out of both
+tools' suite, so the two do the same work.
 
     python bench/bench_full_suite.py --sway .venv-dlm-sway/bin/sway [--rounds 1] [--threads 1]
+    python bench/bench_full_suite.py --sway .venv-dlm-sway/bin/sway --shared
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from machine import cpu_model  # noqa: E402
 
 from swayscope.probes.defaults import DEFAULT_PROMPTS  # noqa: E402
+
+#: The kinds dlm-sway 0.1.0 skips without the ``dlm`` package and its ``semsim`` extra.
+SKIPPED_BY_DLM_SWAY = ("section_internalization", "leakage", "adapter_revert", "cluster_kl")
 
 #: Lines of the play and lines of nothing in particular (cluster_kl's two kinds of prompt).
 PLAY = [
@@ -169,7 +179,8 @@ def report(results: dict[str, dict[str, list[dict[str, Any]]]], threads: int) ->
                 if probe is None:
                     cells.append("-")
                     continue
-                cells.append(f"**{probe['verdict']}** {fmt(probe.get('score'))} "
+                value = probe.get("raw", probe.get("score"))
+                cells.append(f"**{probe['verdict']}** {fmt(value)} "
                              f"(z {fmt(probe.get('z_score'))})")
             lines.append(f"| {adapter} | {name} | {cells[0]} | {cells[1]} |")
     lines += [
@@ -208,6 +219,10 @@ def main() -> None:
                         help="where built models live [$SWAYSCOPE_HOME or ~/.cache/swayscope]")
     parser.add_argument("--keep", type=Path, default=None,
                         help="copy the last round's suites and result JSONs here")
+    parser.add_argument("--shared", action="store_true",
+                        help="only the kinds both tools run here (see the module docstring)")
+    parser.add_argument("--adapters", nargs="+", default=None,
+                        help="which of trained, noop, random [all three]")
     args = parser.parse_args()
 
     from swayscope.backends.tiny import package_text
@@ -220,19 +235,24 @@ def main() -> None:
         work = Path(tmp)
         for _ in range(args.rounds):
             for name, adapter in prepared.trio.adapters().items():
+                if args.adapters is not None and name not in args.adapters:
+                    continue
+                data = suite(prepared.base_dir, adapter, prepared.document, reference)
+                if args.shared:
+                    data["suite"] = [
+                        e for e in data["suite"] if e["kind"] not in SKIPPED_BY_DLM_SWAY
+                    ]
                 spec = work / f"{name}.yaml"
-                spec.write_text(yaml.safe_dump(
-                    suite(prepared.base_dir, adapter, prepared.document, reference),
-                    sort_keys=False, allow_unicode=True,
-                ), encoding="utf-8")
+                spec.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True),
+                                encoding="utf-8")
                 for tool, command in (
                     ("dlm-sway", [args.sway, "run", str(spec)]),
                     ("swayscope", [sys.executable, "-m", "swayscope", "run", str(spec)]),
                 ):
                     out = work / f"{name}.{tool}.json"
-                    data = run_tool([*command, "--json", str(out)], out, args.threads, work)
-                    results.setdefault(name, {}).setdefault(tool, []).append(data)
-                    print(f"{name} {tool}: suite {suite_wall(data):.1f} s", file=sys.stderr)
+                    result = run_tool([*command, "--json", str(out)], out, args.threads, work)
+                    results.setdefault(name, {}).setdefault(tool, []).append(result)
+                    print(f"{name} {tool}: suite {suite_wall(result):.1f} s", file=sys.stderr)
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)
             for path in work.glob("*.*"):
