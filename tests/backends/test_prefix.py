@@ -17,7 +17,7 @@ from swayscope.backends.hf.prefix import (
     shared_length,
     usable_length,
 )
-from swayscope.instrumentation import BackendStats
+from swayscope.instrumentation import BackendInstrumentation
 
 
 def _nothing_stored(_ids: object, _limit: int) -> Start:
@@ -90,9 +90,10 @@ def test_plan_drops_prefixes_nobody_uses() -> None:
     assert all(s.entry is whole for s in plan.start_of)
 
 
-def test_store_is_per_view_bounded_and_counts() -> None:
-    stats = BackendStats()
-    store = PrefixStore(250, stats)
+def test_store_is_per_view_bounded_and_reports_what_it_did() -> None:
+    inst = BackendInstrumentation()
+    stats = inst.stats
+    store = PrefixStore(250, inst.report)
     a, b, c = _entry([1, 2, 3]), _entry([1, 2, 4, 5]), _entry([9, 9, 9], scored=False)
     store.put("base", a)
     store.put("ft", b)
@@ -109,7 +110,7 @@ def test_store_is_per_view_bounded_and_counts() -> None:
     assert store.best("ft", [1, 2, 4, 5], 3, scored=True).entry is b
     store.put("base", _entry([6, 6], nbytes=251))  # larger than the budget: not kept
     assert len(store) == 2
-    assert not PrefixStore(0, stats).enabled
+    assert not PrefixStore(0, inst.report).enabled
 
 
 def test_sharing_groups_keep_a_prefix_and_its_texts_together() -> None:

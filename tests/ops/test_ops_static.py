@@ -64,10 +64,14 @@ COUNTERS = {
     "swayscope_worker_busy_seconds_total",
     "swayscope_worker_tokens_total",
     "swayscope_worker_failures_total",
+    "swayscope_disk_cache_write_failures_total",
 }
 GAUGES = {
     "swayscope_cache_entries",
     "swayscope_cache_bytes",
+    "swayscope_disk_cache_entries",
+    "swayscope_disk_cache_bytes",
+    "swayscope_disk_cache_evictions",
     "swayscope_run_info",
     "swayscope_run_active",
     "swayscope_run_progress_ratio",
@@ -254,7 +258,9 @@ def test_every_target_has_an_expr() -> None:
 
 def test_rows() -> None:
     rows = [p["title"] for p in _panels() if p["type"] == "row"]
-    assert rows == ["Run", "Cache", "Forward", "Probes", "Health", "Worker $worker"]
+    assert rows == [
+        "Run", "Cache", "Forward", "Probes", "Health", "Worker $worker", "Disk cache",
+    ]
 
 
 def test_row_contents() -> None:
@@ -292,6 +298,13 @@ def test_row_contents() -> None:
             "swayscope_batch_size_sum",
             "swayscope_batch_size_count",
             "swayscope_forward_duration_seconds_bucket",
+        ],
+        "Disk cache": [
+            "sum by (tier) (rate(swayscope_cache_hits_total",
+            "swayscope_disk_cache_entries",
+            "swayscope_disk_cache_bytes",
+            "swayscope_disk_cache_evictions",
+            "swayscope_disk_cache_write_failures_total",
         ],
         "Probes": [
             "swayscope_probe_duration_seconds{",

@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from swayscope.errors import InputError, shown
 from swayscope.instrumentation import BackendInstrumentation, view_kind_of
+from swayscope.instrumentation.codec import durable
 from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
 
 #: Largest seed accepted anywhere (null adapters use ``seed .. seed + n - 1``), so every
@@ -45,6 +46,7 @@ MAX_NEW_TOKENS_LIMIT = 4096
 FinishReason = Literal["stop", "eos", "length"]
 
 
+@durable
 @dataclass(frozen=True, slots=True)
 class TokenDist:
     """Next-token distribution, truncated to the top k tokens.
@@ -80,6 +82,7 @@ class TokenDist:
         )
 
 
+@durable
 @dataclass(frozen=True, slots=True)
 class RollingLogprob:
     """Log-probability of each token of a text given the tokens before it."""
@@ -102,6 +105,7 @@ class RollingLogprob:
         return math.exp(-self.mean)
 
 
+@durable
 @dataclass(frozen=True, slots=True)
 class Generation:
     """A greedy continuation of a prompt."""

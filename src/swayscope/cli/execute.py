@@ -47,11 +47,17 @@ def load_spec(spec_path: Path | None, spec_text: str | None) -> LoadedSuite:
 def instrumentation(
     loaded: LoadedSuite, settings: TelemetrySettings, telemetry: Telemetry, run_id: str
 ) -> BackendInstrumentation:
-    """The run's instrumentation over the started exporters (stopped again if it fails)."""
+    """The run's instrumentation over the started exporters and the disk cache (both
+    stopped again if it fails)."""
     from swayscope.instrumentation import BackendInstrumentation
+    from swayscope.instrumentation.disk_cache import DiskCache
 
     defaults = loaded.spec.defaults
+    folder = defaults.disk_cache_dir()
+    disk = None
     try:
+        if folder is not None:
+            disk = DiskCache(folder, defaults.disk_cache_max_bytes)
         return BackendInstrumentation(
             cache_maxsize=defaults.cache_size,
             cache_max_bytes=defaults.cache_max_bytes,
@@ -59,8 +65,11 @@ def instrumentation(
             capture_prompts=settings.capture_prompts,
             prompt_hash_key=settings.prompt_hash_key,
             run_id=run_id,
+            disk_cache=disk,
         )
     except BaseException:
+        if disk is not None:
+            disk.close()
         telemetry.shutdown()
         raise
 

@@ -51,6 +51,16 @@ RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
         "--threads", int | None,
         "CPU threads the model computes with (default: the cores this process may use).",
     ),
+    "cache_dir": (
+        "--cache-dir", Path | None,
+        "Folder of the durable forward cache (default: $SWAYSCOPE_HOME/cache): what a run "
+        "computes is kept there, and a run of the same work, resumed or on a new adapter "
+        "of the same base, reads it instead of computing it again.",
+    ),
+    "disk_cache": (
+        "--disk-cache/--no-disk-cache", bool | None,
+        "Keep forward passes in the durable disk cache (default: on).",
+    ),
 }
 #: The settings of a spec's ``models.workers:`` block that are also flags, same shape; each
 #: setting's one name is the ``WorkersSpec`` field. Either flag alone asks for a pool.

@@ -2,8 +2,8 @@
 
 v0-compatible: code written against the module swayscope grew from imports the
 same names from here and runs unchanged (``BackendInstrumentation`` here is the
-core plus v0's JSONL ``trace``, see :mod:`.v0`). Importing this package pulls in
-no torch, transformers, OpenTelemetry or prometheus_client.
+core, :class:`Instrumentation`, plus v0's JSONL ``trace``, see :mod:`.v0`). Importing
+this package pulls in no torch, transformers, OpenTelemetry or prometheus_client.
 """
 
 from swayscope.instrumentation.cache import _MISS, ForwardCache, measure_bytes
@@ -11,6 +11,7 @@ from swayscope.instrumentation.calls import CallContext
 from swayscope.instrumentation.core import (
     BatchPlanner,
     CacheOp,
+    Instrumentation,
     ProbeHandle,
     RunHandle,
     SweepHandle,
@@ -29,6 +30,7 @@ from swayscope.instrumentation.events import (
     RunStarted,
     SweepEnded,
     SweepStarted,
+    TraceRotated,
     ViewEntered,
     ViewExited,
     WorkerCallEnded,
@@ -43,6 +45,7 @@ from swayscope.instrumentation.exporter import Exporter, ExporterSet, TelemetryH
 from swayscope.instrumentation.exporters.jsonl import TraceWriter, _TraceEvent
 from swayscope.instrumentation.stats import BackendStats
 from swayscope.instrumentation.tracecontext import TraceParent, new_span_id, parse_traceparent
+from swayscope.instrumentation.tracing import SpanLink, SpanPlace, TraceSettings
 from swayscope.instrumentation.v0 import BackendInstrumentation
 from swayscope.instrumentation.vocabulary import (
     DEFAULT_TOP_K,
@@ -69,6 +72,7 @@ __all__ = [
     "ForwardCache",
     "ForwardCall",
     "ForwardStarted",
+    "Instrumentation",
     "ProbeEnded",
     "ProbeHandle",
     "ProbeStarted",
@@ -79,9 +83,13 @@ __all__ = [
     "RunStarted",
     "SweepHandle",
     "SweepEnded",
+    "SpanLink",
+    "SpanPlace",
     "SweepStarted",
     "TelemetryHealth",
     "TraceParent",
+    "TraceRotated",
+    "TraceSettings",
     "TraceWriter",
     "ViewEntered",
     "ViewExited",

@@ -1,19 +1,23 @@
 """The events the core hands to exporters.
 
-Events are plain records with no behaviour. Times: ``start_ns`` is wall-clock
-epoch nanoseconds when the thing began (what spans need); ``duration_s`` is
-measured with ``perf_counter`` (what histograms need).
+Events are immutable records with no behaviour (named tuples: as cheap to make as a
+slotted class, and no exporter can write into one). Times: ``start_ns`` is
+wall-clock epoch nanoseconds when the thing began (what spans need);
+``duration_s`` is measured with ``perf_counter`` (what histograms need).
 
-``trace_id``/``span_id`` start empty; a tracing exporter placed earlier in the
-exporter list (the OpenTelemetry one) fills them so later exporters (JSONL,
-Prometheus exemplars) can point at the span.
+Ids are the core's: when a tracing exporter is attached, the core lays traces out
+(:mod:`.tracing`) and puts on each event where its span goes (``place``) and the ids
+other exporters point at (``trace_id``/``span_id``: the JSONL trace, Prometheus
+exemplars). Without one they are None.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from swayscope.instrumentation.hashing import prompt_hash
+from swayscope.instrumentation.tracing import Counts, Rotation, SpanPlace
 from swayscope.instrumentation.vocabulary import VIEW_KINDS, ProbeOutcome
 
 
@@ -25,8 +29,7 @@ def view_kind_of(view_id: str) -> str:
     return head if head in ("scaled", "null") else "other"
 
 
-@dataclass(slots=True)
-class SweepStarted:
+class SweepStarted(NamedTuple):
     """A checkpoint sweep begins: the suite runs once per adapter (each a run of its own)."""
 
     sweep_id: str
@@ -37,20 +40,23 @@ class SweepStarted:
     """The adapters' labels, in checkpoint order: every value the ``adapter`` label takes."""
     trace_id: str | None = None
     span_id: str | None = None
+    place: SpanPlace | None = None
+    """The sweep's root span: it ends as the sweep starts (its trace exists from then on)."""
 
 
-@dataclass(slots=True)
-class SweepEnded:
+class SweepEnded(NamedTuple):
     sweep_id: str
     end_ns: int
     duration_s: float
     status: str = "complete"
     """complete | interrupted | error"""
     adapters_done: int = 0
+    place: SpanPlace | None = None
+    """The sweep's outcome span, a child of its root: from the start to the end."""
+    start_ns: int = 0
 
 
-@dataclass(slots=True)
-class RunStarted:
+class RunStarted(NamedTuple):
     run_id: str
     start_ns: int
     suite: str = ""
@@ -66,10 +72,14 @@ class RunStarted:
     span_id: str | None = None
     sweep_id: str | None = None
     """The sweep this run is one adapter of (None: a run on its own)."""
+    place: SpanPlace | None = None
+    """The run's root span: it ends as the run starts, so the run's trace exists from its
+    first seconds; ``trace_id``/``span_id`` name it."""
+    resumed_from: str | None = None
+    """The run id of the run this one resumes (a span link of kind ``resumed``)."""
 
 
-@dataclass(slots=True)
-class RunEnded:
+class RunEnded(NamedTuple):
     run_id: str
     end_ns: int
     duration_s: float
@@ -78,20 +88,28 @@ class RunEnded:
     """``Type: message`` of what stopped the run, prompt text redacted."""
     error_stack: str | None = None
     """Its formatted traceback, redacted like ``error``."""
+    place: SpanPlace | None = None
+    """The run's outcome span, a child of its root: from the start to the end."""
+    start_ns: int = 0
+    counts: Counts = Counts()
+    """Cache hits, misses and model calls of the whole run."""
+    probes_done: int = 0
+    probes_errored: int = 0
 
 
-@dataclass(slots=True)
-class ProbeStarted:
+class ProbeStarted(NamedTuple):
     run_id: str
     probe: str
     kind: str
     start_ns: int
-    index: int = 0
+    # The probe's place in the run: shadows tuple.index, which no reader of an event uses.
+    index: int = 0  # type: ignore[assignment]
     total: int = 0
+    place: SpanPlace | None = None
+    """The probe's span: the root of a trace of its own (its first chunk)."""
 
 
-@dataclass(slots=True)
-class ProbeEnded:
+class ProbeEnded(NamedTuple):
     run_id: str
     probe: str
     kind: str
@@ -106,10 +124,13 @@ class ProbeEnded:
     total: int = 0
     error_stack: str | None = None
     """The formatted traceback of ``error``, redacted like it."""
+    place: SpanPlace | None = None
+    """The span that ends here (the probe's last chunk)."""
+    counts: Counts = Counts()
+    """Cache hits, misses and model calls inside the probe, from its start."""
 
 
-@dataclass(slots=True)
-class ViewEntered:
+class ViewEntered(NamedTuple):
     run_id: str
     view_id: str
     view_kind: str
@@ -117,16 +138,28 @@ class ViewEntered:
     start_ns: int
     switch_s: float = 0.0
     """Seconds the backend spent switching to this view (adapter toggling, LoRA writes)."""
+    place: SpanPlace | None = None
 
 
-@dataclass(slots=True)
-class ViewExited:
+class ViewExited(NamedTuple):
     run_id: str
     view_id: str
     view_kind: str
     probe: str | None
     end_ns: int
     duration_s: float
+    place: SpanPlace | None = None
+    """The span that ends here (the view's last chunk)."""
+    counts: Counts = Counts()
+
+
+class TraceRotated(NamedTuple):
+    """A unit of work's trace was full or old: its open spans ended and went on in a new
+    trace (the next chunk), in ``rotations`` order, outermost first."""
+
+    run_id: str
+    at_ns: int
+    rotations: tuple[Rotation, ...]
 
 
 #: Attribute values a remote span or a call event carries (as OpenTelemetry takes them).
@@ -161,15 +194,14 @@ class CallEvent:
     attributes: dict[str, AttributeValue] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class ForwardStarted:
+class ForwardStarted(NamedTuple):
     """A forward call is about to be computed elsewhere (a pool of workers).
 
     Emitted only for a compute that propagates its trace context (``propagate=True``;
     see ``BackendInstrumentation.current_call``), before the compute starts. A tracing
-    exporter starts the call's span now and fills ``trace_id``/``span_id``, which travel
-    with the call as its W3C ``traceparent``; the call's :class:`ForwardCall` then
-    carries the same ids and ``batch_id``.
+    exporter may start the call's span now; its ids (``trace_id``/``span_id``) travel with
+    the call as its W3C ``traceparent``; the call's :class:`ForwardCall` then carries the
+    same ids, ``place`` and ``batch_id``.
     """
 
     run_id: str
@@ -184,10 +216,10 @@ class ForwardStarted:
     model: str = ""
     trace_id: str | None = None
     span_id: str | None = None
+    place: SpanPlace | None = None
 
 
-@dataclass(slots=True)
-class ForwardCall:
+class ForwardCall(NamedTuple):
     """One real model invocation: a batch of missed prompts is one ForwardCall."""
 
     run_id: str
@@ -230,10 +262,11 @@ class ForwardCall:
     """Spans the workers that computed the call recorded under its ``traceparent``."""
     call_events: tuple[CallEvent, ...] = ()
     """What happened during the call (a worker lost, its part retried)."""
+    place: SpanPlace | None = None
+    """Where the call's span goes (``trace_id``/``span_id`` name it)."""
 
 
-@dataclass(slots=True)
-class CacheLookup:
+class CacheLookup(NamedTuple):
     """One prompt looked up in the cache: the JSONL trace's unit (one line each)."""
 
     run_id: str
@@ -256,10 +289,27 @@ class CacheLookup:
     """Only set when the user opted in to capturing prompt text."""
     trace_id: str | None = None
     span_id: str | None = None
+    """The span the lookup belongs to: its own (hit spans), its forward call's (a miss), or
+    the enclosing probe's or view's (a hit)."""
+    place: SpanPlace | None = None
+    """A hit's own span, when every hit gets one (``hit_spans``)."""
+    tier: str | None = None
+    """Where a hit came from: ``memory`` or ``disk`` (the durable tier); None: a miss."""
 
 
-@dataclass(slots=True)
-class WorkerPoolStarted:
+class DiskCacheState(NamedTuple):
+    """The durable tier after a batch was written (or when a run starts or ends): the
+    file's entries, bytes and evictions so far, and what this process wrote or failed to."""
+
+    entries: int
+    nbytes: int
+    evictions: int
+    written: int
+    write_failures: int
+    enabled: bool
+
+
+class WorkerPoolStarted(NamedTuple):
     """A pool of forward workers is up: its workers' labels (``"0"`` … ``"N-1"``, the
     bounded ``worker`` label) and where it runs."""
 
@@ -268,16 +318,14 @@ class WorkerPoolStarted:
     start_ns: int
 
 
-@dataclass(slots=True)
-class WorkerLoad:
+class WorkerLoad(NamedTuple):
     """A worker's calls in flight changed (a part dispatched to it, or one came back)."""
 
     worker: str
     in_flight: int
 
 
-@dataclass(slots=True)
-class WorkerCallEnded:
+class WorkerCallEnded(NamedTuple):
     """A worker computed its part of a forward call."""
 
     worker: str
@@ -298,8 +346,7 @@ class WorkerCallEnded:
     """The worker's compute span, when the call was traced (for exemplars)."""
 
 
-@dataclass(slots=True)
-class WorkerFailed:
+class WorkerFailed(NamedTuple):
     """A worker was lost while it held part of a forward call; the part is retried."""
 
     worker: str
@@ -307,8 +354,7 @@ class WorkerFailed:
     time_ns: int
 
 
-@dataclass(slots=True)
-class WorkerStatus:
+class WorkerStatus(NamedTuple):
     """A worker can take calls (``up``) or not (lost, restarting, or gone for good)."""
 
     worker: str
@@ -324,9 +370,11 @@ Event = (
     | ProbeEnded
     | ViewEntered
     | ViewExited
+    | TraceRotated
     | ForwardStarted
     | ForwardCall
     | CacheLookup
+    | DiskCacheState
     | WorkerPoolStarted
     | WorkerLoad
     | WorkerCallEnded
@@ -339,6 +387,7 @@ __all__ = [
     "AttributeValue",
     "CacheLookup",
     "CallEvent",
+    "DiskCacheState",
     "Event",
     "ForwardCall",
     "ForwardStarted",
@@ -349,6 +398,7 @@ __all__ = [
     "RunStarted",
     "SweepEnded",
     "SweepStarted",
+    "TraceRotated",
     "ViewEntered",
     "ViewExited",
     "WorkerCallEnded",

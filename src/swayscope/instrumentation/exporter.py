@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable, Iterator
 
 from swayscope.instrumentation.events import Event
+from swayscope.instrumentation.tracing import TraceSettings
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,14 @@ class TelemetryHealth:
 class Exporter:
     """Receives every core event. Subclasses override ``export``; the rest is optional.
 
-    ``name`` labels this exporter in error counts. An exporter with
-    ``annotates_trace = True`` is called before the others so it can fill
-    ``trace_id``/``span_id`` on the event.
+    ``name`` labels this exporter in error counts. An exporter that makes spans sets
+    ``trace_settings``: the core then lays traces out (:mod:`.tracing`) and puts the ids
+    on every event, for it and for every other exporter alike. Events are read-only; no
+    exporter depends on another's order.
     """
 
     name: str = "exporter"
-    annotates_trace: bool = False
+    trace_settings: TraceSettings | None = None
 
     def bind(self, health: TelemetryHealth) -> None:
         """Called once when the exporter is attached to a core."""
@@ -97,7 +99,6 @@ class ExporterSet:
     def add(self, exporter: Exporter) -> None:
         exporter.bind(self.health)
         self._exporters.append(exporter)
-        self._exporters.sort(key=lambda e: not e.annotates_trace)
 
     def remove(self, exporter: Exporter) -> None:
         self._exporters = [e for e in self._exporters if e is not exporter]

@@ -1,20 +1,27 @@
 """Where events happen: the sweep, run, probe and view scopes of an instrumentation.
 
-A :class:`Scopes` keeps the current sweep, run id, run and probe, and turns entering
-and leaving a scope into events (:mod:`.events`) handed to its owner's exporters. Every
-run has its own id and, once it ended, its own counters. A sweep holds one run per
-adapter; each of them carries the sweep's id.
+Scopes live in the caller's context (:mod:`contextvars`), so several runs can be
+live in one instrumentation at once — one per thread, say, each adapter of a sweep
+in its own — each with its own run id, trace, counters and probes, while the cache
+stays shared. A thread started inside a scope sees it when it runs in a copy of the
+context (``contextvars.copy_context().run``); a thread whose context holds no scope of
+this instrumentation (a plain ``threading.Thread``) counts in the scope entered or left
+last, as when scopes were one per instrumentation. Entering and leaving a scope becomes
+events (:mod:`.events`) handed to the owner's exporters; the places of their spans
+come from the trace layout (:mod:`.tracing`).
 """
 
 from __future__ import annotations
 
+import contextvars
+import itertools
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
 from swayscope.instrumentation.events import (
     Event,
@@ -24,11 +31,13 @@ from swayscope.instrumentation.events import (
     RunStarted,
     SweepEnded,
     SweepStarted,
+    TraceRotated,
     ViewEntered,
     ViewExited,
     view_kind_of,
 )
 from swayscope.instrumentation.stats import BackendStats
+from swayscope.instrumentation.tracing import Counts, Frame, Rotation, SpanLink, SpanPlace
 from swayscope.instrumentation.vocabulary import PROBE_STATUSES, ProbeOutcome, ProbeStatus
 
 
@@ -45,12 +54,18 @@ class ScopeOwner(Protocol):
     def force_flush(self, timeout_s: float = 5.0) -> bool: ...
 
 
-class RunCounters(Protocol):
-    """Where a run's own counters come from (the owner's stats count every run)."""
+class ScopeLayout(Protocol):
+    """The recorder's side of scopes: trace places and counters, under its one lock."""
 
-    def start_run(self) -> None: ...
+    def scope_root(
+        self, sweep: SpanPlace | None, links: tuple[SpanLink, ...] = ()
+    ) -> tuple[SpanPlace | None, SpanPlace | None]: ...
 
-    def run_stats(self) -> BackendStats: ...
+    def open_frame(
+        self, kind: str, name: str, run_id: str, parent: Frame | None
+    ) -> tuple[Frame, list[Rotation]]: ...
+
+    def close_frame(self, frame: Frame) -> tuple[SpanPlace | None, Counts]: ...
 
 
 @dataclass(slots=True)
@@ -80,6 +95,10 @@ class RunHandle:
     total_probes: int = 0
     start_ns: int = 0
     stats: BackendStats | None = None
+    trace_id: str | None = None
+    """The run's trace (its root span's), when a tracing exporter is attached."""
+    span_id: str | None = None
+    """The run's root span."""
 
 
 @dataclass(slots=True)
@@ -92,22 +111,94 @@ class SweepHandle:
     status: str = "complete"
     adapters_done: int = 0
     trace_id: str | None = None
-    """The sweep span's trace (set when a tracing exporter made one)."""
+    """The sweep's trace (set when a tracing exporter is attached)."""
+
+
+@dataclass(eq=False, slots=True)
+class LiveRun:
+    """A run in progress: its handle, its own counters, its frame, its outcome span."""
+
+    handle: RunHandle
+    frame: Frame
+    outcome: SpanPlace | None
+    stats: BackendStats = field(default_factory=BackendStats)
+    max_batch: int = 0
+    probes_errored: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class LiveSweep:
+    handle: SweepHandle
+    root: SpanPlace | None
+
+
+class Scope(NamedTuple):
+    """What the caller's context is inside: its run, innermost frame, probe label, sweep."""
+
+    run: LiveRun | None = None
+    frame: Frame | None = None
+    probe: str | None = None
+    sweep: LiveSweep | None = None
+
+
+NO_SCOPE = Scope()
+_instances = itertools.count()
 
 
 class Scopes:
-    """The sweep/run/probe/view context of one instrumentation; every event carries
-    ``run_id`` (and a run inside a sweep, the sweep's id)."""
+    """The sweep/run/probe/view scopes of one instrumentation, per context.
 
-    def __init__(self, owner: ScopeOwner, run_id: str, counters: RunCounters) -> None:
+    ``run_id`` is the id events carry outside any run (the v0 behaviour: one id per
+    instrumentation); inside a run, its own.
+    """
+
+    def __init__(self, owner: ScopeOwner, run_id: str, layout: ScopeLayout) -> None:
         self._owner = owner
-        self._counters = counters
-        self.run_id = run_id
+        self._layout = layout
+        self.default_run_id = run_id
         self._runs_started = 0
-        #: The probe events are labelled with (a plain attribute: read on every lookup).
-        self.current_probe: str | None = None
-        self._run: RunHandle | None = None
-        self._sweep: SweepHandle | None = None
+        # One variable per instrumentation: two instrumentations never see each other's
+        # scopes. Reset on every scope's exit, so a context keeps no value once it left.
+        self.var: contextvars.ContextVar[Scope] = contextvars.ContextVar(
+            f"swayscope_scope_{next(_instances)}"
+        )
+        #: What a context without a scope of its own counts in (see the module docstring).
+        self.latest = NO_SCOPE
+
+    # -- what the caller's context is in -----------------------------------------------
+
+    def current(self) -> Scope:
+        scope = self.var.get(None)
+        return self.latest if scope is None else scope
+
+    def _enter(self, scope: Scope) -> contextvars.Token[Scope]:
+        token = self.var.set(scope)
+        self.latest = scope
+        return token
+
+    def _leave(self, token: contextvars.Token[Scope]) -> None:
+        self.var.reset(token)
+        self.latest = self.var.get(NO_SCOPE)
+
+    @property
+    def run_id(self) -> str:
+        run = self.current().run
+        return run.handle.run_id if run is not None else self.default_run_id
+
+    @property
+    def current_probe(self) -> str | None:
+        return self.current().probe
+
+    def set_current_probe(self, name: str | None) -> None:
+        """Label for subsequent events in this context (v0 API); ``probe()`` is the scoped
+        form."""
+        self._enter(self.current()._replace(probe=name))
+
+    def _rotated(self, run_id: str, rotations: list[Rotation]) -> None:
+        if rotations:
+            self._owner.emit(TraceRotated(run_id, time.time_ns(), tuple(rotations)))
+
+    # -- sweep ------------------------------------------------------------------------------
 
     @contextmanager
     def sweep(
@@ -116,17 +207,23 @@ class Scopes:
         """Scope a checkpoint sweep: the runs inside are its adapters' (``adapters``, their
         labels in checkpoint order, are announced up front: they bound the label values)."""
         handle = SweepHandle(sweep_id=sweep_id, adapters=tuple(adapters))
+        start_ns = time.time_ns()
         t0 = time.perf_counter()
-        started = SweepStarted(
-            sweep_id=sweep_id,
-            start_ns=time.time_ns(),
-            suite=suite,
-            base_model=base_model or self._owner.model_name,
-            adapters=handle.adapters,
+        root, outcome = self._layout.scope_root(None)
+        handle.trace_id = root.trace_id if root is not None else None
+        self._owner.emit(
+            SweepStarted(
+                sweep_id=sweep_id,
+                start_ns=start_ns,
+                suite=suite,
+                base_model=base_model or self._owner.model_name,
+                adapters=handle.adapters,
+                trace_id=handle.trace_id,
+                span_id=root.span_id if root is not None else None,
+                place=root,
+            )
         )
-        self._owner.emit(started)
-        handle.trace_id = started.trace_id
-        self._sweep = handle
+        token = self._enter(self.current()._replace(sweep=LiveSweep(handle, root)))
         try:
             yield handle
         except BaseException as exc:
@@ -134,7 +231,7 @@ class Scopes:
                 handle.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
             raise
         finally:
-            self._sweep = None
+            self._leave(token)
             self._owner.emit(
                 SweepEnded(
                     sweep_id=sweep_id,
@@ -142,13 +239,13 @@ class Scopes:
                     duration_s=time.perf_counter() - t0,
                     status=handle.status,
                     adapters_done=handle.adapters_done,
+                    place=outcome,
+                    start_ns=start_ns,
                 )
             )
             self._owner.force_flush()
 
-    def set_current_probe(self, name: str | None) -> None:
-        """Label for subsequent events (v0 API); ``probe()`` is the scoped form."""
-        self.current_probe = name
+    # -- run --------------------------------------------------------------------------------
 
     @contextmanager
     def run(
@@ -162,37 +259,53 @@ class Scopes:
         version: str = "",
         probes: Sequence[str] = (),
         threads: int | None = None,
+        resumed_from: str | None = None,
+        resumed_span: tuple[str, str] | None = None,
     ) -> Iterator[RunHandle]:
-        """Scope one suite run; events inside carry its ``run_id``. Flushes exporters at the end.
+        """Scope one suite run in this context; events inside carry its ``run_id``. Flushes
+        exporters at the end.
 
-        Without ``run_id`` the first run keeps the current id and every later run gets a
-        new one: two runs never share an id.
+        Without ``run_id`` the first run keeps the instrumentation's id and every later run
+        gets a new one: two runs never share an id.
         """
-        if run_id is not None:
-            self.run_id = run_id
-        elif self._runs_started:
-            self.run_id = uuid.uuid4().hex[:16]
+        if run_id is None:
+            run_id = self.default_run_id if not self._runs_started else uuid.uuid4().hex[:16]
         self._runs_started += 1
-        self._counters.start_run()
-        handle = RunHandle(
-            run_id=self.run_id, total_probes=total_probes or len(probes), start_ns=time.time_ns()
+        # Outside any run, events carry the id of the run started last (as v0 code expects).
+        self.default_run_id = run_id
+        outer = self.current()
+        sweep = outer.sweep
+        links = (
+            (SpanLink(resumed_span[0], resumed_span[1], "resumed"),) if resumed_span else ()
         )
-        self._run = handle
+        root, outcome = self._layout.scope_root(sweep.root if sweep is not None else None, links)
+        total = total_probes or len(probes)
+        handle = RunHandle(
+            run_id=run_id, total_probes=total, start_ns=time.time_ns(),
+            trace_id=root.trace_id if root is not None else None,
+            span_id=root.span_id if root is not None else None,
+        )
+        run = LiveRun(handle, Frame("run", run_id, run_id, root, None), outcome)
         t0 = time.perf_counter()
         self._owner.emit(
             RunStarted(
-                run_id=self.run_id,
+                run_id=run_id,
                 start_ns=handle.start_ns,
                 suite=suite,
                 base_model=base_model or self._owner.model_name,
                 adapter=adapter,
-                total_probes=total_probes or len(probes),
+                total_probes=total,
                 version=version,
                 probes=tuple(probes),
                 threads=threads,
-                sweep_id=self._sweep.sweep_id if self._sweep is not None else None,
+                trace_id=handle.trace_id,
+                span_id=handle.span_id,
+                sweep_id=sweep.handle.sweep_id if sweep is not None else None,
+                place=root,
+                resumed_from=resumed_from,
             )
         )
+        token = self._enter(Scope(run, run.frame, None, sweep))
         error: str | None = None
         error_stack: str | None = None
         try:
@@ -204,40 +317,59 @@ class Scopes:
             error_stack = self._owner.redact("".join(traceback.format_exception(exc)))
             raise
         finally:
-            self._run = None
-            handle.stats = self._counters.run_stats()
+            self._leave(token)
+            _, counts = self._layout.close_frame(run.frame)
+            handle.stats = self.run_stats(run)
             self._owner.emit(
                 RunEnded(
-                    run_id=self.run_id,
+                    run_id=run_id,
                     end_ns=time.time_ns(),
                     duration_s=time.perf_counter() - t0,
                     status=handle.status,
                     error=error,
                     error_stack=error_stack,
+                    place=outcome,
+                    start_ns=handle.start_ns,
+                    counts=counts,
+                    probes_done=handle.probes_done,
+                    probes_errored=run.probes_errored,
                 )
             )
             self._owner.force_flush()
+
+    def run_stats(self, run: LiveRun) -> BackendStats:
+        """A copy of ``run``'s own counters (taken under the recorder's lock by its caller
+        when it matters; a finished run's counters no longer change)."""
+        stats = run.stats.copy()
+        stats.max_batch_size = run.max_batch
+        return stats
+
+    # -- probe and view ---------------------------------------------------------------------
 
     @contextmanager
     def probe(self, name: str, kind: str | None = None) -> Iterator[ProbeHandle]:
         """Set the current probe for the block and restore the previous one after (nests)."""
         handle = ProbeHandle(name=name, kind=kind or name)
-        previous = self.current_probe
-        self.current_probe = name
-        run = self._run
-        index = run.probes_done if run is not None else 0
-        total = run.total_probes if run is not None else 0
+        outer = self.current()
+        run = outer.run
+        run_id = run.handle.run_id if run is not None else self.default_run_id
+        index = run.handle.probes_done if run is not None else 0
+        total = run.handle.total_probes if run is not None else 0
+        frame, rotations = self._layout.open_frame("probe", name, run_id, outer.frame)
+        self._rotated(run_id, rotations)
         t0 = time.perf_counter()
         self._owner.emit(
             ProbeStarted(
-                run_id=self.run_id,
+                run_id=run_id,
                 probe=name,
                 kind=handle.kind,
                 start_ns=time.time_ns(),
                 index=index,
                 total=total,
+                place=frame.place,
             )
         )
+        token = self._enter(outer._replace(frame=frame, probe=name))
         interrupted = False
         try:
             yield handle
@@ -251,17 +383,20 @@ class Scopes:
                 handle.error_stack = self._owner.redact("".join(traceback.format_exception(exc)))
             raise
         finally:
-            self.current_probe = previous
+            self._leave(token)
             status: ProbeOutcome
             if interrupted:
                 status = "not_run"  # stopped before a verdict: not a probe error
             else:
                 if run is not None:
-                    run.probes_done += 1
+                    run.handle.probes_done += 1
                 status = handle.status if handle.status in PROBE_STATUSES else "pass"
+                if status == "error" and run is not None:
+                    run.probes_errored += 1
+            place, counts = self._layout.close_frame(frame)
             self._owner.emit(
                 ProbeEnded(
-                    run_id=self.run_id,
+                    run_id=run_id,
                     probe=name,
                     kind=handle.kind,
                     end_ns=time.time_ns(),
@@ -270,9 +405,11 @@ class Scopes:
                     verdict=handle.verdict,
                     score=handle.score,
                     error=handle.error,
-                    done=run.probes_done if run is not None else 0,
+                    done=run.handle.probes_done if run is not None else 0,
                     total=total,
                     error_stack=handle.error_stack,
+                    place=place,
+                    counts=counts,
                 )
             )
 
@@ -291,33 +428,54 @@ class Scopes:
         if enter is not None:
             enter()
         kind = view_kind_of(view_id)
+        outer = self.current()
+        run_id = outer.run.handle.run_id if outer.run is not None else self.default_run_id
+        frame, rotations = self._layout.open_frame("view", view_id, run_id, outer.frame)
+        self._rotated(run_id, rotations)
         self._owner.emit(
             ViewEntered(
-                run_id=self.run_id,
+                run_id=run_id,
                 view_id=view_id,
                 view_kind=kind,
-                probe=self.current_probe,
+                probe=outer.probe,
                 start_ns=start_ns,
                 switch_s=time.perf_counter() - t0,
+                place=frame.place,
             )
         )
+        token = self._enter(outer._replace(frame=frame))
         try:
             yield
         finally:
+            self._leave(token)
             try:
                 if exit is not None:
                     exit()
             finally:
+                place, counts = self._layout.close_frame(frame)
                 self._owner.emit(
                     ViewExited(
-                        run_id=self.run_id,
+                        run_id=run_id,
                         view_id=view_id,
                         view_kind=kind,
-                        probe=self.current_probe,
+                        probe=outer.probe,
                         end_ns=time.time_ns(),
                         duration_s=time.perf_counter() - t0,
+                        place=place,
+                        counts=counts,
                     )
                 )
 
 
-__all__ = ["ProbeHandle", "RunCounters", "RunHandle", "ScopeOwner", "Scopes", "SweepHandle"]
+__all__ = [
+    "NO_SCOPE",
+    "LiveRun",
+    "LiveSweep",
+    "ProbeHandle",
+    "RunHandle",
+    "Scope",
+    "ScopeLayout",
+    "ScopeOwner",
+    "Scopes",
+    "SweepHandle",
+]

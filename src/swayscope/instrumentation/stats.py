@@ -46,6 +46,8 @@ class BackendStats:
     #: Parts of forward calls lost with a worker of a pool (each was computed again on
     #: another worker).
     worker_failures: int = 0
+    #: Hits served by the durable tier (the disk cache); ``cache_hits`` counts them too.
+    disk_hits: int = 0
 
     @property
     def total_lookups(self) -> int:
@@ -104,6 +106,7 @@ class BackendStats:
             "base_forward_calls": self.base_forward_calls,
             "base_forward_passes": self.base_forward_passes,
             "worker_failures": self.worker_failures,
+            "disk_hits": self.disk_hits,
         }
 
 

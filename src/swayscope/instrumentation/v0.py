@@ -1,9 +1,10 @@
-"""The v0 surface of the instrumentation: ``trace_path=`` and ``inst.trace``.
+"""``BackendInstrumentation``: the core plus the v0 surface, ``trace_path=`` and ``inst.trace``.
 
 v0 code (the module swayscope grew from) builds ``BackendInstrumentation(trace_path=...)``
-and may swap ``inst.trace`` for another :class:`TraceWriter`. The core knows no
-exporter; this thin layer adds the JSONL writer as one more exporter, so that
-code runs unchanged.
+and may swap ``inst.trace`` for another :class:`TraceWriter`. The core
+(:class:`~swayscope.instrumentation.core.Instrumentation`) knows no exporter; this thin
+layer adds the JSONL writer as one more exporter, so that code runs unchanged. It is
+the one class of that name; the package exports it.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from swayscope.instrumentation.core import BackendInstrumentation as _Core
+from swayscope.instrumentation.core import Instrumentation
 from swayscope.instrumentation.exporters.jsonl import TraceWriter
 
 
-class BackendInstrumentation(_Core):
+class BackendInstrumentation(Instrumentation):
     """The core plus v0's JSONL trace: ``trace_path`` appends one line per lookup."""
 
     def __init__(self, *, trace_path: Path | str | None = None, **kwargs: Any) -> None:

@@ -13,13 +13,13 @@ Base model, adapters and document are built once and cached under ``$SWAYSCOPE_H
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from swayscope.backends.smollm2_fp32 import smollm2_fp32_folder
 from swayscope.backends.tiny import package_text
+from swayscope.home import swayscope_home
 from swayscope.training.plan import LoraShape, TrainingPlan
 from swayscope.training.progress import loss_progress
 from swayscope.training.trio import AdapterTrio, build_adapter_trio
@@ -74,12 +74,8 @@ TRIO_ROLES: dict[str, str] = {
 
 
 def cache_dir() -> Path:
-    """Where the demo keeps its model and outputs: ``$SWAYSCOPE_HOME`` or ``~/.cache/swayscope``."""
-    env = os.environ.get("SWAYSCOPE_HOME")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "swayscope"
+    """Where the demo keeps its model and outputs: the swayscope home (:mod:`swayscope.home`)."""
+    return swayscope_home()
 
 
 def demo_suite_yaml(

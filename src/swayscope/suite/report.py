@@ -14,6 +14,10 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def _mib(n: object) -> str:
+    return f"{int(n) / 2**20:.1f} MiB" if isinstance(n, int) else "-"
+
+
 def footer_lines(result: SuiteResult) -> list[str]:
     s = result.backend_stats
     hits = int(s.get("cache_hits", 0))
@@ -25,6 +29,16 @@ def footer_lines(result: SuiteResult) -> list[str]:
         f" · wall time: {result.wall_s:.2f} s"
         + (f" · threads: {result.threads}" if result.threads else ""),
     ]
+    disk = result.disk_cache
+    if disk:
+        from_disk = int(s.get("disk_hits", 0))
+        resumed = f" (resumed run {result.resumed_from})" if result.resumed_from else ""
+        lines.append(
+            f"disk cache: {from_disk:,} of {lookups:,} lookups from the disk cache{resumed}"
+            f" · {disk.get('entries', 0):,} entries, {_mib(disk.get('bytes', 0))} in "
+            f"{disk.get('dir')}"
+            + ("" if disk.get("enabled", True) else " · off after a failure (see the warning)")
+        )
     reused = int(s.get("prefix_tokens_reused", 0))
     if reused:
         lines.append(

@@ -36,6 +36,11 @@ class SuiteResult:
     """CPU threads the backend computed with (None: the backend does not say)."""
     error: str | None = None
     not_run: list[str] = field(default_factory=list)
+    resumed_from: str | None = None
+    """The run this one resumed: the same work, started and never finished."""
+    disk_cache: dict[str, Any] = field(default_factory=dict)
+    """The durable tier: its folder, this run's hits from it, the file's entries and bytes
+    (empty when the disk cache is off)."""
 
     @property
     def exit_code(self) -> int:
@@ -63,6 +68,8 @@ class SuiteResult:
             "backend_stats": self.backend_stats,
             "cache_by_probe": self.cache_by_probe,
             "telemetry": self.telemetry,
+            "resumed_from": self.resumed_from,
+            "disk_cache": self.disk_cache,
         }
 
     def to_json(self) -> str:

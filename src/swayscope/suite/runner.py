@@ -33,6 +33,7 @@ from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
 from swayscope.probes.base import ProbeContext, ProbeResult, RunDefaults
 from swayscope.suite.progress import RunMonitor
 from swayscope.suite.result import SuiteResult
+from swayscope.suite.resume import disk_summary, find_resumption, recorded
 from swayscope.suite.spec import DefaultsSpec, LoadedSuite, ModelsSpec, WorkersSpec
 from swayscope.suite.tally import ProbeTally
 
@@ -273,6 +274,8 @@ def run_suite(
         document=loaded.document,
     )
     t0 = time.perf_counter()
+    resumption = find_resumption(loaded, inst)
+    result.resumed_from = resumption.resumed_from
     try:
         with (
             sigterm_as_interrupt(),
@@ -284,7 +287,10 @@ def run_suite(
                 version=__version__,
                 probes=[p.spec.label for p in probes],
                 threads=result.threads,
+                resumed_from=resumption.resumed_from,
+                resumed_span=resumption.resumed_span,
             ) as run,
+            recorded(inst, resumption, run),
         ):
             result.run_id = run.run_id
             for i, probe in enumerate(probes):
@@ -325,6 +331,7 @@ def run_suite(
                 result.backend_stats.get("worker_failures", 0)
             )
         result.cache_by_probe = tally.by_probe()
+        result.disk_cache = disk_summary(inst)
         if finish_telemetry is not None:
             try:
                 finish_telemetry()

@@ -27,6 +27,8 @@ from swayscope.backends.api import (
     MAX_SEED,
 )
 from swayscope.errors import SpecError, SwayscopeError, shown
+from swayscope.home import default_cache_dir
+from swayscope.instrumentation.disk_cache import DEFAULT_DISK_CACHE_BYTES
 from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
 from swayscope.probes.base import Probe
 from swayscope.probes.registry import ProbeOrderError, build_probe, check_order
@@ -69,6 +71,10 @@ class ModelsSpec(_Strict):
     """hf only: a pool of Ray workers instead of the model in this process."""
 
 
+#: ``defaults.cache_dir`` when the spec says nothing: the swayscope home's ``cache/``.
+DEFAULT_CACHE_DIR_SETTING = Path("$SWAYSCOPE_HOME/cache")
+
+
 class DefaultsSpec(_Strict):
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     top_k: int = Field(default=DEFAULT_TOP_K, gt=0)
@@ -81,6 +87,21 @@ class DefaultsSpec(_Strict):
     threads: int | None = Field(default=None, gt=0)
     """CPU threads the model computes with; default: the cores this process may use
     (affinity and cgroup quota aware; ``OMP_NUM_THREADS`` when set)."""
+    cache_dir: Path | None = DEFAULT_CACHE_DIR_SETTING
+    """Folder of the durable forward cache (relative: to the spec's folder); default
+    ``$SWAYSCOPE_HOME/cache``; ``null`` turns the disk cache off."""
+    disk_cache: bool = True
+    """False turns the disk cache off (``--no-disk-cache``)."""
+    disk_cache_max_bytes: int = Field(default=DEFAULT_DISK_CACHE_BYTES, gt=0)
+    """The disk cache's bound; past it the least recently used entries go."""
+
+    def disk_cache_dir(self) -> Path | None:
+        """Where this run's disk cache is, or None when it is off."""
+        if not self.disk_cache or self.cache_dir is None:
+            return None
+        if self.cache_dir == DEFAULT_CACHE_DIR_SETTING:
+            return default_cache_dir()
+        return self.cache_dir.expanduser()
 
 
 class TelemetrySpec(_Strict):
@@ -448,6 +469,13 @@ def load_suite(path: Path, *, formats: Sequence[SuiteFormat] = ()) -> LoadedSuit
     if sweep is not None:
         patterns = [str(path.parent / p) for p in (os.path.expanduser(p) for p in sweep.adapters)]
         update["sweep"] = sweep.model_copy(update={"adapters": patterns})
+    defaults = loaded.spec.defaults
+    cache = defaults.cache_dir
+    if (
+        cache is not None and cache != DEFAULT_CACHE_DIR_SETTING
+        and not cache.expanduser().is_absolute()
+    ):
+        update["defaults"] = defaults.model_copy(update={"cache_dir": path.parent / cache})
     if update:
         loaded.spec = loaded.spec.model_copy(update=update)
     return loaded

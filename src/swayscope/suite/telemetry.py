@@ -63,7 +63,7 @@ class Telemetry:
             target = getattr(exporter, "target", None)
             if target is not None:
                 out["otlp_endpoint"] = f"{redact_url(target.endpoint)} ({target.protocol})"
-            elif getattr(exporter, "annotates_trace", False):
+            elif exporter.trace_settings is not None:
                 out["otlp_endpoint"] = "host TracerProvider"
         return out
 
@@ -76,9 +76,7 @@ class Telemetry:
         losses. Failures are counted in ``health``, never raised.
         """
         pushers = [e for e in self.exporters if callable(getattr(e, "finish", None))]
-        others = sorted(
-            (e for e in self.exporters if e not in pushers), key=lambda e: not e.annotates_trace
-        )
+        others = [e for e in self.exporters if e not in pushers]
         for exporter in [*others, *pushers]:
             try:
                 getattr(exporter, "finish", exporter.shutdown)()

@@ -46,10 +46,11 @@ def test_a_run_on_two_workers_matches_the_run_in_process(
 ) -> None:
     spec = write_suite(tmp_path, tiny_model.base_dir, tiny_model.adapter_dir)
     local, pooled = tmp_path / "local.json", tmp_path / "pool.json"
-    out = swayscope(tmp_path, "run", str(spec), "--json", str(local))
+    # Each computes every pass (no disk cache): the two ways of computing are compared.
+    out = swayscope(tmp_path, "run", str(spec), "--json", str(local), "--no-disk-cache")
     assert out.returncode == 0, out.stderr
     out = swayscope(tmp_path, "run", str(spec), "--ray", ray_address, "--workers", "2",
-                    "--json", str(pooled), timeout=240)
+                    "--json", str(pooled), "--no-disk-cache", timeout=240)
     assert out.returncode == 0, out.stderr
     assert "workers: 2 on the Ray cluster at" in out.stdout and "no worker lost" in out.stdout
     want, got = json.loads(local.read_text()), json.loads(pooled.read_text())

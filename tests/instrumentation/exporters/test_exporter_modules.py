@@ -1,19 +1,17 @@
-"""The exporter packages' small parts: settings from the environment, frames, hot records,
+"""The exporter packages' small parts: settings from the environment, the lookup metrics,
 names defined once, and public library API only."""
 
 from __future__ import annotations
 
 import ast
 import logging
-import time
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
 
 import swayscope.instrumentation.exporters as exporters_pkg
+from swayscope.instrumentation.events import ForwardCall
 from swayscope.instrumentation.exporters.otel.environment import (
     DEFAULT_EXPORT_TIMEOUT_S,
     DEFAULT_MAX_EXPORT_BATCH_SIZE,
@@ -23,8 +21,7 @@ from swayscope.instrumentation.exporters.otel.environment import (
     batch_settings,
     export_timeout_s,
 )
-from swayscope.instrumentation.exporters.otel.layout import Frame, FrameKind, SpanLayout
-from swayscope.instrumentation.exporters.prometheus.hot import CacheGauges, HistogramCounts
+from swayscope.instrumentation.exporters.prometheus.lookups import LookupMetrics
 
 EXPORTERS = Path(exporters_pkg.__file__).parent
 
@@ -56,46 +53,24 @@ def test_export_timeout_defers_to_the_otlp_variables() -> None:
     assert export_timeout_s({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "7000"}, 3.0) is None
 
 
-def test_layout_rolls_counts_outwards_when_spans_close() -> None:
-    mem = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(mem))
-    layout = SpanLayout(provider.get_tracer("t"), None)
-
-    def open_(kind: FrameKind, name: str) -> Frame:
-        return layout.open(kind, name, name, time.time_ns(), {}, "run-1")
-
-    run, probe, view = open_("run", "r"), open_("probe", "p"), open_("view", "v")
-    assert layout.count_hit(makes_span=False) is view
-    assert layout.count_forward(3) is view
-    assert not layout.close("probe", "other", time.time_ns())
-    # closing the probe also closes the view left open inside it
-    assert layout.close("probe", "p", time.time_ns())
-    assert [s.name for s in mem.get_finished_spans()] == ["v", "p"]
-    assert (probe.hits, probe.misses, probe.calls) == (1, 3, 1)
-    assert (run.hits, run.misses, run.calls) == (1, 3, 1)
-    assert layout.count_forward(2) is run
-    layout.close_all(time.time_ns())
-    assert layout.count_hit(makes_span=False) is None
-    ends = {s.name: dict(s.attributes or {}) for s in mem.get_finished_spans()}
-    assert ends["r"]["swayscope.forward.calls"] == 2
-    assert ends["p"]["swayscope.cache.misses"] == 3
-
-
-def test_histogram_counts_are_cumulative_at_collect() -> None:
-    h = HistogramCounts(2)
-    for bucket, value in ((0, 0.5), (1, 1.5), (1, 1.6), (2, 9.0)):
-        h.observe(bucket, value)
-    assert h.cumulative(("1.0", "2.0", "+Inf")) == [("1.0", 1), ("2.0", 3), ("+Inf", 4)]
-    assert h.sum == pytest.approx(12.6)
+def _forward(evictions: int, entries: int = 1, nbytes: int = 10) -> ForwardCall:
+    return ForwardCall(
+        "run", "next_token_dist", "base", "base", None, 8, "b", 1, 0, 1, ["h"], 0, 0.01,
+        cache_entries=entries, cache_bytes=nbytes, cache_evictions=evictions,
+    )
 
 
 def test_cache_gauges_count_evictions_across_caches() -> None:
-    cache = CacheGauges()
-    cache.update(10, 1000, 3)
-    cache.update(9, 900, 5)
-    cache.update(2, 100, 1)  # a new cache (a new instrumentation): its evictions count whole
-    assert (cache.entries, cache.nbytes, cache.evictions_total) == (2, 100, 6)
+    registry = CollectorRegistry()
+    metrics = LookupMetrics(registry, lambda metric: metric)
+    metrics.forward(_forward(3, 10, 1000))
+    metrics.forward(_forward(5, 9, 900))
+    metrics.forward(_forward(1, 2, 100))  # a new cache (a new instrumentation): counted whole
+    value = registry.get_sample_value
+    assert value("swayscope_cache_evictions_total") == 6
+    assert value("swayscope_cache_entries") == 2 and value("swayscope_cache_bytes") == 100
+    calls = value("swayscope_forward_calls_total", {"op": "next_token_dist", "view_kind": "base"})
+    assert calls == 3
 
 
 def _modules(package: str) -> list[Path]:

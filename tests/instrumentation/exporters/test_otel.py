@@ -92,18 +92,25 @@ def tid(span: ReadableSpan) -> int:
 def test_span_tree_names_parentage_and_attributes() -> None:
     inst, spans = run_scenario()
     (run,) = by_name(spans, "swayscope.run")
+    (outcome,) = by_name(spans, "swayscope.run.outcome")
     probes = by_name(spans, "swayscope.probe")
     views = by_name(spans, "swayscope.view")
     forwards = by_name(spans, "swayscope.forward")
-    assert len(spans) == 1 + 2 + 3 + len(forwards)
+    assert len(spans) == 2 + 2 + 3 + len(forwards)
     assert len(forwards) == inst.stats.forward_calls == 4
     assert {s.kind for s in spans} == {SpanKind.INTERNAL}
     assert run.parent is None
 
-    # The run is a trace of its own; each probe is the root of its own trace, linked to
-    # the run and findable by run id: probe → view → forward inside it.
+    # The run is a trace of its own: a root that ended as the run started, and the run's
+    # outcome, its child, from the start to the end. Each probe is the root of its own
+    # trace, linked to the run's root and findable by run id: probe → view → forward.
     assert len({tid(s) for s in spans}) == 1 + len(probes)
-    assert [s for s in spans if tid(s) == tid(run)] == [run]
+    assert [s for s in spans if tid(s) == tid(run)] == [run, outcome]
+    assert run.end_time == run.start_time == outcome.start_time
+    assert outcome.parent is not None and outcome.parent.span_id == sid(run)
+    assert outcome.end_time is not None and outcome.end_time >= max(
+        s.end_time or 0 for s in probes
+    )
     for p in probes:
         assert p.parent is None
         (link,) = p.links
@@ -125,22 +132,28 @@ def test_span_tree_names_parentage_and_attributes() -> None:
         assert view.start_time is not None and view.end_time is not None
         assert view.start_time <= f.start_time <= f.end_time <= view.end_time
 
+    # what identifies the run is on its root, delivered first
     ra = dict(run.attributes or {})
     assert ra["swayscope.run_id"] == inst.run_id
     assert ra["swayscope.suite"] == "smoke"
     assert ra["swayscope.base_model"] == "dummy-7b"
     assert ra["swayscope.adapter"] == "lora-x"
     assert ra["swayscope.version"] == "9.9"
-    assert ra["swayscope.cache.hits"] == inst.stats.cache_hits
-    assert ra["swayscope.cache.misses"] == inst.stats.cache_misses
-    assert ra["swayscope.forward.calls"] == inst.stats.forward_calls
-    # a probe errored: the run says so, with the counts
-    assert run.status.status_code is StatusCode.ERROR
-    assert run.status.description == "1 of 2 probes errored"
-    assert ra["swayscope.run.probes_errored"] == 1 and ra["swayscope.run.probes_done"] == 2
-    assert ra["swayscope.run.status"] == "ok"
-    # the run's trace is the run span alone: it repeats the errored probe's exception
-    (repeated,) = run.events
+    assert ra["swayscope.run.total_probes"] == 2
+    # how it went is on the outcome
+    oa = dict(outcome.attributes or {})
+    assert oa["swayscope.run_id"] == inst.run_id
+    assert oa["swayscope.cache.hits"] == inst.stats.cache_hits
+    assert oa["swayscope.cache.misses"] == inst.stats.cache_misses
+    assert oa["swayscope.forward.calls"] == inst.stats.forward_calls
+    # a probe errored: the outcome says so, with the counts
+    assert run.status.status_code is StatusCode.UNSET
+    assert outcome.status.status_code is StatusCode.ERROR
+    assert outcome.status.description == "1 of 2 probes errored"
+    assert oa["swayscope.run.probes_errored"] == 1 and oa["swayscope.run.probes_done"] == 2
+    assert oa["swayscope.run.status"] == "ok"
+    # the run's trace holds no probe: its outcome repeats the errored probe's exception
+    (repeated,) = outcome.events
     assert repeated.name == "exception" and repeated.attributes is not None
     assert repeated.attributes["swayscope.probe"] == "broken"
     assert repeated.attributes["exception.type"] == "Boom"
@@ -373,7 +386,7 @@ def test_undeliverable_spans_are_counted(raise_: bool) -> None:
     inst = BackendInstrumentation(exporters=[exporter])
     scenario(inst)
     inst.close()
-    n_spans = 1 + 2 + 3 + inst.stats.forward_calls
+    n_spans = 2 + 2 + 3 + inst.stats.forward_calls  # run root and outcome, probes, views
     assert inst.health.spans_dropped == n_spans
     assert exporter.spans_dropped == n_spans
     assert inst.health.exporter_errors() == {}  # delivery failures are drops, not crashes
@@ -409,7 +422,7 @@ def test_full_queue_drops_are_counted(blocking: BlockingExporter) -> None:
                 time.sleep(0.1)  # let the worker take the first batch and block on it
     blocking.release.set()
     inst.close()
-    total = 40 + 2
+    total = 40 + 3  # the run's root and outcome, the view
     assert inst.health.spans_dropped > 0
     assert blocking.delivered + inst.health.spans_dropped == total
 
@@ -433,7 +446,7 @@ def test_a_stuck_collector_never_holds_the_run(blocking: BlockingExporter) -> No
     assert run_s < 0.1 + 0.3 + 0.5, run_s  # the run-end flush waits 0.3 s at most
     assert total_s < run_s + 0.5 + 0.5, total_s
     assert inst.health.spans_dropped >= 10  # everything still queued when we gave up
-    assert inst.health.spans_dropped <= 32
+    assert inst.health.spans_dropped <= 33  # every span: 30 calls, run root and outcome, view
 
 
 def test_spans_from_several_threads_share_the_view() -> None:
@@ -601,7 +614,7 @@ def test_spans_are_flushed_at_exit(tmp_path: Path) -> None:
         tmp_path,
     )
     assert sorted(out_file.read_text().split()) == [
-        "swayscope.forward", "swayscope.run", "swayscope.view",
+        "swayscope.forward", "swayscope.run", "swayscope.run.outcome", "swayscope.view",
     ]
 
 

@@ -24,7 +24,6 @@ from swayscope.instrumentation import BackendInstrumentation, TelemetryHealth
 from swayscope.instrumentation.exporters.jsonl import TraceWriter
 from swayscope.instrumentation.exporters.otel import OtelExporter
 from swayscope.instrumentation.exporters.otel.accounting import SpanAccounting
-from swayscope.instrumentation.exporters.otel.deferred import DeferredSpans, PresetSpanIds
 from swayscope.instrumentation.exporters.otel.environment import BatchSettings
 from swayscope.instrumentation.exporters.otel.guard import GuardedSpanExporter
 from swayscope.instrumentation.exporters.otel.holding import RootFirstSpanProcessor
@@ -32,6 +31,7 @@ from swayscope.instrumentation.exporters.otel.processor import (
     CountingBatchSpanProcessor,
     CountingSimpleSpanProcessor,
 )
+from swayscope.instrumentation.exporters.otel.spans import PresetIds
 
 FAST = BatchSettings(max_queue_size=1024, schedule_delay_s=0.01, max_export_batch_size=16)
 
@@ -290,7 +290,8 @@ def test_spans_held_at_shutdown_are_delivered_or_counted() -> None:
     view.__enter__()
     for i in range(20):
         inst.cached("next_token_dist", "ft", f"p{i}", 8, lambda: 1.0)
-    assert otel.spans_delivered == 0  # held: the probe's root has not ended
+    assert wait_for(lambda: otel.spans_delivered == 1, 2.0, 0.01)  # the run's root, at once
+    assert otel.spans_delivered == 1  # the rest held: the probe's root has not ended
     otel.shutdown()
     assert otel.spans_delivered == len(collector.spans) == 1 + 1 + 1 + 20
     assert otel.spans_dropped == 0
@@ -300,83 +301,14 @@ def test_spans_held_at_shutdown_are_delivered_or_counted() -> None:
         for i in range(20):
             inst.cached("next_token_dist", "ft", f"p{i}", 8, lambda: 1.0)
     inst.close()
-    assert (dead.spans_delivered, dead.spans_dropped) == (0, 1 + 1 + 1 + 20)
+    assert (dead.spans_delivered, dead.spans_dropped) == (0, 2 + 1 + 1 + 20)
 
 
-# -- deferred span making ------------------------------------------------------------------
-
-
-class Maker:
-    """A provider with preset ids and a parent span; makes spans named by their event.
-
-    Clear ``gate`` to make the worker block in its next make (``started`` tells when).
-    """
-
-    def __init__(self, *, fail: bool = False) -> None:
-        self.ids, self.accounting = PresetSpanIds(), SpanAccounting()
-        self.mem = InMemorySpanExporter()
-        self.tracer, _ = tracer_with(SimpleSpanProcessor(self.mem), id_generator=self.ids)
-        self.parent = self.tracer.start_span("parent")
-        self.context = trace.set_span_in_context(self.parent)
-        self.fail = fail
-        self.gate = threading.Event()
-        self.gate.set()
-        self.started = threading.Event()
-        self.deferred = DeferredSpans(self.make, self.ids, self.accounting, max_pending=3)
-
-    def make(self, name: str, context: object) -> None:
-        self.started.set()
-        self.gate.wait(10.0)
-        if self.fail:
-            raise RuntimeError("tracer broke")
-        self.tracer.start_span(name, context=context).end()  # type: ignore[arg-type]
-
-
-def test_deferred_spans_are_made_with_the_ids_chosen_up_front() -> None:
-    maker = Maker()
-    chosen: dict[str, int] = {}
-    for i in range(20):
-        span_id = maker.deferred.submit(f"leaf{i}", maker.context)
-        while span_id is None:  # full (3 pending): wait for the worker
-            time.sleep(0.001)
-            span_id = maker.deferred.submit(f"leaf{i}", maker.context)
-        chosen[f"leaf{i}"] = span_id
-    assert maker.deferred.flush(5.0)
-    made = {s.name: s for s in maker.mem.get_finished_spans()}
-    assert {name: made[name].context.span_id for name in chosen} == chosen  # type: ignore[union-attr]
-    parent_id = maker.parent.get_span_context().span_id
-    assert all(made[name].parent.span_id == parent_id for name in chosen)  # type: ignore[union-attr]
-    maker.deferred.shutdown(1.0)
-    assert maker.deferred.submit("after", maker.context) is None
-
-
-def test_deferred_queue_is_bounded_and_shutdown_counts_what_is_left() -> None:
-    maker = Maker()
-    maker.gate.clear()
-    assert maker.deferred.submit("in hand", maker.context) is not None
-    assert maker.started.wait(5.0)  # the worker took it and is blocked making it
-    assert all(maker.deferred.submit(n, maker.context) is not None for n in ("a", "b", "c"))
-    assert maker.deferred.submit("refused", maker.context) is None  # 3 pending: full
-    t0 = time.perf_counter()
-    maker.deferred.shutdown(0.2)
-    assert time.perf_counter() - t0 < 1.0
-    assert maker.accounting.dropped_by_reason()["shutdown"] == 3
-    maker.gate.set()  # the span in hand is still made; the three dropped ones are not
-    assert wait_for(lambda: len(maker.mem.get_finished_spans()) == 1, 2.0, 0.01)
-    time.sleep(0.05)
-    assert [s.name for s in maker.mem.get_finished_spans()] == ["in hand"]
-
-
-def test_a_span_the_tracer_fails_to_make_is_counted() -> None:
-    maker = Maker(fail=True)
-    assert maker.deferred.submit("x", maker.context) is not None
-    assert maker.deferred.flush(5.0)
-    assert maker.accounting.dropped_by_reason()["make_failed"] == 1
-    maker.deferred.shutdown(1.0)
+# -- the core's ids ---------------------------------------------------------------------------
 
 
 def test_preset_ids_apply_to_the_next_span_of_that_thread_only() -> None:
-    ids = PresetSpanIds()
+    ids = PresetIds()
     ids.preset(0xABC)
     seen: list[int] = []
     other = threading.Thread(target=lambda: seen.append(ids.generate_span_id()))
@@ -386,6 +318,9 @@ def test_preset_ids_apply_to_the_next_span_of_that_thread_only() -> None:
     assert ids.generate_span_id() == 0xABC
     assert ids.generate_span_id() not in (0, 0xABC)
     assert ids.is_trace_id_random()
+    ids.preset(0xDEF, 0x123)  # a root: its trace id too
+    assert (ids.generate_trace_id(), ids.generate_span_id()) == (0x123, 0xDEF)
+    assert ids.generate_trace_id() not in (0, 0x123)
 
 
 def test_ids_do_not_follow_the_random_module() -> None:
@@ -393,7 +328,7 @@ def test_ids_do_not_follow_the_random_module() -> None:
     seen = []
     for _ in range(2):
         random.seed(0)
-        ids = PresetSpanIds()
+        ids = PresetIds()
         seen.append((ids.generate_trace_id(), ids.generate_span_id()))
     assert seen[0][0] != seen[1][0] and seen[0][1] != seen[1][1]
     assert all(t > 0 and s > 0 for t, s in seen)
@@ -432,8 +367,8 @@ def test_guard_backs_off_after_a_failure_and_recovers() -> None:
 # -- through the exporter --------------------------------------------------------------------
 
 
-def test_deferred_forward_spans_match_the_ids_on_events(tmp_path: Path) -> None:
-    """Batch mode (spans made on the worker): JSONL ids name the spans that were delivered."""
+def test_forward_spans_match_the_ids_on_events(tmp_path: Path) -> None:
+    """Batch mode: the JSONL trace names, with the core's ids, the spans that were delivered."""
     collector = Recording()
     trace_file = tmp_path / "trace.jsonl"
     otel = OtelExporter(span_exporter=collector, schedule_delay_s=0.01)
@@ -453,7 +388,7 @@ def test_deferred_forward_spans_match_the_ids_on_events(tmp_path: Path) -> None:
     (probe,) = (s for s in collector.spans if s.name == "swayscope.probe")
     assert probe.context is not None
     assert {line["trace_id"] for line in lines} == {f"{probe.context.trace_id:032x}"}
-    assert otel.spans_delivered == len(collector.spans) == 1 + 1 + 1 + 31
+    assert otel.spans_delivered == len(collector.spans) == 2 + 1 + 1 + 31
     assert otel.spans_dropped == 0
 
 
@@ -470,7 +405,7 @@ def test_every_span_made_is_delivered_or_counted_with_a_full_queue(blocking: Blo
             for i in range(60):
                 inst.cached("next_token_dist", "ft", f"p{i}", 8, lambda: 1.0)
     inst.close()  # the collector never answers: shutdown gives up
-    made = 1 + 2 * 2 + 61
+    made = 2 + 2 * 2 + 61
     assert otel.spans_delivered + otel.spans_dropped == made
     assert otel.spans_dropped == inst.health.spans_dropped > 0
 
@@ -496,10 +431,10 @@ with inst.run(suite="child" if pid == 0 else "parent"), inst.view("ft"):
     inst.cached("next_token_dist", "ft", "p", 8, lambda: 1.0)
 inst.close()
 if pid == 0:
-    os._exit(0 if otel.spans_delivered == 3 else 1)
+    os._exit(0 if otel.spans_delivered == 4 else 1)
 _, status = os.waitpid(pid, 0)
 assert os.waitstatus_to_exitcode(status) == 0, status
-assert otel.spans_delivered == 3
+assert otel.spans_delivered == 4
 """
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
@@ -509,7 +444,7 @@ assert otel.spans_delivered == 3
     assert len(files) == 2  # parent and child, each its own spans
     for f in files:
         assert sorted(f.read_text().split()) == [
-            "swayscope.forward", "swayscope.run", "swayscope.view",
+            "swayscope.forward", "swayscope.run", "swayscope.run.outcome", "swayscope.view",
         ]
 
 

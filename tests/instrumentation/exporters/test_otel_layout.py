@@ -55,7 +55,8 @@ def test_a_long_probe_is_cut_into_linked_chunks_of_at_most_the_bound() -> None:
         probe.status = "pass"
     inst.close()
     spans = list(mem.get_finished_spans())
-    assert otel.spans_delivered == len(spans) == 1 + 25 + 2 * 4  # 4 chunks of probe + view
+    # the run's root and outcome, 25 calls, 4 chunks of probe + view
+    assert otel.spans_delivered == len(spans) == 2 + 25 + 2 * 4
     traces = by_trace(spans)
     assert max(len(t) for t in traces.values()) <= 10
     (run,) = named(spans, "swayscope.run")
@@ -78,7 +79,8 @@ def test_a_long_probe_is_cut_into_linked_chunks_of_at_most_the_bound() -> None:
     assert attrs(chunks[-1])["swayscope.cache.hits"] == 25
     assert "swayscope.probe.status" not in attrs(chunks[0])
     assert attrs(chunks[-1])["swayscope.probe.status"] == "pass"
-    assert attrs(run)["swayscope.forward.calls"] == 25
+    (outcome,) = named(spans, "swayscope.run.outcome")
+    assert attrs(outcome)["swayscope.forward.calls"] == 25
 
 
 def test_work_outside_any_probe_is_bounded_and_linked_too() -> None:
@@ -98,7 +100,7 @@ def test_work_outside_any_probe_is_bounded_and_linked_too() -> None:
         assert [link.context.span_id for link in root.links] == [ids(run)[1]]
         assert attrs(root)["swayscope.run_id"] == handle.run_id
     assert inside.parent is not None and inside.parent.span_id == ids(view)[1]
-    assert by_trace(spans)[ids(run)[0]] == [run]
+    assert by_trace(spans)[ids(run)[0]] == [run, *named(spans, "swayscope.run.outcome")]
 
 
 def test_a_run_that_raises_is_an_error_with_a_redacted_exception_event() -> None:
@@ -111,7 +113,7 @@ def test_a_run_that_raises_is_an_error_with_a_redacted_exception_event() -> None
         inst.cached("next_token_dist", "ft", SECRET, 8, fail)
     inst.close()
     spans = list(mem.get_finished_spans())
-    (run,) = named(spans, "swayscope.run")
+    (run,) = named(spans, "swayscope.run.outcome")
     assert run.status.status_code is StatusCode.ERROR
     assert attrs(run)["swayscope.run.status"] == "error"
     for span in (run, *named(spans, "swayscope.forward")):
@@ -136,7 +138,7 @@ def test_a_probe_stopped_by_ctrl_c_is_not_run_not_an_error() -> None:
             raise KeyboardInterrupt
     inst.close()
     spans = list(mem.get_finished_spans())
-    (run,) = named(spans, "swayscope.run")
+    (run,) = named(spans, "swayscope.run.outcome")
     (done, stopped) = sorted(named(spans, "swayscope.probe"), key=lambda s: s.start_time or 0)
     assert attrs(done)["swayscope.probe"] == "done"
     assert attrs(stopped)["swayscope.probe.status"] == "not_run"
@@ -163,7 +165,7 @@ def test_a_host_provider_gets_root_first_delivery_by_wrapping_its_processor() ->
                     inst.cached("next_token_dist", "ft", f"{p}-{i}", 8, lambda: 1.0)
     inst.close()
     spans = list(mem.get_finished_spans())
-    assert len(spans) == 1 + 20 + 2 * 2 * 2  # 2 chunks of probe + view per probe
+    assert len(spans) == 2 + 20 + 2 * 2 * 2  # run root and outcome; 2 chunks of probe + view
     for trace in by_trace(spans).values():
         assert len(trace) <= 8
         assert trace[0].parent is None  # the root came first

@@ -80,10 +80,13 @@ def test_every_metric_after_a_dummy_run() -> None:
         return value
 
     base = {"op": "next_token_dist", "view_kind": "base"}
-    assert g("swayscope_cache_hits_total", **base) == 2  # alpha again, alone and in the batch
+    # alpha again, alone and in the batch; no disk cache, so every hit is the memory's
+    assert g("swayscope_cache_hits_total", **base, tier="memory") == 2
+    assert g("swayscope_cache_hits_total", **base, tier="disk") == 0
     assert g("swayscope_cache_misses_total", **base) == 4
     assert g("swayscope_forward_calls_total", **base) == 2
-    assert g("swayscope_cache_hits_total", op="next_token_dist", view_kind="scaled") == 1
+    assert g("swayscope_cache_hits_total", op="next_token_dist", view_kind="scaled",
+             tier="memory") == 1
     nulls = {"op": "logprob_of", "view_kind": "null"}
     assert g("swayscope_cache_misses_total", **nulls) == 1  # a call that raised is a miss
     assert g("swayscope_forward_calls_total", **nulls) == 1

@@ -12,6 +12,7 @@ Locally these skip when rotel-agent is missing; with ``CI`` set they fail instea
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
 import sys
 import threading
@@ -34,8 +35,8 @@ from sway_testing import cli_env
 from swayscope.backends.dummy import DummyBackend
 from swayscope.instrumentation import BackendInstrumentation
 from swayscope.instrumentation.exporters.otel import OtelExporter
-from swayscope.instrumentation.exporters.otel.layout import DEFAULT_MAX_SPANS_PER_TRACE
 from swayscope.instrumentation.exporters.prometheus import PrometheusExporter
+from swayscope.instrumentation.tracing import DEFAULT_MAX_SPANS_PER_TRACE
 from swayscope.probes.base import ProbeContext, ProbeResult
 from swayscope.suite.runner import build_backend, run_suite
 from swayscope.suite.spec import load_suite_text
@@ -127,16 +128,24 @@ def assert_whole_probe_traces(spans: list[ReceivedSpan]) -> None:
 def test_roots_are_at_the_receiver_before_or_with_their_spans_during_a_run(
     rotel_agent: RotelAgent, tmp_path: Path
 ) -> None:
-    """The CLI on the dummy backend with latency: polled every 0.2 s while it runs."""
+    """The CLI on the dummy backend with latency: polled every 0.2 s while it runs. The
+    run's root arrives within seconds of the start, and every probe trace that arrives links
+    to it."""
     proc = start_cli(tmp_path, many_probes_spec(tmp_path, 30, 10), rotel_agent)
     watch = RootWatch(rotel_agent)
     seen_running = 0
+    root_after: float | None = None
     try:
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
             spans = watch.poll()
             if proc.poll() is None:  # these arrived while the run was going on
                 seen_running = max(seen_running, len(probe_roots(spans)))
+                roots = [s for s in spans if s.name == "swayscope.run"]
+                if roots and root_after is None:
+                    root_after = time.time()
+                for probe in probe_roots(spans):  # linked to a span already delivered
+                    assert [link.span_id for link in probe.links] == [roots[0].span_id]
             time.sleep(0.2)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -145,11 +154,13 @@ def test_roots_are_at_the_receiver_before_or_with_their_spans_during_a_run(
             proc.wait(10)
     assert proc.returncode == 0, err
     assert seen_running >= 5, f"only {seen_running} probe traces arrived while the run went on"
+    started_at = json.loads((tmp_path / "result.json").read_text())["started_at"]
+    assert root_after is not None and root_after - started_at < 5.0, root_after - started_at
 
     def everything() -> list[ReceivedSpan] | None:
         spans = watch.poll()
         return spans if len(probe_roots(spans)) == 30 and any(
-            s.name == "swayscope.run" for s in spans
+            s.name == "swayscope.run.outcome" for s in spans
         ) else None
 
     spans = wait_for(everything, 10.0, 0.2)
@@ -160,8 +171,10 @@ def test_roots_are_at_the_receiver_before_or_with_their_spans_during_a_run(
     assert all(
         [link.span_id for link in p.links] == [run.span_id] for p in probe_roots(spans)
     )
-    assert run.status == "STATUS_CODE_UNSET"
-    assert run.attributes["swayscope.run.probes_errored"] == "0"
+    (outcome,) = (s for s in spans if s.name == "swayscope.run.outcome")
+    assert outcome.parent_id == run.span_id and outcome.trace_id == run.trace_id
+    assert outcome.status == "STATUS_CODE_UNSET"
+    assert outcome.attributes["swayscope.run.probes_errored"] == "0"
 
 
 @pytest.mark.parametrize("extra_s", [0.0, 0.45])
@@ -184,7 +197,12 @@ def test_sigkill_mid_run_leaves_no_orphan(
     assert spans
     assert orphans(spans) == [] and rootless(spans) == []
     assert_whole_probe_traces(spans)
-    assert not any(s.name == "swayscope.run" for s in spans)  # it never ended
+    # the run's trace exists, with what was known at the start; it never ended
+    (run,) = (s for s in spans if s.name == "swayscope.run")
+    assert run.attributes["swayscope.suite"] and run.attributes["swayscope.run.total_probes"]
+    assert "swayscope.run.probes" in run.attributes
+    assert not any(s.name == "swayscope.run.outcome" for s in spans)
+    assert all([link.span_id for link in p.links] == [run.span_id] for p in probe_roots(spans))
     assert len(probe_roots(spans)) < 40
 
 
@@ -283,8 +301,8 @@ def test_no_trace_outgrows_the_bound_on_a_long_run(rotel_agent: RotelAgent) -> N
     assert last.attributes["swayscope.probe.status"] == "pass"
     assert last.attributes["swayscope.forward.calls"] == "2600"  # counted from its start
     assert last.attributes["swayscope.cache.hits"] == "2600"
-    (run,) = (s for s in spans if s.name == "swayscope.run")
-    assert run.attributes["swayscope.forward.calls"] == str(inst.stats.forward_calls)
+    (outcome,) = (s for s in spans if s.name == "swayscope.run.outcome")
+    assert outcome.attributes["swayscope.forward.calls"] == str(inst.stats.forward_calls)
 
 
 def test_a_probe_shows_in_chunks_while_it_runs(rotel_agent: RotelAgent) -> None:
@@ -318,7 +336,9 @@ def test_a_probe_shows_in_chunks_while_it_runs(rotel_agent: RotelAgent) -> None:
         thread.join(30)
         inst.close()
     assert chunks and still_running
-    final = wait_for(lambda: any(s.name == "swayscope.run" for s in watch.poll()), 10.0, 0.1)
+    final = wait_for(
+        lambda: any(s.name == "swayscope.run.outcome" for s in watch.poll()), 10.0, 0.1
+    )
     assert final
 
 
@@ -362,7 +382,7 @@ def test_errors_mark_the_run_and_carry_redacted_exception_events(
 
     spans = wait_for(arrived, 15.0, 0.2)
     assert spans
-    (run,) = (s for s in spans if s.name == "swayscope.run")
+    (run,) = (s for s in spans if s.name == "swayscope.run.outcome")
     assert run.status == "STATUS_CODE_ERROR"
     assert run.status_message == "1 of 3 probes errored"
     assert run.attributes["swayscope.run.probes_errored"] == "1"
@@ -381,7 +401,7 @@ def test_errors_mark_the_run_and_carry_redacted_exception_events(
         assert "in compute\n" in event.attributes["exception.stacktrace"]
     assert "in fail_on_canary\n" in probe.events[0].attributes["exception.stacktrace"]
     assert all(s.status != "STATUS_CODE_ERROR" for s in probe_roots(spans) if s is not probe)
-    (repeated,) = run.events  # the run's trace is the run span: it says which probe, and why
+    (repeated,) = run.events  # the run's trace holds no probe: it says which probe, and why
     assert repeated.attributes == {**probe.events[0].attributes, "swayscope.probe": "delta_kl"}
     assert CANARY not in rotel_agent.process.output()
 

@@ -54,11 +54,14 @@ def observed(
 def test_one_trace_per_adapter_run_each_linked_to_the_sweep(observed: dict[str, Any]) -> None:
     spans = observed["spans"]
     (sweep,) = [s for s in spans if s.name == "swayscope.sweep"]
+    (outcome,) = [s for s in spans if s.name == "swayscope.sweep.outcome"]
     runs = [s for s in spans if s.name == "swayscope.run"]
     assert [r.attributes["swayscope.adapter"] for r in runs] == list(SWEPT)
     assert sweep.attributes["swayscope.sweep.adapters"] == SWEPT
-    assert sweep.attributes["swayscope.sweep.adapters_done"] == 3
-    assert sweep.attributes["swayscope.sweep.status"] == "complete"
+    # the sweep's root ended as it started; its outcome, a child, says how it went
+    assert outcome.parent.span_id == sweep.context.span_id
+    assert outcome.attributes["swayscope.sweep.adapters_done"] == 3
+    assert outcome.attributes["swayscope.sweep.status"] == "complete"
     sweep_id = sweep.attributes["swayscope.sweep_id"]
     assert observed["result"].telemetry["sweep_trace_id"] == format(sweep.context.trace_id, "032x")
     traces = {r.context.trace_id for r in runs}

@@ -28,6 +28,7 @@ from swayscope.backends.hf.loading import (
     check_adapter,
     check_attached,
     check_base,
+    fingerprint_models,
     load_model,
     model_identity,
     positive_int,
@@ -149,6 +150,7 @@ class HFBackend(ViewOpeners):
             self.base_path, self.gguf_file, self.dtype, self.adapter_hash
         )
         self.inst, own_inst = _instrumentation(inst, inst_kwargs, self._model_name, self.model_id)
+        self._fingerprint()
         torch.manual_seed(seed)
         slots = self._load(own_inst)
         self._assemble(
@@ -160,6 +162,12 @@ class HFBackend(ViewOpeners):
         if not self.inst.model_name:
             self.inst.model_name = self._model_name
         self.inst.model_id = self.model_id  # joins every cache key: two models never share entries
+
+    def _fingerprint(self) -> None:
+        fingerprint_models(
+            self.inst, self.base_id, self.model_id, self.base_path, self.gguf_file, self.dtype,
+            self.device, self.adapter_hash,
+        )
 
     def _load(self, own_inst: bool) -> list[LoraSlot]:
         """Load the tokenizer and the model, and find the adapter's LoRA parameters in it.
@@ -348,6 +356,7 @@ class HFBackend(ViewOpeners):
             self.base_path, self.gguf_file, self.dtype, self.adapter_hash
         )
         self.inst.model_id = self.model_id
+        self._fingerprint()
 
     # -- lifecycle ------------------------------------------------------------------------
 

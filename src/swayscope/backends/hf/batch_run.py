@@ -3,6 +3,7 @@ is built; shared prefixes kept in the store; one :class:`ForwardRecord` per text
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -15,16 +16,16 @@ from swayscope.backends.hf.planner import BatchLimits, plan_batches
 from swayscope.backends.hf.prefix import PrefixEntry, PrefixPlan, PrefixStore, TokenIds
 from swayscope.backends.hf.rows import ForwardRecord, Need, Row, RowOut
 from swayscope.errors import BackendError
-from swayscope.instrumentation import BackendInstrumentation
 
 
 class RowRunner(Protocol):
     """What a batch run needs of the forward pass: one model call over rows, and its state."""
 
-    inst: BackendInstrumentation
     store: PrefixStore
     limits: BatchLimits
     vocab_size: int
+
+    def report(self, **counts: int) -> None: ...
 
     def run_rows(
         self, rows: list[Row], sources: list[PrefixEntry | None], need: Need
@@ -57,7 +58,7 @@ class BatchRun:
             for i, ids in enumerate(batch)
         ]
         outs = self.run_waves(rows + texts)
-        self.fp.inst.stats.prefix_hits += sum(1 for r in rows + texts if r.used > 0)
+        self.fp.report(prefix_hits=sum(1 for r in rows + texts if r.used > 0))
         if self.view_id is not None:
             for r in rows + texts:
                 if r.parent is None and r.start.entry is not None:
@@ -162,15 +163,24 @@ def out_of(record: ForwardRecord) -> RowOut:
     )
 
 
-def outs_agree(a: list[RowOut], b: list[RowOut], dtype: torch.dtype) -> bool:
-    tol = 1e-4 if dtype == torch.float32 else 2e-2
+def agreement_tolerance(dtype: torch.dtype) -> float:
+    """How far a fast path's numbers may be from the reference's (absolute and relative)."""
+    return 1e-4 if dtype == torch.float32 else 2e-2
+
+
+def outs_difference(a: list[RowOut], b: list[RowOut], dtype: torch.dtype) -> float | None:
+    """None when ``a`` and ``b`` agree within :func:`agreement_tolerance`, else the largest
+    absolute difference of their numbers (infinite where one lacks numbers the other has)."""
+    tol = agreement_tolerance(dtype)
+    agree, largest = True, 0.0
     for x, y in zip(a, b, strict=True):
         for u, v in ((x.logprobs, y.logprobs), (x.top_values, y.top_values)):
             if u is None or v is None or u.shape != v.shape:
-                return False
-            if not np.allclose(u, v, atol=tol, rtol=tol):
-                return False
-    return True
+                return math.inf
+            if u.size:
+                largest = max(largest, float(np.max(np.abs(u - v))))
+            agree = agree and bool(np.allclose(u, v, atol=tol, rtol=tol))
+    return None if agree else largest
 
 
-__all__ = ["BatchRun", "RowRunner", "out_of", "outs_agree"]
+__all__ = ["BatchRun", "RowRunner", "agreement_tolerance", "out_of", "outs_difference"]

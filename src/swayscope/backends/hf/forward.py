@@ -24,18 +24,25 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from swayscope.backends.hf.batch_run import BatchRun, out_of, outs_agree
+from swayscope.backends.hf.batch_run import (
+    BatchRun,
+    agreement_tolerance,
+    out_of,
+    outs_difference,
+)
 from swayscope.backends.hf.kv import KV, CallCache
 from swayscope.backends.hf.model_traits import (
     cache_keyword,
     full_attention_only,
     is_oom,
+    model_label,
     packed_head_parts,
 )
 from swayscope.backends.hf.planner import BatchLimits
@@ -53,6 +60,35 @@ from swayscope.errors import BackendError, InputError
 from swayscope.instrumentation import BackendInstrumentation
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SelfCheck:
+    """A start-up check of a fast path against the model's plain one: what a warning says
+    when the check fails or disagrees."""
+
+    name: str
+    turns_off: str
+    """What is turned off when it does, and what runs instead."""
+    compares: str
+    """What is compared with what."""
+
+
+#: The output head on the needed positions only, against the model's full logits.
+PACKED_HEAD_CHECK = SelfCheck(
+    "packed output head",
+    "the output head on needed positions only (the model's full logits at every position "
+    "instead: slower, same results)",
+    "the decoder's output through the output head and the model's own logits",
+)
+#: Texts continued from a prefix's stored keys and values, against whole passes.
+PREFIX_CHECK = SelfCheck(
+    "shared-prefix reuse",
+    "shared-prefix reuse (every text runs whole instead: slower, same results)",
+    "texts run on a shared prefix's keys and values and the same texts run whole",
+)
+#: The reference run both checks compare with: when it fails, both paths stay off.
+REFERENCE_RUN = "forward pass reference run"
 
 
 class ForwardPass:
@@ -86,7 +122,8 @@ class ForwardPass:
         self.vocab_size = vocab_size
         self.max_top_k = max_top_k
         self.limits = limits
-        self.store = PrefixStore(prefix_cache_max_bytes, inst.stats)
+        self._reporting = True
+        self.store = PrefixStore(prefix_cache_max_bytes, self.report)
         #: Held by every use of the model (a forward call, a generation): one at a time.
         self.lock = threading.RLock()
         self._closed = False
@@ -94,10 +131,13 @@ class ForwardPass:
         self._cache_kwarg = cache_keyword(model.get_base_model())
         self.use_packed_head = False
         self.prefix_reuse = False
-        prefixes = self.store.enabled and full_attention_only(model.config)
-        self._self_check(prefixes=prefixes)
-        if prefixes and not self.prefix_reuse:
-            log.warning("shared-prefix reuse disagrees with whole passes on this model; it is off")
+        self._self_check(prefixes=self.store.enabled and full_attention_only(model.config))
+
+    def report(self, **counts: int) -> None:
+        """What this pass did (model invocations, prefix hits, ...), to the instrumentation's
+        counters; nothing while the start-up self-check runs."""
+        if self._reporting:
+            self.inst.report(**counts)
 
     def close(self) -> None:
         """Refuse every later call (the backend is closed) and drop stored prefixes."""
@@ -164,7 +204,7 @@ class ForwardPass:
                     "shorten it, use a smaller dtype or run on a larger device"
                 ) from exc
         # Out of memory: release what the failed call held, then retry in halves.
-        self.inst.stats.oom_splits += 1
+        self.report(oom_splits=1)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         mid = len(rows) // 2
@@ -211,7 +251,7 @@ class ForwardPass:
         }
         if cache is not None:
             kwargs[self._cache_kwarg] = cache.cache
-        self.inst.stats.model_invocations += 1
+        self.report(model_invocations=1)
         if self.use_packed_head and self._parts is not None:
             out = self._parts[0](**kwargs)
             hidden: torch.Tensor = (
@@ -333,15 +373,15 @@ class ForwardPass:
         first text's keys and values, cut to the shared tokens, are a prefix entry;
         one more call runs the other texts on it (and the first one whole, so the
         call pads and masks prefixes of different lengths): the shared-prefix answer.
-        Each is used only when it agrees with the reference (1e-4 in float32).
+        Each is used only when it agrees with the reference (1e-4 in float32); a check
+        that fails or disagrees turns its path off with one warning that says why.
         """
         # As short as can still show a difference: the model's fixed cost per call and the
         # vocabulary-wide head at every position are what this check costs at start-up.
         shared = [min(3 + i, self.vocab_size - 1) for i in range(2)]
         probe = [shared + [min(20 + i, self.vocab_size - 1)] * (1 + i % 2) for i in range(3)]
         rows = [Row(ids, 0, len(ids), None, NO_START, text=i) for i, ids in enumerate(probe)]
-        stats = self.inst.stats
-        counts = (stats.model_invocations, stats.prefix_hits)
+        self._reporting = False  # the check's own calls are not the run's work
         caught: list[torch.Tensor] = []
         hook = None
         if self._parts is not None:
@@ -352,30 +392,82 @@ class ForwardPass:
             )
         try:
             with self.lock, torch.inference_mode():
-                keep = [0] if prefixes else []
-                whole = self._run_once(rows, [None] * len(rows), "all", keep=keep)
-                if hook is not None:
-                    hook.remove()
-                    hook = None
+                try:
+                    keep = [0] if prefixes else []
+                    whole = self._run_once(rows, [None] * len(rows), "all", keep=keep)
+                except Exception as exc:
+                    off = [PACKED_HEAD_CHECK] if self._parts is not None else []
+                    self._turned_off(REFERENCE_RUN, exc, off + ([PREFIX_CHECK] if prefixes else []))
+                    return
+                finally:
+                    if hook is not None:
+                        hook.remove()
+                        hook = None
                 if caught:
-                    self.use_packed_head = True
-                    packed = self._score_rows(rows, caught[0], "all")
-                    self.use_packed_head = outs_agree(whole, packed, self.dtype)
+                    self.use_packed_head = self._passes(
+                        PACKED_HEAD_CHECK, lambda: self._packed_difference(rows, caught[0], whole)
+                    )
                 if prefixes:
-                    self.prefix_reuse = self._prefix_agrees(probe, whole, len(shared) - 1)
-        except Exception:
-            log.debug("forward pass self-check failed", exc_info=True)
-            self.use_packed_head = self.prefix_reuse = False
+                    self.prefix_reuse = self._passes(
+                        PREFIX_CHECK,
+                        lambda: self._prefix_difference(probe, whole, len(shared) - 1),
+                    )
         finally:
             if hook is not None:
                 hook.remove()
-            stats.model_invocations, stats.prefix_hits = counts
+            self._reporting = True
 
-    def _prefix_agrees(self, probe: list[list[int]], whole: list[RowOut], length: int) -> bool:
-        """Whether ``probe``'s texts, run on the first ``length`` positions of the first
-        text's keys and values, score as ``whole`` (their whole-text reference)."""
+    def _passes(self, check: SelfCheck, difference: Callable[[], float | None]) -> bool:
+        """Whether ``check`` passes: ``difference`` runs and finds no disagreement (None).
+        Otherwise one warning names the check, the model, what is off and why."""
+        try:
+            found = difference()
+        except Exception as exc:
+            self._turned_off(check.name, exc, [check])
+            return False
+        if found is None:
+            return True
+        tol = agreement_tolerance(self.dtype)
+        self._turned_off(
+            check.name,
+            f"{check.compares} differ by up to {found:.2e} (allowed: {tol:.0e} plus {tol:.0e} "
+            f"of the value, in {str(self.dtype).removeprefix('torch.')})",
+            [check],
+        )
+        return False
+
+    def _turned_off(self, name: str, why: str | Exception, off: list[SelfCheck]) -> None:
+        """One warning: check ``name`` on this model failed (an exception) or disagreed
+        (``why``), so the paths of ``off`` stay off."""
+        if isinstance(why, Exception):
+            log.debug("self-check %r failed", name, exc_info=why)
+            why = f"it failed: {type(why).__name__}: {why}"
+        log.warning(
+            "start-up self-check %r on model %s: %s; turned off: %s",
+            name, model_label(self.model), why,
+            "; ".join(c.turns_off for c in off) or "nothing (no fast path applies)",
+        )
+
+    def _packed_difference(
+        self, rows: list[Row], hidden: torch.Tensor, whole: list[RowOut]
+    ) -> float | None:
+        """How the packed head's answer for ``rows`` (from the decoder's output ``hidden``)
+        differs from ``whole``, the model's own."""
+        self.use_packed_head = True
+        try:
+            packed = self._score_rows(rows, hidden, "all")
+        finally:
+            self.use_packed_head = False
+        return outs_difference(whole, packed, self.dtype)
+
+    def _prefix_difference(
+        self, probe: list[list[int]], whole: list[RowOut], length: int
+    ) -> float | None:
+        """How ``probe``'s texts, run on the first ``length`` positions of the first text's
+        keys and values, differ from ``whole`` (their whole-text reference)."""
         kv, logprobs = whole[0].kv, whole[0].logprobs
-        assert kv is not None and logprobs is not None
+        if kv is None or logprobs is None:
+            raise BackendError("the reference run kept no keys and values for the prefix")
         entry = PrefixEntry(
             tuple(probe[0][: length + 1]),
             [(k[:, :, :length], v[:, :, :length]) for k, v in kv],
@@ -385,7 +477,7 @@ class ForwardPass:
         starts = [NO_START] + [Start(entry, length)] * (len(probe) - 1)
         plan = PrefixPlan([], [None] * len(probe), starts)
         reused = BatchRun(self, None, "all").run(probe, plan)
-        return outs_agree(whole, [out_of(r) for r in reused], self.dtype)
+        return outs_difference(whole, [out_of(r) for r in reused], self.dtype)
 
 
 __all__ = ["ForwardPass"]

@@ -178,7 +178,7 @@ class Generator:
             generation_config=config,
             stopping_criteria=StoppingCriteriaList([ends]),
         )
-        self.forward.inst.stats.model_invocations += ends.steps
+        self.forward.report(model_invocations=ends.steps)
         results = []
         for b, ids in enumerate(batch):
             n, finish = ends.ends[b] or (limits[b], "length")

@@ -5,10 +5,21 @@ holding those prefixes' keys and values. transformers' ``DynamicCache`` would
 also keep every layer's new keys and values (all rows, prefix included) until
 the call ends; :class:`CallCache` keeps, per layer, only the rows that build a
 new prefix, so a call over many texts on one long prefix holds one layer's
-worth of their keys and values at a time instead of all of them. It is built
-from transformers' public cache classes (``Cache`` with one ``DynamicLayer``
-subclass per layer); with a transformers too old to have per-layer caches it
-falls back to a plain ``DynamicCache``.
+worth of their keys and values at a time instead of all of them.
+
+It is a transformers ``Cache`` of one :class:`KeepRowsLayer` per layer, built on
+``CacheLayerMixin``, transformers' public base class of a layer's cache: the layer
+keeps its own state and writes nothing of transformers' classes. With a
+transformers that has no per-layer caches it falls back to a ``DynamicCache``
+filled through its public ``update``.
+
+The layer relies on how a model uses its cache: it sizes the attention mask from
+``get_mask_sizes`` before the layers run, then calls ``update`` once per layer with
+that layer's new keys and values and attends over what it returns. The forward
+pass's start-up self-check guards this (where a model does otherwise, its answers
+disagree and shared-prefix reuse turns off, with a warning);
+:data:`VERIFIED_TRANSFORMERS` is the range of transformers versions it was
+checked on, and a test fails outside it.
 """
 
 from __future__ import annotations
@@ -20,6 +31,10 @@ import torch
 
 #: Keys and values of one layer.
 KV = tuple[torch.Tensor, torch.Tensor]
+
+#: transformers versions (from, up to but not including) :class:`KeepRowsLayer` was
+#: checked on: the per-layer cache API of the 5.x series (checked on 5.25).
+VERIFIED_TRANSFORMERS = ((5, 25), (6, 0))
 
 
 def new_cache(config: Any) -> Any:
@@ -38,25 +53,29 @@ def cache_layers(dynamic_cache: Any) -> list[KV]:
 
 
 @cache
-def _keep_layer_class() -> type[Any] | None:
-    """A ``DynamicLayer`` that starts from given keys/values and keeps only chosen rows of
-    what the model adds (None: this transformers has no ``DynamicLayer``)."""
+def keep_rows_layer() -> type[Any] | None:
+    """:class:`KeepRowsLayer` when this transformers has per-layer caches (``Cache`` built
+    from a list of ``CacheLayerMixin`` layers), else None."""
     try:
-        from transformers.cache_utils import DynamicLayer
+        from transformers.cache_utils import CacheLayerMixin
     except ImportError:
         return None
-    base: Any = DynamicLayer
+    base: Any = CacheLayerMixin
 
     class KeepRowsLayer(base):  # type: ignore[misc]
+        """One layer of a call's cache: starts from given keys and values (a prefix per
+        row, or none) and keeps only the chosen rows of what the model adds."""
+
+        is_sliding = False
+
         def __init__(self, past: KV | None, keep: list[int]) -> None:
             super().__init__()
+            self.past = past
             self.keep = keep
             self.kept: KV | None = None
-            self.past = past
-            if past is not None:
-                self.keys, self.values = past
-                self.device = past[0].device
-                self.is_initialized = True
+
+        def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+            """Nothing to set up: the layer holds its prefix from the start."""
 
         def update(
             self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
@@ -69,6 +88,15 @@ def _keep_layer_class() -> type[Any] | None:
             if self.keep:
                 self.kept = (keys[self.keep], values[self.keep])
             return keys, values
+
+        def get_seq_length(self) -> int:
+            return int(self.past[0].shape[-2]) if self.past is not None else 0
+
+        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+            return self.get_seq_length() + query_length, 0
+
+        def get_max_length(self) -> int:
+            return -1
 
     return KeepRowsLayer
 
@@ -85,9 +113,9 @@ class CallCache:
 
     def __init__(self, config: Any, past: list[KV] | None, keep: list[int]) -> None:
         self.keep = keep
-        layer_class = _keep_layer_class()
+        layer_class = keep_rows_layer()
         if layer_class is not None:
-            from transformers.cache_utils import Cache
+            from transformers import Cache
 
             text = config.get_text_config() if hasattr(config, "get_text_config") else config
             pasts: list[KV | None] = (
@@ -112,4 +140,11 @@ class CallCache:
         return [(k[self.keep], v[self.keep]) for k, v in cache_layers(self.cache)]
 
 
-__all__ = ["KV", "CallCache", "cache_layers", "new_cache"]
+__all__ = [
+    "KV",
+    "VERIFIED_TRANSFORMERS",
+    "CallCache",
+    "cache_layers",
+    "keep_rows_layer",
+    "new_cache",
+]

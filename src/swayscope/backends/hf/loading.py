@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,8 @@ import torch
 
 from swayscope.backends.hf.lora import ADAPTER, RANK_DIM, LoraSlot, collect_slots
 from swayscope.errors import AdapterLoadError, ConfigError, ModelLoadError
+from swayscope.instrumentation import BackendInstrumentation
+from swayscope.instrumentation.disk_cache import NUMERIC_FORMAT
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -171,6 +173,54 @@ def base_identity(base_dir: Path, gguf_file: str | None, dtype: torch.dtype) -> 
     name (they are shared by every adapter of the base)."""
     base_ident = str(base_dir.resolve()) + (f"/{gguf_file}" if gguf_file else "")
     return f"{base_ident}|{str(dtype).removeprefix('torch.')}"
+
+
+#: Files of a base folder that never decide a model's numbers.
+_NOT_MODEL_FILES = ("README", "LICENSE", "NOTICE", ".")
+
+
+def base_fingerprint(
+    base_dir: Path,
+    gguf_file: str | None,
+    dtype: torch.dtype,
+    device: torch.device,
+    digest: Callable[[Path], str],
+) -> str:
+    """A content digest of everything in the base that decides the numbers: each file of
+    the folder (weights, config, tokenizer; of GGUF files only the one used), the dtype,
+    the device kind and swayscope's numeric format. ``digest`` hashes one file (the disk
+    cache's remembers each by path, size, mtime and inode, so a large model is read once)."""
+    h = hashlib.sha256(
+        f"base|{str(dtype).removeprefix('torch.')}|{device.type}|{NUMERIC_FORMAT}".encode()
+    )
+    for path in sorted(base_dir.iterdir()):
+        name = path.name
+        if not path.is_file() or name.startswith(_NOT_MODEL_FILES):
+            continue
+        if name.lower().endswith(".gguf") and name != gguf_file:
+            continue
+        h.update(f"\0{name}\0{digest(path)}".encode())
+    return h.hexdigest()
+
+
+def fingerprint_models(
+    inst: BackendInstrumentation,
+    base_id: str,
+    model_id: str,
+    base_dir: Path,
+    gguf_file: str | None,
+    dtype: torch.dtype,
+    device: torch.device,
+    adapter_hash: str,
+) -> None:
+    """Tell ``inst`` the content of the models its entries are keyed by (the base, and the
+    base with the adapter), so they may go to its disk cache; nothing without one."""
+    disk = inst.disk
+    if disk is None:
+        return
+    base = base_fingerprint(base_dir, gguf_file, dtype, device, disk.file_digest)
+    inst.fingerprint(base_id, base)
+    inst.fingerprint(model_id, f"{base}@{adapter_hash}")
 
 
 def model_identity(

@@ -28,6 +28,14 @@ def packed_head_parts(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | N
     return body, head
 
 
+def model_label(model: Any) -> str:
+    """How messages name a (PEFT) model: the folder it was loaded from and its type."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    name = getattr(base, "name_or_path", None) or type(base).__name__
+    kind = getattr(getattr(base, "config", None), "model_type", None)
+    return f"{name!r} ({kind})" if kind else repr(name)
+
+
 def full_attention_only(config: Any) -> bool:
     """Whether every layer attends to every earlier position (no sliding window, no
     recurrent state): only then are a prefix's keys and values all a suffix needs."""
@@ -49,4 +57,10 @@ def cache_keyword(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-__all__ = ["cache_keyword", "full_attention_only", "is_oom", "packed_head_parts"]
+__all__ = [
+    "cache_keyword",
+    "full_attention_only",
+    "is_oom",
+    "model_label",
+    "packed_head_parts",
+]

@@ -33,7 +33,6 @@ import numpy as np
 import numpy.typing as npt
 
 from swayscope.backends.api import DEFAULT_PREFIX_CACHE_BYTES
-from swayscope.instrumentation import BackendStats
 
 TokenIds = Sequence[int]
 #: Keys and values per layer, each ``[1, heads, K, head_dim]``.
@@ -89,13 +88,13 @@ class PrefixStore:
     """Prefix entries by (view, token ids), within a byte budget; LRU eviction.
 
     Entries of one view are never offered to another: a view is a state of the
-    adapter weights, and keys and values depend on them. Counts evictions, entries
-    and bytes into ``stats`` (the instrumentation's counters).
+    adapter weights, and keys and values depend on them. Reports evictions, entries
+    and bytes through ``report`` (to the instrumentation's counters).
     """
 
-    def __init__(self, max_bytes: int, stats: BackendStats) -> None:
+    def __init__(self, max_bytes: int, report: Callable[..., None]) -> None:
         self.max_bytes = max_bytes
-        self.stats = stats
+        self._report = report
         self._entries: OrderedDict[tuple[str, tuple[int, ...]], PrefixEntry] = OrderedDict()
         self._nbytes = 0
 
@@ -139,20 +138,23 @@ class PrefixStore:
             self._nbytes -= old.nbytes
         self._entries[key] = entry
         self._nbytes += entry.nbytes
+        evicted_n = 0
         while self._nbytes > self.max_bytes:
             _, evicted = self._entries.popitem(last=False)
             self._nbytes -= evicted.nbytes
-            self.stats.prefix_evictions += 1
-        self._publish()
+            evicted_n += 1
+        self._publish(evicted_n)
 
     def clear(self) -> None:
         self._entries.clear()
         self._nbytes = 0
         self._publish()
 
-    def _publish(self) -> None:
-        self.stats.prefix_entries = len(self._entries)
-        self.stats.prefix_bytes = self._nbytes
+    def _publish(self, evictions: int = 0) -> None:
+        self._report(
+            prefix_entries=len(self._entries), prefix_bytes=self._nbytes,
+            prefix_evictions=evictions,
+        )
 
 
 @dataclass(eq=False, slots=True)

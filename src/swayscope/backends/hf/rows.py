@@ -12,11 +12,13 @@ import torch
 from swayscope.backends.api import RollingLogprob, TokenDist
 from swayscope.backends.hf.prefix import LayerKV, Node, Start, TokenIds
 from swayscope.errors import BackendError
+from swayscope.instrumentation.codec import durable
 
 #: What a request needs from a text: its next-token distribution only, or every token's score.
 Need = Literal["last", "all"]
 
 
+@durable
 @dataclass(frozen=True, slots=True)
 class ForwardRecord:
     """What one forward pass over one text yields; every op is answered from it."""

@@ -33,6 +33,7 @@ from swayscope.backends.hf.loading import (
     base_identity,
     check_adapter,
     check_base,
+    fingerprint_models,
     load_tokenizer,
     model_identity,
     positive_int,
@@ -159,6 +160,10 @@ class RayBackend(ViewOpeners):
         self.base_id = base_identity(self.base_path, self.gguf_file, self.dtype)
         self.model_id = model_identity(
             self.base_path, self.gguf_file, self.dtype, self.adapter_hash
+        )
+        fingerprint_models(
+            self.inst, self.base_id, self.model_id, self.base_path, self.gguf_file, self.dtype,
+            self.device, self.adapter_hash,
         )
         self.encoder = TextEncoder(
             tokenizer,

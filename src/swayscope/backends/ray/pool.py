@@ -70,7 +70,6 @@ from swayscope.instrumentation import (
     WorkerCallEnded,
     WorkerFailed,
     WorkerLoad,
-    WorkerPoolStarted,
     WorkerStatus,
 )
 from swayscope.instrumentation.vocabulary import (
@@ -171,11 +170,7 @@ class WorkerPool:
         self.vocab_size = first.vocab_size
         self.prefix_reuse = first.prefix_reuse
         self._max_top_k = configs[0].max_top_k
-        inst.emit(
-            WorkerPoolStarted(
-                tuple(w.label for w in self._workers), self.cluster.describe(), time.time_ns()
-            )
-        )
+        inst.start_pool([w.label for w in self._workers], self.cluster.describe())
         for w in self._workers:
             inst.emit(WorkerStatus(w.label, True))
 
@@ -340,13 +335,11 @@ class WorkerPool:
     def _account(self, sent: _Sent, reply: CallReply, call: CallContext | None) -> None:
         """The part's counts into the driver's stats, its spans into the call, its metrics."""
         worker = sent.worker
-        stats = self._inst.stats
-        for name, n in reply.counts.items():
-            setattr(stats, name, getattr(stats, name) + n)
         with self._lock:
             worker.prefix_entries, worker.prefix_bytes = reply.prefix_entries, reply.prefix_bytes
-            stats.prefix_entries = sum(w.prefix_entries for w in self._workers)
-            stats.prefix_bytes = sum(w.prefix_bytes for w in self._workers)
+            entries = sum(w.prefix_entries for w in self._workers)
+            nbytes = sum(w.prefix_bytes for w in self._workers)
+        self._inst.report(**reply.counts, prefix_entries=entries, prefix_bytes=nbytes)
         compute = next((s for s in reply.spans if s.name == SPAN_WORKER_COMPUTE), None)
         if call is not None:
             for span in reply.spans:
@@ -414,7 +407,7 @@ class WorkerPool:
             was_up, worker.up = worker.up, False
             if worker.check is None and not worker.gone:
                 worker.check = worker.actor.facts.remote()
-        self._inst.stats.worker_failures += 1
+        self._inst.report(worker_failures=1)
         self._inst.emit(WorkerFailed(worker.label, error, time.time_ns()))
         if was_up:
             self._inst.emit(WorkerStatus(worker.label, False))

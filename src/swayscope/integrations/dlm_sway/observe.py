@@ -19,18 +19,18 @@ from types import ModuleType
 from typing import Any
 
 from swayscope import __version__
-from swayscope.instrumentation.core import BackendInstrumentation
+from swayscope.instrumentation.core import Instrumentation
 from swayscope.instrumentation.redaction import redact_texts
 from swayscope.instrumentation.vocabulary import PROBE_STATUSES, ProbeStatus
 
 _STATUS: dict[str, ProbeStatus] = {s: s for s in PROBE_STATUSES}
 
 
-def instrumentation_of(backend: object) -> BackendInstrumentation | None:
+def instrumentation_of(backend: object) -> Instrumentation | None:
     """The swayscope instrumentation behind a dlm-sway backend (its ``_inst``, where dlm-sway's
     own runner finds it); None for a backend without one (custom, two-model)."""
     inst = getattr(backend, "_inst", None)
-    return inst if isinstance(inst, BackendInstrumentation) else None
+    return inst if isinstance(inst, Instrumentation) else None
 
 
 def _finite(value: object) -> float | None:
@@ -39,7 +39,7 @@ def _finite(value: object) -> float | None:
     return None
 
 
-def _error_message(inst: BackendInstrumentation, spec: Any, result: Any) -> str:
+def _error_message(inst: Instrumentation, spec: Any, result: Any) -> str:
     """dlm-sway's message for an error verdict, its prompts replaced by their hashes."""
     message = inst.redact(str(getattr(result, "message", "") or ""))
     if inst.capture_prompts:

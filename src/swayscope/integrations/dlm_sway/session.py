@@ -61,7 +61,7 @@ class SharedExporter(Exporter):
     def __init__(self, inner: Exporter) -> None:
         self.inner = inner
         self.name = inner.name
-        self.annotates_trace = inner.annotates_trace
+        self.trace_settings = inner.trace_settings
 
     def bind(self, health: TelemetryHealth) -> None:
         """The inner exporter stays bound to the session's health."""

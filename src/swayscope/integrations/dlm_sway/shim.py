@@ -30,9 +30,10 @@ from swayscope.integrations.dlm_sway.session import session
 DLM_SWAY_CACHE_MAXSIZE = 256
 
 
-class BackendInstrumentation(_V0Instrumentation):
+class SessionInstrumentation(_V0Instrumentation):
     """swayscope's instrumentation, built the way dlm-sway builds its own, wired to the
-    session: its exporters, its run id, its prompt-capture setting and prompt-hash key."""
+    session: its exporters, its run id, its prompt-capture setting and prompt-hash key.
+    dlm-sway finds it under its own name, ``BackendInstrumentation``."""
 
     def __init__(
         self,
@@ -53,7 +54,7 @@ class BackendInstrumentation(_V0Instrumentation):
 
 #: The names of dlm-sway's module, each bound to swayscope's implementation.
 NAMES: dict[str, Any] = {
-    "BackendInstrumentation": BackendInstrumentation,
+    "BackendInstrumentation": SessionInstrumentation,
     "BackendStats": BackendStats,
     "CacheOp": CacheOp,
     "ForwardCache": ForwardCache,
@@ -73,4 +74,4 @@ def populate(module: ModuleType) -> None:
     module.__dict__.update(NAMES, __all__=list(PUBLIC), __doc__=__doc__)
 
 
-__all__ = ["DLM_SWAY_CACHE_MAXSIZE", "NAMES", "PUBLIC", "BackendInstrumentation", "populate"]
+__all__ = ["DLM_SWAY_CACHE_MAXSIZE", "NAMES", "PUBLIC", "SessionInstrumentation", "populate"]

@@ -23,6 +23,7 @@ from swayscope.instrumentation.events import (
     SweepStarted,
     ViewEntered,
 )
+from swayscope.instrumentation.tracing import Counts
 
 Attributes = dict[str, Any]
 
@@ -31,6 +32,9 @@ SCOPE_NAME = "swayscope"
 
 SPAN_SWEEP = "swayscope.sweep"
 SPAN_RUN = "swayscope.run"
+# A run's (sweep's) root ends as it starts; its outcome, a child, ends with it.
+SPAN_RUN_OUTCOME = "swayscope.run.outcome"
+SPAN_SWEEP_OUTCOME = "swayscope.sweep.outcome"
 SPAN_PROBE = "swayscope.probe"
 SPAN_VIEW = "swayscope.view"
 SPAN_FORWARD = "swayscope.forward"
@@ -46,6 +50,9 @@ BASE_MODEL = "swayscope.base_model"
 ADAPTER = "swayscope.adapter"
 VERSION = "swayscope.version"
 RUN_TOTAL_PROBES = "swayscope.run.total_probes"
+RUN_PROBES = "swayscope.run.probes"
+RUN_THREADS = "swayscope.run.threads"
+RUN_RESUMED_FROM = "swayscope.run.resumed_from"
 RUN_STATUS = "swayscope.run.status"
 RUN_PROBES_DONE = "swayscope.run.probes_done"
 RUN_PROBES_ERRORED = "swayscope.run.probes_errored"
@@ -55,6 +62,7 @@ CHUNK_INDEX = "swayscope.chunk.index"
 LINK = "swayscope.link"
 LINK_RUN = "run"
 LINK_PREVIOUS_CHUNK = "previous_chunk"
+LINK_RESUMED = "resumed"
 
 # sweep: its span is a trace of its own; each adapter's run span links to it
 SWEEP_ID = "swayscope.sweep_id"
@@ -80,6 +88,7 @@ VIEW_SWITCH_SECONDS = "swayscope.view.switch_seconds"
 
 # counts rolled up on run, probe and view spans (and per forward call)
 CACHE_HITS = "swayscope.cache.hits"
+CACHE_DISK_HITS = "swayscope.cache.disk_hits"
 CACHE_MISSES = "swayscope.cache.misses"
 FORWARD_CALLS = "swayscope.forward.calls"
 
@@ -93,6 +102,7 @@ PROMPT_HASHES = "swayscope.prompt_hashes"
 PROMPT = "swayscope.prompt"
 PROMPTS = "swayscope.prompts"
 CACHE_HIT = "swayscope.cache.hit"
+CACHE_TIER = "swayscope.cache.tier"
 
 # OpenTelemetry GenAI semantic conventions, only where they mean what they define: no
 # gen_ai.operation.name (a forward pass is none of its values; the op is swayscope.op)
@@ -117,7 +127,7 @@ def sweep_started(ev: SweepStarted) -> Attributes:
 
 
 def sweep_ended(ev: SweepEnded) -> Attributes:
-    return {SWEEP_STATUS: ev.status, SWEEP_ADAPTERS_DONE: ev.adapters_done}
+    return {SWEEP_ID: ev.sweep_id, SWEEP_STATUS: ev.status, SWEEP_ADAPTERS_DONE: ev.adapters_done}
 
 
 def run_started(ev: RunStarted) -> Attributes:
@@ -129,16 +139,25 @@ def run_started(ev: RunStarted) -> Attributes:
         VERSION: ev.version or __version__,
         RUN_TOTAL_PROBES: ev.total_probes,
     }
+    if ev.probes:
+        attrs[RUN_PROBES] = list(ev.probes)
+    if ev.threads is not None:
+        attrs[RUN_THREADS] = ev.threads
     if ev.sweep_id is not None:
         attrs[SWEEP_ID] = ev.sweep_id
+    if ev.resumed_from is not None:
+        attrs[RUN_RESUMED_FROM] = ev.resumed_from
     return attrs
 
 
-def run_ended(ev: RunEnded, probes_done: int, probes_errored: int) -> Attributes:
+def run_ended(ev: RunEnded) -> Attributes:
+    """What a run's outcome span says: status, probes done and errored, cache counts."""
     return {
+        RUN_ID: ev.run_id,
         RUN_STATUS: ev.status,
-        RUN_PROBES_DONE: probes_done,
-        RUN_PROBES_ERRORED: probes_errored,
+        RUN_PROBES_DONE: ev.probes_done,
+        RUN_PROBES_ERRORED: ev.probes_errored,
+        **rolled_up_counts(ev.counts),
     }
 
 
@@ -198,9 +217,12 @@ def view_entered(ev: ViewEntered) -> Attributes:
     return attrs
 
 
-def rolled_up_counts(hits: int, misses: int, calls: int) -> Attributes:
+def rolled_up_counts(counts: Counts) -> Attributes:
     """What a run, probe or view span reports about everything inside it."""
-    return {CACHE_HITS: hits, CACHE_MISSES: misses, FORWARD_CALLS: calls}
+    return {
+        CACHE_HITS: counts.hits, CACHE_DISK_HITS: counts.disk_hits,
+        CACHE_MISSES: counts.misses, FORWARD_CALLS: counts.calls,
+    }
 
 
 def forward_started(ev: ForwardStarted) -> Attributes:
@@ -251,6 +273,7 @@ def cache_hit(ev: CacheLookup, capture_prompts: bool) -> Attributes:
         PROMPT_HASH: ev.prompt_hash,
         TOP_K: ev.top_k,
         CACHE_HIT: True,
+        CACHE_TIER: ev.tier or "memory",
     }
     if ev.probe is not None:
         attrs[PROBE] = ev.probe

@@ -1,8 +1,10 @@
-"""What the environment says about span delivery: ``OTEL_BSP_*``, the OTLP timeout, ``TRACEPARENT``.
+"""What the environment says about span delivery: ``OTEL_BSP_*``, the OTLP timeout, the sampler.
 
-Explicit arguments win over the variables, the variables over our defaults. The
-TracerProvider's own variables (``OTEL_TRACES_SAMPLER``, ``OTEL_SERVICE_NAME``,
-``OTEL_RESOURCE_ATTRIBUTES``, span limits) are read by the SDK itself.
+Explicit arguments win over the variables, the variables over our defaults. The sampler
+(``OTEL_TRACES_SAMPLER``) is read here, because the core decides which traces are
+sampled (:class:`~swayscope.instrumentation.tracing.TraceSettings`) and the provider
+built here must decide alike. ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES`` and
+span limits are read by the SDK itself; ``TRACEPARENT`` by the core.
 """
 
 from __future__ import annotations
@@ -10,10 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 log = logging.getLogger(__name__)
 
@@ -73,25 +71,40 @@ def batch_settings(
     return BatchSettings(queue, delay_s, min(batch, queue))
 
 
+SAMPLER_VARIABLE = "OTEL_TRACES_SAMPLER"
+SAMPLER_ARG_VARIABLE = "OTEL_TRACES_SAMPLER_ARG"
+_RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
+_FIXED_SAMPLERS = {
+    "always_on": 1.0, "parentbased_always_on": 1.0,
+    "always_off": 0.0, "parentbased_always_off": 0.0,
+}
+
+
+def sample_ratio(env: Mapping[str, str]) -> float:
+    """The share of new traces ``OTEL_TRACES_SAMPLER`` (+ ``_ARG``) samples; children
+    follow their parent (parent-based). Unknown samplers and bad ratios: a warning, all."""
+    name = env.get(SAMPLER_VARIABLE, "").strip().lower()
+    if not name:
+        return 1.0
+    if name in _FIXED_SAMPLERS:
+        return _FIXED_SAMPLERS[name]
+    if name in _RATIO_SAMPLERS:
+        raw = env.get(SAMPLER_ARG_VARIABLE, "1.0").strip() or "1.0"
+        try:
+            ratio = float(raw)
+        except ValueError:
+            ratio = -1.0
+        if 0.0 <= ratio <= 1.0:
+            return ratio
+        log.warning("ignoring %s=%r: not a ratio between 0 and 1; sampling every trace",
+                    SAMPLER_ARG_VARIABLE, raw)
+        return 1.0
+    log.warning("%s=%r is not a sampler swayscope's own provider knows (always_on, "
+                "always_off, traceidratio, their parentbased_ forms); sampling every trace",
+                SAMPLER_VARIABLE, name)
+    return 1.0
+
+
 def export_timeout_s(env: Mapping[str, str], default: float) -> float | None:
     """``default``, or None when an OTLP timeout variable is set (the SDK exporter reads it)."""
     return None if any(env.get(name) for name in OTLP_TIMEOUT_VARIABLES) else default
-
-
-def outer_context(env: Mapping[str, str]) -> Context | None:
-    """The W3C ``TRACEPARENT`` (+ ``TRACESTATE``) of an outer trace, as a parent context."""
-    header = env.get("TRACEPARENT", "").strip()
-    if not header:
-        return None
-    carrier = {"traceparent": header}
-    if env.get("TRACESTATE"):
-        carrier["tracestate"] = env["TRACESTATE"]
-    ctx = TraceContextTextMapPropagator().extract(carrier)
-    if not trace.get_current_span(ctx).get_span_context().is_valid:
-        log.warning(
-            "ignoring TRACEPARENT=%r: not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>); "
-            "the run starts its own trace",
-            header,
-        )
-        return None
-    return ctx

@@ -2,8 +2,8 @@
 
 A provider built here is never installed globally. Its resource comes from
 ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` (service name ``swayscope``
-unless set), its sampler from ``OTEL_TRACES_SAMPLER`` (both read by the SDK), its
-span ids from :class:`~.deferred.PresetSpanIds`. Its one span processor is a
+unless set, read by the SDK), its sampler parent-based on the ratio the core samples
+new traces with, its span ids the core's (:class:`~.spans.PresetIds`). Its one span processor is a
 :class:`~.holding.RootFirstSpanProcessor` (a trace's spans go on once its root
 has ended) in front of a counting processor (:mod:`.processor`) in front of a
 :class:`~.guard.GuardedSpanExporter` in front of the delivering exporter (OTLP
@@ -19,11 +19,11 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from swayscope import __version__
 from swayscope.errors import TelemetryConfigError
 from swayscope.instrumentation.exporters.otel.accounting import SpanAccounting
-from swayscope.instrumentation.exporters.otel.deferred import PresetSpanIds
 from swayscope.instrumentation.exporters.otel.environment import (
     BatchSettings,
     export_timeout_s,
@@ -37,6 +37,7 @@ from swayscope.instrumentation.exporters.otel.processor import (
     CountingBatchSpanProcessor,
     CountingSimpleSpanProcessor,
 )
+from swayscope.instrumentation.exporters.otel.spans import PresetIds
 from swayscope.instrumentation.settings import OtlpTarget
 
 DEFAULT_SERVICE_NAME = "swayscope"
@@ -97,7 +98,7 @@ class OwnPipeline:
     holder: RootFirstSpanProcessor
     processor: CountingBatchSpanProcessor | CountingSimpleSpanProcessor
     guard: GuardedSpanExporter
-    ids: PresetSpanIds
+    ids: PresetIds
 
 
 def build_pipeline(
@@ -108,6 +109,7 @@ def build_pipeline(
     service_name: str | None,
     batch: BatchSettings | None,
     shutdown_timeout_s: float,
+    sample_ratio: float = 1.0,
 ) -> OwnPipeline:
     """TracerProvider → root first → counting processor (``batch`` None: synchronous) → guard
     → exporter."""
@@ -121,9 +123,10 @@ def build_pipeline(
         processor = CountingBatchSpanProcessor(
             guard, accounting, batch, shutdown_timeout_s=shutdown_timeout_s
         )
-    ids = PresetSpanIds()
+    ids = PresetIds()
     provider = TracerProvider(
-        resource=build_resource(service_name), id_generator=ids, shutdown_on_exit=False
+        resource=build_resource(service_name), id_generator=ids, shutdown_on_exit=False,
+        sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
     )
     holder = RootFirstSpanProcessor(processor)
     provider.add_span_processor(holder)

@@ -51,7 +51,8 @@ job, ``instance`` (``host:pid`` unless ``push_instance`` is given, so pushed
 series carry ``job`` and ``instance`` as scraped ones do) and ``run_id``.
 
 Names, help texts and buckets are defined once, in :mod:`.metrics`; the
-per-event metrics live in :mod:`.hot` as plain numbers until a scrape.
+per-lookup and per-call metrics are prometheus_client's own objects, their
+children bound once (:mod:`.lookups`).
 """
 
 from swayscope.instrumentation.exporters.prometheus.exporter import (

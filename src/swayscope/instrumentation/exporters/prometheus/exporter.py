@@ -8,19 +8,17 @@ import math
 import os
 import socket
 import threading
-import time
-from bisect import bisect_left
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY as GLOBAL_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Exemplar
 
 from swayscope.errors import TelemetryConfigError
 from swayscope.instrumentation.events import (
     CacheLookup,
+    DiskCacheState,
     Event,
     ForwardCall,
     ProbeEnded,
@@ -31,11 +29,7 @@ from swayscope.instrumentation.events import (
 )
 from swayscope.instrumentation.exporter import Exporter, TelemetryHealth
 from swayscope.instrumentation.exporters.prometheus import metrics as m
-from swayscope.instrumentation.exporters.prometheus.hot import (
-    ForwardTargets,
-    HotMetrics,
-    OpKindCounts,
-)
+from swayscope.instrumentation.exporters.prometheus.lookups import HealthMetrics, LookupMetrics
 from swayscope.instrumentation.exporters.prometheus.server import Scrapers, serve
 from swayscope.instrumentation.exporters.prometheus.workers import WORKER_EVENTS, WorkerMetrics
 from swayscope.instrumentation.settings import (
@@ -44,7 +38,7 @@ from swayscope.instrumentation.settings import (
     parse_pushgateway_url,
     parse_seconds,
 )
-from swayscope.instrumentation.vocabulary import KNOWN_OPS, PROBE_STATUSES, VIEW_KINDS
+from swayscope.instrumentation.vocabulary import PROBE_STATUSES
 
 log = logging.getLogger(__name__)
 _M = TypeVar("_M", Counter, Gauge, Histogram)
@@ -57,9 +51,6 @@ _ARG_NAMES: Mapping[str, str] = {
     "metrics_wait_s": "PrometheusExporter(first_scrape_wait_s=...)",
     "pushgateway": "PrometheusExporter(pushgateway_url=...)",
 }
-
-_LookupKey = tuple[str, str]
-
 
 def default_push_instance() -> str:
     """``host:pid``: a pushed run's ``instance``, as a scraped one's is ``host:port``."""
@@ -123,9 +114,6 @@ class PrometheusExporter(Exporter):
         self._stop = threading.Event()
         self._push_thread: threading.Thread | None = None
         self._server: Any = None
-        # Per (op, view_kind) of an event: the records it adds to, looked up once.
-        self._hit_counts: dict[_LookupKey, OpKindCounts] = {}
-        self._forward_targets: dict[_LookupKey, ForwardTargets] = {}
         # The adapter label: the values announced (a sweep's adapters, else the run's own)
         # and the current run's value; ``sweep_total`` is 0 outside a sweep.
         self._adapters: frozenset[str] = frozenset()
@@ -140,7 +128,6 @@ class PrometheusExporter(Exporter):
                 f"the swayscope metrics are already registered in this registry ({exc}); "
                 "shut the other PrometheusExporter down first or give each its own registry"
             ) from exc
-        self._lock = self.hot.lock
         self.port: int | None = None
         self.url: str | None = None
         if requested_port is not None:
@@ -162,9 +149,13 @@ class PrometheusExporter(Exporter):
 
     def _register_metrics(self) -> None:
         r = self.registry
-        self.hot = HotMetrics(self._bound_health, self.known_exporters)
-        r.register(self.hot)
-        self._collectors.append(self.hot)
+        self.lookups = LookupMetrics(r, self._add)
+        health = HealthMetrics(self._bound_health, self.known_exporters)
+        r.register(health)
+        self._collectors.append(health)
+        self.probe_durations = self._add(
+            Gauge(m.PROBE_DURATION, m.HELP[m.PROBE_DURATION], m.PROBE_LABELS, registry=r)
+        )
         self.probes = self._add(Counter(m.PROBES, m.HELP[m.PROBES], ("status",), registry=r))
         self.probe_score = self._add(
             Gauge(m.PROBE_SCORE, m.HELP[m.PROBE_SCORE], m.PROBE_SCORE_LABELS, registry=r)
@@ -180,12 +171,6 @@ class PrometheusExporter(Exporter):
         self.run_start_time = self._add(Gauge(
             m.RUN_START_TIME, m.HELP[m.RUN_START_TIME], unit="seconds", registry=r))
         # Series of bounded, known label values exist (at 0) before the first event.
-        for op in KNOWN_OPS:
-            self.hot.batch(op)
-            for kind in VIEW_KINDS:
-                self.hot.opkind(op, kind)
-        for kind in VIEW_KINDS:
-            self.hot.token(kind)
         for status in PROBE_STATUSES:
             self.probes.labels(status)
         self.workers = WorkerMetrics(self.registry, self._add)
@@ -202,9 +187,11 @@ class PrometheusExporter(Exporter):
         kind = type(event)
         if kind is CacheLookup:
             if event.hit:  # type: ignore[union-attr]
-                self._on_hit(event)  # type: ignore[arg-type]
+                self.lookups.hit(event)  # type: ignore[arg-type]
         elif kind is ForwardCall:
-            self._on_forward(event)  # type: ignore[arg-type]
+            self.lookups.forward(event)  # type: ignore[arg-type]
+        elif kind is DiskCacheState:
+            self.lookups.disk(event)  # type: ignore[arg-type]
         elif kind is ProbeEnded:
             self._on_probe_ended(event)  # type: ignore[arg-type]
         elif kind is RunStarted:
@@ -232,48 +219,11 @@ class PrometheusExporter(Exporter):
         self.probe_score.clear()
         self.sweep_progress.set(0)
 
-    def _on_hit(self, ev: CacheLookup) -> None:
-        key = (ev.op, ev.view_kind)
-        counts = self._hit_counts.get(key)
-        if counts is None:
-            counts = self._hit_counts[key] = self.hot.bind(ev.op, ev.view_kind).opkind
-        with self._lock:
-            counts.hits += 1
-
-    def _on_forward(self, ev: ForwardCall) -> None:
-        key = (ev.op, ev.view_kind)
-        targets = self._forward_targets.get(key)
-        if targets is None:
-            targets = self._forward_targets[key] = self.hot.bind(ev.op, ev.view_kind)
-        duration = ev.duration_s
-        size = ev.batch_size
-        duration_bucket = bisect_left(m.FORWARD_DURATION_BUCKETS, duration)
-        size_bucket = bisect_left(m.BATCH_SIZE_BUCKETS, size)
-        trace_id, span_id = ev.trace_id, ev.span_id
-        exemplar = (
-            Exemplar({"trace_id": trace_id, "span_id": span_id}, duration, time.time())
-            if trace_id and span_id
-            else None
-        )
-        with self._lock:
-            opkind = targets.opkind
-            opkind.misses += ev.cache_misses
-            opkind.calls += 1
-            opkind.prompts += size
-            opkind.duration.observe(duration_bucket, duration, exemplar)
-            targets.batch.observe(size_bucket, size)
-            if ev.n_tokens:
-                targets.tokens.total += ev.n_tokens
-            self.hot.cache.update(ev.cache_entries, ev.cache_bytes, ev.cache_evictions)
-
-    def set_run_id(self, run_id: str) -> None:
-        """Group Pushgateway pushes under ``run_id`` before the run starts (RunStarted sets it)."""
-        self.run_id = run_id
-
     def _on_probe_ended(self, ev: ProbeEnded) -> None:
         if ev.status == "not_run":
             return  # stopped mid-probe: no verdict to count
-        self.hot.probe_finished(ev.probe, ev.status, ev.duration_s)
+        # µs: shorter scrapes
+        self.probe_durations.labels(ev.probe, ev.status).set(round(ev.duration_s, 6))
         self.probes.labels(ev.status).inc()
         if ev.score is not None and math.isfinite(ev.score):
             self.probe_score.labels(ev.probe, self._adapter).set(ev.score)
@@ -287,7 +237,7 @@ class PrometheusExporter(Exporter):
             self.probe_score.clear()
         self._adapter = ev.adapter if ev.adapter in self._adapters else m.OTHER_ADAPTER
         self.run_info.clear()
-        self.hot.clear_probes()
+        self.probe_durations.clear()  # one series per probe of the current run
         self.run_info.labels(ev.run_id, ev.suite, ev.base_model, ev.adapter).set(1)
         self.run_active.set(1)
         self.run_progress.set(0)

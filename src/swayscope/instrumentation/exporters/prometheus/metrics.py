@@ -14,6 +14,10 @@ FORWARD_DURATION = "swayscope_forward_duration_seconds"
 CACHE_ENTRIES = "swayscope_cache_entries"
 CACHE_BYTES = "swayscope_cache_bytes"
 CACHE_EVICTIONS = "swayscope_cache_evictions"
+DISK_CACHE_ENTRIES = "swayscope_disk_cache_entries"
+DISK_CACHE_BYTES = "swayscope_disk_cache_bytes"
+DISK_CACHE_EVICTIONS = "swayscope_disk_cache_evictions"
+DISK_CACHE_WRITE_FAILURES = "swayscope_disk_cache_write_failures"
 TOKENS = "swayscope_tokens"
 PROBE_DURATION = "swayscope_probe_duration_seconds"
 PROBES = "swayscope_probes"
@@ -38,7 +42,7 @@ WORKER_DEVICE_MEMORY = "swayscope_worker_device_memory_bytes"
 WORKER_FAILURES = "swayscope_worker_failures"
 
 HELP: dict[str, str] = {
-    CACHE_HITS: "Cache lookups served from the cache.",
+    CACHE_HITS: "Cache lookups served from the cache, by tier (memory, or the disk cache).",
     CACHE_MISSES: "Cache lookups that needed the model (calls that raised included).",
     FORWARD_CALLS: "Model calls (a batch is one).",
     FORWARD_PROMPTS: "Prompts sent to the model.",
@@ -47,6 +51,11 @@ HELP: dict[str, str] = {
     CACHE_ENTRIES: "Entries in the forward cache.",
     CACHE_BYTES: "Approximate bytes held by the forward cache.",
     CACHE_EVICTIONS: "Entries evicted from the forward cache.",
+    DISK_CACHE_ENTRIES: "Entries in the durable disk cache file.",
+    DISK_CACHE_BYTES: "Bytes of values in the durable disk cache file.",
+    DISK_CACHE_EVICTIONS: "Entries evicted from the disk cache file (by every process using it).",
+    DISK_CACHE_WRITE_FAILURES: "Entries this process could not write to the disk cache "
+    "(a full disk: the run goes on with memory only).",
     TOKENS: "Input tokens of the prompts sent to the model.",
     PROBE_DURATION: "Wall time of each probe finished in the current run, by its status.",
     PROBES: "Probes finished, by status.",
@@ -73,6 +82,9 @@ HELP: dict[str, str] = {
 #: Labels of the per-lookup and per-call metrics. No ``probe``: the series count must not
 #: grow with the suite (per-probe hit ratios are in the run's result and its traces).
 OPKIND_LABELS = ("op", "view_kind")
+#: The hits counter also says where a hit came from: ``memory`` or ``disk``.
+HIT_LABELS = ("op", "view_kind", "tier")
+TIERS = ("memory", "disk")
 PROBE_LABELS = ("probe", "status")
 RUN_INFO_LABELS = ("run_id", "suite", "base_model", "adapter")
 PROBE_SCORE_LABELS = ("probe", "adapter")
