@@ -264,3 +264,132 @@ def test_terminal_escapes_in_names_are_neutralised_everywhere_rendered(tmp_path:
     bad = text.replace("kind: perplexity_shift", 'kind: "perplexity\\e]52;c;x\\a"')
     out = swayscope(tmp_path, "run", str(_spec(tmp_path, bad, "bad.yaml")))
     assert out.returncode == 2 and "\x1b" not in out.stderr and "\\x1b]52" in out.stderr
+
+
+# -- round 3 (issue 22): duplicate keys, spec size, NUL bytes, convert ---------------------------
+
+_SWAY_FILE = """\
+version: 1
+models:
+  base:
+    kind: hf
+    base: {base}
+  ft:
+    kind: hf
+    base: {base}
+    adapter: {adapter}
+suite:
+  - name: dk
+    kind: delta_kl
+    prompts: ["a b c"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "key"),
+    [
+        # A second telemetry: block would turn prompt capture on behind the reviewed one.
+        ("version: 1\nmodels:\n  kind: dummy\ntelemetry:\n  capture_prompts: false\nsuite:\n"
+         "  - kind: delta_kl\ntelemetry:\n  capture_prompts: true\n", (4, 8), "telemetry"),
+        # A later threshold: 0.0 would pass a probe that 0.5 fails.
+        ("version: 1\nmodels:\n  kind: dummy\nsuite:\n  - kind: delta_kl\n    threshold: 0.5\n"
+         "    threshold: 0.0\n", (6, 7), "suite.0.threshold"),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_both_lines(
+    tmp_path: Path, text: str, where: tuple[int, int], key: str
+) -> None:
+    out = swayscope(tmp_path, "run", str(_spec(tmp_path, text)))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    first, second = where
+    assert f"swayscope: error: {tmp_path / 'suite.yaml'}:{second}: {key}:" in out.stderr
+    assert f"suite.yaml:{first})" in out.stderr and "twice" in out.stderr
+
+
+def test_a_key_given_twice_in_a_dlm_sway_file_is_refused_too(tmp_path: Path) -> None:
+    text = _SWAY_FILE.format(base="/b", adapter="/a") + "    assert_mean_gte: 0.5\n" \
+        "    assert_mean_gte: 0.0\n"
+    for command in ("run", "convert"):
+        out = swayscope(tmp_path, command, str(_spec(tmp_path, text, "sway.yaml")))
+        assert out.returncode == 2, out.stdout
+        assert "sway.yaml:15: suite.0.assert_mean_gte:" in out.stderr
+        assert "sway.yaml:14)" in out.stderr
+
+
+def test_yaml_merge_keys_may_still_be_overridden() -> None:
+    from swayscope.suite.spec import load_suite_text
+
+    text = "version: 1\nmodels:\n  kind: dummy\nsuite:\n" \
+        "  - &dk {kind: delta_kl, threshold: 0.5, name: a}\n  - <<: *dk\n    name: b\n"
+    loaded = load_suite_text(text, "s.yaml")
+    assert [p.spec.label for p in loaded.probes] == ["a", "b"]
+
+
+def test_an_oversized_spec_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    from swayscope.suite.spec import MAX_SPEC_BYTES
+
+    spec = tmp_path / "huge.yaml"
+    with spec.open("w") as fh:
+        fh.write("version: 1\nsuite:\n  - kind: delta_kl\n")
+        fh.write(("# " + "x" * 1022 + "\n") * (MAX_SPEC_BYTES // 1024 + 1))
+    started = time.monotonic()
+    out = swayscope(tmp_path, "run", str(spec))
+    assert out.returncode == 2 and "8 MB limit" in out.stderr and str(spec) in out.stderr
+    assert time.monotonic() - started < 20
+
+
+def test_a_spec_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from swayscope.suite.spec import load_suite_text
+
+    made: list[str] = []
+
+    class Counting(yaml.CSafeLoader):  # type: ignore[misc]
+        def __init__(self, stream: str) -> None:
+            made.append(stream)
+            super().__init__(stream)
+
+    monkeypatch.setattr(yaml, "CSafeLoader", Counting)
+    for name in ("compose", "safe_load", "load"):
+        monkeypatch.setattr(yaml, name, lambda *a, **k: pytest.fail("parsed again"))
+    loaded = load_suite_text(DUMMY_SPEC.format(strength=1.0, latency=0.0), "s.yaml")
+    assert len(loaded.probes) == 5 and len(made) == 1
+
+
+def test_a_nul_byte_in_the_trace_path_exits_2_naming_it(tmp_path: Path) -> None:
+    text = "version: 1\nmodels:\n  kind: dummy\ntelemetry:\n  trace: \"t\\0x.jsonl\"\n" \
+        "suite:\n  - kind: delta_kl\n"
+    out = swayscope(tmp_path, "run", str(_spec(tmp_path, text)))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "telemetry.trace (" in out.stderr and "suite.yaml:5)" in out.stderr
+    assert "NUL" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("base", "why"),
+    [('"/models/b\\0ase"', "NUL"), ("[/models/a, /models/b]", "one string"),
+     ("{path: /models/b}", "one string")],
+)
+def test_a_dlm_sway_model_path_that_is_not_one_string_exits_2(
+    tmp_path: Path, base: str, why: str
+) -> None:
+    spec = _spec(tmp_path, _SWAY_FILE.format(base=base, adapter="/a"), "sway.yaml")
+    for command in ("run", "convert"):
+        out = swayscope(tmp_path, command, str(spec))
+        assert out.returncode == 2, (command, out.stdout)
+        assert "Traceback" not in out.stderr and why in out.stderr
+        assert "sway.yaml:5: models.base.base:" in out.stderr
+        assert "sway.yaml:8: models.ft.base:" in out.stderr
+
+
+def test_convert_refuses_to_overwrite_its_input(tmp_path: Path) -> None:
+    text = _SWAY_FILE.format(base=tmp_path / "b", adapter=tmp_path / "a")
+    spec = _spec(tmp_path, text, "sway.yaml")
+    (tmp_path / "link.yaml").symlink_to(spec)
+    for target in ("sway.yaml", str(spec), "./sub/../sway.yaml", "link.yaml"):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        out = swayscope(tmp_path, "convert", "sway.yaml", "-o", target)
+        assert out.returncode == 2, (target, out.stderr)
+        assert "--output" in out.stderr and "replace the input" in out.stderr
+        assert spec.read_text() == text

@@ -256,14 +256,27 @@ def _format_errors(exc: ValidationError, locate: _Locator, prefix: KeyPath) -> s
 #: The most values a spec may hold once YAML aliases are expanded: far above any real
 #: suite, far below what a few hundred bytes of nested aliases can expand to.
 MAX_SPEC_VALUES = 100_000
+#: The largest spec file, checked before it is parsed: far above any real suite (a
+#: thousand probes of a hundred prompts each is about 5 MB), far below what makes parsing
+#: and validation take minutes and gigabytes.
+MAX_SPEC_BYTES = 8 * 1024 * 1024
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _check_size(root: yaml.Node | None, source: str) -> None:
-    """Refuse a spec whose aliases expand past :data:`MAX_SPEC_VALUES` (an alias bomb)."""
+def _key_text(path: KeyPath) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _check_tree(
+    root: yaml.Node | None, source: str, loader: yaml.CSafeLoader | yaml.SafeLoader
+) -> None:
+    """Refuse a spec whose aliases expand past :data:`MAX_SPEC_VALUES` (an alias bomb), or
+    with a key given twice in one mapping (YAML keeps the last one silently: a second
+    ``telemetry:`` block would override the reviewed one)."""
     count = 0
-    stack = [root] if root is not None else []
+    stack: list[tuple[yaml.Node, KeyPath]] = [(root, ())] if root is not None else []
     while stack:
-        node = stack.pop()
+        node, path = stack.pop()
         count += 1
         if count > MAX_SPEC_VALUES:
             raise SpecError(
@@ -271,10 +284,46 @@ def _check_size(root: yaml.Node | None, source: str) -> None:
                 "(nested YAML aliases?); write the values out or split the suite"
             )
         if isinstance(node, yaml.MappingNode):
+            lines: dict[object, int] = {}
             for key, value in node.value:
-                stack.extend((key, value))
+                count += 1
+                if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
+                    name = loader.construct_object(key)
+                    line = key.start_mark.line + 1
+                    if name in lines:
+                        raise SpecError(
+                            f"{source}:{line}: {_key_text((*path, name))}: the key is given "
+                            f"twice in one mapping (first at {source}:{lines[name]}); YAML "
+                            "would keep only the last one. Remove or merge one of them"
+                        )
+                    lines[name] = line
+                    stack.append((value, (*path, name)))
+                else:
+                    stack.extend(((key, path), (value, path)))
         elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
+            stack.extend((item, (*path, i)) for i, item in enumerate(node.value))
+
+
+def _check_bytes(size: int, source: str) -> None:
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"{source}: the spec is over the {MAX_SPEC_BYTES // 1024 // 1024} MB limit on a "
+            "spec's size (MAX_SPEC_BYTES); split the suite"
+        )
+
+
+def _parse(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """Compose ``text`` once, check the tree, then build the data from it."""
+    _check_bytes(len(text.encode("utf-8", "surrogatepass")), source)
+    # libyaml's parser where PyYAML has it: 0.2 s for an 8 MB spec, against seconds.
+    loader = (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)(text)
+    try:
+        root = loader.get_single_node()
+        _check_tree(root, source, loader)
+        data = loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
+    return root, data
 
 
 def _unencodable(data: object, path: tuple[int | str, ...] = ()) -> tuple[int | str, ...] | None:
@@ -301,9 +350,7 @@ def load_suite_text(
 ) -> LoadedSuite:
     """Parse and validate a spec given as YAML text; ``formats`` read other tools' suites."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        _check_size(root, source)
-        data = yaml.safe_load(text)
+        root, data = _parse(text, source)
     except yaml.YAMLError as exc:
         raise SpecError(f"{source}: not valid YAML: {exc}") from exc
     bad = _unencodable(data)
@@ -406,7 +453,10 @@ def load_suite(path: Path, *, formats: Sequence[SuiteFormat] = ()) -> LoadedSuit
     against it (a format translator may resolve them its own way and hand back absolute
     ones)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_SPEC_BYTES + 1)  # a bigger file is refused unread
+        _check_bytes(len(raw), str(path))
+        text = raw.decode("utf-8")
     except FileNotFoundError as exc:
         raise SpecError(f"suite spec {str(path)!r} does not exist; check the path") from exc
     except (OSError, UnicodeDecodeError) as exc:
@@ -434,6 +484,7 @@ __all__ = [
     "DefaultsSpec",
     "KeyPath",
     "LoadedSuite",
+    "MAX_SPEC_BYTES",
     "ModelsSpec",
     "SuiteFormat",
     "SuiteSpec",
