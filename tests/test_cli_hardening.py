@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from sway_testing import DUMMY_SPEC, cli_env, popen_swayscope, swayscope, write_spec
 
+from swayscope.errors import SwayscopeError
+
 
 def _spec(tmp_path: Path, text: str, name: str = "suite.yaml") -> Path:
     path = tmp_path / name
@@ -142,8 +144,16 @@ def test_a_lone_surrogate_in_a_prompt_is_refused_with_its_line(tmp_path: Path) -
            '    prompts: ["ok", "\\udcff abc"]\n'
     out = swayscope(tmp_path, "run", str(_spec(tmp_path, text)))
     assert out.returncode == 2
-    assert "suite.yaml:6" in out.stderr and "suite.0.prompts.1" in out.stderr
+    assert "suite.yaml:6" in out.stderr and "invalid Unicode" in out.stderr
     assert "abc" not in out.stderr  # the prompt itself is not echoed
+
+
+def test_a_lone_surrogate_in_spec_text_is_refused_with_its_line() -> None:
+    from swayscope.suite.spec import load_suite_text
+
+    with pytest.raises(SwayscopeError, match=r"^s\.yaml:4: the text is not valid Unicode"):
+        load_suite_text('version: 1\nsuite:\n  - kind: delta_kl\n    prompts: ["a\udcffb"]\n',
+                        "s.yaml")
 
 
 def test_a_huge_bad_value_is_not_echoed_whole(tmp_path: Path) -> None:
@@ -393,3 +403,48 @@ def test_convert_refuses_to_overwrite_its_input(tmp_path: Path) -> None:
         assert out.returncode == 2, (target, out.stderr)
         assert "--output" in out.stderr and "replace the input" in out.stderr
         assert spec.read_text() == text
+
+
+# -- markdown ------------------------------------------------------------------------------------
+
+_HTML = "<img src=x onerror=alert(2)>"
+
+
+def _rendered(markdown: str) -> str:
+    """``markdown`` as a renderer that passes raw HTML through turns it into HTML."""
+    from markdown_it import MarkdownIt
+
+    return str(MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown))
+
+
+def test_html_in_names_is_never_live_in_the_run_markdown(tmp_path: Path) -> None:
+    text = DUMMY_SPEC.format(strength=1.0, latency=0.0).replace(
+        "name: cli-test", f"name: '{_HTML}'"
+    ).replace(
+        "  - kind: delta_kl\n", f"  - kind: delta_kl\n    name: '[x](javascript:y) {_HTML}'\n"
+    )
+    md = tmp_path / "r.md"
+    out = swayscope(tmp_path, "run", str(_spec(tmp_path, text)), "--markdown", str(md))
+    assert out.returncode == 0, out.stderr
+    html = _rendered(md.read_text())
+    assert "<img" not in html and "<a " not in html
+    assert "<h1>suite '&lt;img src=x onerror=alert(2)&gt;'" in html  # shown as text
+
+
+def test_html_in_names_is_never_live_in_the_sweep_markdown() -> None:
+    from swayscope.probes.base import ProbeResult
+    from swayscope.suite.result import SuiteResult
+    from swayscope.suite.sweep.adapters import SweepAdapter
+    from swayscope.suite.sweep.report import render_markdown
+    from swayscope.suite.sweep.result import AdapterOutcome, SweepResult
+
+    probe = ProbeResult(name=_HTML, kind="delta_kl", verdict="pass", score=0.5)
+    outcomes = [
+        AdapterOutcome(SweepAdapter(f"{_HTML}-step-{step}", Path(f"/a/{step}"), step, i),
+                       "complete", result=SuiteResult(run_id="r", suite=_HTML, probes=[probe]))
+        for i, step in enumerate((2, 4))
+    ]
+    sweep = SweepResult("s", _HTML, "/base", "step", adapters=outcomes)
+    html = _rendered(render_markdown(sweep))
+    assert "<img" not in html
+    assert html.count("&lt;img src=x onerror=alert(2)&gt;-step-2") == 1

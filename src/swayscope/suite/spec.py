@@ -314,9 +314,16 @@ def _check_bytes(size: int, source: str) -> None:
 
 def _parse(text: str, source: str) -> tuple[yaml.Node | None, Any]:
     """Compose ``text`` once, check the tree, then build the data from it."""
-    _check_bytes(len(text.encode("utf-8", "surrogatepass")), source)
-    # libyaml's parser where PyYAML has it: 0.2 s for an 8 MB spec, against seconds.
-    loader = (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)(text)
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SpecError(
+            f"{source}:{text.count(chr(10), 0, exc.start) + 1}: the text is not valid Unicode "
+            "(a lone surrogate); fix the file's encoding"
+        ) from None
+    _check_bytes(len(raw), source)
+    # libyaml's parser where PyYAML has it: 0.2 s for an 8 MB spec, against 7 s.
+    loader = (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)(raw)
     try:
         root = loader.get_single_node()
         _check_tree(root, source, loader)
@@ -351,6 +358,11 @@ def load_suite_text(
     """Parse and validate a spec given as YAML text; ``formats`` read other tools' suites."""
     try:
         root, data = _parse(text, source)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        what = "; ".join(str(part) for part in (exc.context, exc.problem) if part)
+        raise SpecError(f"{where}: not valid YAML: {what or exc}") from exc
     except yaml.YAMLError as exc:
         raise SpecError(f"{source}: not valid YAML: {exc}") from exc
     bad = _unencodable(data)
