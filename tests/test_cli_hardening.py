@@ -448,3 +448,22 @@ def test_html_in_names_is_never_live_in_the_sweep_markdown() -> None:
     html = _rendered(render_markdown(sweep))
     assert "<img" not in html
     assert html.count("&lt;img src=x onerror=alert(2)&gt;-step-2") == 1
+
+
+def test_an_output_name_too_long_for_its_temporary_file_is_refused_before_the_run(
+    tmp_path: Path,
+) -> None:
+    """A result file is written through a temporary file ~22 bytes longer in name: a name
+    that fits but whose temporary one does not used to fail after the run, losing it."""
+    too_long = tmp_path / ("r" * 240 + ".json")
+    started = time.monotonic()
+    out = swayscope(tmp_path, "run", str(write_spec(tmp_path, latency=50.0)), "--json",
+                    str(too_long))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--json" in out.stderr and "temporary file's name" in out.stderr
+    assert "over the 255 bytes" in out.stderr
+    assert time.monotonic() - started < 30  # refused before the suite (minutes) ran
+    fits = tmp_path / ("r" * 200 + ".json")
+    out = swayscope(tmp_path, "run", str(write_spec(tmp_path)), "--json", str(fits))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(fits.read_text())["exit_code"] == 0
