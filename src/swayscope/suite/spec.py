@@ -25,6 +25,7 @@ from swayscope.backends.api import (
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_PREFIX_CACHE_BYTES,
     MAX_SEED,
+    RESOURCE_UNIT,
 )
 from swayscope.errors import SpecError, SwayscopeError, shown
 from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
@@ -41,14 +42,25 @@ class WorkersSpec(_Strict):
     run keeps the one cache, the stats and the exporters and sends only misses."""
 
     count: int = Field(default=2, gt=0)
-    """How many workers (each one copy of the model: one per GPU, or N on CPUs)."""
-    cpus: float = Field(default=1.0, gt=0)
+    """How many workers (each one copy of the model: one per GPU, or N on CPUs); at most
+    what the cluster's CPUs and GPUs hold, checked before any worker is made."""
+    cpus: float = Field(default=1.0, ge=RESOURCE_UNIT, allow_inf_nan=False)
     """CPUs each worker reserves; its torch threads: ``defaults.threads``, else these."""
-    gpus: float = Field(default=0.0, ge=0)
+    gpus: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     """GPUs each worker reserves (a fraction shares one)."""
     address: str = "local"
     """``local`` (a cluster started for the run, on 127.0.0.1), ``auto``, ``host:port``
     or ``ray://host:port``."""
+
+    @field_validator("gpus")
+    @classmethod
+    def _whole_units(cls, v: float) -> float:
+        if 0 < v < RESOURCE_UNIT:
+            raise ValueError(
+                f"a worker reserves no GPU (0) or at least {RESOURCE_UNIT:g} of one (Ray "
+                "counts GPUs in ten-thousandths)"
+            )
+        return v
 
 
 class ModelsSpec(_Strict):
