@@ -9,12 +9,25 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
-from sway_testing import DUMMY_SPEC, cli_env, popen_swayscope, swayscope, write_spec
+from sway_testing import (
+    DUMMY_SPEC,
+    cli_env,
+    descendants,
+    popen_swayscope,
+    stop_with,
+    swayscope,
+    write_spec,
+)
 
 from swayscope.errors import SwayscopeError
+
+if TYPE_CHECKING:
+    from swayscope.backends.tiny import TinyModelPaths
 
 
 def _spec(tmp_path: Path, text: str, name: str = "suite.yaml") -> Path:
@@ -223,23 +236,80 @@ def test_a_non_loopback_metrics_address_warns(tmp_path: Path) -> None:
 # -- signals -------------------------------------------------------------------------------------
 
 
-def test_sigterm_while_the_model_loads_exits_2_and_leaves_nothing(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
-    from swayscope.backends.tiny import build_tiny
+SIGNALS = pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM],
+                                  ids=["ctrl-c", "sigterm"])
 
-    paths = build_tiny(tmp_path / "tiny", seed=0)
-    spec = _spec(tmp_path, f"version: 1\nmodels:\n  kind: hf\n  base: {paths.base_dir}\n"
-                 f"  adapter: {paths.adapter_dir}\nsuite:\n  - kind: delta_kl\n")
-    trace = tmp_path / "t.jsonl"
-    proc = popen_swayscope(tmp_path, "run", str(spec), "--trace", str(trace))
-    deadline = time.monotonic() + 60
-    while not trace.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)  # the trace opens just before the model starts to load
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 2, stderr
-    assert "interrupted before the run started" in stderr
+
+def _hf_spec(tmp_path: Path, base: Path, adapter: Path | None, prompts: int = 1) -> Path:
+    """A suite on the tiny model; ``prompts``: delta_kl's (400 take a while, two at a time)."""
+    listed = "".join(f"      - 'Prompt number {i} of a long suite'\n" for i in range(prompts))
+    return _spec(tmp_path, f"version: 1\nmodels:\n  kind: hf\n  base: {base}\n"
+                 + (f"  adapter: {adapter}\n" if adapter else "")
+                 + f"defaults:\n  max_batch_size: 2\nsuite:\n  - kind: delta_kl\n"
+                 f"    prompts:\n{listed}")
+
+
+def _until(done: Callable[[], bool], proc: subprocess.Popen[str], log: Path, what: str) -> set[int]:
+    """Wait (at most 120 s) for ``done``; the processes seen below ``proc`` meanwhile."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + 120
+    while not done():
+        seen |= descendants(proc.pid)
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"swayscope ended or took too long before {what}: {log.read_text()}")
+        time.sleep(0.02)
+    return seen
+
+
+@SIGNALS
+def test_a_signal_while_the_model_loads_exits_2_in_10_s_and_leaves_nothing(
+    tmp_path: Path, tiny_model: TinyModelPaths, signum: int
+) -> None:
+    spec = _hf_spec(tmp_path, tiny_model.base_dir, tiny_model.adapter_dir)
+    trace, log = tmp_path / "t.jsonl", tmp_path / "log"
+    proc = popen_swayscope(tmp_path, "run", str(spec), "--trace", str(trace), log=log)
+    # The trace opens just before the model starts to load.
+    seen = _until(trace.exists, proc, log, "the model began to load")
+    stopped = stop_with(proc, signum, seen)
+    assert proc.returncode == 2, log.read_text()
+    assert stopped.seconds < 10 and not stopped.left, stopped
+    assert "interrupted before the run started" in log.read_text()
     assert not trace.exists()
+
+
+@SIGNALS
+def test_a_signal_during_the_run_exits_2_in_10_s_and_keeps_the_result(
+    tmp_path: Path, signum: int
+) -> None:
+    trace, result, log = tmp_path / "t.jsonl", tmp_path / "r.json", tmp_path / "log"
+    proc = popen_swayscope(tmp_path, "run", str(write_spec(tmp_path, latency=50.0)), "--trace",
+                           str(trace), "--json", str(result), log=log)
+    seen = _until(lambda: trace.exists() and trace.stat().st_size > 0, proc, log, "the run")
+    stopped = stop_with(proc, signum, seen)
+    assert proc.returncode == 2, log.read_text()
+    assert stopped.seconds < 10 and not stopped.left, stopped
+    assert json.loads(result.read_text())["status"] == "interrupted"
+
+
+@SIGNALS
+def test_a_signal_during_a_sweep_exits_2_in_10_s_and_writes_the_summary(
+    tmp_path: Path, tiny_model: TinyModelPaths, signum: int
+) -> None:
+    import shutil
+
+    for step in (1, 2, 3):
+        shutil.copytree(tiny_model.adapter_dir, tmp_path / "ckpt" / f"step-{step}")
+    spec = _hf_spec(tmp_path, tiny_model.base_dir, None, prompts=400)
+    out, trace, log = tmp_path / "sweep", tmp_path / "t.jsonl", tmp_path / "log"
+    proc = popen_swayscope(tmp_path, "sweep", str(spec), "--adapters",
+                           str(tmp_path / "ckpt" / "step-*"), "--out", str(out), "--trace",
+                           str(trace), log=log)
+    seen = _until(lambda: "delta_kl: started" in log.read_text(), proc, log, "the sweep's run")
+    stopped = stop_with(proc, signum, seen)
+    assert proc.returncode == 2, log.read_text()
+    assert stopped.seconds < 10 and not stopped.left, stopped
+    assert json.loads((out / "sweep.json").read_text())["status"] == "interrupted"
 
 
 def test_ctrl_c_during_metrics_linger_keeps_the_runs_outcome(tmp_path: Path) -> None:
@@ -467,3 +537,54 @@ def test_an_output_name_too_long_for_its_temporary_file_is_refused_before_the_ru
     out = swayscope(tmp_path, "run", str(write_spec(tmp_path)), "--json", str(fits))
     assert out.returncode == 0, out.stderr
     assert json.loads(fits.read_text())["exit_code"] == 0
+
+
+# -- full disk -----------------------------------------------------------------------------------
+
+
+class _SmallDisk(NamedTuple):
+    folder: Path
+    limit: Callable[[], None] | None
+    """Run in the child: a file-size limit, where no file system could be mounted."""
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[_SmallDisk]:
+    """A folder on a 1 MB file system (a tmpfs: writes fail with ENOSPC) when this process
+    may mount one; else writes past 1 MB fail by a file-size limit (EFBIG)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                             capture_output=True).returncode == 0 if os.geteuid() == 0 else False
+    try:
+        yield _SmallDisk(folder, None if mounted else _file_size_limit)
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
+
+
+def _file_size_limit() -> None:
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+
+@pytest.mark.parametrize("command", ["tiny-model", "demo"])
+def test_a_full_disk_exits_2_clearly_and_leaves_nothing_half_written(
+    tmp_path: Path, small_disk: _SmallDisk, command: str
+) -> None:
+    pytest.importorskip("torch")
+    home = small_disk.folder / "home"
+    home.mkdir()
+    env = {**cli_env(tmp_path), "SWAYSCOPE_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    args = ["tiny-model", str(home / "tiny-model")] if command == "tiny-model" else ["demo"]
+    out = subprocess.run([sys.executable, "-m", "swayscope", *args], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, timeout=300,
+                         preexec_fn=small_disk.limit)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert f"swayscope: error: cannot build the tiny model in {str(home / 'tiny-model')!r}" \
+        in out.stderr
+    assert ("No space left" if small_disk.limit is None else "File too large") in out.stderr
+    assert list(home.iterdir()) == []  # no half-built model, no marker, no staging folder

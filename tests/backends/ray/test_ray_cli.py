@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from ray_testing import CLUSTER_CPUS, need_ray
-from sway_testing import popen_swayscope, swayscope
+from sway_testing import descendants, popen_swayscope, stop_with, swayscope
 
 from swayscope.backends.ray.cluster import PROBE_TIMEOUT_S
 
@@ -300,6 +300,42 @@ def test_ctrl_c_stops_the_pool_and_leaves_no_worker(
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.1)
     assert not [p for p in pids if _alive(p)], "a worker outlived the interrupted run"
+
+
+def _commands(pids: set[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        try:
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return out
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("phase", ["gcs_server", "ForwardWorker"])
+def test_a_signal_while_a_local_pool_starts_exits_2_in_10_s_and_leaves_no_process(
+    tmp_path: Path, tiny_model: TinyModelPaths, signum: int, phase: str
+) -> None:
+    """Ctrl-C or SIGTERM while the local cluster starts (its GCS is up) or while the
+    workers load the model: exit 2 (SIGTERM was exit 15: ray.init takes SIGTERM over),
+    and no Ray process of the run outlives it."""
+    need_ray()
+    spec = write_suite(tmp_path, tiny_model.base_dir, tiny_model.adapter_dir)
+    log = tmp_path / "log"
+    proc = popen_swayscope(tmp_path, "run", str(spec), "--ray", "--workers", "1", log=log)
+    seen: set[int] = set()
+    deadline = time.monotonic() + 180
+    while not any(phase in c for c in _commands(seen)):
+        seen |= descendants(proc.pid)
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no {phase} process came up: {log.read_text()[-3000:]}")
+        time.sleep(0.02)
+    stopped = stop_with(proc, signum, seen)
+    assert proc.returncode == 2, log.read_text()[-3000:]
+    assert "interrupted before the run started" in log.read_text()
+    assert stopped.seconds < 10 and not stopped.left, (stopped, _commands(stopped.left))
 
 
 @pytest.mark.parametrize(
