@@ -11,10 +11,11 @@ it is and left connected.
 An address whose port does not accept a TCP connection within
 :data:`CONNECT_TIMEOUT_S` is refused before Ray is asked (Ray itself would retry for
 a minute), and so is one whose port accepts but does not answer a call of Ray's own
-within :data:`PROBE_TIMEOUT_S` (Ray would wait forever). Ray is imported only when a cluster is opened: its settings are read at
-import, and a local cluster keeps to the loopback interface only when Ray is first
-imported with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (Ray's switch for single-machine
-clusters, which makes it take 127.0.0.1 as the node's address).
+within :data:`PROBE_TIMEOUT_S` (Ray would wait forever). Ray is imported only when a
+cluster is opened: its settings are read at import, and a local cluster keeps to the
+loopback interface only when Ray is first imported with
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (Ray's switch for single-machine clusters, which
+makes it take 127.0.0.1 as the node's address).
 """
 
 from __future__ import annotations
