@@ -178,9 +178,12 @@ def start_prometheus(
     rules: Path = RULES,
     pushgateway: str | None = None,
     alertmanager: Alertmanager | None = None,
+    external_labels: dict[str, str] | None = None,
 ) -> Prometheus:
     """A real Prometheus scraping ``targets`` (job swayscope) and the Pushgateway (job
-    pushgateway, honor_labels) every second, evaluating ``rules`` every second."""
+    pushgateway, honor_labels) every second, evaluating ``rules`` every second.
+    ``external_labels`` set its identity (two servers of an HA pair differ in them, and so
+    in when each scrapes a target)."""
     port = free_port()
     scrape = [{
         "job_name": "swayscope", "scrape_interval": "1s", "scrape_timeout": "800ms",
@@ -193,7 +196,8 @@ def start_prometheus(
             "static_configs": [{"targets": [pushgateway.removeprefix("http://")]}],
         })
     config: dict[str, Any] = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s",
+                   "external_labels": external_labels or {}},
         "rule_files": [str(rules)],
         "scrape_configs": scrape,
     }
@@ -201,11 +205,12 @@ def start_prometheus(
         config["alerting"] = {"alertmanagers": [{"static_configs": [
             {"targets": [alertmanager.url.removeprefix("http://")]}
         ]}]}
-    cfg = tmp / "prometheus.yml"
+    name = "prometheus" + "".join(f"-{v}" for v in (external_labels or {}).values())
+    cfg = tmp / f"{name}.yml"
     cfg.write_text(json.dumps(config))  # JSON is YAML
-    log = tmp / "prometheus.log"
+    log = tmp / f"{name}.log"
     proc = procs.start(
-        [binary("prometheus"), f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+        [binary("prometheus"), f"--config.file={cfg}", f"--storage.tsdb.path={tmp / name}",
          f"--web.listen-address=127.0.0.1:{port}", "--enable-feature=exemplar-storage",
          "--log.level=warn"],
         log,
