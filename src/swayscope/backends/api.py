@@ -33,6 +33,10 @@ DEFAULT_MAX_NULL_ADAPTERS = 8
 #: Byte budget of a backend's shared-prefix store (keys and values kept between calls).
 DEFAULT_PREFIX_CACHE_BYTES = 256 * 1024 * 1024
 
+#: The finest share of a CPU or GPU a pool's worker may reserve: Ray counts resources in
+#: ten-thousandths (a smaller share is refused by Ray, with a traceback).
+RESOURCE_UNIT = 0.0001
+
 
 @durable
 @dataclass(frozen=True, slots=True)
@@ -234,6 +238,7 @@ __all__ = [
     "DEFAULT_PREFIX_CACHE_BYTES",
     "DEFAULT_TOP_K",
     "MAX_SEED",
+    "RESOURCE_UNIT",
     "AdapterSwapping",
     "DifferentialBackend",
     "RollingLogprob",

@@ -24,6 +24,7 @@ No network access is attempted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from swayscope.build_markers import read_marker
-from swayscope.errors import ConfigError, ModelLoadError
+from swayscope.errors import ConfigError, ModelLoadError, SwayscopeError
 from swayscope.training.loop import train_steps
 from swayscope.training.lora import offline_and_quiet, seeded_threads, text_token_ids, train_lora
 from swayscope.training.plan import LoraShape, TrainingPlan
@@ -120,26 +121,38 @@ def build_tiny(path: Path | str, seed: int = 0) -> TinyModelPaths:
         )
     if _is_built(root, seed):
         return _paths(root)
+    created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=root))
     except OSError as exc:
         raise ConfigError(f"cannot create tiny model folder {str(root)!r}: {exc}") from exc
     try:
+        # Everything is written in the staging folder, the marker last; then only renames.
         _build_into(staging, seed)
-        final = _paths(root)
+        (staging / MARKER).write_text(
+            json.dumps({"format": TINY_FORMAT, "seed": seed}, indent=2) + "\n", encoding="utf-8"
+        )
         (root / MARKER).unlink(missing_ok=True)
         for name in (BASE_DIRNAME, ADAPTER_DIRNAME):
             target = root / name
             if target.exists():
                 shutil.rmtree(target)
             os.replace(staging / name, target)
-        (root / MARKER).write_text(
-            json.dumps({"format": TINY_FORMAT, "seed": seed}, indent=2) + "\n", encoding="utf-8"
-        )
-        return final
+        os.replace(staging / MARKER, root / MARKER)
+        return _paths(root)
+    except SwayscopeError:
+        raise
+    except Exception as exc:  # a full disk shows as the writing library's own error
+        raise ModelLoadError(
+            f"cannot build the tiny model in {str(root)!r}: {type(exc).__name__}: {exc}. "
+            "Check that the folder is writable and its disk has a few MB free"
+        ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not (root / MARKER).exists():
+            with contextlib.suppress(OSError):  # only if empty: nothing else was ours
+                root.rmdir()
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +31,11 @@ def convert(
         from swayscope.suite.spec import load_suite
 
         check_outputs({"--output": output})
+        if output is not None and _same_file(output, spec):
+            raise OutputPathError(
+                f"--output {str(output)!r} is the dlm-sway suite being converted: writing it "
+                "would replace the input; give the swayscope spec its own file"
+            )
         text = render_spec(
             load_suite(spec, formats=(DLM_SWAY,)),
             relative_to=output.parent if output is not None else None,
@@ -47,6 +53,14 @@ def convert(
         return 0
 
     guarded(go)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (through a link, a hard link or ``..``)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 @app.command(no_args_is_help=True)

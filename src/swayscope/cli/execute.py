@@ -132,8 +132,9 @@ def execute(
     )
     check_pool(loaded, pool_sources)
     settings = run_settings(loaded, flags, FLAG_OF)
+    trace = settings.source("trace")
     check_outputs(
-        {settings.source("trace"): settings.trace, "--json": json_out, "--markdown": markdown_out}
+        {trace: settings.trace, "--json": json_out, "--markdown": markdown_out}, appended={trace}
     )
     run_id = uuid.uuid4().hex[:16]
     telemetry = start_telemetry(settings, run_id)
@@ -236,7 +237,9 @@ SWEEP_ADAPTER_DIR = "adapters"
 
 def adapter_file(out_dir: Path, adapter: SweepAdapter) -> Path:
     """``OUT/adapters/03-step-00020.json``: checkpoint order first, the label made a file name."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", adapter.label).strip("._") or "adapter"
+    # At most 200 characters: with the rest of the name and of its temporary file's (about
+    # 35), within the 255 bytes a file name may have.
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", adapter.label).strip("._")[:200] or "adapter"
     return out_dir / SWEEP_ADAPTER_DIR / f"{adapter.index + 1:02d}-{name}.json"
 
 
@@ -272,7 +275,8 @@ def execute_sweep(
         for a in adapters
         for kind, path in (("result JSON", json_path(a)), ("markdown", markdown_path(a)))
     }
-    check_outputs({settings.source("trace"): settings.trace, **summary, **per_adapter})
+    trace = settings.source("trace")
+    check_outputs({trace: settings.trace, **summary, **per_adapter}, appended={trace})
     run_id = uuid.uuid4().hex[:16]
     telemetry = start_telemetry(settings, run_id)
     inst = instrumentation(loaded, settings, telemetry, run_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from swayscope.suite.result import SuiteResult
 from swayscope.text_safety import escape_control_chars as safe
+from swayscope.text_safety import escape_markdown as _md
 
 _VERDICT_STYLE = {"pass": "green", "fail": "red", "warn": "yellow", "skip": "dim", "error": "red"}
 
@@ -120,14 +121,9 @@ def render_terminal(result: SuiteResult) -> None:
         console.print(Text(safe(line)), highlight=False)
 
 
-def _md(text: str) -> str:
-    """User text fit for a markdown table cell: controls escaped, one line, pipes escaped."""
-    return safe(text).replace("|", "\\|")
-
-
 def render_markdown(result: SuiteResult) -> str:
     out = [
-        f"# {safe(_headline(result))}",
+        f"# {_md(_headline(result))}",
         "",
         "| probe | kind | verdict | score | z | time | message |",
         "|---|---|---|---|---|---|---|",

@@ -231,6 +231,33 @@ def test_find_sway_refuses_a_missing_or_foreign_sway(tmp_path: Path) -> None:
         find_sway(tmp_path / "nowhere")
 
 
+def test_sway_dot_slash_runs_that_file_not_the_sway_on_path(
+    tmp_path: Path, stand_in: Path
+) -> None:
+    """``--sway ./sway`` is the file in the current folder, even with another ``sway`` (the
+    Wayland compositor, say) first on PATH; a missing one exits 2 with the flag named."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "sway").write_text(stand_in.read_text())
+    (work / "sway").chmod(0o755)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "sway").write_text("#!/bin/sh\necho wayland compositor\n")
+    (foreign / "sway").chmod(0o755)
+    env = {**subprocess_env(tmp_path), "PATH": f"{foreign}{os.pathsep}{os.environ['PATH']}"}
+    run = subprocess.run(swayscope_cmd("sway", "--sway", "./sway", "--"), capture_output=True,
+                         text=True, timeout=120, env=env, cwd=work)
+    assert run.returncode == 0, run.stderr
+    assert "wayland" not in run.stdout and stdout_json(run)["verdicts"] == ["pass", "fail"]
+    (work / "sway").unlink()
+    env["PATH"] = str(tmp_path / "empty")
+    gone = subprocess.run(swayscope_cmd("sway", "--sway", "./sway", "--"), capture_output=True,
+                          text=True, timeout=120, env=env, cwd=work)
+    assert gone.returncode == 2
+    assert f"swayscope: error: --sway {str(work / 'sway')!r} is not an executable" in gone.stderr
+    assert "Traceback" not in gone.stderr
+
+
 def test_the_child_alone_gets_the_hook(tmp_path: Path) -> None:
     env = {"PYTHONPATH": "/elsewhere", OWNER_ENV: "1", "HOME": "/h"}
     child = child_environment(tmp_path, {"trace": tmp_path / "t.jsonl", "metrics_port": None},

@@ -122,13 +122,50 @@ def test_an_adapter_that_fails_to_load_is_an_error_row_and_the_sweep_goes_on(
     assert sorted(p.name for p in (s.out / "adapters").iterdir()) == [
         "02-step-00004.json", "05-step-00008.json"
     ]
-    # After a failed load (first: the base loaded again; middle: the swap undone), the
-    # adapters that did load give exactly the scores of the clean sweep.
+    # After a failed load (first: found before the base loaded; middle: the swap undone),
+    # the adapters that did load give exactly the scores of the clean sweep.
     for label in ("step-00004", "step-00008"):
         got = next(p for p in s.curve("delta_kl") if p["adapter"] == label)
         want = next(p for p in five.curve("delta_kl") if p["adapter"] == label)
         assert got["score"] == pytest.approx(want["score"], rel=1e-9)
     assert "not loaded" in (s.out / "sweep.md").read_text()
+
+
+def test_the_base_loads_once_however_many_adapters_fail_first(
+    checkpoints: Path, sweep_spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken adapters before the first good one (unreadable weights, a rank that does not
+    match its weights, no adapter config) are found without loading the base: one load
+    (there were three for two broken adapters and a good one)."""
+    from swayscope.backends.hf import loading
+
+    corrupt = _corrupt_copy(checkpoints / "step-00002", tmp_path / "corrupt")
+    other_rank = tmp_path / "other-rank"
+    shutil.copytree(checkpoints / "step-00002", other_rank)
+    config = json.loads((other_rank / "adapter_config.json").read_text())
+    config["r"] *= 2
+    (other_rank / "adapter_config.json").write_text(json.dumps(config))
+    (tmp_path / "notes").mkdir()
+    loads: list[str] = []
+    real = loading.model_class
+
+    def counted(base_path: Path, gguf_file: str | None) -> Any:
+        cls = real(base_path, gguf_file)
+
+        class Counted:
+            @staticmethod
+            def from_pretrained(*args: Any, **kwargs: Any) -> Any:
+                loads.append(str(args[0]))
+                return cls.from_pretrained(*args, **kwargs)
+
+        return Counted
+
+    monkeypatch.setattr(loading, "model_class", counted)
+    s = sweep(sweep_spec, tmp_path, str(corrupt), str(other_rank), str(tmp_path / "notes"),
+              str(checkpoints / "step-00004"))
+    assert [a["status"] for a in s.summary["adapters"]] == ["error"] * 3 + ["complete"]
+    assert "size mismatch" in s.row("other-rank")["error"]
+    assert len(loads) == 1, loads
 
 
 def test_ctrl_c_keeps_the_finished_adapters_results_and_writes_the_summary(

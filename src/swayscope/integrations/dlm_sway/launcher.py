@@ -38,7 +38,9 @@ def find_sway(explicit: Path | None = None, env: Mapping[str, str] | None = None
     or is another program (the Wayland compositor is also called ``sway``)."""
     env = os.environ if env is None else env
     if explicit is not None:
-        path, origin = explicit, f"--sway {str(explicit)!r}"
+        # Absolute: ``Path("./sway")`` prints as ``sway``, which exec would look up on PATH.
+        path = explicit.absolute()
+        origin = f"--sway {str(path)!r}"
     else:
         found = shutil.which("sway", path=env.get("PATH"))
         if found is None:
@@ -121,7 +123,10 @@ def launch(
         hook_dir = Path(tmp)
         prepare_hook_dir(hook_dir)
         child_env = child_environment(hook_dir, given, sources, env)
-        proc = subprocess.Popen([str(exe), *args], env=child_env)
+        try:
+            proc = subprocess.Popen([str(exe), *args], env=child_env)
+        except OSError as exc:
+            raise ConfigError(f"{exe} cannot be started: {exc.strerror or exc}") from None
         with _forward_sigterm(proc):
             while True:
                 try:

@@ -198,6 +198,11 @@ class _Translator:
         if ft.get("adapter") is None:
             self.error(("models", "ft", "adapter"), "missing: give the PEFT LoRA adapter's "
                        "folder")
+        for side, key in (("ft", "base"), ("base", "base"), ("ft", "adapter")):
+            value = blocks[side].get(key)
+            if value is not None and (not isinstance(value, str) or "\0" in value):
+                self.error(("models", side, key), f"{shown(value)} is not a folder path: give "
+                           "the folder as one string (with no NUL byte)")
         if len(self.errors) > errors_before:
             return out
         if _local_path(base["base"]) != _local_path(ft["base"]):

@@ -14,6 +14,7 @@ from rich.text import Text
 from swayscope.suite.sweep.plots import sparkline
 from swayscope.suite.sweep.result import AdapterOutcome, Point, SweepResult
 from swayscope.text_safety import escape_control_chars as safe
+from swayscope.text_safety import escape_markdown as _md
 
 _VERDICT_STYLE = {
     "pass": "green", "fail": "red", "warn": "yellow", "skip": "dim", "error": "red",
@@ -167,11 +168,6 @@ def render_terminal(sweep: SweepResult, console: Console | None = None) -> None:
             )
     for line in footer_lines(sweep):
         console.print(Text(safe(line)), highlight=False)
-
-
-def _md(text: str) -> str:
-    """User text fit for a markdown table cell: controls escaped, one line, pipes escaped."""
-    return safe(text).replace("|", "\\|")
 
 
 def render_markdown(sweep: SweepResult) -> str:
