@@ -49,7 +49,8 @@ TELEMETRY_FLAGS: dict[str, tuple[str, Any, str]] = {
 RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "threads": (
         "--threads", int | None,
-        "CPU threads the model computes with (default: the cores this process may use).",
+        "CPU threads the model computes with, at most the CPUs this process may use "
+        "(default: the cores other processes leave free).",
     ),
 }
 #: The settings of a spec's ``models.workers:`` block that are also flags, same shape; each

@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from swayscope.backends.api import (
     DEFAULT_MAX_BATCH_SIZE,
@@ -26,6 +27,7 @@ from swayscope.backends.api import (
     DEFAULT_PREFIX_CACHE_BYTES,
     MAX_SEED,
 )
+from swayscope.backends.threads import too_many_threads, usable_cpus
 from swayscope.errors import SpecError, SwayscopeError, shown
 from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
 from swayscope.probes.base import Probe
@@ -78,8 +80,17 @@ class DefaultsSpec(_Strict):
     prefix_cache_max_bytes: int = Field(default=DEFAULT_PREFIX_CACHE_BYTES, ge=0)
     """Byte budget of the shared-prefix store (hf); 0 turns shared-prefix reuse off."""
     threads: int | None = Field(default=None, gt=0)
-    """CPU threads the model computes with; default: the cores this process may use
-    (affinity and cgroup quota aware; ``OMP_NUM_THREADS`` when set)."""
+    """CPU threads the model computes with, at most the CPUs this process may use
+    (affinity mask, cgroup quota); default: ``OMP_NUM_THREADS`` when set, else the cores
+    other processes leave free (:func:`~swayscope.backends.threads.choose_threads`)."""
+
+    @field_validator("threads")
+    @classmethod
+    def _within_cores(cls, v: int | None) -> int | None:
+        limit = usable_cpus()
+        if v is not None and v > limit:
+            raise PydanticCustomError("too_many_threads", too_many_threads(limit))
+        return v
 
 
 class TelemetrySpec(_Strict):
