@@ -90,7 +90,8 @@ def test_summary_table_and_plots_on_the_terminal_and_in_markdown(five: Sweep) ->
     assert "| adapter | step | delta_kl | perplexity_shift | hit | note |" in md
     assert "| step-00000 | 0 | fail 0 | " in md
     assert f"| delta_kl | `{curve}` |" in md
-    assert (five.out / "sweep.html").read_text().count('<path class="score-line"') == 2
+    html = (five.out / "sweep.html").read_text()
+    assert html.count('<figure class="probe"') == 2 and 'id="plot1-line"' in html
 
 
 def _corrupt_copy(src: Path, dst: Path) -> Path:
