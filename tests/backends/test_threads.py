@@ -1,27 +1,22 @@
-"""The thread count (OMP_NUM_THREADS, the affinity mask, the cgroup CPU quota, the cores
-other processes keep busy) and OpenMP's wait policy."""
+"""The thread count (OMP_NUM_THREADS, the affinity mask, the cgroup CPU quota, the bound on
+a given count) and OpenMP's wait policy."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from swayscope.backends import threads
 from swayscope.backends.threads import (
-    CpuSample,
+    ThreadChoice,
     apply_threads,
-    busy_between,
     cgroup_cpu_limit,
     check_threads,
     choose_threads,
-    cpu_sample,
-    free_cores,
-    others_busy,
     prefer_passive_wait,
     usable_cpus,
 )
@@ -32,66 +27,21 @@ def test_omp_num_threads_wins_when_it_is_a_positive_integer_within_the_cpus(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(threads, "usable_cpus", lambda: 4)
-    assert choose_threads(None, {"OMP_NUM_THREADS": "3"}) == threads.ThreadChoice(
+    assert choose_threads(None, {"OMP_NUM_THREADS": "3"}) == ThreadChoice(
         3, "OMP_NUM_THREADS")
     assert choose_threads(None, {"OMP_NUM_THREADS": " 1 "}).count == 1
     capped = choose_threads(None, {"OMP_NUM_THREADS": "20000"})
-    assert capped == threads.ThreadChoice(4, "OMP_NUM_THREADS=20000, capped at 4 CPU(s)")
+    assert capped == ThreadChoice(4, "OMP_NUM_THREADS=20000, capped at 4 CPU(s)")
     for ignored in ("0", "many", ""):
-        assert choose_threads(None, {"OMP_NUM_THREADS": ignored}, busy=0.0).count == 4
-    assert choose_threads(2, {"OMP_NUM_THREADS": "3"}) == threads.ThreadChoice(2, "set")
+        assert choose_threads(None, {"OMP_NUM_THREADS": ignored}).count == 4
+    assert choose_threads(2, {"OMP_NUM_THREADS": "3"}) == ThreadChoice(2, "set")
 
 
-def test_the_default_is_the_cpus_other_processes_leave_free(
+def test_the_default_is_every_cpu_this_process_may_use(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
-    # The bench's case: two busy processes on two cores leave none free; one thread.
-    assert choose_threads(None, {}, busy=1.9) == threads.ThreadChoice(
-        1, "2 CPU(s), 1.9 busy with other processes")
-    assert choose_threads(None, {}, busy=0.1).count == 2
-    assert choose_threads(None, {}, busy=0.6).count == 1
-    assert [free_cores(8, b) for b in (0.0, 0.4, 0.6, 3.0, 7.6, 20.0)] == [8, 8, 7, 5, 1, 1]
-
-
-def test_other_processes_cpu_time_is_measured_without_this_ones() -> None:
-    start = CpuSample(at=10.0, busy_s=100.0, own_s=5.0)
-    # Over 2 s, the CPUs were busy 3.5 s, 1.5 of them this process's own.
-    assert busy_between(start, CpuSample(12.0, 103.5, 6.5)) == pytest.approx(1.0)
-    assert busy_between(start, CpuSample(12.0, 100.5, 6.5)) == 0.0  # never below 0
-    assert busy_between(start, start) == 0.0
-
-
-def test_cpu_sample_reads_the_cpus_of_the_affinity_mask(tmp_path: Path) -> None:
-    stat = tmp_path / "stat"
-    stat.write_text(
-        "cpu  999 0 999 999 0 0 0 0 0 0\n"
-        "cpu0 100 10 50 1000 40 1 2 3 0 0\n"
-        "cpu1 200 0 0 500 0 0 0 0 0 0\n"
-        "intr 12345\n"
-    )
-    tick = os.sysconf("SC_CLK_TCK")
-    one = cpu_sample(stat, cpus={0})
-    both = cpu_sample(stat, cpus={0, 1})
-    assert one is not None and both is not None
-    # user + nice + system + irq + softirq + steal; idle and iowait are not busy.
-    assert one.busy_s == pytest.approx(166 / tick)
-    assert both.busy_s == pytest.approx(366 / tick)
-    assert cpu_sample(tmp_path / "missing") is None
-
-
-def test_a_busy_process_is_seen() -> None:
-    if cpu_sample() is None:
-        pytest.skip("no /proc/stat here (not Linux)")
-    others_busy()  # start a fresh window
-    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(1.0)
-        seen = others_busy()
-    finally:
-        child.kill()
-        child.wait()
-    assert seen is not None and 0.5 <= seen <= usable_cpus() + 0.1, seen
+    assert choose_threads(None, {}) == ThreadChoice(2, "the 2 CPU(s) this process may use")
 
 
 def test_the_wait_policy_is_passive_unless_the_user_chose_one() -> None:
@@ -175,7 +125,7 @@ def test_apply_threads_sets_torch() -> None:
     torch = pytest.importorskip("torch")
     before = torch.get_num_threads()
     try:
-        assert apply_threads(1) == threads.ThreadChoice(1, "set")
+        assert apply_threads(1) == ThreadChoice(1, "set")
         assert torch.get_num_threads() == 1
         chosen = apply_threads(None)
         assert 1 <= chosen.count <= usable_cpus() and torch.get_num_threads() == chosen.count

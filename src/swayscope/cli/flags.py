@@ -49,8 +49,8 @@ TELEMETRY_FLAGS: dict[str, tuple[str, Any, str]] = {
 RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "threads": (
         "--threads", int | None,
-        "CPU threads the model computes with, at most the CPUs this process may use "
-        "(default: the cores other processes leave free).",
+        "CPU threads the model computes with (default and most: the CPUs this process may "
+        "use).",
     ),
 }
 #: The settings of a spec's ``models.workers:`` block that are also flags, same shape; each

@@ -81,8 +81,8 @@ class DefaultsSpec(_Strict):
     """Byte budget of the shared-prefix store (hf); 0 turns shared-prefix reuse off."""
     threads: int | None = Field(default=None, gt=0)
     """CPU threads the model computes with, at most the CPUs this process may use
-    (affinity mask, cgroup quota); default: ``OMP_NUM_THREADS`` when set, else the cores
-    other processes leave free (:func:`~swayscope.backends.threads.choose_threads`)."""
+    (affinity mask, cgroup quota); default: ``OMP_NUM_THREADS`` when set, else all of them
+    (:func:`~swayscope.backends.threads.choose_threads`)."""
 
     @field_validator("threads")
     @classmethod

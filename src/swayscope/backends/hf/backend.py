@@ -84,7 +84,7 @@ class HFBackend(ViewOpeners):
             of prefixes kept between calls, per view, least recently used out first);
             0 turns shared-prefix reuse off.
         threads: CPU threads torch computes with (``torch.set_num_threads``), at most the
-            CPUs this process may use; default: the cores other processes leave free
+            CPUs this process may use; default: all of them
             (:func:`~swayscope.backends.threads.choose_threads`).
 
     Public parts: ``encoder`` (:class:`.TextEncoder`), ``lora`` (:class:`.LoraSwitch`),
