@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,14 +168,12 @@ def apply_threads(threads: int | None) -> ThreadChoice:
     return choice
 
 
-def prefer_passive_wait(env: MutableMapping[str, str] | None = None) -> bool:
-    """Set ``OMP_WAIT_POLICY`` to :data:`WAIT_POLICY` unless it is set; whether this
-    process's OpenMP will see it (it must happen before torch loads: libgomp reads it once).
-
-    Processes started later (Ray workers) inherit it either way."""
+def prefer_passive_wait(env: MutableMapping[str, str] | None = None) -> None:
+    """Set ``OMP_WAIT_POLICY`` to :data:`WAIT_POLICY` unless it is set. It takes effect only
+    if torch has not loaded yet (libgomp reads it once, then); processes started later
+    (Ray workers) inherit it either way."""
     env = os.environ if env is None else env
     env.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
-    return "torch" not in sys.modules
 
 
 __all__ = [
