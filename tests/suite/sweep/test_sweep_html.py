@@ -275,6 +275,7 @@ def test_without_matplotlib_the_page_says_so_instead_of_a_plot(
     assert "<td>trained</td>" in page  # the table is still there
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_a_figure_matplotlib_cannot_draw_is_said_and_the_rest_stays() -> None:
     sweep = uneven_steps()
     assert sweep.adapters[0].result is not None and sweep.adapters[1].result is not None
