@@ -1,14 +1,20 @@
 """``--threads`` and ``defaults.threads`` above the CPUs: exit 2 with a clear message naming
-the flag or the spec's line and the value, before any model loads (issue 22)."""
+the flag or the spec's line and the value, before any model loads (issue 22); the report
+says how the count was chosen (issue 23)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sway_testing import DUMMY_SPEC, swayscope, write_spec
 
 from swayscope.backends.threads import usable_cpus
+
+if TYPE_CHECKING:
+    from swayscope.backends.tiny import TinyModelPaths
 
 MESSAGE = f"more than the {usable_cpus()} CPU(s) this process may use"
 
@@ -40,3 +46,22 @@ def test_a_thread_count_the_machine_has_runs(tmp_path: Path) -> None:
     out = swayscope(tmp_path, "run", str(write_spec(tmp_path)), "--threads",
                     str(usable_cpus()))
     assert out.returncode == 0, out.stderr
+
+
+def test_the_report_says_how_the_count_was_chosen(
+    tiny_model: TinyModelPaths, tmp_path: Path
+) -> None:
+    from swayscope.suite.demo import demo_suite_yaml
+
+    spec = tmp_path / "suite.yaml"
+    spec.write_text(demo_suite_yaml(tiny_model.base_dir, tiny_model.adapter_dir))
+    n = usable_cpus()
+    for args, count, reason in (
+        ((), n, f"the {n} CPU(s) this process may use"),
+        (("--threads", "1"), 1, "set"),
+    ):
+        out = swayscope(tmp_path, "run", str(spec), "--json", "r.json", *args)
+        assert out.returncode == 0, out.stderr
+        result = json.loads((tmp_path / "r.json").read_text())
+        assert (result["threads"], result["threads_reason"]) == (count, reason)
+        assert f"threads: {count} ({reason})" in " ".join(out.stdout.split())
