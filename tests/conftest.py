@@ -12,12 +12,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from swayscope.backends.threads import prefer_passive_wait
+
 if TYPE_CHECKING:
     from swayscope.backends.tiny import TinyModelPaths
 
 # No model downloads, ever: everything is built locally.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# The command makes OpenMP's waiting threads sleep before torch loads; tests run it in this
+# process (and torch loads here first), so this process does the same. Spinning threads on
+# a loaded machine ran the SmolLM2 demo past its 15-minute timeout.
+prefer_passive_wait()
 
 
 def need_hf() -> None:

@@ -49,7 +49,8 @@ TELEMETRY_FLAGS: dict[str, tuple[str, Any, str]] = {
 RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "threads": (
         "--threads", int | None,
-        "CPU threads the model computes with (default: the cores this process may use).",
+        "CPU threads the model computes with (default and most: the CPUs this process may "
+        "use).",
     ),
     "cache_dir": (
         "--cache-dir", Path | None,

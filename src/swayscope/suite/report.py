@@ -28,7 +28,8 @@ def footer_lines(result: SuiteResult) -> list[str]:
         f" · forward calls: {int(s.get('forward_calls', 0))}"
         f" · mean batch size: {float(s.get('avg_batch_size', 0.0)):.2f}"
         f" · wall time: {result.wall_s:.2f} s"
-        + (f" · threads: {result.threads}" if result.threads else ""),
+        + (f" · threads: {result.threads}" if result.threads else "")
+        + (f" ({result.threads_reason})" if result.threads and result.threads_reason else ""),
     ]
     disk = result.disk_cache
     if disk:

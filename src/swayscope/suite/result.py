@@ -34,6 +34,8 @@ class SuiteResult:
     wall_s: float = 0.0
     threads: int | None = None
     """CPU threads the backend computed with (None: the backend does not say)."""
+    threads_reason: str | None = None
+    """How that count was chosen: ``set``, ``OMP_NUM_THREADS``, or the CPUs and their load."""
     error: str | None = None
     not_run: list[str] = field(default_factory=list)
     resumed_from: str | None = None
@@ -61,6 +63,7 @@ class SuiteResult:
             "started_at": self.started_at,
             "wall_s": self.wall_s,
             "threads": self.threads,
+            "threads_reason": self.threads_reason,
             "error": self.error,
             "models": self.models,
             "probes": [p.to_dict() for p in self.probes],

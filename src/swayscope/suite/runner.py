@@ -270,6 +270,8 @@ def run_suite(
     )
     threads = getattr(backend, "threads", None)
     result.threads = threads if isinstance(threads, int) else None
+    reason = getattr(backend, "threads_reason", None)
+    result.threads_reason = reason if isinstance(reason, str) else None
     workers = getattr(backend, "workers", None)
     if isinstance(workers, dict):
         result.models["workers"] = workers

@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from swayscope.backends.api import (
     DEFAULT_MAX_BATCH_SIZE,
@@ -27,6 +28,7 @@ from swayscope.backends.api import (
     MAX_SEED,
     RESOURCE_UNIT,
 )
+from swayscope.backends.threads import too_many_threads, usable_cpus
 from swayscope.errors import SpecError, SwayscopeError, shown
 from swayscope.home import default_cache_dir
 from swayscope.instrumentation.disk_cache import DEFAULT_DISK_CACHE_BYTES
@@ -96,8 +98,9 @@ class DefaultsSpec(_Strict):
     prefix_cache_max_bytes: int = Field(default=DEFAULT_PREFIX_CACHE_BYTES, ge=0)
     """Byte budget of the shared-prefix store (hf); 0 turns shared-prefix reuse off."""
     threads: int | None = Field(default=None, gt=0)
-    """CPU threads the model computes with; default: the cores this process may use
-    (affinity and cgroup quota aware; ``OMP_NUM_THREADS`` when set)."""
+    """CPU threads the model computes with, at most the CPUs this process may use
+    (affinity mask, cgroup quota); default: ``OMP_NUM_THREADS`` when set, else all of them
+    (:func:`~swayscope.backends.threads.choose_threads`)."""
     cache_dir: Path | None = DEFAULT_CACHE_DIR_SETTING
     """Folder of the durable forward cache (relative: to the spec's folder); default
     ``$SWAYSCOPE_HOME/cache``; ``null`` turns the disk cache off."""
@@ -113,6 +116,14 @@ class DefaultsSpec(_Strict):
         if self.cache_dir == DEFAULT_CACHE_DIR_SETTING:
             return default_cache_dir()
         return self.cache_dir.expanduser()
+
+    @field_validator("threads")
+    @classmethod
+    def _within_cores(cls, v: int | None) -> int | None:
+        limit = usable_cpus()
+        if v is not None and v > limit:
+            raise PydanticCustomError("too_many_threads", too_many_threads(limit))
+        return v
 
 
 class TelemetrySpec(_Strict):
