@@ -36,6 +36,9 @@ class SuiteResult:
     """CPU threads the backend computed with (None: the backend does not say)."""
     error: str | None = None
     not_run: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """How the suite was read, where it came from another tool's format (``file:line``:
+    what was ignored or approximated)."""
 
     @property
     def exit_code(self) -> int:
@@ -60,6 +63,7 @@ class SuiteResult:
             "models": self.models,
             "probes": [p.to_dict() for p in self.probes],
             "not_run": self.not_run,
+            "notes": self.notes,
             "backend_stats": self.backend_stats,
             "cache_by_probe": self.cache_by_probe,
             "telemetry": self.telemetry,
