@@ -54,9 +54,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--home", type=Path, default=None, help="folder for the tiny model")
     args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+        measure(Path(tmp), args.home, args.repeats)
 
-    work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
-    paths = build_tiny((args.home or work) / "tiny-model", seed=0)
+
+def measure(work: Path, home: Path | None, repeats: int) -> dict[str, list[float]]:
+    """Train the checkpoints and time the sweep against the runs, in ``work`` (the tiny
+    model under ``home``, else in ``work`` too); print the table and the last summary, and
+    return each job's wall times (``sweep``, ``runs``)."""
+    paths = build_tiny((home or work) / "tiny-model", seed=0)
     t0 = time.perf_counter()
     trained = train_lora(
         paths.base_dir, package_text("finetune.txt"), work / "ckpt", shape=TINY_LORA_SHAPE,
@@ -79,7 +85,7 @@ def main() -> None:
     walls: dict[str, list[float]] = {"sweep": [], "runs": []}
     work_done: dict[str, dict[str, int]] = {}
     table = ""
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         out = work / "sweep-out"
         stdout, elapsed = run(
             [*swayscope, "sweep", str(sweep_spec), "--adapters", str(work / "ckpt" / "step-*"),
@@ -100,7 +106,7 @@ def main() -> None:
         work_done["runs"] = totals(stats)
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; every process OMP_NUM_THREADS=1; "
-          f"{args.repeats} interleaved repeats; training {STEPS} steps: {train_s:.1f} s")
+          f"{repeats} interleaved repeats; training {STEPS} steps: {train_s:.1f} s")
     print(f"{'job':28} {'wall s':>13} {'calls':>6} {'prompts':>8} {'base':>5} {'hit rate':>8}")
     labels = {"sweep": "swayscope sweep (1 process)",
               "runs": f"swayscope run x {len(run_specs)}"}
@@ -113,6 +119,7 @@ def main() -> None:
             f"{w['cache_hits'] / lookups:8.1%}"
         )
     print("\nthe last sweep's output:\n" + table)
+    return walls
 
 
 if __name__ == "__main__":
