@@ -342,6 +342,9 @@ class Section:
     cheap: bool
     needs: Callable[[], str | None]
     """Why this section cannot run here (None: it can)."""
+    timing: bool = False
+    """Says where the benches' times were measured: written with ``--timings`` only, never
+    checked."""
 
 
 SECTIONS: dict[str, Section] = {}
@@ -357,10 +360,11 @@ def _needs_dlm_sway() -> str | None:
 
 
 def section(
-    name: str, *, cheap: bool = True, needs: Callable[[], str | None] = _always
+    name: str, *, cheap: bool = True, needs: Callable[[], str | None] = _always,
+    timing: bool = False,
 ) -> Callable[[Callable[[Runs], list[Piece]]], Callable[[Runs], list[Piece]]]:
     def register(make: Callable[[Runs], list[Piece]]) -> Callable[[Runs], list[Piece]]:
-        SECTIONS[name] = Section(name, make, cheap, needs)
+        SECTIONS[name] = Section(name, make, cheap, needs, timing)
         return make
 
     return register
@@ -484,6 +488,15 @@ def sweep_base_prompts(runs: Runs) -> list[Piece]:
     return [str(int(runs.sweep.sweep.backend_stats["base_forward_passes"]))]
 
 
+@section("timings-machine", timing=True)
+def timings_machine(runs: Runs) -> list[Piece]:
+    """Where ``--timings`` measured the benches' times: the CPU, its count, the load."""
+    from machine import cpu_model
+
+    return [f"{cpu_model()}, {os.cpu_count()} CPUs, load average "
+            f"{os.getloadavg()[2]:.1f} over the last quarter hour of the runs"]
+
+
 @section("suite-bench-table")
 def suite_bench_table(runs: Runs) -> list[Piece]:
     """docs/benchmarks.md: the demo suite with the cache and batching on and off."""
@@ -598,6 +611,19 @@ def dlm_sway_table(runs: Runs) -> list[Piece]:
     for name, label in labels.items():
         out.extend([f"| {label} | ", *_dlm_sway_row(runs, name)])
     return out
+
+
+@section("dlm-sway-share", needs=_needs_dlm_sway)
+def dlm_sway_share(runs: Runs) -> list[Piece]:
+    """README: swayscope's suite time as a share of dlm-sway's (median, best)."""
+    shares: list[str | None] = [None, None]
+    if runs.timings:
+        ours = [r.suite_s for r in runs.dlm_sway_bench["swayscope run"]]
+        theirs = [r.suite_s for r in runs.dlm_sway_bench["sway run"]]
+        shares = [f"{100 * statistics.median(ours) / statistics.median(theirs):.0f}",
+                  f"{100 * min(ours) / min(theirs):.0f}"]
+    return ["swayscope runs the suite in ", Varying(shares[0]), " % of dlm-sway's time "
+            "(median; ", Varying(shares[1]), " % best)"]
 
 
 @section("dlm-sway-calls", needs=_needs_dlm_sway)
@@ -783,6 +809,8 @@ def produce(
     skipped: dict[str, str] = {}
     for name in names:
         why = SECTIONS[name].needs()
+        if SECTIONS[name].timing and not timings:
+            why = "says where the times were measured: written with --timings only"
         if why is not None:
             skipped[name] = why
             continue
@@ -844,6 +872,7 @@ def main() -> None:
     # This process's own runs (the sweep, the suite bench) compute on one thread too.
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     names = args.only or [n for n, s in SECTIONS.items() if s.cheap or args.smollm2]
+    names = sorted(names, key=lambda n: SECTIONS[n].timing)  # the load after the runs
     with tempfile.TemporaryDirectory(prefix="docs-numbers-") as tmp:
         if args.check:
             drifts, skipped = check(names, Path(tmp))
