@@ -53,9 +53,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--home", type=Path, default=None, help="folder for the tiny model")
     args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+        measure(Path(tmp), args.home, args.repeats)
 
-    work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
-    home = (args.home or work) / "tiny-model"
+
+def measure(work: Path, home: Path | None, repeats: int) -> dict[str, list[float]]:
+    """Train the checkpoints and time the sweep against the runs, in ``work`` (the tiny
+    model under ``home``, else in ``work`` too); print the table and the last summary, and
+    return each job's wall times (``sweep``, ``runs``)."""
+    home = (home or work) / "tiny-model"
     paths = build_tiny(home, seed=0)
     t0 = time.perf_counter()
     trained = train_tiny_checkpoints(home, CHECKPOINTS, seed=0)
@@ -76,7 +82,7 @@ def main() -> None:
     walls: dict[str, list[float]] = {"sweep": [], "runs": []}
     work_done: dict[str, dict[str, int]] = {}
     table = ""
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         out = work / "sweep-out"
         stdout, elapsed = run(
             [*swayscope, "sweep", str(sweep_spec), "--adapters",
@@ -98,7 +104,7 @@ def main() -> None:
         work_done["runs"] = totals(stats)
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; every process OMP_NUM_THREADS=1; "
-          f"{args.repeats} interleaved repeats; training {max(trained.checkpoints)} steps "
+          f"{repeats} interleaved repeats; training {max(trained.checkpoints)} steps "
           f"({len(checkpoints)} checkpoints): {train_s:.1f} s")
     print(f"{'job':28} {'wall s':>13} {'calls':>6} {'prompts':>8} {'base':>5} {'hit rate':>8}")
     labels = {"sweep": "swayscope sweep (1 process)",
@@ -112,6 +118,7 @@ def main() -> None:
             f"{w['cache_hits'] / lookups:8.1%}"
         )
     print("\nthe last sweep's output:\n" + table)
+    return walls
 
 
 if __name__ == "__main__":

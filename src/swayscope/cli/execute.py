@@ -34,11 +34,13 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_ERROR)
 
 
-def load_spec(spec_path: Path | None, spec_text: str | None) -> LoadedSuite:
+def load_spec(
+    spec_path: Path | None, spec_text: str | None, *, strict: bool = False
+) -> LoadedSuite:
     from swayscope.suite.spec import load_suite_text
 
     if spec_path is not None:
-        loaded: LoadedSuite = load_any_suite(spec_path)
+        loaded: LoadedSuite = load_any_suite(spec_path, strict=strict)
         return loaded
     assert spec_text is not None
     return load_suite_text(spec_text, "<demo suite>")
@@ -104,10 +106,12 @@ def execute(
     markdown_out: Path | None,
     run_flags: dict[str, Any] | None = None,
     worker_flags: dict[str, Any] | None = None,
+    strict: bool = False,
 ) -> int:
     """Load, check every input and output, wire telemetry, load the model, run, save, report.
 
-    Returns the exit code. Everything a user can get wrong fails before the model loads.
+    Returns the exit code. Everything a user can get wrong fails before the model loads;
+    ``strict`` refuses another tool's suite with entries swayscope cannot run.
     """
     from swayscope.suite.outputs import check_outputs
     from swayscope.suite.runner import (
@@ -121,7 +125,7 @@ def execute(
     from swayscope.suite.spec import override_defaults, override_workers
     from swayscope.suite.telemetry import run_settings, start_telemetry
 
-    loaded = load_spec(spec_path, spec_text)
+    loaded = load_spec(spec_path, spec_text, strict=strict)
     override_defaults(loaded, run_flags or {}, RUN_FLAG_OF)
     override_workers(loaded, worker_flags or {}, WORKER_FLAG_OF)
     spec = loaded.spec
@@ -193,24 +197,35 @@ def save_and_report(result: SuiteResult, json_out: Path | None, markdown_out: Pa
     return EXIT_ERROR if failures else result.exit_code
 
 
-def load_any_suite(spec_path: Path) -> Any:
-    """A swayscope suite, or a dlm-sway one read as such (its notes said on stderr)."""
+def load_any_suite(spec_path: Path, *, strict: bool = False) -> Any:
+    """A swayscope suite, or a dlm-sway one read as such: its notes and the entries that do
+    not run said on stderr (``strict``: entries swayscope cannot run are refused)."""
     from swayscope.integrations.dlm_sway.suite_format import (
         DLM_SWAY,
         DLM_SWAY_VERSION,
+        STRICT_HINT,
         check_local_models,
+        refuse_unsupported,
     )
     from swayscope.suite.spec import load_suite
 
     loaded = load_suite(spec_path, formats=(DLM_SWAY,))
-    if loaded.translation is not None:
+    translation = loaded.translation
+    if translation is not None:
+        if strict:
+            refuse_unsupported(loaded)
         typer.echo(
             f"swayscope: {spec_path} is a dlm-sway {DLM_SWAY_VERSION} suite; running it with "
             f"swayscope's probes (`swayscope convert {spec_path}` prints the swayscope spec)",
             err=True,
         )
-        for note in loaded.translation.notes:
+        for note in translation.notes:
             typer.echo(f"swayscope: note: {note}", err=True)
+        for entry in translation.skipped:
+            typer.echo(f"swayscope: skip: {entry.where}: {entry.name} ({entry.kind}): "
+                       f"{entry.reason}", err=True)
+        if any(entry.unsupported for entry in translation.skipped):
+            typer.echo(f"swayscope: ({STRICT_HINT})", err=True)
         check_local_models(loaded)
     return loaded
 

@@ -159,3 +159,11 @@ JsonOpt = Annotated[
 MarkdownOpt = Annotated[
     Path | None, typer.Option("--markdown", help="Write a markdown report to OUT.")
 ]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Refuse a dlm-sway suite that has entries swayscope cannot run (default: run "
+        "the rest, report those as skip with the reason).",
+    ),
+]

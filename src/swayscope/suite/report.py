@@ -19,6 +19,11 @@ def _mib(n: object) -> str:
     return f"{int(n) / 2**20:.1f} MiB" if isinstance(n, int) else "-"
 
 
+#: The report's line for the metrics endpoint: printed when the run is over, so it says
+#: the endpoint was served during the run (it stops with the command, or after a linger).
+METRICS_LINE = "metrics: served at {} during the run"
+
+
 def footer_lines(result: SuiteResult) -> list[str]:
     s = result.backend_stats
     hits = int(s.get("cache_hits", 0))
@@ -69,14 +74,14 @@ def footer_lines(result: SuiteResult) -> list[str]:
             f"{t.get('spans_dropped') or 0} (the run itself was not affected)"
         )
     for key, label in (
-        ("trace_file", "JSONL trace"),
-        ("trace_id", "run trace id (probe traces: search swayscope.run_id)"),
-        ("metrics_url", "metrics"),
-        ("otlp_endpoint", "OTLP"),
-        ("pushgateway", "pushgateway"),
+        ("trace_file", "JSONL trace: {}"),
+        ("trace_id", "run trace id (probe traces: search swayscope.run_id): {}"),
+        ("metrics_url", METRICS_LINE),
+        ("otlp_endpoint", "OTLP: {}"),
+        ("pushgateway", "pushgateway: {}"),
     ):
         if t.get(key):
-            lines.append(f"{label}: {t[key]}")
+            lines.append(label.format(t[key]))
     return lines
 
 
@@ -118,6 +123,8 @@ def render_terminal(result: SuiteResult) -> None:
     console.print(table)
     for name in result.not_run:
         console.print(Text(safe(f"not run: {name}"), style="dim"))
+    for note in result.notes:
+        console.print(Text(safe(f"note: {note}"), style="dim"), highlight=False)
     for line in footer_lines(result):
         console.print(Text(safe(line)), highlight=False)
 
@@ -135,6 +142,7 @@ def render_markdown(result: SuiteResult) -> str:
             f"{_fmt(p.z_score, 3)} | {p.duration_s:.2f}s | {_md(p.error or p.message)} |"
         )
     out.extend(["", *[f"- not run: {_md(n)}" for n in result.not_run]])
+    out.extend(f"- note: {_md(n)}" for n in result.notes)
     out.extend(f"- {_md(line)}" for line in footer_lines(result))
     return "\n".join(out) + "\n"
 
@@ -144,6 +152,7 @@ def render_json(result: SuiteResult) -> str:
 
 
 __all__ = [
+    "METRICS_LINE",
     "footer_lines",
     "render_json",
     "render_markdown",

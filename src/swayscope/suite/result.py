@@ -43,6 +43,9 @@ class SuiteResult:
     disk_cache: dict[str, Any] = field(default_factory=dict)
     """The durable tier: its folder, this run's hits from it, the file's entries and bytes
     (empty when the disk cache is off)."""
+    notes: list[str] = field(default_factory=list)
+    """How the suite was read, where it came from another tool's format (``file:line``:
+    what was ignored or approximated)."""
 
     @property
     def exit_code(self) -> int:
@@ -68,6 +71,7 @@ class SuiteResult:
             "models": self.models,
             "probes": [p.to_dict() for p in self.probes],
             "not_run": self.not_run,
+            "notes": self.notes,
             "backend_stats": self.backend_stats,
             "cache_by_probe": self.cache_by_probe,
             "telemetry": self.telemetry,

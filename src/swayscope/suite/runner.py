@@ -267,6 +267,7 @@ def run_suite(
             "base": backend.model_name,
             "adapter": backend.adapter_name,
         },
+        notes=list(loaded.translation.notes) if loaded.translation else [],
     )
     threads = getattr(backend, "threads", None)
     result.threads = threads if isinstance(threads, int) else None

@@ -35,6 +35,7 @@ from swayscope.instrumentation.disk_cache import DEFAULT_DISK_CACHE_BYTES
 from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
 from swayscope.probes.base import Probe
 from swayscope.probes.registry import ProbeOrderError, build_probe, check_order
+from swayscope.suite.skipped import skipped_probe
 
 
 class _Strict(BaseModel):
@@ -186,6 +187,27 @@ KeyPath = tuple[int | str, ...]
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedEntry:
+    """An entry of another tool's suite that is not run: the run reports it as ``skip``,
+    with ``reason``, in its place."""
+
+    position: int
+    """Its place in the run: before the probe at this index of the translated suite."""
+    path: KeyPath
+    """Its key path in the source file."""
+    where: str
+    """``file:line`` of it."""
+    name: str
+    kind: str
+    reason: str
+    unsupported: bool
+    """True when swayscope cannot run its kind (``--strict`` refuses it); False when the
+    file itself turns it off."""
+    entry: Mapping[str, Any]
+    """The entry as written."""
+
+
+@dataclass(frozen=True, slots=True)
 class Translation:
     """A suite in another tool's format, translated into this one."""
 
@@ -196,6 +218,8 @@ class Translation:
     format: str
     notes: tuple[str, ...] = ()
     """What the translation left out or approximated, each naming ``file:line``."""
+    skipped: tuple[SkippedEntry, ...] = ()
+    """Entries that are not run, in source order."""
 
 
 class SuiteFormat(Protocol):
@@ -432,21 +456,25 @@ def load_suite_text(
     except ValidationError as exc:
         raise SpecError(_format_errors(exc, locate, ())) from exc
     probes = [_build_probe(item, i, locate) for i, item in enumerate(spec.suite)]
-    labels: dict[str, int] = {}
-    for i, probe in enumerate(probes):
-        label = probe.spec.label
-        if label in labels:
-            raise SpecError(
-                f"{locate.where(('suite', i))}: {locate.key(('suite', i))}: probe name "
-                f"{label!r} is already used by {locate.key(('suite', labels[label]))}; "
-                "give one of them a distinct 'name:'"
-            )
-        labels[label] = i
     try:
         check_order(probes)
     except ProbeOrderError as exc:
         path = ("suite", exc.index)
         raise SpecError(f"{locate.where(path)}: {locate.key(path)}: {exc}") from None
+    # Where each probe of the run is in the file: (file:line, key path).
+    places = [(locate.where(("suite", i)), locate.key(("suite", i))) for i in range(len(probes))]
+    for entry in reversed(translation.skipped if translation else ()):
+        probes.insert(entry.position, skipped_probe(entry.name, entry.kind, entry.reason))
+        places.insert(entry.position, (entry.where, ".".join(str(p) for p in entry.path)))
+    labels: dict[str, int] = {}
+    for i, probe in enumerate(probes):
+        label = probe.spec.label
+        if label in labels:
+            raise SpecError(
+                f"{places[i][0]}: {places[i][1]}: probe name {label!r} is already used by "
+                f"{places[labels[label]][1]}; give one of them a distinct 'name:'"
+            )
+        labels[label] = i
     return LoadedSuite(spec, probes, source, root, translation)
 
 
@@ -549,6 +577,7 @@ __all__ = [
     "LoadedSuite",
     "MAX_SPEC_BYTES",
     "ModelsSpec",
+    "SkippedEntry",
     "SuiteFormat",
     "SuiteSpec",
     "SweepSpec",

@@ -11,6 +11,7 @@ sway``, dlm-sway is untouched. The exit code is sway's.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -70,6 +71,23 @@ def prepare_hook_dir(folder: Path) -> None:
     (folder / "swayscope").symlink_to(Path(swayscope.__file__).resolve().parent, True)
 
 
+#: swayscope's extras that the child's telemetry may need: their packages are named in the
+#: child's error when its environment lacks one.
+TELEMETRY_EXTRAS = ("prometheus", "otel")
+
+
+def extra_requirements(extra: str) -> list[str]:
+    """The requirements swayscope declares for ``extra`` (``swayscope[extra]`` when this
+    swayscope is not installed, so its metadata cannot say)."""
+    try:
+        declared = importlib.metadata.requires("swayscope") or []
+    except importlib.metadata.PackageNotFoundError:
+        declared = []
+    marker = f'extra == "{extra}"'
+    found = [r.split(";", 1)[0].strip() for r in declared if r.endswith(marker)]
+    return found or [f"swayscope[{extra}]"]
+
+
 def child_environment(
     hook_dir: Path,
     given: Mapping[str, object],
@@ -81,9 +99,11 @@ def child_environment(
     rest = child.get("PYTHONPATH")
     child["PYTHONPATH"] = str(hook_dir) + (os.pathsep + rest if rest else "")
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if v is not None}
-    child[TELEMETRY_ENV] = json.dumps(
-        {"settings": settings, "sources": {k: sources.get(k, k) for k in settings}}
-    )
+    child[TELEMETRY_ENV] = json.dumps({
+        "settings": settings,
+        "sources": {k: sources.get(k, k) for k in settings},
+        "requirements": {extra: extra_requirements(extra) for extra in TELEMETRY_EXTRAS},
+    })
     child.pop(OWNER_ENV, None)
     return child
 
@@ -137,4 +157,12 @@ def launch(
     return 128 - code if code < 0 else code
 
 
-__all__ = ["SITECUSTOMIZE", "child_environment", "find_sway", "launch", "prepare_hook_dir"]
+__all__ = [
+    "SITECUSTOMIZE",
+    "TELEMETRY_EXTRAS",
+    "child_environment",
+    "extra_requirements",
+    "find_sway",
+    "launch",
+    "prepare_hook_dir",
+]

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from swayscope.suite.report import METRICS_LINE
 from swayscope.suite.sweep.plots import sparkline
 from swayscope.suite.sweep.result import AdapterOutcome, Point, SweepResult
 from swayscope.text_safety import escape_control_chars as safe
@@ -85,13 +86,13 @@ def footer_lines(sweep: SweepResult) -> list[str]:
         lines.append(f"error: {error}")
     t = sweep.telemetry
     for key, label in (
-        ("trace_file", "JSONL trace"),
-        ("sweep_trace_id", "sweep trace id"),
-        ("metrics_url", "metrics"),
-        ("otlp_endpoint", "OTLP"),
+        ("trace_file", "JSONL trace: {}"),
+        ("sweep_trace_id", "sweep trace id: {}"),
+        ("metrics_url", METRICS_LINE),
+        ("otlp_endpoint", "OTLP: {}"),
     ):
         if t.get(key):
-            lines.append(f"{label}: {t[key]}")
+            lines.append(label.format(t[key]))
     return lines
 
 
