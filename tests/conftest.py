@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
+import shutil
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +30,10 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # process (and torch loads here first), so this process does the same. Spinning threads on
 # a loaded machine ran the SmolLM2 demo past its 15-minute timeout.
 prefer_passive_wait()
+# What commands run in this process keep under the swayscope home (the disk cache, the
+# demo's models): a folder of the session's own, never the user's ~/.cache/swayscope.
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="swayscope-tests-home-"))
+os.environ["SWAYSCOPE_HOME"] = str(SESSION_HOME)
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +55,10 @@ def missing_dev_tools() -> list[str]:
         except importlib.metadata.PackageNotFoundError:
             lacking.append(name)
     return lacking
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:
