@@ -196,21 +196,17 @@ class Runs:
     @functools.cached_property
     def sweep(self) -> SweepRuns:
         """bench_sweep's checkpoints; the sweep in process, and one run per checkpoint."""
-        from bench_sweep import SAVE_AT, STEPS
+        from bench_sweep import CHECKPOINTS
 
-        from swayscope.backends.tiny import TINY_LORA_SHAPE, package_text, tiny_adapter_plan
+        from swayscope.backends.tiny import train_tiny_checkpoints
         from swayscope.instrumentation import BackendInstrumentation
         from swayscope.suite.demo import demo_suite_yaml
         from swayscope.suite.runner import build_backend, run_suite
         from swayscope.suite.spec import load_suite_text
         from swayscope.suite.sweep.adapters import order_adapters
         from swayscope.suite.sweep.runner import InProcessRunner, run_sweep
-        from swayscope.training.lora import train_lora
 
-        trained = train_lora(
-            self.tiny.base_dir, package_text("finetune.txt"), self.work / "ckpt",
-            shape=TINY_LORA_SHAPE, plan=tiny_adapter_plan(0, steps=STEPS, save_at=SAVE_AT),
-        )
+        trained = train_tiny_checkpoints(self.work / "tiny-model", CHECKPOINTS, seed=0)
         checkpoints = [trained.checkpoints[s] for s in sorted(trained.checkpoints)]
 
         def load(adapter: Path) -> Any:
