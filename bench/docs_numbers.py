@@ -99,7 +99,12 @@ def pattern(block: Sequence[Piece], *, any_number: bool = False) -> re.Pattern[s
         # run of spaces matches any run of whitespace (re-padded columns, wrapped prose).
         for i, chunk in enumerate(re.split(r"([ \t]+)", re.sub(r"[ \t]+\n", "\n", piece))):
             if i % 2:
-                parts.append(r"\s+")
+                # One \s+ per run of spaces, even across pieces: two side by side split a
+                # run n ways, and a block with many columns then backtracks for hours.
+                if not parts or parts[-1] != r"\s+":
+                    parts.append(r"\s+")
+            elif not chunk:
+                continue
             elif any_number:
                 parts.append("".join(
                     ANY_VALUE if re.search(r"\d", word) else re.escape(word)

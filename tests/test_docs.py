@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,6 +82,18 @@ def test_a_varying_value_matches_anything_and_a_fixed_one_only_itself() -> None:
     assert rx.fullmatch("calls: 21 ·\nwall time: 0.1 s\n|   a |  b |\n")  # wrapped, re-padded
     assert not rx.fullmatch("calls: 27 · wall time: 0.22 s\n| a | b |\n")
     assert not rx.fullmatch("calls: 21 · wall time: 0.22 s\n| a | c |\n")
+
+
+def test_a_block_of_padded_columns_that_drifted_is_told_at_once() -> None:
+    # A table whose columns sit between varying values: a regex with two runs of \s+ side
+    # by side backtracked through every split of the padding (CI spent 30 min on one).
+    row = ["| probe  ", dn.Varying("0.37s"), "  ", " pass   ", dn.Varying("2"), "     |\n"]
+    block = row * 40 + ["new footer line\n"]
+    text = "| probe      0.41s     pass        3     |\n" * 40 + "old footer\n"
+    start = time.perf_counter()
+    assert dn.pattern(block).fullmatch(text) is None
+    assert dn.pattern(block[:-1]).fullmatch(text.replace("old footer\n", ""))
+    assert time.perf_counter() - start < 1.0
 
 
 def test_write_keeps_the_docs_own_value_where_this_script_measures_none(
