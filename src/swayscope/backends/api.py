@@ -15,7 +15,7 @@ import numpy.typing as npt
 from swayscope.errors import InputError, shown
 from swayscope.instrumentation import BackendInstrumentation, view_kind_of
 from swayscope.instrumentation.codec import durable
-from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
+from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K, GENERATE_OP
 
 #: Largest seed accepted anywhere (null adapters use ``seed .. seed + n - 1``), so every
 #: RNG that receives one (numpy, torch) takes it without overflow.
@@ -33,9 +33,6 @@ DEFAULT_MAX_NULL_ADAPTERS = 8
 #: Byte budget of a backend's shared-prefix store (keys and values kept between calls).
 DEFAULT_PREFIX_CACHE_BYTES = 256 * 1024 * 1024
 
-#: The cache op of greedy generation (the scoring ops are the instrumentation's known ops).
-GENERATE_OP = "generate"
-
 #: New tokens a greedy generation produces at most, unless asked otherwise.
 DEFAULT_MAX_NEW_TOKENS = 64
 
@@ -44,6 +41,9 @@ MAX_NEW_TOKENS_LIMIT = 4096
 
 #: Why a generation ended: a stop string, the model's end-of-sequence token, or the limit.
 FinishReason = Literal["stop", "eos", "length"]
+#: The finest share of a CPU or GPU a pool's worker may reserve: Ray counts resources in
+#: ten-thousandths (a smaller share is refused by Ray, with a traceback).
+RESOURCE_UNIT = 0.0001
 
 
 @durable
@@ -317,6 +317,7 @@ __all__ = [
     "DEFAULT_PREFIX_CACHE_BYTES",
     "DEFAULT_TOP_K",
     "MAX_SEED",
+    "RESOURCE_UNIT",
     "AdapterSwapping",
     "DifferentialBackend",
     "FinishReason",

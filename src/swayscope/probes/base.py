@@ -10,7 +10,7 @@ later probes report a z-score of their real statistic against that spread.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -105,6 +105,18 @@ class ProbeContext:
     """The suite's training document (``dlm_source``), for the probes that read it."""
 
 
+def _number(value: object) -> float | None:
+    """``value`` as a finite float (None: not a number, or not finite)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def evidence_numbers(evidence: Mapping[str, Any], *keys: str) -> tuple[float, ...]:
+    """The finite numbers under ``keys`` in ``evidence``, in that order (others left out)."""
+    return tuple(v for v in (_number(evidence.get(k)) for k in keys) if v is not None)
+
+
 class Probe:
     """Base class. Subclasses set ``kind`` and ``spec_class`` and implement ``run``."""
 
@@ -112,6 +124,23 @@ class Probe:
     spec_class: ClassVar[type[ProbeSpec]]
     must_be_first: ClassVar[bool] = False
     """True for probes that prepare state for every later probe (``null_adapter``)."""
+    score_label: ClassVar[str]
+    """What the score is, in a few words (a plot's y axis), e.g. ``mean divergence``."""
+    score_unit: ClassVar[str]
+    """The score's unit, e.g. ``nats``, ``nats/token``."""
+
+    @classmethod
+    def score_thresholds(cls, evidence: Mapping[str, Any]) -> tuple[float, ...]:
+        """The values the score was compared with for the verdict, read from a result's
+        ``evidence`` (drawn on plots); none by default."""
+        return ()
+
+    @classmethod
+    def score_ci(cls, evidence: Mapping[str, Any]) -> tuple[float, float] | None:
+        """The score's confidence interval where the result has one (``ci_low``,
+        ``ci_high`` in its ``evidence``, both finite)."""
+        low, high = _number(evidence.get("ci_low")), _number(evidence.get("ci_high"))
+        return None if low is None or high is None else (low, high)
 
     def __init__(self, spec: ProbeSpec) -> None:
         if not isinstance(spec, self.spec_class):
@@ -139,4 +168,5 @@ __all__ = [
     "RunDefaults",
     "Verdict",
     "ViewFactory",
+    "evidence_numbers",
 ]

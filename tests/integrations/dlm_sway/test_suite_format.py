@@ -16,8 +16,13 @@ from swayscope.integrations.dlm_sway.suite_format import (
     DLM_SWAY,
     check_local_models,
     is_dlm_sway_suite,
+    refuse_unsupported,
     render_spec,
 )
+from swayscope.probes.delta_kl import DeltaKLProbe, DeltaKLSpec
+from swayscope.probes.registry import PROBE_KINDS
+from swayscope.suite.report import render_markdown
+from swayscope.suite.runner import run_suite
 from swayscope.suite.spec import LoadedSuite, load_suite, load_suite_text
 
 KEEPER = Path(__file__).parents[2] / "probes" / "data" / "keeper.md"
@@ -162,21 +167,20 @@ def test_ignored_and_approximated_fields_come_back_as_notes_with_their_lines() -
     entries = (
         "  - name: calib\n    kind: null_adapter\n    init_scale: 0.02\n    cache: true\n"
         "  - name: dk\n    kind: delta_kl\n    prompts: [a b]\n    weight: 2.0\n"
-        "  - name: off\n    kind: delta_kl\n    prompts: [a b]\n    enabled: false\n"
+        "  - name: unused\n    kind: delta_kl\n    prompts: [a b]\n    enabled: false\n"
         "  - name: ppl\n    kind: external_perplexity\n"
     )
     text = HEAD.format(defaults="defaults:\n  coverage_threshold: 0.7\n") + entries
     loaded = load_suite_text(
         text + f"dlm_source: {KEEPER}\n", "sway.yaml", formats=[DLM_SWAY]
     )
-    assert [p.spec.label for p in loaded.probes] == ["calib", "dk", "ppl"]
+    assert [p.spec.label for p in loaded.probes] == ["calib", "dk", "unused", "ppl"]
     assert loaded.translation is not None
     notes = "\n".join(loaded.translation.notes)
     for key, fragment in (
         ("init_scale", "suite.0.init_scale: accepted at dlm-sway's default"),
         ("cache", "suite.0.cache: ignored"),
         ("weight", "suite.1.weight: ignored: it weights dlm-sway's composite score"),
-        ("enabled", "suite.2.enabled: false: left out of the run"),
         ("kind: external_perplexity", "suite.3.kind: runs as perplexity_shift"),
         ("coverage_threshold", "defaults.coverage_threshold: ignored"),
         ("dlm_source", "dlm_source: read by swayscope itself"),
@@ -188,19 +192,22 @@ def test_ignored_and_approximated_fields_come_back_as_notes_with_their_lines() -
     ("entries", "defaults", "line_key", "fragments"),
     [
         (
-            "  - {name: dk, kind: delta_kl, prompts: [a b]}\n  - name: mine\n"
-            "    kind: plugin_probe\n",
-            "", "kind: plugin_probe",
-            ["suite.1.kind", "'plugin_probe' has no swayscope counterpart",
-             "Supported dlm-sway kinds: null_adapter, delta_kl, adapter_ablation, "
-             "prompt_collapse, external_perplexity (as perplexity_shift), calibration_drift, "
-             "section_internalization, leakage, paraphrase_invariance, preference_flip, "
-             "style_fingerprint, adapter_revert, cluster_kl",
-             "Nearest equivalent: none"],
+            "  - {name: dk, kind: delta_kl, prompts: [a b]}\n  - name: leak\n    kind: leakge\n",
+            "", "kind: leakge",
+            ["suite.1.kind", "'leakge' is not a probe kind of dlm-sway 0.1.0",
+             "its kinds: null_adapter, delta_kl, adapter_ablation, prompt_collapse, "
+             "external_perplexity, calibration_drift, section_internalization, leakage, "
+             "paraphrase_invariance, preference_flip, style_fingerprint, adapter_revert, "
+             "cluster_kl", "did you mean 'leakage'?"],
         ),
         (
             "  - name: topics\n    kind: cluster_kl\n", "", "name: topics",
             ["suite.0.prompts", "missing or empty"],
+        ),
+        (
+            "  - {name: dk, kind: delta_kl, prompts: [a b]}\n  - name: dk\n"
+            "    kind: leakage\n", "", "kind: leakage",
+            ["suite.1", "'dk' is already used by suite.0"],
         ),
         (
             "  - name: abl\n    kind: adapter_ablation\n    prompts: [a b]\n"
@@ -307,12 +314,12 @@ def test_models_swayscope_cannot_load_stop_with_the_line(
 
 def test_every_problem_is_reported_at_once() -> None:
     text = HEAD.format(defaults="") + (
-        "  - {name: a, kind: plugin_one}\n  - {name: b, kind: plugin_two}\n"
+        "  - {name: a, kind: leakag}\n  - {name: b, kind: delta_kl, prompt: [x]}\n"
     )
     with pytest.raises(SpecError) as info:
         load_suite_text(text, "sway.yaml", formats=[DLM_SWAY])
     assert "sway.yaml:6: suite.0.kind" in str(info.value)
-    assert "sway.yaml:7: suite.1.kind" in str(info.value)
+    assert "sway.yaml:7: suite.1.prompt" in str(info.value)
 
 
 def test_an_adapter_on_the_base_block_is_ignored_as_dlm_sway_ignores_it() -> None:
@@ -374,3 +381,120 @@ def test_convert_refuses_a_swayscope_spec() -> None:
                              "s.yaml", formats=[DLM_SWAY])
     with pytest.raises(SpecError, match="already a swayscope suite spec"):
         render_spec(native)
+
+
+MIXED = (
+    "  - {name: calib, kind: null_adapter, runs: 2}\n"
+    "  - {name: cal, kind: calibration_drift, items_limit: 50}\n"
+    "  - {name: dk, kind: delta_kl, prompts: [The cat sat, A dog ran]}\n"
+    "  - {name: leaks, kind: leakage}\n"
+    "  - {name: sec, kind: section_internalization}\n"
+    "  - {name: later, kind: delta_kl, prompts: [x y], enabled: false}\n"
+)
+
+
+def test_kinds_swayscope_lacks_are_skipped_in_place_with_the_reason() -> None:
+    loaded = sway(MIXED)
+    assert [(p.spec.label, p.kind) for p in loaded.probes] == [
+        ("calib", "null_adapter"), ("cal", "calibration_drift"), ("dk", "delta_kl"),
+        ("leaks", "leakage"), ("sec", "section_internalization"), ("later", "delta_kl"),
+    ]
+    assert loaded.translation is not None
+    skipped = {e.name: e for e in loaded.translation.skipped}
+    assert {n: e.unsupported for n, e in skipped.items()} == {
+        "cal": True, "leaks": True, "sec": True, "later": False,
+    }
+    text = HEAD.format(defaults="") + MIXED
+    assert skipped["leaks"].where == f"sway.yaml:{line_of(text, 'kind: leakage')}"
+    results, ctx = run_probes(DummyBackend(inst=BackendInstrumentation(), seed=0), loaded.probes)
+    verdicts = {r.name: (r.verdict, r.kind, r.message) for r in results}
+    assert verdicts["cal"] == (
+        "skip", "calibration_drift",
+        "swayscope has no probe for dlm-sway's kind 'calibration_drift' yet; nearest: "
+        "perplexity_shift (how much the adapter moved the likelihood of general text)",
+    )
+    assert verdicts["leaks"][:2] == ("skip", "leakage") and "nearest: none" in verdicts["leaks"][2]
+    assert verdicts["later"] == ("skip", "delta_kl",
+                                 "enabled: false in the suite (dlm-sway skips it too)")
+    assert verdicts["dk"][0] == "pass" and set(ctx.calibration) == {"dk"}
+
+
+def test_strict_refuses_what_would_be_skipped_but_not_what_the_file_turns_off() -> None:
+    text = HEAD.format(defaults="") + MIXED
+    with pytest.raises(SpecError) as info:
+        refuse_unsupported(sway(MIXED))
+    msg = str(info.value)
+    assert "has 3 entries swayscope cannot run, and --strict refuses such entries" in msg
+    for kind in ("calibration_drift", "leakage", "section_internalization"):
+        assert f"sway.yaml:{line_of(text, 'kind: ' + kind)}: " in msg and f"'{kind}'" in msg
+    assert "later" not in msg
+    refuse_unsupported(sway("  - {name: dk, kind: delta_kl, prompts: [a], enabled: false}\n"
+                            "  - {name: dk2, kind: delta_kl, prompts: [a]}\n"))
+
+
+def test_a_kind_that_swayscope_gains_runs_under_its_name_with_its_fields(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class ClusterSpec(DeltaKLSpec):
+        kind: str = "cluster_kl"  # type: ignore[assignment]
+
+    class ClusterProbe(DeltaKLProbe):
+        kind = "cluster_kl"
+        spec_class = ClusterSpec
+
+    monkeypatch.setitem(PROBE_KINDS, "cluster_kl", ClusterProbe)
+    loaded = sway("  - {name: topics, kind: cluster_kl, prompts: [a b, c d], threshold: 0.5,"
+                  " weight: 2}\n")
+    assert loaded.translation is not None and not loaded.translation.skipped
+    (probe,) = loaded.probes
+    assert (type(probe), probe.spec.threshold) == (ClusterProbe, 0.5)  # type: ignore[attr-defined]
+    with pytest.raises(SpecError, match=r"sway.yaml:6: suite.0.treshold: .*did you mean"):
+        sway("  - {name: topics, kind: cluster_kl, prompts: [a], treshold: 0.5}\n")
+
+
+def test_the_base_blocks_adapter_is_ignored_as_dlm_sway_does_with_a_note() -> None:
+    text = ("version: 1\nmodels:\n  base: {kind: hf, base: /m/b, adapter: /m/other}\n"
+            "  ft: {kind: hf, base: /m/b, adapter: /m/a}\nsuite:\n"
+            "  - {name: dk, kind: delta_kl, prompts: [a]}\n")
+    loaded = load_suite_text(text, "sway.yaml", formats=[DLM_SWAY])
+    assert loaded.spec.models.adapter == Path("/m/a")
+    assert loaded.translation is not None
+    (note,) = loaded.translation.notes
+    assert note.startswith("sway.yaml:3: models.base.adapter: ignored, as dlm-sway ignores it "
+                           "in differential mode")
+
+
+def test_the_notes_are_in_the_run_report() -> None:
+    loaded = sway("  - {name: dk, kind: delta_kl, prompts: [a b], weight: 2}\n")
+    loaded.spec = loaded.spec.model_copy(update={"models": loaded.spec.models.model_copy(
+        update={"kind": "dummy"})})
+    result = run_suite(loaded, DummyBackend(inst=BackendInstrumentation(), seed=0),
+                       live_progress=False)
+    assert result.notes == list(loaded.translation.notes)  # type: ignore[union-attr]
+    assert result.to_dict()["notes"] == result.notes and "weight: ignored" in result.notes[0]
+    assert f"- note: {result.notes[0]}" in render_markdown(result)
+
+
+def test_convert_keeps_each_skipped_entry_in_its_place_as_a_comment_saying_why(
+    tmp_path: Path
+) -> None:
+    text = render_spec(sway(MIXED))
+    lines = text.splitlines()
+    start = lines.index("suite:")
+    comments = [ln for ln in lines[start:] if ln.startswith("#")]
+    line = line_of(HEAD.format(defaults="") + MIXED, "calibration_drift")
+    assert comments[:2] == [f"# Not converted (sway.yaml:{line}):",
+                            "#   swayscope has no probe for dlm-sway's kind 'calibration_drift' "
+                            "yet; nearest:"]
+    said = " ".join(c.lstrip("# ") for c in comments)
+    assert "'calibration_drift' yet; nearest: perplexity_shift" in said
+    assert "# - name: cal\n#   kind: calibration_drift\n#   items_limit: 50\n- kind: delta_kl" \
+        in text
+    assert "# - name: later\n#   kind: delta_kl\n#   prompts:\n#   - x y\n#   enabled: false" \
+        in text
+    out = tmp_path / "suite.yaml"
+    out.write_text(text)
+    converted = load_suite(out)
+    assert [(p.spec.label, p.kind) for p in converted.probes] == [
+        ("calib", "null_adapter"), ("dk", "delta_kl"),
+    ]

@@ -85,8 +85,9 @@ class HFBackend(ViewOpeners):
         prefix_cache_max_bytes: byte budget of the shared-prefix store (keys and values
             of prefixes kept between calls, per view, least recently used out first);
             0 turns shared-prefix reuse off.
-        threads: CPU threads torch computes with (``torch.set_num_threads``); default:
-            the cores this process may use (:func:`~swayscope.backends.threads.default_threads`).
+        threads: CPU threads torch computes with (``torch.set_num_threads``), at most the
+            CPUs this process may use; default: all of them
+            (:func:`~swayscope.backends.threads.choose_threads`).
 
     Public parts: ``encoder`` (:class:`.TextEncoder`), ``lora`` (:class:`.LoraSwitch`),
     ``forward_pass`` (:class:`.ForwardPass`), ``generator`` (:class:`.Generator`),
@@ -129,7 +130,9 @@ class HFBackend(ViewOpeners):
                 "prefix_cache_max_bytes must be an integer >= 0 (0: no shared-prefix reuse); "
                 f"got {prefix_cache_max_bytes!r}"
             )
-        self.threads = apply_threads(threads)
+        choice = apply_threads(threads)
+        self.threads = choice.count
+        self.threads_reason = choice.why
         if inst is not None and inst_kwargs:
             raise ConfigError(
                 f"pass either inst= or instrumentation keywords ({sorted(inst_kwargs)}), not both"

@@ -36,14 +36,14 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from swayscope.backends.api import Generation
 from swayscope.backends.hf.prefix import TokenIds
 from swayscope.backends.hf.rows import ForwardRecord, Need
 from swayscope.backends.hf.view_state import TRAINED, ViewState
-from swayscope.backends.ray.cluster import Cluster, open_cluster
+from swayscope.backends.ray.cluster import Cluster, check_resources, open_cluster
 from swayscope.backends.ray.messages import (
     CallReply,
     CallRequest,
@@ -54,7 +54,6 @@ from swayscope.backends.ray.messages import (
 )
 from swayscope.backends.ray.placement import (
     LOAD_TIMEOUT_S,
-    check_resources,
     first_line,
     place,
     release,
@@ -128,7 +127,9 @@ class WorkerPool:
     """Forward workers on a Ray cluster, each holding the model; closes what it started.
 
     Args:
-        configs: one per worker: the model it loads and its forward pass's settings.
+        config: the model each worker loads and its forward pass's settings (each worker
+            gets a copy with its own ``index``, once the cluster was found to hold them).
+        count: how many workers.
         cpus: CPUs each worker reserves (its torch threads come from its config).
         gpus: GPUs each worker reserves (a fraction shares one).
         address: ``local``, ``auto``, ``host:port`` or ``ray://host:port``.
@@ -139,7 +140,8 @@ class WorkerPool:
 
     def __init__(
         self,
-        configs: Sequence[WorkerConfig],
+        config: WorkerConfig,
+        count: int,
         *,
         cpus: float,
         gpus: float,
@@ -156,8 +158,12 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self.cluster: Cluster = open_cluster(address, self._sources)
         try:
-            check_resources(self.cluster, len(configs), cpus, gpus, self._sources)
-            self._group = place(self.cluster, len(configs), cpus, gpus, self._sources)
+            check_resources(
+                self.cluster.describe(), self.cluster.resources(), count, cpus, gpus,
+                self._sources,
+            )
+            configs = [replace(config, index=i) for i in range(count)]
+            self._group = place(self.cluster, count, cpus, gpus, self._sources)
             actors = start_actors(self._group, configs, cpus, gpus)
             self._workers = [_Worker(c.index, a) for c, a in zip(configs, actors, strict=True)]
             self.facts = wait_loaded(
@@ -169,7 +175,7 @@ class WorkerPool:
         first = self.facts[0]
         self.vocab_size = first.vocab_size
         self.prefix_reuse = first.prefix_reuse
-        self._max_top_k = configs[0].max_top_k
+        self._max_top_k = config.max_top_k
         inst.start_pool([w.label for w in self._workers], self.cluster.describe())
         for w in self._workers:
             inst.emit(WorkerStatus(w.label, True))

@@ -1,6 +1,7 @@
 """How each field of a dlm-sway 0.1.0 suite is read: the swayscope field it becomes, why it
 is ignored, or the one value it is accepted at; per probe kind, for the defaults, and the
-kinds swayscope has no probe for."""
+kinds swayscope has no probe for (a kind of that name added to swayscope's probes runs
+with its fields as written, unless a rule here says otherwise)."""
 
 from __future__ import annotations
 
@@ -323,9 +324,8 @@ DEFAULT_RULES: dict[str, Rule] = {
     "score_weights": WEIGHT,
 }
 TOP_LEVEL = ("version", "models", "defaults", "suite", "dlm_source")
-SUPPORTED_KINDS = ", ".join(
-    k if v.to == k else f"{k} (as {v.to})" for k, v in KINDS.items()
-)
+#: Every probe kind of dlm-sway 0.1.0.
+SWAY_KINDS = (*KINDS, *NEAREST_KIND)
 
 
 __all__ = [
@@ -342,7 +342,7 @@ __all__ = [
     "NEAREST_KIND",
     "OnlyDefault",
     "Rule",
-    "SUPPORTED_KINDS",
+    "SWAY_KINDS",
     "SWAY_SPEC_VERSION",
     "TOP_K",
     "TOP_LEVEL",

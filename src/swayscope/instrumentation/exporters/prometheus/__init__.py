@@ -15,6 +15,7 @@ swayscope_cache_entries               gauge
 swayscope_cache_bytes                 gauge
 swayscope_cache_evictions_total       counter
 swayscope_tokens_total                counter    view_kind
+swayscope_generated_tokens_total      counter    view_kind
 swayscope_probe_duration_seconds      gauge      probe, status (the current run's probes)
 swayscope_probes_total                counter    status
 swayscope_probe_score                 gauge      probe, adapter
