@@ -174,3 +174,47 @@ def test_bad_generation_arguments(
     with hf_backend.ft() as v, pytest.raises(InputError, match=match):
         v.generate_batch(PROMPTS[:1], **kwargs)
     assert hf_backend.inst.stats.forward_calls == 0
+
+
+def test_generated_tokens_reach_the_stats_the_metrics_and_the_spans(
+    tiny_model: TinyModelPaths,
+) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    pytest.importorskip("prometheus_client")
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from swayscope.instrumentation.exporters.otel import OtelExporter
+    from swayscope.instrumentation.exporters.prometheus import PrometheusExporter
+
+    rec, mem = Recorder(), InMemorySpanExporter()
+    prom = PrometheusExporter()
+    otel = OtelExporter(span_exporter=mem, batch=False)
+    inst = BackendInstrumentation(exporters=[rec, prom, otel])
+    backend = HFBackend(tiny_model.base_dir, tiny_model.adapter_dir, device="cpu", inst=inst)
+    try:
+        with inst.run(suite="gen", total_probes=1), inst.probe("leak", "leakage"):
+            with backend.ft() as v:
+                got = v.generate_batch(PROMPTS, max_new_tokens=6, stop=["."])
+                v.generate_batch(PROMPTS, max_new_tokens=6, stop=["."])  # all hits
+            with backend.base() as v:
+                v.logprob_of(PROMPTS[0], " lamp")  # a scoring call: no generated tokens
+    finally:
+        backend.close()
+        inst.close()
+    generated = sum(g.n_generated for g in got)
+    assert 0 < generated <= 6 * len(PROMPTS)
+    calls = rec.calls()
+    assert [(c.op, c.n_tokens_generated) for c in calls] == [
+        (GENERATE_OP, generated), ("logprob_of", None),
+    ]
+    assert inst.stats.tokens_generated == generated
+    value = prom.registry.get_sample_value(
+        "swayscope_generated_tokens_total", {"view_kind": "ft"}
+    )
+    assert value == generated
+    assert prom.registry.get_sample_value(
+        "swayscope_generated_tokens_total", {"view_kind": "base"}
+    ) == 0
+    forward = [s for s in mem.get_finished_spans() if s.name == "swayscope.forward"]
+    assert [s.attributes.get("gen_ai.usage.output_tokens") for s in forward  # type: ignore[union-attr]
+            ] == [generated, None]
