@@ -120,12 +120,6 @@ def dlm_sway_sdist_tests(venv: Path) -> Path:
     return tests
 
 
-def dlm_sway_sdist(venv: Path) -> Path:
-    """dlm-sway's sdist (README, examples, tests), extracted next to the venv by ``.ci/run``."""
-    root = venv / "sdist" / f"dlm_sway-{DLM_SWAY_VERSION}"
-    if not (root / "README.md").is_file() or not (root / "examples").is_dir():
-        _missing(f"dlm-sway's sdist is not in {root}: run bash .ci/run once")
-    return root
 #: The suites dlm-sway 0.1.0 ships: files of its sdist, and its README's "Full suite" block.
 SDIST_SUITES = (
     "examples/precommit-example/sway.yaml",

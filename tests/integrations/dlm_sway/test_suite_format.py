@@ -206,7 +206,7 @@ def test_ignored_and_approximated_fields_come_back_as_notes_with_their_lines() -
         ),
         (
             "  - {name: dk, kind: delta_kl, prompts: [a b]}\n  - name: dk\n"
-            "    kind: leakage\n", "", "kind: leakage",
+            "    kind: leakage\n", "", "  - name: dk",
             ["suite.1", "'dk' is already used by suite.0"],
         ),
         (
@@ -393,6 +393,28 @@ MIXED = (
 )
 
 
+#: What the nearest swayscope probe is said to be for each kind :func:`lacking` takes away.
+NEAREST = {
+    "calibration_drift": "perplexity_shift (how much the adapter moved the likelihood of "
+    "general text)",
+    "leakage": "none (swayscope does not generate text)",
+    "section_internalization": "perplexity_shift on each section's text",
+}
+
+
+@pytest.fixture
+def lacking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A swayscope without three of dlm-sway's kinds: every kind of dlm-sway 0.1.0 has a
+    probe now, but the path for a kind without one (a later dlm-sway's) must still hold."""
+    from swayscope.integrations.dlm_sway import field_rules
+
+    for kind, nearest in NEAREST.items():
+        monkeypatch.delitem(field_rules.KINDS, kind)
+        monkeypatch.delitem(PROBE_KINDS, kind)
+        monkeypatch.setitem(field_rules.NEAREST_KIND, kind, nearest)
+
+
+@pytest.mark.usefixtures("lacking")
 def test_kinds_swayscope_lacks_are_skipped_in_place_with_the_reason() -> None:
     loaded = sway(MIXED)
     assert [(p.spec.label, p.kind) for p in loaded.probes] == [
@@ -419,6 +441,7 @@ def test_kinds_swayscope_lacks_are_skipped_in_place_with_the_reason() -> None:
     assert verdicts["dk"][0] == "pass" and set(ctx.calibration) == {"dk"}
 
 
+@pytest.mark.usefixtures("lacking")
 def test_strict_refuses_what_would_be_skipped_but_not_what_the_file_turns_off() -> None:
     text = HEAD.format(defaults="") + MIXED
     with pytest.raises(SpecError) as info:
@@ -442,6 +465,10 @@ def test_a_kind_that_swayscope_gains_runs_under_its_name_with_its_fields(
         kind = "cluster_kl"
         spec_class = ClusterSpec
 
+    from swayscope.integrations.dlm_sway import field_rules
+
+    # As if swayscope had just gained cluster_kl, with no field rules of its own yet.
+    monkeypatch.delitem(field_rules.KINDS, "cluster_kl")
     monkeypatch.setitem(PROBE_KINDS, "cluster_kl", ClusterProbe)
     loaded = sway("  - {name: topics, kind: cluster_kl, prompts: [a b, c d], threshold: 0.5,"
                   " weight: 2}\n")
@@ -475,6 +502,7 @@ def test_the_notes_are_in_the_run_report() -> None:
     assert f"- note: {result.notes[0]}" in render_markdown(result)
 
 
+@pytest.mark.usefixtures("lacking")
 def test_convert_keeps_each_skipped_entry_in_its_place_as_a_comment_saying_why(
     tmp_path: Path
 ) -> None:
