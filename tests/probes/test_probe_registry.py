@@ -77,3 +77,11 @@ def test_check_order() -> None:
     check_order(first[1:])
     with pytest.raises(SpecError, match="must be the first probe"):
         check_order([first[1], first[0]])
+
+
+def test_every_kind_says_what_its_score_is_and_a_kind_that_does_not_is_refused() -> None:
+    assert sorted(PROBE_KINDS) == sorted(KINDS)
+    for kind, cls in PROBE_KINDS.items():
+        assert cls.score_label and isinstance(cls.score_unit, str), kind
+    with pytest.raises(TypeError, match="must set score_label, score_unit"):
+        type("Unlabelled", (Probe,), {"kind": "unlabelled", "spec_class": object})

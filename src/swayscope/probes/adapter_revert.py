@@ -50,6 +50,8 @@ class AdapterRevertProbe(Probe):
     kind: ClassVar[str] = "adapter_revert"
     spec_class: ClassVar[type[ProbeSpec]] = AdapterRevertSpec
     spec: AdapterRevertSpec
+    score_label: ClassVar[str] = "answers reverted"
+    score_unit: ClassVar[str] = "fraction"
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         spec = self.spec

@@ -129,6 +129,14 @@ class Probe:
     score_unit: ClassVar[str]
     """The score's unit, e.g. ``nats``, ``nats/token``."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A kind without these fails where it is written, not in a sweep's plot hours later.
+        super().__init_subclass__(**kwargs)
+        lacking = [a for a in ("kind", "spec_class", "score_label", "score_unit")
+                   if not hasattr(cls, a)]
+        if lacking:
+            raise TypeError(f"probe class {cls.__name__} must set {', '.join(lacking)}")
+
     @classmethod
     def score_thresholds(cls, evidence: Mapping[str, Any]) -> tuple[float, ...]:
         """The values the score was compared with for the verdict, read from a result's

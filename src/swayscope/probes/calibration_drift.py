@@ -94,6 +94,8 @@ class CalibrationDriftProbe(Probe):
     kind: ClassVar[str] = "calibration_drift"
     spec_class: ClassVar[type[ProbeSpec]] = CalibrationDriftSpec
     spec: CalibrationDriftSpec
+    score_label: ClassVar[str] = "items regressed"
+    score_unit: ClassVar[str] = "fraction"
 
     def _deltas(self, ctx: ProbeContext, other: ViewFactory) -> FloatArray:
         items = self.spec.chosen_items()

@@ -172,6 +172,8 @@ class ClusterKLProbe(Probe):
     kind: ClassVar[str] = "cluster_kl"
     spec_class: ClassVar[type[ProbeSpec]] = ClusterKLSpec
     spec: ClusterKLSpec
+    score_label: ClassVar[str] = "topic specificity"
+    score_unit: ClassVar[str] = "variance ratio"
 
     def labels(self, ctx: ProbeContext) -> tuple[list[str], list[int], list[str]] | str:
         """(prompts, group of each, group names), or why the prompts cannot be grouped."""

@@ -176,6 +176,8 @@ class LeakageProbe(Probe):
     kind: ClassVar[str] = "leakage"
     spec_class: ClassVar[type[ProbeSpec]] = LeakageSpec
     spec: LeakageSpec
+    score_label: ClassVar[str] = "verbatim recall"
+    score_unit: ClassVar[str] = "ROUGE-L recall"
 
     def cases(self, ctx: ProbeContext) -> list[tuple[str, str, str]]:
         """(label, trigger, target) for each prose section long enough to have a target."""

@@ -86,6 +86,8 @@ class ParaphraseInvarianceProbe(Probe):
     kind: ClassVar[str] = "paraphrase_invariance"
     spec_class: ClassVar[type[ProbeSpec]] = ParaphraseInvarianceSpec
     spec: ParaphraseInvarianceSpec
+    score_label: ClassVar[str] = "verbatim lift"
+    score_unit: ClassVar[str] = "nats/token"
 
     def _lifts(self, ctx: ProbeContext, other: ViewFactory) -> tuple[FloatArray, FloatArray]:
         """Per case: the verbatim lift and the mean paraphrase lift."""

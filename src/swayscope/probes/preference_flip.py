@@ -75,6 +75,8 @@ class PreferenceFlipProbe(Probe):
     kind: ClassVar[str] = "preference_flip"
     spec_class: ClassVar[type[ProbeSpec]] = PreferenceFlipSpec
     spec: PreferenceFlipSpec
+    score_label: ClassVar[str] = "preferences flipped"
+    score_unit: ClassVar[str] = "fraction"
 
     def triples(self, ctx: ProbeContext) -> list[PreferenceTriple]:
         if self.spec.triples:

@@ -86,6 +86,8 @@ class SectionInternalizationProbe(Probe):
     kind: ClassVar[str] = "section_internalization"
     spec_class: ClassVar[type[ProbeSpec]] = SectionInternalizationSpec
     spec: SectionInternalizationSpec
+    score_label: ClassVar[str] = "sections that moved"
+    score_unit: ClassVar[str] = "fraction"
 
     def sections(self, ctx: ProbeContext) -> list[Section]:
         doc = ctx.document

@@ -137,6 +137,8 @@ class StyleFingerprintProbe(Probe):
     kind: ClassVar[str] = "style_fingerprint"
     spec_class: ClassVar[type[ProbeSpec]] = StyleFingerprintSpec
     spec: StyleFingerprintSpec
+    score_label: ClassVar[str] = "style gap closed"
+    score_unit: ClassVar[str] = "fraction of the gap"
 
     def reference(self, ctx: ProbeContext) -> str:
         if self.spec.doc_reference.strip():

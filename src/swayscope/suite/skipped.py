@@ -22,6 +22,8 @@ class SkippedProbe(Probe):
 
     kind: ClassVar[str] = "skipped"
     spec_class = SkippedSpec
+    score_label: ClassVar[str] = "no score (skipped)"
+    score_unit: ClassVar[str] = ""
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         assert isinstance(self.spec, SkippedSpec)
