@@ -21,13 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from machine import cpu_model
 
-from swayscope.backends.tiny import build_tiny
+from swayscope.backends.tiny import TinyModelPaths, build_tiny
 from swayscope.probes.defaults import DEFAULT_PROMPTS
 
 SUITE = """\
@@ -98,9 +99,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--home", type=Path, default=None, help="folder for the tiny model")
     args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-dlm-sway-") as tmp:
+        # Absolute: the commands run in the scratch folder (a relative --sway names a file
+        # relative to where the bench was started).
+        measure(Path(tmp), args.sway.absolute(), args.home, args.repeats)
 
-    work = Path(tempfile.mkdtemp(prefix="bench-dlm-sway-"))
-    paths = build_tiny((args.home or work) / "tiny-model", seed=0)
+
+def write_suite(work: Path, paths: TinyModelPaths) -> Path:
+    """The suite on the tiny model, in ``work``."""
     spec = work / "sway.yaml"
     spec.write_text(SUITE.format(
         base=json.dumps(str(paths.base_dir)), adapter=json.dumps(str(paths.adapter_dir)),
@@ -108,29 +114,43 @@ def main() -> None:
                                                                      DEFAULT_PROMPTS[11]]),
         half=json.dumps(list(DEFAULT_PROMPTS[:8])),
     ))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SWAYSCOPE_SWAY"))}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", SWAYSCOPE_HOME=str(work / "home"))
+    return spec
+
+
+Reader = Callable[[dict[str, Any], float], Run]
+
+
+def commands(spec: Path, sway: Path, work: Path) -> dict[str, tuple[list[str], Reader]]:
+    """The three commands (each takes ``--json OUT`` after it) and how to read their JSON."""
     swayscope = [sys.executable, "-m", "swayscope"]
-    result = work / "result.json"
-    commands = {
-        "sway run": ([str(args.sway), "run", str(spec), "--json", str(result)], _sway_result),
-        "swayscope run": ([*swayscope, "run", str(spec), "--json", str(result)],
-                          _swayscope_result),
+    return {
+        "sway run": ([str(sway), "run", str(spec)], _sway_result),
+        "swayscope run": ([*swayscope, "run", str(spec)], _swayscope_result),
         "swayscope sway -- run": (
-            [*swayscope, "sway", "--sway", str(args.sway), "--trace", str(work / "t.jsonl"),
-             "--", "run", str(spec), "--json", str(result)],
+            [*swayscope, "sway", "--sway", str(sway), "--trace", str(work / "t.jsonl"),
+             "--", "run", str(spec)],
             _sway_result,
         ),
     }
-    runs: dict[str, list[Run]] = {name: [] for name in commands}
-    for _ in range(args.repeats):
-        for name, (cmd, read) in commands.items():
-            data, elapsed = run(cmd, result, env, work)
+
+
+def measure(work: Path, sway: Path, home: Path | None, repeats: int) -> dict[str, list[Run]]:
+    """Run the three commands ``repeats`` times, interleaved, in ``work`` (the tiny model
+    under ``home``, else in ``work`` too); print the table and return the runs."""
+    spec = write_suite(work, build_tiny((home or work) / "tiny-model", seed=0))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SWAYSCOPE_SWAY"))}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", SWAYSCOPE_HOME=str(work / "home"))
+    result = work / "result.json"
+    commands_run = commands(spec, sway, work)
+    runs: dict[str, list[Run]] = {name: [] for name in commands_run}
+    for _ in range(repeats):
+        for name, (cmd, read) in commands_run.items():
+            data, elapsed = run([*cmd, "--json", str(result)], result, env, work)
             runs[name].append(read(data, elapsed))
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; every process OMP_NUM_THREADS=1; "
-          f"{args.repeats} interleaved repeats; median (best) of the times, median of the rest")
+          f"{repeats} interleaved repeats; median (best) of the times, median of the rest")
     print(f"{'command':24} {'process s':>13} {'suite s':>11} {'calls':>6} {'prompts':>8} "
           f"{'hit rate':>8}  verdicts")
 
@@ -145,6 +165,7 @@ def main() -> None:
             f"{statistics.median(r.forward_passes for r in rs):8.0f} "
             f"{statistics.median(r.hit_rate for r in rs):8.1%}  {rs[-1].verdicts}"
         )
+    return runs
 
 
 if __name__ == "__main__":

@@ -317,7 +317,14 @@ def main() -> None:
     # 3 logical CPUs: the 1-worker pool and the 2-worker pool are placed side by side (they
     # never compute at the same time: the rounds run one backend after another).
     ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
-    root = Path(tempfile.mkdtemp(prefix="bench-ray-"))
+    with tempfile.TemporaryDirectory(prefix="bench-ray-") as root:
+        measure(Path(root), args, batches)
+
+
+def measure(root: Path, args: argparse.Namespace, batches: list[int]) -> None:
+    """Build the tiny model in ``root``, time the three backends, print the report."""
+    import ray
+
     paths = build_tiny(root, seed=0)
     prompts = make_prompts(args.prompts)
     common: dict[str, Any] = {"device": "cpu", "threads": 1, "max_batch_size": 64}

@@ -61,21 +61,36 @@ def series(text: str) -> int:
     return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
 
 
-def measure(n_probes: int, repeats: int) -> None:
+def serving(n_probes: int) -> tuple[BackendInstrumentation, str]:
+    """An instrumentation whose run of ``n_probes`` probes is over, its metrics URL."""
     prom = PrometheusExporter(port=0)
     otel = OtelExporter(span_exporter=InMemorySpanExporter(), batch=False)
     inst = BackendInstrumentation(exporters=[prom, otel], cache_maxsize=1 << 16)
     run_suite(inst, n_probes)
     assert prom.url is not None
+    return inst, prom.url
+
+
+def scrape_once(n_probes: int) -> int:
+    """Series in one scrape (OpenMetrics) after a run of ``n_probes`` probes."""
+    inst, url = serving(n_probes)
+    try:
+        return series(scrape(url, OPENMETRICS, False)[1].decode())
+    finally:
+        inst.close()
+
+
+def measure(n_probes: int, repeats: int) -> None:
+    inst, url = serving(n_probes)
     for label, accept, gzipped in (
         ("OpenMetrics (Prometheus)", OPENMETRICS, False),
         ("OpenMetrics, gzip", OPENMETRICS, True),
         ("text (curl)", None, False),
     ):
-        scrape(prom.url, accept, gzipped)  # warm-up
+        scrape(url, accept, gzipped)  # warm-up
         times, body = [], b""
         for _ in range(repeats):
-            seconds, body = scrape(prom.url, accept, gzipped)
+            seconds, body = scrape(url, accept, gzipped)
             times.append(seconds * 1000)
         text = (gzip.decompress(body) if gzipped else body).decode()
         print(

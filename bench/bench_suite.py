@@ -23,6 +23,14 @@ from swayscope.suite.demo import demo_suite_yaml
 from swayscope.suite.runner import build_backend, run_suite
 from swayscope.suite.spec import load_suite_text
 
+#: The four configurations: (name, cache on, batching on).
+CONFIGS = (
+    ("cache on,  batching on ", True, True),
+    ("cache off, batching on ", False, True),
+    ("cache on,  batching off", True, False),
+    ("cache off, batching off", False, False),
+)
+
 
 @dataclass
 class Outcome:
@@ -61,25 +69,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration")
     parser.add_argument("--home", type=Path, default=None, help="tiny-model folder")
     args = parser.parse_args()
-    home = args.home or Path(tempfile.mkdtemp(prefix="swayscope-bench-"))
+    with tempfile.TemporaryDirectory(prefix="swayscope-bench-") as tmp:
+        measure(args.home or Path(tmp), args.repeats)
+
+
+def measure(home: Path, repeats: int) -> None:
+    """Run the four configurations ``repeats`` times each on the tiny model (built under
+    ``home``) and print the table."""
     paths = build_tiny(home / "tiny", seed=0)
-    configs = [
-        ("cache on,  batching on ", True, True),
-        ("cache off, batching on ", False, True),
-        ("cache on,  batching off", True, False),
-        ("cache off, batching off", False, False),
-    ]
     rows: list[tuple[str, Outcome]] = []
-    for name, cache, batching in configs:
+    for name, cache, batching in CONFIGS:
         runs = [
             run_once(paths.base_dir, paths.adapter_dir, cache=cache, batching=batching)
-            for _ in range(args.repeats)
+            for _ in range(repeats)
         ]
         best = min(runs, key=lambda r: r.wall_s)
         best.wall_s = statistics.median(r.wall_s for r in runs)
         rows.append((name, best))
     base = rows[0][1]
-    print(f"demo suite on the tiny model, median wall of {args.repeats} runs")
+    print(f"demo suite on the tiny model, median wall of {repeats} runs")
     print(f"{'configuration':24} {'fwd calls':>9} {'prompts':>8} {'hit rate':>8} "
           f"{'wall s':>7} {'calls x':>8} {'wall x':>7}  verdicts")
     for name, r in rows:

@@ -1,12 +1,13 @@
 """A checkpoint sweep two ways: one `swayscope sweep` against N separate `swayscope run`s.
 
-The tiny adapter is trained for 40 steps with checkpoints at 0, 5, 10, 20 and 40; the
-demo suite (null_adapter, delta_kl, adapter_ablation, prompt_collapse, perplexity_shift)
-runs on each. Every repeat runs the sweep and then the N runs (interleaved), each a
-fresh process pinned to one thread (OMP_NUM_THREADS=1). Prints the medians (best in
-brackets) of the wall time of the whole job, and the forward work: model calls, prompts
-computed, of which base-view prompts, and the cache hit rate. Then the last sweep's
-summary table, as the terminal showed it.
+The tiny adapter is trained for 40 steps with checkpoints at 0, 5, 10, 20 and 40 (as
+``swayscope tiny-model DIR --checkpoints 5`` does); the demo suite (null_adapter,
+delta_kl, adapter_ablation, prompt_collapse, perplexity_shift) runs on each. Every
+repeat runs the sweep and then the N runs (interleaved), each a fresh process pinned to
+one thread (OMP_NUM_THREADS=1). Prints the medians (best in brackets) of the wall time of
+the whole job, and the forward work: model calls, prompts computed, of which base-view
+prompts, and the cache hit rate. Then the last sweep's summary table, as the terminal
+showed it.
 
     python bench/bench_sweep.py [--repeats 3] [--home DIR]
 """
@@ -26,12 +27,10 @@ from typing import Any
 
 from machine import cpu_model
 
-from swayscope.backends.tiny import TINY_LORA_SHAPE, build_tiny, package_text, tiny_adapter_plan
+from swayscope.backends.tiny import CHECKPOINTS_DIRNAME, build_tiny, train_tiny_checkpoints
 from swayscope.suite.demo import demo_suite_yaml
-from swayscope.training.lora import train_lora
 
-STEPS = 40
-SAVE_AT = (0, 5, 10, 20)
+CHECKPOINTS = 5
 COUNTERS = ("forward_calls", "forward_passes", "base_forward_passes", "cache_hits",
             "cache_misses")
 
@@ -54,14 +53,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--home", type=Path, default=None, help="folder for the tiny model")
     args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+        measure(Path(tmp), args.home, args.repeats)
 
-    work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
-    paths = build_tiny((args.home or work) / "tiny-model", seed=0)
+
+def measure(work: Path, home: Path | None, repeats: int) -> dict[str, list[float]]:
+    """Train the checkpoints and time the sweep against the runs, in ``work`` (the tiny
+    model under ``home``, else in ``work`` too); print the table and the last summary, and
+    return each job's wall times (``sweep``, ``runs``)."""
+    home = (home or work) / "tiny-model"
+    paths = build_tiny(home, seed=0)
     t0 = time.perf_counter()
-    trained = train_lora(
-        paths.base_dir, package_text("finetune.txt"), work / "ckpt", shape=TINY_LORA_SHAPE,
-        plan=tiny_adapter_plan(0, steps=STEPS, save_at=SAVE_AT),
-    )
+    trained = train_tiny_checkpoints(home, CHECKPOINTS, seed=0)
     train_s = time.perf_counter() - t0
     checkpoints = [trained.checkpoints[s] for s in sorted(trained.checkpoints)]
     sweep_spec = work / "suite.yaml"
@@ -79,10 +82,11 @@ def main() -> None:
     walls: dict[str, list[float]] = {"sweep": [], "runs": []}
     work_done: dict[str, dict[str, int]] = {}
     table = ""
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         out = work / "sweep-out"
         stdout, elapsed = run(
-            [*swayscope, "sweep", str(sweep_spec), "--adapters", str(work / "ckpt" / "step-*"),
+            [*swayscope, "sweep", str(sweep_spec), "--adapters",
+             str(home / CHECKPOINTS_DIRNAME / "step-*"),
              "--out", str(out)], env, work,
         )
         walls["sweep"].append(elapsed)
@@ -100,7 +104,8 @@ def main() -> None:
         work_done["runs"] = totals(stats)
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; every process OMP_NUM_THREADS=1; "
-          f"{args.repeats} interleaved repeats; training {STEPS} steps: {train_s:.1f} s")
+          f"{repeats} interleaved repeats; training {max(trained.checkpoints)} steps "
+          f"({len(checkpoints)} checkpoints): {train_s:.1f} s")
     print(f"{'job':28} {'wall s':>13} {'calls':>6} {'prompts':>8} {'base':>5} {'hit rate':>8}")
     labels = {"sweep": "swayscope sweep (1 process)",
               "runs": f"swayscope run x {len(run_specs)}"}
@@ -113,6 +118,7 @@ def main() -> None:
             f"{w['cache_hits'] / lookups:8.1%}"
         )
     print("\nthe last sweep's output:\n" + table)
+    return walls
 
 
 if __name__ == "__main__":

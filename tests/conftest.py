@@ -6,11 +6,19 @@ Nothing here imports torch at collection time, so torch-free tests still run whe
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
+import shutil
+import sys
+import tempfile
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from swayscope.backends.threads import prefer_passive_wait
 
 if TYPE_CHECKING:
     from swayscope.backends.tiny import TinyModelPaths
@@ -18,6 +26,53 @@ if TYPE_CHECKING:
 # No model downloads, ever: everything is built locally.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# The command makes OpenMP's waiting threads sleep before torch loads; tests run it in this
+# process (and torch loads here first), so this process does the same. Spinning threads on
+# a loaded machine ran the SmolLM2 demo past its 15-minute timeout.
+prefer_passive_wait()
+# What commands run in this process keep under the swayscope home (the disk cache, the
+# demo's models): a folder of the session's own, never the user's ~/.cache/swayscope.
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="swayscope-tests-home-"))
+os.environ["SWAYSCOPE_HOME"] = str(SESSION_HOME)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def missing_dev_tools() -> list[str]:
+    """The packages of the ``dev`` extra (pyproject.toml; swayscope's own extras aside) that
+    this Python lacks."""
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    names = [m.group(0) for r in extras["dev"] if (m := re.match(r"[A-Za-z0-9][\w.-]*", r))]
+    lacking = []
+    for name in names:
+        if name == "swayscope":
+            continue
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            lacking.append(name)
+    return lacking
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Without the dev extra, say what to install instead of failing on an import or an
+    unknown setting (the timeout)."""
+    lacking = missing_dev_tools()
+    if lacking:
+        pytest.exit(
+            f"the tests need swayscope's dev extra in this Python ({sys.executable}), which "
+            f"lacks {', '.join(lacking)}: from {REPO}, run `{sys.executable} -m pip install "
+            f"-e '.[dev]'` (or `bash .ci/run`, which also installs the servers and tools the "
+            "tests start)",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
 
 
 def need_hf() -> None:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple, NoReturn
@@ -144,14 +145,81 @@ def _sigint_as_usual() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def popen_swayscope(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+def popen_swayscope(tmp_path: Path, *args: str, log: Path | None = None) -> subprocess.Popen[str]:
     """Start the ``swayscope`` command as :func:`swayscope` runs it, for tests that signal
-    it (SIGINT reaches it as a Ctrl-C even when the tests run as a background job)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "swayscope", *args], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path), cwd=tmp_path,
-        preexec_fn=_sigint_as_usual,
-    )
+    it (SIGINT reaches it as a Ctrl-C even when the tests run as a background job).
+    ``log``: stdout and stderr go to that file (a test can follow it) instead of pipes."""
+    out = log.open("w") if log is not None else None
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "swayscope", *args],
+            stdout=out or subprocess.PIPE, stderr=subprocess.STDOUT if out else subprocess.PIPE,
+            text=True, env=cli_env(tmp_path), cwd=tmp_path, preexec_fn=_sigint_as_usual,
+        )
+    finally:
+        if out is not None:
+            out.close()
+
+
+def _parents() -> dict[int, int]:
+    """Every process's parent, from /proc (a zombie counts as gone)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(entry)] = int(fields[1])
+    return parents
+
+
+def descendants(pid: int) -> set[int]:
+    """The live processes below ``pid``: its children, theirs, and so on."""
+    parents = _parents()
+    found: set[int] = set()
+    grew = True
+    while grew:
+        more = {p for p, parent in parents.items() if parent == pid or parent in found}
+        grew = not more <= found
+        found |= more
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of ``pids`` that still run (not zombies)."""
+    return pids & set(_parents())
+
+
+class Stopped(NamedTuple):
+    seconds: float
+    """From the signal to the process's exit."""
+    left: set[int]
+    """Processes it started that still ran 10 s after it exited."""
+
+
+def stop_with(
+    proc: subprocess.Popen[str], signum: int, started: set[int] | None = None
+) -> Stopped:
+    """Send ``signum`` to ``proc``; how long it took to exit, and which of the processes it
+    started (``started``, seen earlier, plus those below it now) outlived it by 10 s."""
+    below = (started or set()) | descendants(proc.pid)
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"swayscope still ran 60 s after signal {signum}")
+    seconds = time.monotonic() - sent
+    deadline = time.monotonic() + 10
+    while alive(below) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return Stopped(seconds, alive(below))
 
 
 def write_spec(tmp_path: Path, strength: float = 1.0, latency: float = 0.0) -> Path:

@@ -167,7 +167,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         if line.startswith("metrics stay up"):
             break
         if line.startswith("metrics: "):
-            url = line.split(" ", 1)[1].strip()
+            url = line.split()[3]  # "metrics: served at URL during the run"
     assert url is not None, "".join(out_lines)
     metrics = _scrape(url)
     proc.terminate()

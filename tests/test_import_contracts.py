@@ -30,7 +30,7 @@ PACKAGE = SRC / "swayscope"
 #: outside the modules that exist to wrap them.
 HEAVY = {
     "torch", "transformers", "peft", "safetensors", "tokenizers", "gguf",
-    "opentelemetry", "prometheus_client", "ray", "grpc",
+    "opentelemetry", "prometheus_client", "ray", "grpc", "matplotlib",
 }
 
 #: The instrumentation core: events, cache, stats, the exporter interface, settings.

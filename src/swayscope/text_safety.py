@@ -68,6 +68,22 @@ def escape_control_chars(text: str, *, keep_newlines: bool = False) -> str:
     return _CANDIDATE.sub(_escape_match, text)
 
 
+#: Markdown's backslash-escapable characters that make text a link, a code span, a cell's end or
+#: an escape; and HTML's, written as entities (a backslash before ``<`` is not enough in
+#: every renderer). What is left can only emphasise.
+_MARKDOWN_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "[": "\\[", "]": "\\]", "|": "\\|", "`": "\\`", "<": "&lt;",
+     ">": "&gt;", "&": "&amp;"}
+)
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` safe in a markdown line or table cell: controls escaped, and no HTML, link,
+    code span or cell break can come from it (a suite, probe or adapter folder named
+    ``<img src=x onerror=...>`` renders as that text)."""
+    return escape_control_chars(text).translate(_MARKDOWN_ESCAPES)
+
+
 def escape_rich_markup(text: str) -> str:
     """``text`` safe to embed in a Rich markup string: controls escaped, then markup.
 
@@ -84,4 +100,4 @@ def escape_rich_markup(text: str) -> str:
     return escape(escape_control_chars(text))
 
 
-__all__ = ["escape_control_chars", "escape_rich_markup"]
+__all__ = ["escape_control_chars", "escape_markdown", "escape_rich_markup"]

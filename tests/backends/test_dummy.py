@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from swayscope.backends.api import RollingLogprob, ScoringView, TokenDist
-from swayscope.backends.dummy import DummyBackend, DummyView
+from swayscope.backends.dummy import DummyBackend, DummyView, decode
 from swayscope.errors import InputError, ViewError
 from swayscope.instrumentation import BackendInstrumentation, CacheLookup
 
@@ -54,6 +54,7 @@ def digest() -> dict[str, Any]:
                 "tail": round(d.tail_logprob, 12),
                 "roll": round(v.rolling_logprob(PROMPTS[1]).total, 12),
                 "lpo": round(v.logprob_of(PROMPTS[2], " return x"), 12),
+                "gen": v.generate(PROMPTS[3], max_new_tokens=8).text,
             }
     return out
 
@@ -293,3 +294,48 @@ def test_bad_view_arguments() -> None:
     # InputError is a ValueError, as callers of a v0-era backend would catch.
     with pytest.raises(ValueError):
         b.scaled(float("inf"))
+
+
+def test_generation_is_greedy_and_the_same_alone_and_in_a_batch() -> None:
+    b = DummyBackend()
+    with b.ft() as v:
+        batch = v.generate_batch(PROMPTS, max_new_tokens=6)
+        first = batch[0]
+        assert first.n_generated == 6 and first.finish == "length"
+        assert first.n_tokens == len(b.tokenize(PROMPTS[0]))
+        # Greedy: each generated character is the argmax after the prompt and what came before.
+        step = full_dist(v, PROMPTS[0])
+        assert first.text[0] == decode([int(np.argmax(step))])
+        assert len({g.text for g in batch}) == len(PROMPTS)
+    other = DummyBackend()
+    with other.ft() as v:
+        assert [v.generate(p, max_new_tokens=6) for p in PROMPTS] == batch
+    with other.base() as v:
+        assert v.generate(PROMPTS[0], max_new_tokens=6) != first
+
+
+def test_generation_stops_at_the_first_stop_string_and_keys_the_cache_on_it() -> None:
+    b = DummyBackend()
+    with b.ft() as v:
+        free = v.generate(PROMPTS[1], max_new_tokens=12)
+        stop = free.text[4:6]
+        cut = v.generate(PROMPTS[1], max_new_tokens=12, stop=[stop, "never-there"])
+        assert cut.finish == "stop"
+        assert cut.text == free.text[: free.text.index(stop)]
+        assert cut.n_generated == free.text.index(stop) + len(stop)
+        assert v.generate(PROMPTS[1], max_new_tokens=12, stop=["never-there", stop]) == cut
+        assert v.generate(PROMPTS[1], max_new_tokens=11).n_generated == 11
+    s = b.inst.stats
+    assert (s.cache_misses, s.cache_hits) == (3, 1)
+
+
+def test_bad_generation_arguments() -> None:
+    b = DummyBackend()
+    with b.ft() as v:
+        with pytest.raises(InputError, match="max_new_tokens"):
+            v.generate("x", max_new_tokens=0)
+        with pytest.raises(InputError, match="not one string"):
+            v.generate_batch(["x"], stop="\n")
+        with pytest.raises(InputError, match="empty"):
+            v.generate_batch(["x", " "])
+    assert b.inst.stats.total_lookups == 0

@@ -1,28 +1,69 @@
-"""The thread count: OMP_NUM_THREADS, the affinity mask, the cgroup CPU quota."""
+"""The thread count (OMP_NUM_THREADS, the affinity mask, the cgroup CPU quota, the bound on
+a given count) and OpenMP's wait policy."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from swayscope.backends import threads
 from swayscope.backends.threads import (
+    ThreadChoice,
     apply_threads,
     cgroup_cpu_limit,
     check_threads,
-    default_threads,
+    choose_threads,
+    prefer_passive_wait,
     usable_cpus,
 )
 from swayscope.errors import ConfigError
 
 
-def test_omp_num_threads_wins_when_it_is_a_positive_integer() -> None:
-    assert default_threads({"OMP_NUM_THREADS": "3"}) == 3
-    assert default_threads({"OMP_NUM_THREADS": " 1 "}) == 1
-    assert default_threads({"OMP_NUM_THREADS": "0"}) == usable_cpus()
-    assert default_threads({"OMP_NUM_THREADS": "many"}) == usable_cpus()
-    assert default_threads({}) == usable_cpus()
+def test_omp_num_threads_wins_when_it_is_a_positive_integer_within_the_cpus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 4)
+    assert choose_threads(None, {"OMP_NUM_THREADS": "3"}) == ThreadChoice(
+        3, "OMP_NUM_THREADS")
+    assert choose_threads(None, {"OMP_NUM_THREADS": " 1 "}).count == 1
+    capped = choose_threads(None, {"OMP_NUM_THREADS": "20000"})
+    assert capped == ThreadChoice(4, "OMP_NUM_THREADS=20000, capped at 4 CPU(s)")
+    for ignored in ("0", "many", ""):
+        assert choose_threads(None, {"OMP_NUM_THREADS": ignored}).count == 4
+    assert choose_threads(2, {"OMP_NUM_THREADS": "3"}) == ThreadChoice(2, "set")
+
+
+def test_the_default_is_every_cpu_this_process_may_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    assert choose_threads(None, {}) == ThreadChoice(2, "the 2 CPU(s) this process may use")
+
+
+def test_the_wait_policy_is_passive_unless_the_user_chose_one() -> None:
+    env: dict[str, str] = {}
+    prefer_passive_wait(env)
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    env = {"OMP_WAIT_POLICY": "active"}
+    prefer_passive_wait(env)
+    assert env == {"OMP_WAIT_POLICY": "active"}
+
+
+def test_the_command_sets_the_wait_policy_before_torch_loads() -> None:
+    code = (
+        "import importlib, os, sys\n"
+        "cli = importlib.import_module('swayscope.cli.app')\n"
+        "cli.app = lambda: print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)\n"
+        "cli.main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=60, check=True).stdout
+    assert out.split() == ["PASSIVE", "False"]
 
 
 def test_usable_cpus_is_within_the_affinity_mask() -> None:
@@ -72,11 +113,21 @@ def test_threads_must_be_a_positive_integer(bad: object) -> None:
         check_threads(bad)
 
 
+def test_threads_are_bounded_by_the_cpus() -> None:
+    assert check_threads(4, limit=4) == 4
+    with pytest.raises(ConfigError, match=r"threads 20000 is more than the 4 CPU\(s\)"):
+        check_threads(20000, limit=4)
+    with pytest.raises(ConfigError, match="give at most"):
+        choose_threads(12345678901234567890)
+
+
 def test_apply_threads_sets_torch() -> None:
     torch = pytest.importorskip("torch")
     before = torch.get_num_threads()
     try:
-        assert apply_threads(1) == 1 and torch.get_num_threads() == 1
-        assert apply_threads(None) == default_threads() == torch.get_num_threads()
+        assert apply_threads(1) == ThreadChoice(1, "set")
+        assert torch.get_num_threads() == 1
+        chosen = apply_threads(None)
+        assert 1 <= chosen.count <= usable_cpus() and torch.get_num_threads() == chosen.count
     finally:
         torch.set_num_threads(before)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -20,10 +21,13 @@ from swayscope.backends.api import TokenDist
 from swayscope.backends.hf import HFBackend
 from swayscope.backends.tiny import (
     ADAPTER_DIRNAME,
+    ADAPTER_STEPS,
     BASE_DIRNAME,
+    CHECKPOINTS_DIRNAME,
     MARKER,
     TinyModelPaths,
     build_tiny,
+    checkpoint_steps,
     package_text,
 )
 from swayscope.errors import ConfigError
@@ -173,3 +177,55 @@ def test_adapter_divergence_far_above_null_adapters(tiny_model: TinyModelPaths) 
     with b.ft() as v:
         ft_ppl = v.rolling_logprob(log).perplexity
     assert ft_ppl < base_ppl
+
+
+def test_checkpoint_steps_are_dense_early_and_end_at_the_last_step() -> None:
+    assert ADAPTER_STEPS == 40
+    assert checkpoint_steps(5) == (0, 5, 10, 20, 40)
+    assert checkpoint_steps(1) == (40,)
+    assert checkpoint_steps(2) == (0, 40)
+    assert checkpoint_steps(7) == (0, 1, 2, 5, 10, 20, 40)
+    # Halving would repeat a step: evenly spaced instead.
+    assert checkpoint_steps(9) == (0, 5, 10, 15, 20, 25, 30, 35, 40)
+    assert checkpoint_steps(41) == tuple(range(41))
+    for bad in (0, 42, True, 2.0):
+        with pytest.raises(ConfigError, match="checkpoints must be a whole number from 1 to 41"):
+            checkpoint_steps(bad)  # type: ignore[arg-type]
+
+
+def test_tiny_model_checkpoints_and_their_suite(
+    tiny_model: TinyModelPaths, tmp_path: Path
+) -> None:
+    """``tiny-model DIR --checkpoints N``: the adapter's own training, N checkpoints kept
+    (the last is the adapter build_tiny wrote, byte for byte), a suite that sweeps them;
+    a second call with another N replaces them."""
+    from typer.testing import CliRunner
+
+    from swayscope.cli import app
+    from swayscope.suite.spec import load_suite
+
+    root = tmp_path / "tiny"
+    shutil.copytree(tiny_model.base_dir.parent, root)
+    res = CliRunner().invoke(app, ["tiny-model", str(root), "--checkpoints", "3"])
+    assert res.exit_code == 0, res.output
+    folder = root / CHECKPOINTS_DIRNAME
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "step-00000", "step-00020", "step-00040"]
+    final = folder / "step-00040" / "adapter_model.safetensors"
+    assert final.read_bytes() == (
+        tiny_model.adapter_dir / "adapter_model.safetensors").read_bytes()
+    assert "steps 0, 20, 40" in res.output
+    loaded = load_suite(root / "suite.yaml")
+    assert loaded.spec.models.base == root / BASE_DIRNAME
+    assert loaded.spec.sweep is not None
+    assert loaded.spec.sweep.adapters == [str(root / CHECKPOINTS_DIRNAME / "step-*")]
+
+    res = CliRunner().invoke(app, ["tiny-model", str(root), "--checkpoints", "2"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in folder.iterdir()) == ["step-00000", "step-00040"]
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no staging left
+
+    res = CliRunner().invoke(app, ["tiny-model", str(tmp_path / "new"), "--checkpoints", "0"])
+    assert res.exit_code == 2
+    assert "--checkpoints: checkpoints must be a whole number from 1 to 41" in res.output
+    assert not (tmp_path / "new").exists()  # refused before anything was built

@@ -417,6 +417,26 @@ def test_identical_prompts_in_one_batch_are_computed_once() -> None:
     assert len(rec.lookups()) == 6
 
 
+def test_key_params_keep_requests_that_differ_apart() -> None:
+    inst, _ = make()
+    computed: list[tuple[str, int]] = []
+
+    def one(prompt: str, limit: int) -> str:
+        computed.append((prompt, limit))
+        return f"{prompt}:{limit}"
+
+    assert inst.cached("generate", "ft", "p", 0, lambda: one("p", 8), key_params=(8,)) == "p:8"
+    assert inst.cached("generate", "ft", "p", 0, lambda: one("p", 9), key_params=(9,)) == "p:9"
+    assert inst.cached("generate", "ft", "p", 0, lambda: one("p", 8), key_params=(8,)) == "p:8"
+    batch = inst.cached_batch(
+        "generate", "ft", ["p", "q"], 0, lambda idx: [one("pq"[i], 9) for i in idx],
+        key_params=(9,),
+    )
+    assert batch == ["p:9", "q:9"]
+    assert computed == [("p", 8), ("p", 9), ("q", 9)]
+    assert inst.stats.cache_hits == 2
+
+
 def test_plan_groups_become_one_forward_call_each() -> None:
     inst, rec = make()
     sent: list[list[int]] = []

@@ -9,7 +9,8 @@ Phases (each ``kind:seconds``, one probe each):
     low    a new prompt every time: 0 % hits (and evictions once the cache is full)
     hang   one model call that does not return for the phase's length
 
-Prints ``running`` when the run has started and ``done`` when it ended.
+Prints ``running`` when the run has started, ``phase N KIND`` as each phase begins and
+``done`` when it ended.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def main() -> None:
     with inst.run(suite="live", probes=[f"{i}-{kind}" for i, (kind, _) in enumerate(phases)]):
         print("running", flush=True)
         for i, (kind, seconds) in enumerate(phases):
+            print(f"phase {i} {kind}", flush=True)
             with inst.probe(f"{i}-{kind}"), inst.view("base"):
                 if kind == "hang":
                     hang = functools.partial(_hang, seconds)

@@ -6,10 +6,12 @@ A missing binary skips the test locally (with a message) and fails it when ``CI`
 
 from __future__ import annotations
 
+import http.server
 import json
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -141,6 +143,35 @@ class Alertmanager:
         return [a for a in alerts if a["status"]["state"] != "resolved"]
 
 
+class OtlpSink:
+    """An OTLP/HTTP traces endpoint on 127.0.0.1 that takes every export (200, an empty
+    ExportTraceServiceResponse): a collector that delivers. Counts the exports."""
+
+    def __init__(self) -> None:
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                sink.exports += 1
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self.exports = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def start_alertmanager(procs: Processes, tmp: Path) -> Alertmanager:
     """A real Alertmanager with the shipped configuration."""
     port = free_port()
@@ -178,13 +209,18 @@ def start_prometheus(
     rules: Path = RULES,
     pushgateway: str | None = None,
     alertmanager: Alertmanager | None = None,
+    external_labels: dict[str, str] | None = None,
+    scrape_s: float = 1.0,
+    evaluate_s: float = 1.0,
 ) -> Prometheus:
-    """A real Prometheus scraping ``targets`` (job swayscope) and the Pushgateway (job
-    pushgateway, honor_labels) every second, evaluating ``rules`` every second."""
+    """A real Prometheus scraping ``targets`` (job swayscope) every ``scrape_s`` and the
+    Pushgateway (job pushgateway, honor_labels) every second, evaluating ``rules`` every
+    ``evaluate_s``. ``external_labels`` set its identity (two servers of an HA pair differ
+    in them, and so in when each scrapes a target)."""
     port = free_port()
     scrape = [{
-        "job_name": "swayscope", "scrape_interval": "1s", "scrape_timeout": "800ms",
-        "static_configs": [{"targets": targets}],
+        "job_name": "swayscope", "scrape_interval": f"{scrape_s:g}s",
+        "scrape_timeout": f"{round(scrape_s * 800)}ms", "static_configs": [{"targets": targets}],
     }]
     if pushgateway is not None:
         scrape.append({
@@ -193,7 +229,8 @@ def start_prometheus(
             "static_configs": [{"targets": [pushgateway.removeprefix("http://")]}],
         })
     config: dict[str, Any] = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "global": {"scrape_interval": "1s", "evaluation_interval": f"{evaluate_s:g}s",
+                   "external_labels": external_labels or {}},
         "rule_files": [str(rules)],
         "scrape_configs": scrape,
     }
@@ -201,11 +238,12 @@ def start_prometheus(
         config["alerting"] = {"alertmanagers": [{"static_configs": [
             {"targets": [alertmanager.url.removeprefix("http://")]}
         ]}]}
-    cfg = tmp / "prometheus.yml"
+    name = "prometheus" + "".join(f"-{v}" for v in (external_labels or {}).values())
+    cfg = tmp / f"{name}.yml"
     cfg.write_text(json.dumps(config))  # JSON is YAML
-    log = tmp / "prometheus.log"
+    log = tmp / f"{name}.log"
     proc = procs.start(
-        [binary("prometheus"), f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+        [binary("prometheus"), f"--config.file={cfg}", f"--storage.tsdb.path={tmp / name}",
          f"--web.listen-address=127.0.0.1:{port}", "--enable-feature=exemplar-storage",
          "--log.level=warn"],
         log,

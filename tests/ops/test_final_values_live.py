@@ -1,11 +1,13 @@
 """Live: the final values of a run reach every scraper, not only the first one.
 
 A ``swayscope run`` (dummy backend, a few seconds; spans sent to a dead collector,
-pushes to a dead Pushgateway) serves its metrics to a real Prometheus (1 s interval)
-and to a second scraper hitting /metrics in a loop (a curl, a second Prometheus). At
-the end of the run the endpoint stays up until both have scraped the final values;
-Prometheus' last samples then equal the result JSON's totals, the spans dropped at the
-final flush and the failed last push included.
+pushes to a dead Pushgateway) serves its metrics to two real Prometheus servers (an HA
+pair: one address, one User-Agent, 1 s interval, each its own scrape offset, the
+shipped rules) and to a third scraper hitting /metrics in a loop (a curl). At the end
+of the run the endpoint serves the final values long enough for all three to scrape
+them; each Prometheus' last samples then equal the result JSON's totals, the spans
+dropped at the final flush and the failed last push included, and neither sees a
+stall after the normal end.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def _value(text: str, name: str) -> float:
     )
 
 
-def test_prometheus_and_a_second_scraper_both_get_the_final_values(tmp_path: Path) -> None:
+def test_two_prometheus_and_a_curl_loop_all_get_the_final_values(tmp_path: Path) -> None:
     procs = srv.Processes()
     port = srv.free_port()
     stop = threading.Event()
@@ -59,7 +61,11 @@ def test_prometheus_and_a_second_scraper_both_get_the_final_values(tmp_path: Pat
         target=_loop_scrape, args=(f"http://127.0.0.1:{port}/metrics", stop, scrapes)
     )
     try:
-        prometheus = srv.start_prometheus(procs, tmp_path, targets=[f"127.0.0.1:{port}"])
+        pair = [
+            srv.start_prometheus(procs, tmp_path, targets=[f"127.0.0.1:{port}"],
+                                 external_labels={"replica": replica})
+            for replica in ("a", "b")
+        ]
         result_path = tmp_path / "result.json"
         with socket.socket() as s, socket.socket() as s2:
             s.bind(("127.0.0.1", 0))
@@ -75,10 +81,11 @@ def test_prometheus_and_a_second_scraper_both_get_the_final_values(tmp_path: Pat
             tmp_path / "cli.log", env=cli_env(tmp_path), stdout=subprocess.PIPE,
         )
         # The run starts once Prometheus has scraped it (--metrics-wait); the loop joins then.
-        srv.wait_until(
-            lambda: prometheus.scalar(f'up{{instance="127.0.0.1:{port}"}}') == 1, 30,
-            "Prometheus to scrape the run",
-        )
+        for prometheus in pair:
+            srv.wait_until(
+                lambda p=prometheus: p.scalar(f'up{{instance="127.0.0.1:{port}"}}') == 1, 30,
+                "both Prometheus to scrape the run",
+            )
         loop.start()
         assert proc.stdout is not None
         lingering_at = None
@@ -115,16 +122,29 @@ def test_prometheus_and_a_second_scraper_both_get_the_final_values(tmp_path: Pat
             assert _value(text, "swayscope_run_active") == 0
             for name, total in totals.items():
                 assert _value(text, name) == total, name
-        # And so did Prometheus, though the loop scraped far more often.
-        def last(name: str) -> float | None:
-            return prometheus.scalar(f"sum(last_over_time({name}[1m]))")
+        # And so did each Prometheus, though the loop scraped far more often and the two
+        # look alike to the endpoint.
+        for prometheus in pair:
+            def last(name: str, p: srv.Prometheus = prometheus) -> float | None:
+                return p.scalar(f"sum(last_over_time({name}[1m]))")
 
-        assert last("swayscope_run_active") == 0, prometheus.query("up[1m]")
-        for name, total in totals.items():
-            assert last(name) == total, name
-        assert prometheus.scalar(
-            'last_over_time(swayscope_exporter_errors_total{exporter="pushgateway"}[1m])'
-        ) == pushes
+            assert last("swayscope_run_active") == 0, prometheus.query("up[1m]")
+            for name, total in totals.items():
+                assert last(name) == total, name
+            assert prometheus.scalar(
+                'last_over_time(swayscope_exporter_errors_total{exporter="pushgateway"}[1m])'
+            ) == pushes
+        # The target is gone now; neither sees a stall (reason 2: vanished while active).
+        srv.wait_until(
+            lambda: all(p.scalar(f'up{{instance="127.0.0.1:{port}"}}') == 0 for p in pair), 10,
+            "both Prometheus to see the target gone",
+        )
+        time.sleep(2.0)  # two more rule evaluations
+        for prometheus in pair:
+            stall = prometheus.scalar(
+                f'max_over_time(swayscope:run_stall_reason{{instance="127.0.0.1:{port}"}}[1m])'
+            )
+            assert stall in (0, None), stall
     finally:
         stop.set()
         procs.stop_all()

@@ -528,11 +528,15 @@ def test_alerts_are_complete() -> None:
         assert url.startswith("docs/runbook.md#"), url
         assert url.split("#", 1)[1] in anchors, f"{name}: no runbook section for {url}"
     records = {r["record"]: r["expr"] for r in _rules() if "record" in r}
-    # The drop is measured against the run's own earlier level, never an hour-old one.
-    drop = alerts["SwayscopeCacheHitRateDrop"]["expr"]
-    assert "offset" not in drop and "swayscope:cache_hit_ratio:rate5m_in_run" in drop
-    in_run = records["swayscope:cache_hit_ratio:rate5m_in_run"]
-    assert "swayscope_run_active" in in_run and "run_start" in in_run
+    # The drop and the latency are measured against the run's own earlier level, never an
+    # hour-old one.
+    for alert, series in (
+        ("SwayscopeCacheHitRateDrop", "swayscope:cache_hit_ratio:rate2m_in_run"),
+        ("SwayscopeForwardLatencyHigh", "swayscope:forward_duration_seconds:p95_rate5m_in_run"),
+    ):
+        expr = alerts[alert]["expr"]
+        assert "offset" not in expr and series in expr, alert
+        assert "swayscope_run_active" in records[series] and "run_start" in records[series]
     # Stalled: a hung call ([10m] without forward calls), a vanished process
     # (last_over_time of run_active) and stopped pushes (push_time_seconds).
     assert alerts["SwayscopeRunStalled"]["expr"].strip() == "swayscope:run_stall_reason > 0"
@@ -541,6 +545,9 @@ def test_alerts_are_complete() -> None:
         assert needle in stall, needle
     loss = alerts["SwayscopeTelemetryLoss"]["expr"]
     assert "swayscope_exporter_errors_total" in loss and "swayscope_spans_dropped_total" in loss
+    # Within minutes: a 1m window and for: 1m (it was 5m and 5m: 301 s to fire).
+    assert "[1m]" in loss and alerts["SwayscopeTelemetryLoss"]["for"] == "1m"
+    assert alerts["SwayscopeCacheHitRateDrop"]["for"] == "2m"
 
 
 def test_rule_tests_cover_firing_and_quiet_cases() -> None:

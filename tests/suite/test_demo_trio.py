@@ -68,6 +68,16 @@ def check_verdicts(results: dict[str, dict[str, Any]]) -> None:
     assert rand["delta_kl"]["verdict"] == "fail"
     assert rand["delta_kl"]["z_score"] < 3
     assert rand["perplexity_shift"]["verdict"] != "pass"
+    # The kinds that read the training text or generate: each a verdict on every adapter;
+    # the no-op adapter forgets nothing and writes exactly as base does.
+    for result in (trained, noop, rand):
+        for kind in ("calibration_drift", "style_fingerprint", "leakage"):
+            assert result[kind]["verdict"] in ("pass", "fail", "warn"), result[kind]
+    assert noop["calibration_drift"]["verdict"] == "pass"
+    assert noop["calibration_drift"]["score"] == 0.0
+    assert noop["style_fingerprint"]["score"] in (0.0, None)  # None: no words at all
+    assert noop["style_fingerprint"]["verdict"] == "fail"
+    assert trained["leakage"]["evidence"]["num_sections"] == demo.DOCUMENT_PARTS
 
 
 def test_tiny_variant_of_the_smollm2_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,5 +121,16 @@ def test_smollm2_demo(tmp_path: Path, smollm2_base: Path) -> None:
     (tmp_path / "smollm2").mkdir()
     (tmp_path / "smollm2" / "base-fp32").symlink_to(smollm2_base, target_is_directory=True)
     out, results = run_demo(tmp_path, "smollm2")
-    assert out.exit_code == 0, out.output
     check_verdicts(results)
+    # Fitting the style costs SmolLM2 its general knowledge: most facts regress under the
+    # trained adapter, none under the controls, so the demo exits 1 (the trained adapter's
+    # exit code) with calibration_drift its one failing probe.
+    trained = results["trained"]
+    assert [name for name, p in trained.items() if p["verdict"] == "fail"] == [
+        "calibration_drift"
+    ]
+    assert trained["calibration_drift"]["score"] > 0.5
+    assert results["random"]["calibration_drift"]["verdict"] == "pass"
+    assert trained["style_fingerprint"]["verdict"] == "pass"
+    assert trained["style_fingerprint"]["z_score"] >= 3
+    assert out.exit_code == 1, out.output

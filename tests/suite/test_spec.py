@@ -120,9 +120,13 @@ def test_telemetry_values_are_checked_with_their_file_and_line(tmp_path: Path) -
     assert settings.source("pushgateway") == "telemetry.pushgateway (s.yaml:4)"
 
 
-def test_run_settings_in_defaults_and_their_flag_overrides() -> None:
+def test_run_settings_in_defaults_and_their_flag_overrides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from swayscope.suite import spec
     from swayscope.suite.spec import override_defaults
 
+    monkeypatch.setattr(spec, "usable_cpus", lambda: 4)  # the bound on threads
     loaded = load_suite_text(GOOD.replace("  top_k: 32\n", "  top_k: 32\n  threads: 2\n"), "s.yaml")
     assert loaded.spec.defaults.threads == 2
     assert loaded.spec.defaults.prefix_cache_max_bytes > 0
@@ -132,6 +136,8 @@ def test_run_settings_in_defaults_and_their_flag_overrides() -> None:
     assert loaded.spec.defaults.threads == 4 and loaded.spec.defaults.top_k == 32
     with pytest.raises(SpecError, match=r"--threads: .*greater than 0.*got 0"):
         override_defaults(loaded, {"threads": 0}, {"threads": "--threads"})
-    for bad in ("  threads: 0\n", "  prefix_cache_max_bytes: -1\n"):
+    with pytest.raises(SpecError, match=r"--threads: more than the 4 CPU\(s\).*got 5"):
+        override_defaults(loaded, {"threads": 5}, {"threads": "--threads"})
+    for bad in ("  threads: 0\n", "  threads: 5\n", "  prefix_cache_max_bytes: -1\n"):
         with pytest.raises(SpecError, match=r"s.yaml:\d+: defaults\."):
             load_suite_text(GOOD.replace("  top_k: 32\n", "  top_k: 32\n" + bad), "s.yaml")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -15,7 +15,7 @@ import numpy.typing as npt
 from swayscope.errors import InputError, shown
 from swayscope.instrumentation import BackendInstrumentation, view_kind_of
 from swayscope.instrumentation.codec import durable
-from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
+from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K, GENERATE_OP
 
 #: Largest seed accepted anywhere (null adapters use ``seed .. seed + n - 1``), so every
 #: RNG that receives one (numpy, torch) takes it without overflow.
@@ -32,6 +32,18 @@ DEFAULT_MAX_NULL_ADAPTERS = 8
 
 #: Byte budget of a backend's shared-prefix store (keys and values kept between calls).
 DEFAULT_PREFIX_CACHE_BYTES = 256 * 1024 * 1024
+
+#: New tokens a greedy generation produces at most, unless asked otherwise.
+DEFAULT_MAX_NEW_TOKENS = 64
+
+#: The most new tokens one generation may ask for.
+MAX_NEW_TOKENS_LIMIT = 4096
+
+#: Why a generation ended: a stop string, the model's end-of-sequence token, or the limit.
+FinishReason = Literal["stop", "eos", "length"]
+#: The finest share of a CPU or GPU a pool's worker may reserve: Ray counts resources in
+#: ten-thousandths (a smaller share is refused by Ray, with a traceback).
+RESOURCE_UNIT = 0.0001
 
 
 @durable
@@ -93,6 +105,53 @@ class RollingLogprob:
         return math.exp(-self.mean)
 
 
+@durable
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """A greedy continuation of a prompt."""
+
+    text: str
+    """The new text only (not the prompt), cut before the first stop string, special
+    tokens left out."""
+    n_generated: int
+    """Tokens generated: up to and including the one that completed a stop string or
+    was the end-of-sequence token."""
+    finish: FinishReason
+    n_tokens: int | None = None
+    """Tokens of the prompt (what telemetry counts as input tokens)."""
+
+
+def check_generation(max_new_tokens: int, stop: Sequence[str]) -> tuple[str, ...]:
+    """The stop strings as one canonical tuple (sorted, distinct: which one occurs first
+    does not depend on their order), after checking both arguments."""
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT
+    ):
+        raise InputError(
+            f"max_new_tokens must be an integer 1..{MAX_NEW_TOKENS_LIMIT}; got "
+            f"{shown(max_new_tokens)}. Try max_new_tokens={DEFAULT_MAX_NEW_TOKENS}."
+        )
+    if isinstance(stop, str):
+        raise InputError(
+            f"stop must be a list of strings, not one string; got {shown(stop)}: "
+            f"write stop=[{stop!r}]"
+        )
+    for i, s in enumerate(stop):
+        if not isinstance(s, str) or not s:
+            raise InputError(f"stop[{i}] must be a non-empty string; got {shown(s)}")
+    return tuple(sorted(set(stop)))
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to (not including) its first stop string, and whether one occurred."""
+    found = [i for i in (text.find(s) for s in stop) if i >= 0]
+    if not found:
+        return text, False
+    return text[: min(found)], True
+
+
 @runtime_checkable
 class ScoringView(Protocol):
     """One way of running the model (base, ft, scaled, null); all scoring is cached."""
@@ -116,6 +175,27 @@ class ScoringView(Protocol):
     def rolling_logprob_batch(self, texts: Sequence[str]) -> list[RollingLogprob]: ...
 
     def logprob_of_batch(self, pairs: Sequence[tuple[str, str]]) -> list[float]: ...
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        stop: Sequence[str] = (),
+    ) -> Generation:
+        """Greedy continuation of ``prompt``: at most ``max_new_tokens`` new tokens, ended
+        early by the end-of-sequence token or a stop string (the text is cut before it)."""
+        ...
+
+    def generate_batch(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        stop: Sequence[str] = (),
+    ) -> list[Generation]:
+        """:meth:`generate` for each prompt, batched; each answer is the one it gets alone."""
+        ...
 
 
 class ViewIdentity:
@@ -231,17 +311,25 @@ def check_text(text: str, what: str = "prompt") -> str:
 
 __all__ = [
     "DEFAULT_MAX_BATCH_TOKENS",
+    "DEFAULT_MAX_NEW_TOKENS",
+    "GENERATE_OP",
+    "MAX_NEW_TOKENS_LIMIT",
     "DEFAULT_PREFIX_CACHE_BYTES",
     "DEFAULT_TOP_K",
     "MAX_SEED",
+    "RESOURCE_UNIT",
     "AdapterSwapping",
     "DifferentialBackend",
+    "FinishReason",
+    "Generation",
     "RollingLogprob",
     "ScoringView",
     "TokenDist",
     "ViewIdentity",
+    "check_generation",
     "check_text",
     "check_top_k",
+    "cut_at_stop",
     "null_view_id",
     "repeated",
     "scaled_view_id",

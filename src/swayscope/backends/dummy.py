@@ -4,7 +4,8 @@ The test double for everything above the backend layer. Logits are a pure
 function of (view, token prefix), seeded through SHA-256, so results are
 identical across processes. ``ft`` is ``base + delta``, ``scaled(λ)`` is
 ``base + λ·delta``, ``null(seed)`` is ``base`` plus seeded noise of the same
-size as ``delta``.
+size as ``delta``. Greedy generation takes the most likely token at every step and
+writes token ``t`` as the character ``chr(32 + t % 95)`` (printable ASCII).
 """
 
 from __future__ import annotations
@@ -14,18 +15,24 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from swayscope.backends.api import (
+    DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_TOP_K,
+    GENERATE_OP,
+    FinishReason,
+    Generation,
     RollingLogprob,
     TokenDist,
     ViewIdentity,
+    check_generation,
     check_text,
     check_top_k,
+    cut_at_stop,
     null_view_id,
     repeated,
     scaled_view_id,
@@ -115,6 +122,22 @@ class DummyView(ViewIdentity):
             )
         return float(sum(self._logits(full[:i])[full[i]] for i in range(len(p), len(full))))
 
+    def _compute_generation(
+        self, prompt: str, max_new_tokens: int, stop: tuple[str, ...]
+    ) -> Generation:
+        self._backend.simulate_latency()
+        ids = list(self._backend.tokenize(prompt))
+        new: list[int] = []
+        finish: FinishReason = "length"
+        text = ""
+        while len(new) < max_new_tokens:
+            new.append(int(np.argmax(self._logits(tuple(ids + new)))))
+            text, stopped = cut_at_stop(decode(new), stop)
+            if stopped:
+                finish = "stop"
+                break
+        return Generation(text=text, n_generated=len(new), finish=finish, n_tokens=len(ids))
+
     @staticmethod
     def _batch(
         items: Sequence[T], fn: Callable[[T], object]
@@ -176,8 +199,51 @@ class DummyView(ViewIdentity):
         )
 
 
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        stop: Sequence[str] = (),
+    ) -> Generation:
+        check_text(prompt)
+        stops = check_generation(max_new_tokens, stop)
+        return self._inst.cached(
+            GENERATE_OP, self._id, prompt, 0,
+            lambda: self._compute_generation(prompt, max_new_tokens, stops),
+            key_params=(max_new_tokens, stops),
+        )
+
+    def generate_batch(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        stop: Sequence[str] = (),
+    ) -> list[Generation]:
+        for p in prompts:
+            check_text(p)
+        stops = check_generation(max_new_tokens, stop)
+        return self._inst.cached_batch(
+            GENERATE_OP, self._id, prompts, 0,
+            self._batch(prompts, lambda p: self._compute_generation(p, max_new_tokens, stops)),
+            key_params=(max_new_tokens, stops),
+        )
+
+
+def decode(ids: Sequence[int]) -> str:
+    """The dummy's text for token ids: printable ASCII, one character per token."""
+    return "".join(chr(32 + i % 95) for i in ids)
+
+
 class DummyBackend:
-    """Deterministic differential backend for tests and the no-torch path."""
+    """Deterministic differential backend for tests and the no-torch path.
+
+    ``view_class`` is the class of its views: a test double may subclass
+    :class:`DummyView` to script some answers and set it on a subclass.
+    """
+
+    view_class: ClassVar[type[DummyView]] = DummyView
 
     def __init__(
         self,
@@ -247,22 +313,24 @@ class DummyBackend:
             yield view
 
     def base(self) -> AbstractContextManager[DummyView]:
-        return self._enter(DummyView(self, "base", 0.0, None, 0.0))
+        return self._enter(self.view_class(self, "base", 0.0, None, 0.0))
 
     def ft(self) -> AbstractContextManager[DummyView]:
-        return self._enter(DummyView(self, "ft", 1.0, None, 0.0))
+        return self._enter(self.view_class(self, "ft", 1.0, None, 0.0))
 
     def scaled(self, lam: float) -> AbstractContextManager[DummyView]:
-        return self._enter(DummyView(self, scaled_view_id(lam), float(lam), None, 0.0))
+        return self._enter(self.view_class(self, scaled_view_id(lam), float(lam), None, 0.0))
 
     def null(
         self, seed: int, *, init_scale: float = 1.0, rank_scale: float = 1.0
     ) -> AbstractContextManager[DummyView]:
         vid = null_view_id(seed, init_scale, rank_scale)
-        return self._enter(DummyView(self, vid, 0.0, seed, init_scale * math.sqrt(rank_scale)))
+        return self._enter(
+            self.view_class(self, vid, 0.0, seed, init_scale * math.sqrt(rank_scale))
+        )
 
     def close(self) -> None:
         self.inst.close()
 
 
-__all__ = ["DummyBackend", "DummyView"]
+__all__ = ["DummyBackend", "DummyView", "decode"]

@@ -7,6 +7,10 @@ loads like any real model::
     DIR/tiny-lora/    adapter_config.json, adapter_model.safetensors
     DIR/swayscope-tiny.json   (what was built: format version, seed)
 
+and :func:`train_tiny_checkpoints` the adapter's training checkpoints, to sweep over::
+
+    DIR/checkpoints/step-00000/ … step-00040/
+
 Everything comes from text shipped in the package (``swayscope/data``): the
 tokenizer is a byte-level BPE trained on ``corpus.txt``; the base model is a
 2-layer Llama (hidden 96) trained for a few steps on the same text, so its
@@ -24,6 +28,7 @@ No network access is attempted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,9 +41,15 @@ from pathlib import Path
 from typing import Any
 
 from swayscope.build_markers import read_marker
-from swayscope.errors import ConfigError, ModelLoadError
+from swayscope.errors import ConfigError, ModelLoadError, SwayscopeError
 from swayscope.training.loop import train_steps
-from swayscope.training.lora import offline_and_quiet, seeded_threads, text_token_ids, train_lora
+from swayscope.training.lora import (
+    TrainedLora,
+    offline_and_quiet,
+    seeded_threads,
+    text_token_ids,
+    train_lora,
+)
 from swayscope.training.plan import LoraShape, TrainingPlan
 
 #: Bump when what build_tiny writes changes, so stale folders are rebuilt.
@@ -64,6 +75,7 @@ ADAPTER_LR = 3e-3
 BATCH = 16
 WINDOW = 64
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
+CHECKPOINTS_DIRNAME = "checkpoints"
 TINY_LORA_SHAPE = LoraShape(rank=LORA_RANK, alpha=LORA_ALPHA, targets=LORA_TARGETS)
 
 
@@ -120,26 +132,38 @@ def build_tiny(path: Path | str, seed: int = 0) -> TinyModelPaths:
         )
     if _is_built(root, seed):
         return _paths(root)
+    created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=root))
     except OSError as exc:
         raise ConfigError(f"cannot create tiny model folder {str(root)!r}: {exc}") from exc
     try:
+        # Everything is written in the staging folder, the marker last; then only renames.
         _build_into(staging, seed)
-        final = _paths(root)
+        (staging / MARKER).write_text(
+            json.dumps({"format": TINY_FORMAT, "seed": seed}, indent=2) + "\n", encoding="utf-8"
+        )
         (root / MARKER).unlink(missing_ok=True)
         for name in (BASE_DIRNAME, ADAPTER_DIRNAME):
             target = root / name
             if target.exists():
                 shutil.rmtree(target)
             os.replace(staging / name, target)
-        (root / MARKER).write_text(
-            json.dumps({"format": TINY_FORMAT, "seed": seed}, indent=2) + "\n", encoding="utf-8"
-        )
-        return final
+        os.replace(staging / MARKER, root / MARKER)
+        return _paths(root)
+    except SwayscopeError:
+        raise
+    except Exception as exc:  # a full disk shows as the writing library's own error
+        raise ModelLoadError(
+            f"cannot build the tiny model in {str(root)!r}: {type(exc).__name__}: {exc}. "
+            "Check that the folder is writable and its disk has a few MB free"
+        ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not (root / MARKER).exists():
+            with contextlib.suppress(OSError):  # only if empty: nothing else was ours
+                root.rmdir()
 
 
 @contextmanager
@@ -161,6 +185,52 @@ def tiny_adapter_plan(seed: int = 0, *, steps: int = ADAPTER_STEPS,
     return TrainingPlan(
         steps=steps, lr=ADAPTER_LR, batch_size=BATCH, window=WINDOW, seed=seed,
         save_at=save_at, threads=1,
+    )
+
+
+def checkpoint_steps(count: int, last: int = ADAPTER_STEPS) -> tuple[int, ...]:
+    """``count`` steps from 0 to ``last``, dense early where training moves fastest: 0,
+    then ``last`` halved again and again (5: 0, 5, 10, 20, 40); evenly spaced where
+    halving would give one step twice. One checkpoint is the last step alone."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= last + 1:
+        raise ConfigError(
+            f"checkpoints must be a whole number from 1 to {last + 1} (the tiny adapter trains "
+            f"for {last} steps, and step 0 is its initialisation); got {count!r}"
+        )
+    if count == 1:
+        return (last,)
+    halved = {0, *(round(last / 2**k) for k in range(count - 1))}
+    if len(halved) == count:
+        return tuple(sorted(halved))
+    return tuple(round(i * last / (count - 1)) for i in range(count))
+
+
+def train_tiny_checkpoints(path: Path | str, count: int, seed: int = 0) -> TrainedLora:
+    """Train the tiny adapter again (as :func:`build_tiny` does, after building the base
+    model there if needed) and keep ``count`` checkpoints in ``path/checkpoints``
+    (:func:`checkpoint_steps`), replacing what was there once all are written."""
+    steps = checkpoint_steps(count)
+    root = Path(path).expanduser()
+    paths = build_tiny(root, seed=seed)
+    target = root / CHECKPOINTS_DIRNAME
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".tiny-checkpoints-", dir=root))
+    except OSError as exc:
+        raise ConfigError(f"cannot write into tiny model folder {str(root)!r}: {exc}") from exc
+    try:
+        built = staging / CHECKPOINTS_DIRNAME  # made with the user's umask, unlike mkdtemp's
+        trained = train_lora(
+            paths.base_dir, package_text("finetune.txt"), built, shape=TINY_LORA_SHAPE,
+            plan=tiny_adapter_plan(seed, steps=steps[-1], save_at=steps[:-1]),
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(built, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return TrainedLora(
+        checkpoints={s: target / p.name for s, p in trained.checkpoints.items()},
+        losses=trained.losses, seconds=trained.seconds,
     )
 
 
@@ -252,12 +322,15 @@ def _pin_tokenizer_class(base_dir: Path) -> None:
 __all__ = [
     "ADAPTER_DIRNAME",
     "BASE_DIRNAME",
+    "CHECKPOINTS_DIRNAME",
     "MARKER",
     "TINY_FORMAT",
     "TINY_LORA_SHAPE",
     "TinyModelPaths",
     "build_tiny",
+    "checkpoint_steps",
     "package_text",
     "tiny_adapter_plan",
+    "train_tiny_checkpoints",
     "train_tokenizer",
 ]

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from swayscope import __version__
+from swayscope.backends.threads import prefer_passive_wait
 from swayscope.text_safety import escape_control_chars
 
 app = typer.Typer(
@@ -64,7 +65,11 @@ def main() -> None:
     one by one (seconds, for nothing: the OS reclaims the memory at once). By then
     every output was written and closed, and every exporter flushed and shut down
     by the command itself; logging and stdio are flushed here.
+
+    OpenMP's threads are made to sleep, not spin, while they wait (before anything
+    loads torch): see :mod:`swayscope.backends.threads`.
     """
+    prefer_passive_wait()
     try:
         app()
     except SystemExit as exc:

@@ -34,11 +34,13 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_ERROR)
 
 
-def load_spec(spec_path: Path | None, spec_text: str | None) -> LoadedSuite:
+def load_spec(
+    spec_path: Path | None, spec_text: str | None, *, strict: bool = False
+) -> LoadedSuite:
     from swayscope.suite.spec import load_suite_text
 
     if spec_path is not None:
-        loaded: LoadedSuite = load_any_suite(spec_path)
+        loaded: LoadedSuite = load_any_suite(spec_path, strict=strict)
         return loaded
     assert spec_text is not None
     return load_suite_text(spec_text, "<demo suite>")
@@ -104,10 +106,12 @@ def execute(
     markdown_out: Path | None,
     run_flags: dict[str, Any] | None = None,
     worker_flags: dict[str, Any] | None = None,
+    strict: bool = False,
 ) -> int:
     """Load, check every input and output, wire telemetry, load the model, run, save, report.
 
-    Returns the exit code. Everything a user can get wrong fails before the model loads.
+    Returns the exit code. Everything a user can get wrong fails before the model loads;
+    ``strict`` refuses another tool's suite with entries swayscope cannot run.
     """
     from swayscope.suite.outputs import check_outputs
     from swayscope.suite.runner import (
@@ -121,7 +125,7 @@ def execute(
     from swayscope.suite.spec import override_defaults, override_workers
     from swayscope.suite.telemetry import run_settings, start_telemetry
 
-    loaded = load_spec(spec_path, spec_text)
+    loaded = load_spec(spec_path, spec_text, strict=strict)
     override_defaults(loaded, run_flags or {}, RUN_FLAG_OF)
     override_workers(loaded, worker_flags or {}, WORKER_FLAG_OF)
     spec = loaded.spec
@@ -132,8 +136,9 @@ def execute(
     )
     check_pool(loaded, pool_sources)
     settings = run_settings(loaded, flags, FLAG_OF)
+    trace = settings.source("trace")
     check_outputs(
-        {settings.source("trace"): settings.trace, "--json": json_out, "--markdown": markdown_out}
+        {trace: settings.trace, "--json": json_out, "--markdown": markdown_out}, appended={trace}
     )
     run_id = uuid.uuid4().hex[:16]
     telemetry = start_telemetry(settings, run_id)
@@ -192,24 +197,35 @@ def save_and_report(result: SuiteResult, json_out: Path | None, markdown_out: Pa
     return EXIT_ERROR if failures else result.exit_code
 
 
-def load_any_suite(spec_path: Path) -> Any:
-    """A swayscope suite, or a dlm-sway one read as such (its notes said on stderr)."""
+def load_any_suite(spec_path: Path, *, strict: bool = False) -> Any:
+    """A swayscope suite, or a dlm-sway one read as such: its notes and the entries that do
+    not run said on stderr (``strict``: entries swayscope cannot run are refused)."""
     from swayscope.integrations.dlm_sway.suite_format import (
         DLM_SWAY,
         DLM_SWAY_VERSION,
+        STRICT_HINT,
         check_local_models,
+        refuse_unsupported,
     )
     from swayscope.suite.spec import load_suite
 
     loaded = load_suite(spec_path, formats=(DLM_SWAY,))
-    if loaded.translation is not None:
+    translation = loaded.translation
+    if translation is not None:
+        if strict:
+            refuse_unsupported(loaded)
         typer.echo(
             f"swayscope: {spec_path} is a dlm-sway {DLM_SWAY_VERSION} suite; running it with "
             f"swayscope's probes (`swayscope convert {spec_path}` prints the swayscope spec)",
             err=True,
         )
-        for note in loaded.translation.notes:
+        for note in translation.notes:
             typer.echo(f"swayscope: note: {note}", err=True)
+        for entry in translation.skipped:
+            typer.echo(f"swayscope: skip: {entry.where}: {entry.name} ({entry.kind}): "
+                       f"{entry.reason}", err=True)
+        if any(entry.unsupported for entry in translation.skipped):
+            typer.echo(f"swayscope: ({STRICT_HINT})", err=True)
         check_local_models(loaded)
     return loaded
 
@@ -236,7 +252,9 @@ SWEEP_ADAPTER_DIR = "adapters"
 
 def adapter_file(out_dir: Path, adapter: SweepAdapter) -> Path:
     """``OUT/adapters/03-step-00020.json``: checkpoint order first, the label made a file name."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", adapter.label).strip("._") or "adapter"
+    # At most 200 characters: with the rest of the name and of its temporary file's (about
+    # 35), within the 255 bytes a file name may have.
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", adapter.label).strip("._")[:200] or "adapter"
     return out_dir / SWEEP_ADAPTER_DIR / f"{adapter.index + 1:02d}-{name}.json"
 
 
@@ -292,7 +310,8 @@ def execute_sweep(
         for a in adapters
         for kind, path in (("result JSON", json_path(a)), ("markdown", markdown_path(a)))
     }
-    check_outputs({settings.source("trace"): settings.trace, **summary, **per_adapter})
+    trace = settings.source("trace")
+    check_outputs({trace: settings.trace, **summary, **per_adapter}, appended={trace})
     run_id = uuid.uuid4().hex[:16]
     telemetry = start_telemetry(settings, run_id)
     inst = instrumentation(loaded, settings, telemetry, run_id)

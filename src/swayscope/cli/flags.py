@@ -49,7 +49,8 @@ TELEMETRY_FLAGS: dict[str, tuple[str, Any, str]] = {
 RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "threads": (
         "--threads", int | None,
-        "CPU threads the model computes with (default: the cores this process may use).",
+        "CPU threads the model computes with (default and most: the CPUs this process may "
+        "use).",
     ),
     "cache_dir": (
         "--cache-dir", Path | None,
@@ -157,4 +158,12 @@ JsonOpt = Annotated[
 ]
 MarkdownOpt = Annotated[
     Path | None, typer.Option("--markdown", help="Write a markdown report to OUT.")
+]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Refuse a dlm-sway suite that has entries swayscope cannot run (default: run "
+        "the rest, report those as skip with the reason).",
+    ),
 ]

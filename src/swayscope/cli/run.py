@@ -13,6 +13,7 @@ from swayscope.cli.flags import (
     JsonOpt,
     MarkdownOpt,
     OptionalValueCommand,
+    StrictOpt,
     run_flags,
     telemetry_flags,
     worker_flags,
@@ -27,6 +28,7 @@ def run(
     spec: Annotated[Path, typer.Argument(help="Suite spec (YAML).")],
     json_out: JsonOpt = None,
     markdown_out: MarkdownOpt = None,
+    strict: StrictOpt = False,
     *,
     flags: dict[str, Any],
     run_flags: dict[str, Any],
@@ -35,5 +37,5 @@ def run(
     """Run a suite of probes: base vs fine-tuned, with live telemetry."""
     guarded(
         execute, spec, None, flags=flags, json_out=json_out, markdown_out=markdown_out,
-        run_flags=run_flags, worker_flags=worker_flags,
+        run_flags=run_flags, worker_flags=worker_flags, strict=strict,
     )

@@ -9,6 +9,10 @@ import typer
 
 from swayscope.cli.app import app, trace_app
 from swayscope.cli.execute import fail, guarded
+from swayscope.errors import ConfigError
+
+#: The suite ``tiny-model --checkpoints`` writes next to the model.
+SWEEP_SUITE = "suite.yaml"
 
 
 @app.command("tiny-model")
@@ -18,17 +22,59 @@ def tiny_model(
         typer.Argument(help="Folder to write tiny-llama/ (base) and tiny-lora/ (adapter) into."),
     ],
     seed: Annotated[int, typer.Option(help="Seed for weights, tokenizer and adapter.")] = 0,
+    checkpoints: Annotated[
+        int | None,
+        typer.Option(
+            "--checkpoints",
+            help="Also keep N checkpoints of the adapter's training in DIRECTORY/checkpoints "
+            "(steps 0 to 40, e.g. 5: 0, 5, 10, 20, 40) and write DIRECTORY/suite.yaml, the "
+            "demo suite with a sweep over them: swayscope sweep DIRECTORY/suite.yaml",
+        ),
+    ] = None,
 ) -> None:
     """Write the offline tiny Llama model, BPE tokenizer and LoRA adapter to DIRECTORY."""
 
     def go() -> int:
-        from swayscope.backends.tiny import build_tiny
+        from swayscope.backends.tiny import build_tiny, checkpoint_steps
+
+        if checkpoints is not None:
+            try:
+                checkpoint_steps(checkpoints)  # a bad count fails before anything is built
+            except ConfigError as exc:
+                raise fail(f"--checkpoints: {exc}") from None
 
         paths = build_tiny(directory, seed=seed)
         typer.echo(f"base model: {paths.base_dir}\nadapter:    {paths.adapter_dir}")
+        if checkpoints is not None:
+            _write_checkpoints(directory, checkpoints, seed)
         return 0
 
     guarded(go)
+
+
+def _write_checkpoints(directory: Path, count: int, seed: int) -> None:
+    """The adapter's checkpoints, and a suite that sweeps them (paths relative to it)."""
+    from swayscope.backends.tiny import (
+        ADAPTER_DIRNAME,
+        BASE_DIRNAME,
+        CHECKPOINTS_DIRNAME,
+        train_tiny_checkpoints,
+    )
+    from swayscope.suite.demo import demo_suite_yaml
+    from swayscope.suite.outputs import write_text_atomic
+
+    trained = train_tiny_checkpoints(directory, count, seed=seed)
+    suite = directory / SWEEP_SUITE
+    write_text_atomic(
+        suite,
+        demo_suite_yaml(Path(BASE_DIRNAME), Path(ADAPTER_DIRNAME))
+        + f"sweep:\n  adapters: [{CHECKPOINTS_DIRNAME}/step-*]\n",
+    )
+    steps = ", ".join(str(s) for s in sorted(trained.checkpoints))
+    typer.echo(
+        f"checkpoints: {directory / CHECKPOINTS_DIRNAME} (steps {steps})\n"
+        f"suite:       {suite} (swayscope sweep {suite})"
+    )
 
 
 @trace_app.command("summarize")

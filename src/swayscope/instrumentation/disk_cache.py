@@ -26,6 +26,7 @@ once (:meth:`DiskCache.file_digest`), and the runs that used the file (for resum
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -44,6 +45,9 @@ from swayscope.instrumentation import codec
 log = logging.getLogger(__name__)
 
 FILE_NAME = "forward-cache.sqlite"
+#: Held (flock) while a process opens, checks, sets aside or creates the file: a process
+#: that looks at a file another is still creating must not take it for a foreign one.
+LOCK_NAME = "forward-cache.lock"
 #: The default bound of the file, in bytes (documented in the README).
 DEFAULT_DISK_CACHE_BYTES = 2 * 1024**3
 #: Bumped whenever what swayscope computes for the same inputs changes (a numeric fix):
@@ -170,14 +174,19 @@ class DiskCache:
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(self.directory, 0o700)
-            if not self.path.exists():
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            lock = os.open(self.directory / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o600)
             try:
-                self._writer_db = self._prepare(self._connect())
-            except (_Unusable, sqlite3.DatabaseError) as exc:
-                self._set_aside(exc)
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-                self._writer_db = self._prepare(self._connect())
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not self.path.exists():
+                    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+                try:
+                    self._writer_db = self._prepare(self._connect())
+                except (_Unusable, sqlite3.DatabaseError) as exc:
+                    self._set_aside(exc)
+                    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+                    self._writer_db = self._prepare(self._connect())
+            finally:
+                os.close(lock)  # closing releases the flock
             for suffix in ("", "-wal", "-shm"):
                 side = Path(f"{self.path}{suffix}")
                 if side.exists():

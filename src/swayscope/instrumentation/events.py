@@ -264,6 +264,8 @@ class ForwardCall(NamedTuple):
     """What happened during the call (a worker lost, its part retried)."""
     place: SpanPlace | None = None
     """Where the call's span goes (``trace_id``/``span_id`` name it)."""
+    n_tokens_generated: int | None = None
+    """Tokens the call generated (the ``generate`` op); None for the scoring ops."""
 
 
 class CacheLookup(NamedTuple):

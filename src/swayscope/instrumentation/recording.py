@@ -217,34 +217,41 @@ class CallRecorder:
     ) -> None:
         """Count one cache hit (``tier``: where it came from); emit its CacheLookup when
         anyone listens."""
+        # The hot path (every hit): attributes read once, nothing made that is not needed.
         owner = self._owner
         scope = self._scope()
         frame, run = scope.frame, scope.run
-        layout = self.layout
         place: SpanPlace | None = None
         rotations: list[Rotation] = []
         disk = tier == TIER_DISK
         with self.lock:
             stats = owner.stats
             stats.cache_hits += 1
-            stats.disk_hits += disk
             stats.scoring_wall_s += wall
             if run is not None:
-                run.stats.cache_hits += 1
-                run.stats.disk_hits += disk
-                run.stats.scoring_wall_s += wall
-            if layout.hit_spans:  # placed first: a rotation ends the chunk before this hit
-                place, rotations, _ = layout.leaf(frame)
+                own = run.stats
+                own.cache_hits += 1
+                own.scoring_wall_s += wall
+            if disk:
+                stats.disk_hits += 1
+                if run is not None:
+                    run.stats.disk_hits += 1
+            if self.layout.hit_spans:  # placed first: a rotation ends the chunk before this hit
+                place, rotations, _ = self.layout.leaf(frame)
             if frame is not None:
                 frame.hits += 1
                 frame.disk_hits += disk
-            pointer = place or (frame.place if frame is not None else None)
         exporters = self._exporters
         if not exporters:
             return
-        run_id = self._run_id(scope)
-        self._emit_rotations(run_id, rotations)
-        trace_id, span_id = _ids(pointer)
+        if rotations:
+            self._emit_rotations(self._run_id(scope), rotations)
+        pointer = place or (frame.place if frame is not None else None)
+        trace_id, span_id = (
+            (pointer.trace_id, pointer.span_id) if pointer is not None and pointer.sampled
+            else (None, None)
+        )
+        run_id = run.handle.run_id if run is not None else self._run_id(scope)
         # Positional on purpose: keywords cost more, and this runs on every hit. Fields are
         # only ever added at the end (the event contract).
         exporters.emit(
@@ -336,6 +343,7 @@ class CallRecorder:
         n_tokens = sum(known) if known else None
         computed = _total(values, "tokens_computed")
         reused = _total(values, "tokens_reused")
+        generated = _total(values, "n_generated")
         kind = self._view_kind(view_id)
         base = kind == "base"
         scope = self._scope()
@@ -355,6 +363,7 @@ class CallRecorder:
                     s.n_tokens += n_tokens or 0
                     s.tokens_computed += computed or 0
                     s.prefix_tokens_reused += reused or 0
+                    s.tokens_generated += generated or 0
                     if batched:
                         s.batches_sent += 1
                         s.batched_prompts += n
@@ -413,6 +422,7 @@ class CallRecorder:
                 remote_spans=remote_spans,
                 call_events=tuple(context.events) if context is not None else (),
                 place=place,
+                n_tokens_generated=generated,
             )
         )
         share = wall / n if n else 0.0

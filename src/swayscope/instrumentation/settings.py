@@ -292,6 +292,9 @@ def parse_bool(value: object, source: str) -> bool:
 def _parse_trace(value: object, source: str) -> Path:
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
         raise _bad(value, source, "not a file path", "Give a file to append the JSONL trace to.")
+    if "\0" in str(value):
+        raise _bad(value, source, "a file path cannot hold a NUL byte (\\0)",
+                   "Give a file to append the JSONL trace to.")
     return Path(value)
 
 

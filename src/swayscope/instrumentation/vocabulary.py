@@ -19,9 +19,12 @@ ProbeOutcome = Literal["pass", "fail", "warn", "skip", "error", "not_run"]
 ViewKind = Literal["base", "ft", "scaled", "null"]
 VIEW_KINDS: tuple[ViewKind, ...] = get_args(ViewKind)
 
-#: The scoring ops every backend view has (the cache and the metrics key on them).
-KnownOp = Literal["next_token_dist", "rolling_logprob", "logprob_of"]
+#: The ops every backend view has (the cache and the metrics key on them): three that
+#: score, and greedy generation.
+KnownOp = Literal["next_token_dist", "rolling_logprob", "logprob_of", "generate"]
 KNOWN_OPS: tuple[KnownOp, ...] = get_args(KnownOp)
+#: The op of greedy generation: its values carry the tokens they generated.
+GENERATE_OP: KnownOp = "generate"
 
 #: The top-k a next-token distribution keeps when none is asked for.
 DEFAULT_TOP_K = 256
@@ -43,6 +46,7 @@ EVENT_WORKER_LOST = "swayscope.worker.lost"
 __all__ = [
     "DEFAULT_TOP_K",
     "EVENT_WORKER_LOST",
+    "GENERATE_OP",
     "KNOWN_OPS",
     "PROBE_STATUSES",
     "SPAN_WORKER_COMPUTE",

@@ -31,14 +31,22 @@ step down by more than ``monotone_tolerance`` x div(1)) or div(1) is below
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from functools import partial
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from swayscope.backends.api import scaled_view_id
-from swayscope.probes.base import Probe, ProbeContext, ProbeResult, ProbeSpec, Verdict
+from swayscope.probes.base import (
+    Probe,
+    ProbeContext,
+    ProbeResult,
+    ProbeSpec,
+    Verdict,
+    evidence_numbers,
+)
 from swayscope.probes.defaults import DEFAULT_LAMBDAS, DEFAULT_PROMPTS, check_prompts
 from swayscope.probes.delta_kl import DEFAULT_THRESHOLDS
 from swayscope.probes.divergence import (
@@ -127,7 +135,13 @@ class AdapterAblationProbe(Probe):
 
     kind: ClassVar[str] = "adapter_ablation"
     spec_class: ClassVar[type[ProbeSpec]] = AdapterAblationSpec
+    score_label: ClassVar[str] = "divergence at λ = 1"
+    score_unit: ClassVar[str] = "nats"
     spec: AdapterAblationSpec
+
+    @classmethod
+    def score_thresholds(cls, evidence: Mapping[str, Any]) -> tuple[float, ...]:
+        return evidence_numbers(evidence, "threshold")
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         spec = self.spec

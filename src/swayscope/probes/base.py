@@ -10,7 +10,7 @@ later probes report a z-score of their real statistic against that spread.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from swayscope.backends.api import DifferentialBackend, ScoringView
 from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K, ProbeStatus
+from swayscope.probes.sections import TrainingDocument
 
 #: A probe's verdict is its status: one vocabulary for probes, events and results.
 Verdict = ProbeStatus
@@ -100,6 +101,20 @@ class ProbeContext:
     """Probe label → null-adapter calibration, filled by ``null_adapter``."""
     later_probes: list[tuple[ProbeSpec, Probe]] = field(default_factory=list)
     """Probes after the current one, for ``null_adapter`` to calibrate."""
+    document: TrainingDocument | None = None
+    """The suite's training document (``dlm_source``), for the probes that read it."""
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a finite float (None: not a number, or not finite)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def evidence_numbers(evidence: Mapping[str, Any], *keys: str) -> tuple[float, ...]:
+    """The finite numbers under ``keys`` in ``evidence``, in that order (others left out)."""
+    return tuple(v for v in (_number(evidence.get(k)) for k in keys) if v is not None)
 
 
 class Probe:
@@ -109,6 +124,31 @@ class Probe:
     spec_class: ClassVar[type[ProbeSpec]]
     must_be_first: ClassVar[bool] = False
     """True for probes that prepare state for every later probe (``null_adapter``)."""
+    score_label: ClassVar[str]
+    """What the score is, in a few words (a plot's y axis), e.g. ``mean divergence``."""
+    score_unit: ClassVar[str]
+    """The score's unit, e.g. ``nats``, ``nats/token``."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A kind without these fails where it is written, not in a sweep's plot hours later.
+        super().__init_subclass__(**kwargs)
+        lacking = [a for a in ("kind", "spec_class", "score_label", "score_unit")
+                   if not hasattr(cls, a)]
+        if lacking:
+            raise TypeError(f"probe class {cls.__name__} must set {', '.join(lacking)}")
+
+    @classmethod
+    def score_thresholds(cls, evidence: Mapping[str, Any]) -> tuple[float, ...]:
+        """The values the score was compared with for the verdict, read from a result's
+        ``evidence`` (drawn on plots); none by default."""
+        return ()
+
+    @classmethod
+    def score_ci(cls, evidence: Mapping[str, Any]) -> tuple[float, float] | None:
+        """The score's confidence interval where the result has one (``ci_low``,
+        ``ci_high`` in its ``evidence``, both finite)."""
+        low, high = _number(evidence.get("ci_low")), _number(evidence.get("ci_high"))
+        return None if low is None or high is None else (low, high)
 
     def __init__(self, spec: ProbeSpec) -> None:
         if not isinstance(spec, self.spec_class):
@@ -136,4 +176,5 @@ __all__ = [
     "RunDefaults",
     "Verdict",
     "ViewFactory",
+    "evidence_numbers",
 ]

@@ -14,12 +14,20 @@ the z-score against the null adapters is at least ``min_z``; ``fail`` otherwise.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
-from swayscope.probes.base import Probe, ProbeContext, ProbeResult, ProbeSpec, ViewFactory
+from swayscope.probes.base import (
+    Probe,
+    ProbeContext,
+    ProbeResult,
+    ProbeSpec,
+    ViewFactory,
+    evidence_numbers,
+)
 from swayscope.probes.defaults import DEFAULT_PROMPTS, check_prompts
 from swayscope.probes.divergence import (
     ZERO_DIVERGENCE,
@@ -69,7 +77,13 @@ class DeltaKLProbe(Probe):
 
     kind: ClassVar[str] = "delta_kl"
     spec_class: ClassVar[type[ProbeSpec]] = DeltaKLSpec
+    score_label: ClassVar[str] = "mean divergence"
+    score_unit: ClassVar[str] = "nats"
     spec: DeltaKLSpec
+
+    @classmethod
+    def score_thresholds(cls, evidence: Mapping[str, Any]) -> tuple[float, ...]:
+        return evidence_numbers(evidence, "threshold")
 
     def _per_prompt(self, ctx: ProbeContext, other: ViewFactory) -> FloatArray:
         top_k = ctx.defaults.top_k

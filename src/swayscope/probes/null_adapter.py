@@ -72,6 +72,8 @@ class NullAdapterProbe(Probe):
 
     kind: ClassVar[str] = "null_adapter"
     spec_class: ClassVar[type[ProbeSpec]] = NullAdapterSpec
+    score_label: ClassVar[str] = "probes calibrated"
+    score_unit: ClassVar[str] = "count"
     #: The runner rejects a suite where this probe is not first.
     must_be_first: ClassVar[bool] = True
     spec: NullAdapterSpec

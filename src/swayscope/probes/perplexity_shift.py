@@ -24,15 +24,23 @@ adapter moves generic-text likelihood more than a random one of the same size.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from importlib import resources
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from swayscope.backends.api import RollingLogprob
 from swayscope.errors import BackendError
-from swayscope.probes.base import Probe, ProbeContext, ProbeResult, ProbeSpec, ViewFactory
+from swayscope.probes.base import (
+    Probe,
+    ProbeContext,
+    ProbeResult,
+    ProbeSpec,
+    ViewFactory,
+    evidence_numbers,
+)
 from swayscope.probes.divergence import bootstrap_ci, finite
 
 #: File under ``swayscope/data`` scored when the spec has no ``text``.
@@ -101,7 +109,14 @@ class PerplexityShiftProbe(Probe):
 
     kind: ClassVar[str] = "perplexity_shift"
     spec_class: ClassVar[type[ProbeSpec]] = PerplexityShiftSpec
+    score_label: ClassVar[str] = "log-prob shift"
+    score_unit: ClassVar[str] = "nats/token"
     spec: PerplexityShiftSpec
+
+    @classmethod
+    def score_thresholds(cls, evidence: Mapping[str, Any]) -> tuple[float, ...]:
+        """``|shift|`` is compared with the threshold: both signs."""
+        return tuple(s * t for t in evidence_numbers(evidence, "threshold") for s in (-1, 1))
 
     def __init__(self, spec: ProbeSpec) -> None:
         super().__init__(spec)

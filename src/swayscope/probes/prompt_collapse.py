@@ -41,14 +41,22 @@ message and ``evidence["trend"]`` say so.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from itertools import pairwise
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from swayscope.backends.api import DifferentialBackend
-from swayscope.probes.base import Probe, ProbeContext, ProbeResult, ProbeSpec, Verdict
+from swayscope.probes.base import (
+    Probe,
+    ProbeContext,
+    ProbeResult,
+    ProbeSpec,
+    Verdict,
+    evidence_numbers,
+)
 from swayscope.probes.defaults import (
     DEFAULT_COLLAPSE_PROMPTS,
     DEFAULT_CONTEXT_TOKENS,
@@ -178,7 +186,13 @@ class PromptCollapseProbe(Probe):
 
     kind: ClassVar[str] = "prompt_collapse"
     spec_class: ClassVar[type[ProbeSpec]] = PromptCollapseSpec
+    score_label: ClassVar[str] = "retention"
+    score_unit: ClassVar[str] = "ratio"
     spec: PromptCollapseSpec
+
+    @classmethod
+    def score_thresholds(cls, evidence: Mapping[str, Any]) -> tuple[float, ...]:
+        return evidence_numbers(evidence, "min_retention")
 
     def context(self, n: int, backend: DifferentialBackend | None = None) -> str:
         """``n`` units of neutral context: tokens of ``backend``'s tokenizer, or words

@@ -8,11 +8,19 @@ from typing import Any
 
 from swayscope.errors import SpecError, shown
 from swayscope.probes.adapter_ablation import AdapterAblationProbe
+from swayscope.probes.adapter_revert import AdapterRevertProbe
 from swayscope.probes.base import Probe
+from swayscope.probes.calibration_drift import CalibrationDriftProbe
+from swayscope.probes.cluster_kl import ClusterKLProbe
 from swayscope.probes.delta_kl import DeltaKLProbe
+from swayscope.probes.leakage import LeakageProbe
 from swayscope.probes.null_adapter import NullAdapterProbe
+from swayscope.probes.paraphrase_invariance import ParaphraseInvarianceProbe
 from swayscope.probes.perplexity_shift import PerplexityShiftProbe
+from swayscope.probes.preference_flip import PreferenceFlipProbe
 from swayscope.probes.prompt_collapse import PromptCollapseProbe
+from swayscope.probes.section_internalization import SectionInternalizationProbe
+from swayscope.probes.style_fingerprint import StyleFingerprintProbe
 
 #: Every probe kind a suite may name, in the order the demo suite runs them.
 PROBE_KINDS: dict[str, type[Probe]] = {
@@ -23,6 +31,14 @@ PROBE_KINDS: dict[str, type[Probe]] = {
         AdapterAblationProbe,
         PromptCollapseProbe,
         PerplexityShiftProbe,
+        CalibrationDriftProbe,
+        SectionInternalizationProbe,
+        LeakageProbe,
+        ParaphraseInvarianceProbe,
+        PreferenceFlipProbe,
+        StyleFingerprintProbe,
+        AdapterRevertProbe,
+        ClusterKLProbe,
     )
 }
 

@@ -1,11 +1,13 @@
 """The demos: the built-in tiny model and adapter, or a real model with three adapters.
 
-``swayscope demo`` runs all five probes on the tiny model and its adapter.
+``swayscope demo`` runs the five forward-pass probes on the tiny model and its adapter.
 ``swayscope demo --model smollm2`` runs them on SmolLM2-135M-Instruct with three
 adapters of one shape (see :mod:`swayscope.training.trio`): one **trained** on
 Shakespeare on the CPU, a **no-op** one and a **random** one, so the verdicts can
-be read against two controls. Base model and adapters are built once and cached
-under ``$SWAYSCOPE_HOME``.
+be read against two controls; and four more that read the training text (its document,
+``dlm_source``) or generate: did it forget general knowledge, does it write like the
+play, can it recite the play.
+Base model, adapters and document are built once and cached under ``$SWAYSCOPE_HOME``.
 """
 
 from __future__ import annotations
@@ -45,9 +47,26 @@ suite:
   - kind: perplexity_shift
 """
 
+#: The kinds a trio demo adds for an adapter trained on a style: they read its training
+#: text (the suite's ``dlm_source``) or generate. Lengths kept short: each generates on
+#: the CPU under base, ft and three null adapters.
+TRIO_EXTRA_YAML = """\
+  - kind: calibration_drift
+    items_limit: 60
+  - kind: style_fingerprint
+    max_new_tokens: 32
+  - kind: leakage
+    max_new_tokens: 32
+    perturbations: [typo, synonym_swap]
+"""
+
+#: Parts the trio demo cuts its training text into, each a prose section of its document.
+DOCUMENT_PARTS = 8
+
 #: What each adapter of a trio is, in a few words (the demo prints it above its report).
 TRIO_ROLES: dict[str, str] = {
-    "trained": "LoRA trained on the style; every probe should see it",
+    "trained": "LoRA trained on the style; every probe should see it, calibration_drift "
+    "what it cost",
     "noop": "lora_B = 0: changes nothing; no probe should call it an effect",
     "random": "untrained, random lora_B the trained one's size: changes the model, "
     "learned nothing",
@@ -59,13 +78,47 @@ def cache_dir() -> Path:
     return swayscope_home()
 
 
-def demo_suite_yaml(base: Path, adapter: Path, perplexity_text: str | None = None) -> str:
+def demo_suite_yaml(
+    base: Path,
+    adapter: Path,
+    perplexity_text: str | None = None,
+    document: Path | None = None,
+) -> str:
     """The demo suite for ``base`` + ``adapter``; ``perplexity_shift`` scores
-    ``perplexity_text`` when given (else its packaged passage)."""
+    ``perplexity_text`` when given (else its packaged passage); with the training
+    ``document``, the trio's extra kinds (:data:`TRIO_EXTRA_YAML`) read it."""
     text = DEMO_SUITE_YAML.format(base=json.dumps(str(base)), adapter=json.dumps(str(adapter)))
     if perplexity_text is not None:
         text += f"    text: {json.dumps(perplexity_text)}\n"
+    if document is not None:
+        text += TRIO_EXTRA_YAML + f"dlm_source: {json.dumps(str(document))}\n"
     return text
+
+
+def training_document(text: str, parts: int = DOCUMENT_PARTS) -> str:
+    """``text`` as a ``.dlm`` document of ``parts`` prose sections of about equal length,
+    cut at blank lines."""
+    paragraphs = text.strip().split("\n\n")
+    size = len(text) / parts
+    sections: list[list[str]] = [[]]
+    done = 0
+    for para in paragraphs:
+        if sections[-1] and done >= size * len(sections) and len(sections) < parts:
+            sections.append([])
+        sections[-1].append(para)
+        done += len(para) + 2
+    body = "".join("::prose::\n" + "\n\n".join(s) + "\n" for s in sections)
+    return "---\ndlm_id: swayscope-demo\n---\n" + body
+
+
+def write_document(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` unless it already holds it (atomically); return ``path``."""
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_suffix(".tmp")
+        staging.write_text(text, encoding="utf-8")
+        staging.replace(path)
+    return path
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +154,19 @@ DEMO_MODELS: tuple[str, ...] = ("tiny", *TRIO_DEMOS)
 
 @dataclass(frozen=True, slots=True)
 class PreparedTrio:
-    """A trio demo ready to run: the base folder, the three adapters, the held-out text."""
+    """A trio demo ready to run: the base folder, the three adapters, the held-out text,
+    and the training text as a document of sections."""
 
     base_dir: Path
     trio: AdapterTrio
     heldout: str
+    document: Path
 
     def suite_yaml(self, adapter: str) -> str:
         """The demo suite for one adapter of the trio (``trained``, ``noop`` or ``random``)."""
-        return demo_suite_yaml(self.base_dir, self.trio.adapters()[adapter], self.heldout)
+        return demo_suite_yaml(
+            self.base_dir, self.trio.adapters()[adapter], self.heldout, self.document
+        )
 
 
 def prepare_trio_demo(demo: TrioDemo, home: Path, *, live: bool | None = None) -> PreparedTrio:
@@ -118,26 +175,37 @@ def prepare_trio_demo(demo: TrioDemo, home: Path, *, live: bool | None = None) -
     Training shows a progress bar with the loss (``live``: None decides by the terminal).
     """
     base_dir = demo.build_base(home)
+    train_text = package_text(demo.train_text)
     trio = build_adapter_trio(
         base_dir,
-        package_text(demo.train_text),
+        train_text,
         home / demo.name / "adapters",
         shape=demo.shape,
         plan=demo.plan,
         progress=lambda steps: loss_progress(steps, f"training the {demo.name} LoRA", live=live),
     )
-    return PreparedTrio(base_dir=base_dir, trio=trio, heldout=package_text(demo.heldout_text))
+    document = write_document(
+        home / demo.name / "training.dlm", training_document(train_text)
+    )
+    return PreparedTrio(
+        base_dir=base_dir, trio=trio, heldout=package_text(demo.heldout_text),
+        document=document,
+    )
 
 
 __all__ = [
     "DEMO_MODELS",
     "DEMO_SUITE_YAML",
+    "DOCUMENT_PARTS",
     "SMOLLM2_DEMO",
     "TRIO_DEMOS",
+    "TRIO_EXTRA_YAML",
     "TRIO_ROLES",
     "PreparedTrio",
     "TrioDemo",
     "cache_dir",
     "demo_suite_yaml",
     "prepare_trio_demo",
+    "training_document",
+    "write_document",
 ]

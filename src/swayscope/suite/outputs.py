@@ -10,14 +10,48 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from swayscope.errors import OutputPathError
 
 
-def _problem(path: Path) -> str | None:
-    """Why ``path`` cannot be written, or None."""
+def temp_path(path: Path) -> Path:
+    """The file :func:`write_text_atomic` writes first, next to ``path``."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (bytes) ``folder``'s file system takes."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255  # what Linux file systems take
+
+
+def _too_long(path: Path, atomic: bool) -> str | None:
+    """Why the name of ``path`` (or of its temporary file, ``atomic``) is too long, or None."""
+    folder = path.parent
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    limit = _name_max(folder)
+    name = temp_path(path).name if atomic else path.name
+    size = len(os.fsencode(name))
+    if size <= limit:
+        return None
+    what = f"its temporary file's name ({name!r})" if atomic else "its name"
+    return (
+        f"cannot be created: {what} is {size} bytes, over the {limit} bytes a file name may "
+        "have there; use a shorter name"
+    )
+
+
+def _problem(path: Path, atomic: bool) -> str | None:
+    """Why ``path`` cannot be written (in place, or replaced through a temporary file when
+    ``atomic``), or None."""
+    too_long = _too_long(path, atomic)
+    if too_long is not None:
+        return too_long
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -44,17 +78,20 @@ def _problem(path: Path) -> str | None:
     return None
 
 
-def check_outputs(outputs: Mapping[str, Path | None]) -> None:
+def check_outputs(
+    outputs: Mapping[str, Path | None], *, appended: Collection[str] = ()
+) -> None:
     """Refuse, before anything runs, outputs that cannot be written or that name one file.
 
     ``outputs`` maps how the user named each output (``--json``, ``telemetry.trace
-    (suite.yaml:4)``) to its path (None: not asked for).
+    (suite.yaml:4)``) to its path (None: not asked for). Each is written with
+    :func:`write_text_atomic`, except those named in ``appended`` (a JSONL trace).
     """
     seen: dict[str, str] = {}
     for name, path in outputs.items():
         if path is None:
             continue
-        why = _problem(path)
+        why = _problem(path, atomic=name not in appended)
         if why is not None:
             raise OutputPathError(f"{name} {str(path)!r} {why}; choose another path")
         real = os.path.realpath(path)
@@ -76,7 +113,7 @@ def write_text_atomic(path: Path, text: str) -> None:
         mode: int | None = stat.S_IMODE(path.stat().st_mode)
     except OSError:
         mode = None
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    tmp = temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from swayscope.suite.result import SuiteResult
 from swayscope.text_safety import escape_control_chars as safe
+from swayscope.text_safety import escape_markdown as _md
 
 _VERDICT_STYLE = {"pass": "green", "fail": "red", "warn": "yellow", "skip": "dim", "error": "red"}
 
@@ -18,6 +19,11 @@ def _mib(n: object) -> str:
     return f"{int(n) / 2**20:.1f} MiB" if isinstance(n, int) else "-"
 
 
+#: The report's line for the metrics endpoint: printed when the run is over, so it says
+#: the endpoint was served during the run (it stops with the command, or after a linger).
+METRICS_LINE = "metrics: served at {} during the run"
+
+
 def footer_lines(result: SuiteResult) -> list[str]:
     s = result.backend_stats
     hits = int(s.get("cache_hits", 0))
@@ -27,7 +33,8 @@ def footer_lines(result: SuiteResult) -> list[str]:
         f" · forward calls: {int(s.get('forward_calls', 0))}"
         f" · mean batch size: {float(s.get('avg_batch_size', 0.0)):.2f}"
         f" · wall time: {result.wall_s:.2f} s"
-        + (f" · threads: {result.threads}" if result.threads else ""),
+        + (f" · threads: {result.threads}" if result.threads else "")
+        + (f" ({result.threads_reason})" if result.threads and result.threads_reason else ""),
     ]
     disk = result.disk_cache
     if disk:
@@ -45,6 +52,9 @@ def footer_lines(result: SuiteResult) -> list[str]:
             f"tokens: {int(s.get('tokens_computed', 0))} computed for "
             f"{int(s.get('n_tokens', 0))} scored ({reused} from shared prefixes)"
         )
+    generated = int(s.get("tokens_generated", 0))
+    if generated:
+        lines.append(f"generated: {generated:,} tokens by greedy generation")
     workers = result.models.get("workers")
     if isinstance(workers, dict):
         failures = int(workers.get("failures", 0))
@@ -67,14 +77,14 @@ def footer_lines(result: SuiteResult) -> list[str]:
             f"{t.get('spans_dropped') or 0} (the run itself was not affected)"
         )
     for key, label in (
-        ("trace_file", "JSONL trace"),
-        ("trace_id", "run trace id (probe traces: search swayscope.run_id)"),
-        ("metrics_url", "metrics"),
-        ("otlp_endpoint", "OTLP"),
-        ("pushgateway", "pushgateway"),
+        ("trace_file", "JSONL trace: {}"),
+        ("trace_id", "run trace id (probe traces: search swayscope.run_id): {}"),
+        ("metrics_url", METRICS_LINE),
+        ("otlp_endpoint", "OTLP: {}"),
+        ("pushgateway", "pushgateway: {}"),
     ):
         if t.get(key):
-            lines.append(f"{label}: {t[key]}")
+            lines.append(label.format(t[key]))
     return lines
 
 
@@ -116,18 +126,15 @@ def render_terminal(result: SuiteResult) -> None:
     console.print(table)
     for name in result.not_run:
         console.print(Text(safe(f"not run: {name}"), style="dim"))
+    for note in result.notes:
+        console.print(Text(safe(f"note: {note}"), style="dim"), highlight=False)
     for line in footer_lines(result):
         console.print(Text(safe(line)), highlight=False)
 
 
-def _md(text: str) -> str:
-    """User text fit for a markdown table cell: controls escaped, one line, pipes escaped."""
-    return safe(text).replace("|", "\\|")
-
-
 def render_markdown(result: SuiteResult) -> str:
     out = [
-        f"# {safe(_headline(result))}",
+        f"# {_md(_headline(result))}",
         "",
         "| probe | kind | verdict | score | z | time | message |",
         "|---|---|---|---|---|---|---|",
@@ -138,6 +145,7 @@ def render_markdown(result: SuiteResult) -> str:
             f"{_fmt(p.z_score, 3)} | {p.duration_s:.2f}s | {_md(p.error or p.message)} |"
         )
     out.extend(["", *[f"- not run: {_md(n)}" for n in result.not_run]])
+    out.extend(f"- note: {_md(n)}" for n in result.notes)
     out.extend(f"- {_md(line)}" for line in footer_lines(result))
     return "\n".join(out) + "\n"
 
@@ -147,6 +155,7 @@ def render_json(result: SuiteResult) -> str:
 
 
 __all__ = [
+    "METRICS_LINE",
     "footer_lines",
     "render_json",
     "render_markdown",

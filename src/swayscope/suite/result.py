@@ -34,6 +34,8 @@ class SuiteResult:
     wall_s: float = 0.0
     threads: int | None = None
     """CPU threads the backend computed with (None: the backend does not say)."""
+    threads_reason: str | None = None
+    """How that count was chosen: ``set``, ``OMP_NUM_THREADS``, or the CPUs and their load."""
     error: str | None = None
     not_run: list[str] = field(default_factory=list)
     resumed_from: str | None = None
@@ -41,6 +43,9 @@ class SuiteResult:
     disk_cache: dict[str, Any] = field(default_factory=dict)
     """The durable tier: its folder, this run's hits from it, the file's entries and bytes
     (empty when the disk cache is off)."""
+    notes: list[str] = field(default_factory=list)
+    """How the suite was read, where it came from another tool's format (``file:line``:
+    what was ignored or approximated)."""
 
     @property
     def exit_code(self) -> int:
@@ -61,10 +66,12 @@ class SuiteResult:
             "started_at": self.started_at,
             "wall_s": self.wall_s,
             "threads": self.threads,
+            "threads_reason": self.threads_reason,
             "error": self.error,
             "models": self.models,
             "probes": [p.to_dict() for p in self.probes],
             "not_run": self.not_run,
+            "notes": self.notes,
             "backend_stats": self.backend_stats,
             "cache_by_probe": self.cache_by_probe,
             "telemetry": self.telemetry,

@@ -86,16 +86,26 @@ def worker_sources(loaded: LoadedSuite, flags: Mapping[str, str]) -> dict[str, s
 
 def check_pool(loaded: LoadedSuite, sources: Mapping[str, str]) -> None:
     """Fail fast, before telemetry starts or a model loads, on a pool of workers that cannot
-    start: Ray not installed, or a cluster address that is malformed or does not answer.
-    ``sources``: as :func:`worker_sources` gives them."""
+    start: Ray not installed, more workers than a local cluster's CPUs hold, or a cluster
+    address that is malformed or does not answer. ``sources``: as :func:`worker_sources`
+    gives them."""
     workers = loaded.spec.models.workers
     if workers is None:
         return
     try:
-        from swayscope.backends.ray.cluster import LOCAL, check_reachable
+        from swayscope.backends.ray.cluster import (
+            LOCAL,
+            check_reachable,
+            check_resources,
+            local_resources,
+        )
     except ImportError as exc:
         raise SpecError(f"{sources['address']}: a pool of workers needs Ray: {exc}") from None
-    if workers.address != LOCAL:
+    if workers.address == LOCAL:
+        have = local_resources()
+        check_resources(f"a local Ray cluster ({have['CPU']:g} CPUs)", have, workers.count,
+                        workers.cpus, workers.gpus, sources)
+    else:
         check_reachable(workers.address, sources["address"])
 
 
@@ -260,9 +270,12 @@ def run_suite(
             "base": backend.model_name,
             "adapter": backend.adapter_name,
         },
+        notes=list(loaded.translation.notes) if loaded.translation else [],
     )
     threads = getattr(backend, "threads", None)
     result.threads = threads if isinstance(threads, int) else None
+    reason = getattr(backend, "threads_reason", None)
+    result.threads_reason = reason if isinstance(reason, str) else None
     workers = getattr(backend, "workers", None)
     if isinstance(workers, dict):
         result.models["workers"] = workers
@@ -272,7 +285,9 @@ def run_suite(
     inst.add_exporter(tally)
     run: RunHandle | None = None
     ctx = ProbeContext(
-        backend=backend, defaults=RunDefaults(seed=spec.defaults.seed, top_k=spec.defaults.top_k)
+        backend=backend,
+        defaults=RunDefaults(seed=spec.defaults.seed, top_k=spec.defaults.top_k),
+        document=loaded.document,
     )
     t0 = time.perf_counter()
     model_id = getattr(backend, "model_id", None)

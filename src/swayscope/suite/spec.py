@@ -19,19 +19,24 @@ from typing import Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from swayscope.backends.api import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_PREFIX_CACHE_BYTES,
     MAX_SEED,
+    RESOURCE_UNIT,
 )
+from swayscope.backends.threads import too_many_threads, usable_cpus
 from swayscope.errors import SpecError, SwayscopeError, shown
 from swayscope.home import default_cache_dir
 from swayscope.instrumentation.disk_cache import DEFAULT_DISK_CACHE_BYTES
 from swayscope.instrumentation.vocabulary import DEFAULT_TOP_K
 from swayscope.probes.base import Probe
 from swayscope.probes.registry import ProbeOrderError, build_probe, check_order
+from swayscope.probes.sections import TrainingDocument, load_document
+from swayscope.suite.skipped import skipped_probe
 
 
 class _Strict(BaseModel):
@@ -43,14 +48,25 @@ class WorkersSpec(_Strict):
     run keeps the one cache, the stats and the exporters and sends only misses."""
 
     count: int = Field(default=2, gt=0)
-    """How many workers (each one copy of the model: one per GPU, or N on CPUs)."""
-    cpus: float = Field(default=1.0, gt=0)
+    """How many workers (each one copy of the model: one per GPU, or N on CPUs); at most
+    what the cluster's CPUs and GPUs hold, checked before any worker is made."""
+    cpus: float = Field(default=1.0, ge=RESOURCE_UNIT, allow_inf_nan=False)
     """CPUs each worker reserves; its torch threads: ``defaults.threads``, else these."""
-    gpus: float = Field(default=0.0, ge=0)
+    gpus: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     """GPUs each worker reserves (a fraction shares one)."""
     address: str = "local"
     """``local`` (a cluster started for the run, on 127.0.0.1), ``auto``, ``host:port``
     or ``ray://host:port``."""
+
+    @field_validator("gpus")
+    @classmethod
+    def _whole_units(cls, v: float) -> float:
+        if 0 < v < RESOURCE_UNIT:
+            raise ValueError(
+                f"a worker reserves no GPU (0) or at least {RESOURCE_UNIT:g} of one (Ray "
+                "counts GPUs in ten-thousandths)"
+            )
+        return v
 
 
 class ModelsSpec(_Strict):
@@ -84,8 +100,9 @@ class DefaultsSpec(_Strict):
     prefix_cache_max_bytes: int = Field(default=DEFAULT_PREFIX_CACHE_BYTES, ge=0)
     """Byte budget of the shared-prefix store (hf); 0 turns shared-prefix reuse off."""
     threads: int | None = Field(default=None, gt=0)
-    """CPU threads the model computes with; default: the cores this process may use
-    (affinity and cgroup quota aware; ``OMP_NUM_THREADS`` when set)."""
+    """CPU threads the model computes with, at most the CPUs this process may use
+    (affinity mask, cgroup quota); default: ``OMP_NUM_THREADS`` when set, else all of them
+    (:func:`~swayscope.backends.threads.choose_threads`)."""
     cache_dir: Path | None = DEFAULT_CACHE_DIR_SETTING
     """Folder of the durable forward cache (relative: to the spec's folder); default
     ``$SWAYSCOPE_HOME/cache``; ``null`` turns the disk cache off."""
@@ -101,6 +118,14 @@ class DefaultsSpec(_Strict):
         if self.cache_dir == DEFAULT_CACHE_DIR_SETTING:
             return default_cache_dir()
         return self.cache_dir.expanduser()
+
+    @field_validator("threads")
+    @classmethod
+    def _within_cores(cls, v: int | None) -> int | None:
+        limit = usable_cpus()
+        if v is not None and v > limit:
+            raise PydanticCustomError("too_many_threads", too_many_threads(limit))
+        return v
 
 
 class TelemetrySpec(_Strict):
@@ -149,6 +174,9 @@ class SuiteSpec(_Strict):
     defaults: DefaultsSpec = DefaultsSpec()
     telemetry: TelemetrySpec = TelemetrySpec()
     sweep: SweepSpec | None = None
+    dlm_source: Path | None = None
+    """The training document the section probes read (dlm-sway's key): a markdown file
+    (each heading starts a section) or a ``.dlm`` document; relative to the spec file."""
     suite: list[dict[str, Any]]
 
     @field_validator("suite")
@@ -163,6 +191,27 @@ KeyPath = tuple[int | str, ...]
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedEntry:
+    """An entry of another tool's suite that is not run: the run reports it as ``skip``,
+    with ``reason``, in its place."""
+
+    position: int
+    """Its place in the run: before the probe at this index of the translated suite."""
+    path: KeyPath
+    """Its key path in the source file."""
+    where: str
+    """``file:line`` of it."""
+    name: str
+    kind: str
+    reason: str
+    unsupported: bool
+    """True when swayscope cannot run its kind (``--strict`` refuses it); False when the
+    file itself turns it off."""
+    entry: Mapping[str, Any]
+    """The entry as written."""
+
+
+@dataclass(frozen=True, slots=True)
 class Translation:
     """A suite in another tool's format, translated into this one."""
 
@@ -173,6 +222,8 @@ class Translation:
     format: str
     notes: tuple[str, ...] = ()
     """What the translation left out or approximated, each naming ``file:line``."""
+    skipped: tuple[SkippedEntry, ...] = ()
+    """Entries that are not run, in source order."""
 
 
 class SuiteFormat(Protocol):
@@ -221,12 +272,15 @@ class LoadedSuite:
         source: str,
         root: yaml.Node | None = None,
         translation: Translation | None = None,
+        document: TrainingDocument | None = None,
     ) -> None:
         self.spec = spec
         self.probes = probes
         self.source = source
         self.translation = translation
         """Set when the file was in another tool's format."""
+        self.document = document
+        """The training document ``dlm_source`` names, read and split into sections."""
         self._locate = _Locator(root, source, translation.origin if translation else None)
 
     def where(self, *path: int | str) -> str:
@@ -277,14 +331,27 @@ def _format_errors(exc: ValidationError, locate: _Locator, prefix: KeyPath) -> s
 #: The most values a spec may hold once YAML aliases are expanded: far above any real
 #: suite, far below what a few hundred bytes of nested aliases can expand to.
 MAX_SPEC_VALUES = 100_000
+#: The largest spec file, checked before it is parsed: far above any real suite (a
+#: thousand probes of a hundred prompts each is about 5 MB), far below what makes parsing
+#: and validation take minutes and gigabytes.
+MAX_SPEC_BYTES = 8 * 1024 * 1024
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _check_size(root: yaml.Node | None, source: str) -> None:
-    """Refuse a spec whose aliases expand past :data:`MAX_SPEC_VALUES` (an alias bomb)."""
+def _key_text(path: KeyPath) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _check_tree(
+    root: yaml.Node | None, source: str, loader: yaml.CSafeLoader | yaml.SafeLoader
+) -> None:
+    """Refuse a spec whose aliases expand past :data:`MAX_SPEC_VALUES` (an alias bomb), or
+    with a key given twice in one mapping (YAML keeps the last one silently: a second
+    ``telemetry:`` block would override the reviewed one)."""
     count = 0
-    stack = [root] if root is not None else []
+    stack: list[tuple[yaml.Node, KeyPath]] = [(root, ())] if root is not None else []
     while stack:
-        node = stack.pop()
+        node, path = stack.pop()
         count += 1
         if count > MAX_SPEC_VALUES:
             raise SpecError(
@@ -292,10 +359,53 @@ def _check_size(root: yaml.Node | None, source: str) -> None:
                 "(nested YAML aliases?); write the values out or split the suite"
             )
         if isinstance(node, yaml.MappingNode):
+            lines: dict[object, int] = {}
             for key, value in node.value:
-                stack.extend((key, value))
+                count += 1
+                if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
+                    name = loader.construct_object(key)
+                    line = key.start_mark.line + 1
+                    if name in lines:
+                        raise SpecError(
+                            f"{source}:{line}: {_key_text((*path, name))}: the key is given "
+                            f"twice in one mapping (first at {source}:{lines[name]}); YAML "
+                            "would keep only the last one. Remove or merge one of them"
+                        )
+                    lines[name] = line
+                    stack.append((value, (*path, name)))
+                else:
+                    stack.extend(((key, path), (value, path)))
         elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
+            stack.extend((item, (*path, i)) for i, item in enumerate(node.value))
+
+
+def _check_bytes(size: int, source: str) -> None:
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"{source}: the spec is over the {MAX_SPEC_BYTES // 1024 // 1024} MB limit on a "
+            "spec's size (MAX_SPEC_BYTES); split the suite"
+        )
+
+
+def _parse(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """Compose ``text`` once, check the tree, then build the data from it."""
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SpecError(
+            f"{source}:{text.count(chr(10), 0, exc.start) + 1}: the text is not valid Unicode "
+            "(a lone surrogate); fix the file's encoding"
+        ) from None
+    _check_bytes(len(raw), source)
+    # libyaml's parser where PyYAML has it: 0.2 s for an 8 MB spec, against 7 s.
+    loader = (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)(raw)
+    try:
+        root = loader.get_single_node()
+        _check_tree(root, source, loader)
+        data = loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
+    return root, data
 
 
 def _unencodable(data: object, path: tuple[int | str, ...] = ()) -> tuple[int | str, ...] | None:
@@ -318,13 +428,22 @@ def _unencodable(data: object, path: tuple[int | str, ...] = ()) -> tuple[int | 
 
 
 def load_suite_text(
-    text: str, source: str = "<spec>", *, formats: Sequence[SuiteFormat] = ()
+    text: str,
+    source: str = "<spec>",
+    *,
+    formats: Sequence[SuiteFormat] = (),
+    base_dir: Path | None = None,
 ) -> LoadedSuite:
-    """Parse and validate a spec given as YAML text; ``formats`` read other tools' suites."""
+    """Parse and validate a spec given as YAML text; ``formats`` read other tools' suites.
+    The training document (``dlm_source``) is read here, a relative path against
+    ``base_dir`` (the spec file's folder; the current directory when None)."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        _check_size(root, source)
-        data = yaml.safe_load(text)
+        root, data = _parse(text, source)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        what = "; ".join(str(part) for part in (exc.context, exc.problem) if part)
+        raise SpecError(f"{where}: not valid YAML: {what or exc}") from exc
     except yaml.YAMLError as exc:
         raise SpecError(f"{source}: not valid YAML: {exc}") from exc
     bad = _unencodable(data)
@@ -350,22 +469,36 @@ def load_suite_text(
     except ValidationError as exc:
         raise SpecError(_format_errors(exc, locate, ())) from exc
     probes = [_build_probe(item, i, locate) for i, item in enumerate(spec.suite)]
-    labels: dict[str, int] = {}
-    for i, probe in enumerate(probes):
-        label = probe.spec.label
-        if label in labels:
-            raise SpecError(
-                f"{locate.where(('suite', i))}: {locate.key(('suite', i))}: probe name "
-                f"{label!r} is already used by {locate.key(('suite', labels[label]))}; "
-                "give one of them a distinct 'name:'"
-            )
-        labels[label] = i
     try:
         check_order(probes)
     except ProbeOrderError as exc:
         path = ("suite", exc.index)
         raise SpecError(f"{locate.where(path)}: {locate.key(path)}: {exc}") from None
-    return LoadedSuite(spec, probes, source, root, translation)
+    # Where each probe of the run is in the file: (file:line, key path).
+    places = [(locate.where(("suite", i)), locate.key(("suite", i))) for i in range(len(probes))]
+    for entry in reversed(translation.skipped if translation else ()):
+        probes.insert(entry.position, skipped_probe(entry.name, entry.kind, entry.reason))
+        places.insert(entry.position, (entry.where, ".".join(str(p) for p in entry.path)))
+    labels: dict[str, int] = {}
+    for i, probe in enumerate(probes):
+        label = probe.spec.label
+        if label in labels:
+            raise SpecError(
+                f"{places[i][0]}: {places[i][1]}: probe name {label!r} is already used by "
+                f"{places[labels[label]][1]}; give one of them a distinct 'name:'"
+            )
+        labels[label] = i
+    document = None
+    if spec.dlm_source is not None:
+        doc_path = spec.dlm_source.expanduser()
+        if not doc_path.is_absolute() and base_dir is not None:
+            doc_path = base_dir / doc_path
+        spec = spec.model_copy(update={"dlm_source": doc_path})
+        try:
+            document = load_document(doc_path)
+        except SpecError as exc:
+            raise SpecError(f"{locate.where(('dlm_source',))}: {exc}") from None
+    return LoadedSuite(spec, probes, source, root, translation, document)
 
 
 def _build_probe(item: object, i: int, locate: _Locator) -> Probe:
@@ -427,12 +560,15 @@ def load_suite(path: Path, *, formats: Sequence[SuiteFormat] = ()) -> LoadedSuit
     against it (a format translator may resolve them its own way and hand back absolute
     ones)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_SPEC_BYTES + 1)  # a bigger file is refused unread
+        _check_bytes(len(raw), str(path))
+        text = raw.decode("utf-8")
     except FileNotFoundError as exc:
         raise SpecError(f"suite spec {str(path)!r} does not exist; check the path") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read suite spec {str(path)!r}: {exc}") from exc
-    loaded = load_suite_text(text, str(path), formats=formats)
+    loaded = load_suite_text(text, str(path), formats=formats, base_dir=path.parent)
     models = loaded.spec.models
     rebased = {
         key: (path.parent / value)
@@ -462,7 +598,9 @@ __all__ = [
     "DefaultsSpec",
     "KeyPath",
     "LoadedSuite",
+    "MAX_SPEC_BYTES",
     "ModelsSpec",
+    "SkippedEntry",
     "SuiteFormat",
     "SuiteSpec",
     "SweepSpec",

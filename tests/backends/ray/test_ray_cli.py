@@ -7,13 +7,18 @@ import json
 import os
 import shutil
 import signal
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from ray_testing import CLUSTER_CPUS
-from sway_testing import popen_swayscope, swayscope
+from ray_testing import CLUSTER_CPUS, need_ray
+from sway_testing import descendants, popen_swayscope, stop_with, swayscope
+
+from swayscope.backends.ray.cluster import PROBE_TIMEOUT_S
 
 if TYPE_CHECKING:
     from swayscope.backends.tiny import TinyModelPaths
@@ -76,6 +81,95 @@ def test_an_unreachable_address_exits_2_naming_the_flag(
     assert not trace.exists()
 
 
+class _Listener:
+    """A TCP port on 127.0.0.1 that is not a Ray head: it accepts and says nothing (a
+    wrong port), or answers HTTP (the dashboard); records what each connection sent."""
+
+    def __init__(self, http: bool) -> None:
+        self.http = http
+        self.sent: list[bytes] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        try:
+            data = conn.recv(64)
+            self.sent.append(data)
+            if self.http and data:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        except OSError:
+            pass
+
+    def spoken_to(self) -> bool:
+        """Whether a client began a protocol (Ray's probe: gRPC's HTTP/2 preface)."""
+        return any(data.startswith(b"PRI * HTTP/2.0") for data in self.sent)
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture(params=["silent", "http"])
+def listener(request: pytest.FixtureRequest) -> Iterator[_Listener]:
+    need_ray()
+    port = _Listener(http=request.param == "http")
+    yield port
+    port.close()
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_a_port_that_is_not_a_ray_head_exits_2_in_seconds(
+    tmp_path: Path, tiny_model: TinyModelPaths, listener: _Listener, scheme: str
+) -> None:
+    """A port that accepts connections but is not Ray: ray.init waited forever (host:port),
+    or 38 s (ray://)."""
+    spec = write_suite(tmp_path, tiny_model.base_dir, tiny_model.adapter_dir)
+    address = f"{scheme}127.0.0.1:{listener.port}"
+    started = time.monotonic()
+    out = swayscope(tmp_path, "run", str(spec), "--ray", address, timeout=60)
+    took = time.monotonic() - started
+    assert out.returncode == 2, out.stderr
+    assert f"swayscope: error: --ray: {address!r} is not a Ray head node" in out.stderr
+    assert ("did not answer" if not listener.http else "does not speak gRPC") in out.stderr
+    assert "Traceback" not in out.stderr and took < 30, took
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_joining_ends_the_run_in_seconds(
+    tmp_path: Path, tiny_model: TinyModelPaths, signum: int
+) -> None:
+    need_ray()
+    port = _Listener(http=False)
+    try:
+        spec = write_suite(tmp_path, tiny_model.base_dir, tiny_model.adapter_dir)
+        proc = popen_swayscope(tmp_path, "run", str(spec), "--ray", f"127.0.0.1:{port.port}")
+        deadline = time.monotonic() + 60
+        while not port.spoken_to() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.communicate()[1]
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        port.close()
+    assert proc.returncode == 2, stderr
+    assert "interrupted before the run started" in stderr and "Traceback" not in stderr
+    assert took < 3, f"{took:.1f} s after the signal (the probe waits {PROBE_TIMEOUT_S:g} s)"
+
+
 def test_a_malformed_address_in_the_spec_names_its_line(
     tmp_path: Path, tiny_model: TinyModelPaths
 ) -> None:
@@ -96,6 +190,38 @@ def test_more_workers_than_the_cluster_has_exits_2_naming_the_flag(
     assert out.returncode == 2, out.stderr
     assert f"--workers: {too_many} workers" in out.stderr
     assert f"has {CLUSTER_CPUS:g}" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("where", ["joined", "local", "spec"])
+def test_a_20_digit_worker_count_exits_2_before_any_worker_is_made(
+    tmp_path: Path, ray_address: str, tiny_model: TinyModelPaths, where: str
+) -> None:
+    """One worker config per worker was built before the resources were checked: memory grew
+    ~40 MB/s with no message. A local cluster's CPUs are checked before it starts."""
+    huge = "100000000000000000000"
+    workers = f"  workers:\n    count: {huge}\n" if where == "spec" else ""
+    spec = write_suite(tmp_path, tiny_model.base_dir, tiny_model.adapter_dir, workers=workers)
+    flags = {"joined": ["--ray", ray_address, "--workers", huge],
+             "local": ["--ray", "--workers", huge], "spec": []}[where]
+    started = time.monotonic()
+    out = swayscope(tmp_path, "run", str(spec), *flags, timeout=60)
+    assert out.returncode == 2, out.stderr
+    source = f"{spec}:8: models.workers.count" if where == "spec" else "--workers"
+    assert f"swayscope: error: {source}: {huge} workers of 1 CPUs each need 1e+20 CPUs" \
+        in out.stderr
+    assert "Traceback" not in out.stderr and time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize(("key", "value"), [("cpus", "1e-300"), ("cpus", ".inf"),
+                                            ("gpus", "0.00001")])
+def test_a_worker_share_ray_cannot_reserve_exits_2_naming_it(
+    tmp_path: Path, tiny_model: TinyModelPaths, key: str, value: str
+) -> None:
+    spec = write_suite(tmp_path, tiny_model.base_dir, tiny_model.adapter_dir,
+                       workers=f"  workers:\n    {key}: {value}\n")
+    out = swayscope(tmp_path, "run", str(spec), timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert f"suite.yaml:8: models.workers.{key}:" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_workers_without_a_model_kind_that_has_one_exits_2(tmp_path: Path) -> None:
@@ -166,6 +292,42 @@ def test_ctrl_c_stops_the_pool_and_leaves_no_worker(
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.1)
     assert not [p for p in pids if _alive(p)], "a worker outlived the interrupted run"
+
+
+def _commands(pids: set[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        try:
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return out
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("phase", ["gcs_server", "ForwardWorker"])
+def test_a_signal_while_a_local_pool_starts_exits_2_in_10_s_and_leaves_no_process(
+    tmp_path: Path, tiny_model: TinyModelPaths, signum: int, phase: str
+) -> None:
+    """Ctrl-C or SIGTERM while the local cluster starts (its GCS is up) or while the
+    workers load the model: exit 2 (SIGTERM was exit 15: ray.init takes SIGTERM over),
+    and no Ray process of the run outlives it."""
+    need_ray()
+    spec = write_suite(tmp_path, tiny_model.base_dir, tiny_model.adapter_dir)
+    log = tmp_path / "log"
+    proc = popen_swayscope(tmp_path, "run", str(spec), "--ray", "--workers", "1", log=log)
+    seen: set[int] = set()
+    deadline = time.monotonic() + 180
+    while not any(phase in c for c in _commands(seen)):
+        seen |= descendants(proc.pid)
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no {phase} process came up: {log.read_text()[-3000:]}")
+        time.sleep(0.02)
+    stopped = stop_with(proc, signum, seen)
+    assert proc.returncode == 2, log.read_text()[-3000:]
+    assert "interrupted before the run started" in log.read_text()
+    assert stopped.seconds < 10 and not stopped.left, (stopped, _commands(stopped.left))
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """A pool of Ray workers behind the driver's one cache: the same numbers and cache counts as
 one process, every miss computed once, parts overlapping, a lost worker's part retried.
 
-One workload (every view kind, batched and single lookups, repeats that must hit) runs
+One workload (every view kind, batched and single lookups, greedy generations, repeats
+that must hit) runs
 in process, on one worker and on two; the module computes it once per backend and the
 tests read the outcome.
 """
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 from sway_testing import Recorder
 
+from swayscope.backends.api import Generation
 from swayscope.instrumentation import (
     BackendInstrumentation,
     ForwardCall,
@@ -58,11 +60,13 @@ def workload(backend: Any) -> dict[str, list[Any]]:
         out["ft_rolling"] = view.rolling_logprob_batch(TEXTS)
         out["ft_single"] = [view.next_token_dist("A single lookup, alone.", top_k=TOP_K)]
         out["ft_again"] = view.next_token_dist_batch(PROMPTS[::2], top_k=TOP_K)
+        out["ft_generate"] = view.generate_batch(PROMPTS[::2], max_new_tokens=6, stop=["\n"])
     with backend.scaled(0.5) as view:
         out["scaled"] = view.next_token_dist_batch(PROMPTS, top_k=TOP_K)
     with backend.null(7) as view:
         out["null"] = view.next_token_dist_batch(PROMPTS, top_k=TOP_K)
         out["null_logprob"] = view.logprob_of_batch([(p, " fresh bread") for p in PROMPTS[:6]])
+        out["null_generate"] = view.generate_batch(PROMPTS[:6], max_new_tokens=6)
     with backend.null(7) as view:
         out["null_again"] = view.next_token_dist_batch(PROMPTS[:8], top_k=TOP_K)
     return out
@@ -76,6 +80,9 @@ def assert_same_values(got: dict[str, list[Any]], want: dict[str, list[Any]]) ->
             where = f"{key}[{i}]"
             if isinstance(w, float):
                 assert abs(g - w) <= 1e-4, where
+                continue
+            if isinstance(w, Generation):
+                assert g == w, where
                 continue
             assert np.array_equal(g.token_ids, w.token_ids), where
             np.testing.assert_allclose(g.logprobs, w.logprobs, atol=1e-4, err_msg=where)

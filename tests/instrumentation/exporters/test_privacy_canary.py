@@ -76,7 +76,7 @@ def test_no_output_of_a_run_contains_prompt_text(
     for line in proc.stdout:
         stdout_lines.append(line)
         if line.startswith("metrics: "):
-            url = line.split(" ", 1)[1].strip()
+            url = line.split()[3]  # "metrics: served at URL during the run"
             with urllib.request.urlopen(url, timeout=10) as resp:  # the final values
                 metrics = resp.read().decode()
     _, stderr = proc.communicate(timeout=120)

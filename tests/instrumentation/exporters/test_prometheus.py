@@ -435,8 +435,9 @@ def test_run_start_zeroes_every_series_and_can_wait_for_a_scrape() -> None:
         line for line in first.splitlines()
         if line.startswith("swayscope_cache_misses_total{") and line.endswith(" 0.0")
     ]
-    # 3 ops x 4 view kinds, all present and 0 before any lookup; no probe label.
-    assert len(zero) == 3 * 4
+    # 4 ops (3 scoring, generate) x 4 view kinds, all present and 0 before any lookup; no
+    # probe label.
+    assert len(zero) == 4 * 4
     assert any('view_kind="null"' in line for line in zero)
     assert not any("probe=" in line for line in zero)
     after = http_get(prom.url)[1]

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from sway_testing import missing
 
 from swayscope.integrations.dlm_sway.suite_format import DLM_SWAY_VERSION
@@ -116,6 +118,41 @@ def dlm_sway_sdist_tests(venv: Path) -> Path:
     if not (tests / "unit" / "test_backend_instrumentation.py").is_file():
         _missing(f"dlm-sway's sdist tests are not in {tests}: run bash .ci/run once")
     return tests
+
+
+#: The suites dlm-sway 0.1.0 ships: files of its sdist, and its README's "Full suite" block.
+SDIST_SUITES = (
+    "examples/precommit-example/sway.yaml",
+    "examples/pytest_integration/sway.yaml",
+    "tests/golden/spec.yaml",
+    "README.md#full-suite",
+)
+
+
+def sdist_suite(sdist: Path, name: str) -> str:
+    """The text of one of :data:`SDIST_SUITES` in the extracted sdist ``sdist``."""
+    path, _, section = name.partition("#")
+    text = (sdist / path).read_text(encoding="utf-8")
+    if not section:
+        return text
+    block = re.search(r"^## Full suite\n\n```yaml\n(.*?)^```", text, re.S | re.M)
+    assert block is not None, f"no yaml block under '## Full suite' in {sdist / path}"
+    return block.group(1)
+
+
+def with_models(text: str, base: Path, adapter: Path) -> str:
+    """A dlm-sway suite with its model paths (every ``base:`` and ``adapter:`` of its model
+    blocks) replaced by ``base`` and ``adapter``, and nothing else changed."""
+    models = yaml.safe_load(text)["models"]
+    given = {
+        block[key]: str(base if key == "base" else adapter)
+        for block in models.values()
+        for key in ("base", "adapter")
+        if key in block
+    }
+    for old in sorted(given, key=len, reverse=True):  # "x-adapter" before "x"
+        text = text.replace(old, given[old])
+    return text
 
 
 def subprocess_env(tmp_path: Path) -> dict[str, str]:

@@ -53,12 +53,12 @@ def test_convert_prints_and_writes_the_swayscope_spec(tmp_path: Path) -> None:
 
 def test_a_suite_that_cannot_run_as_is_exits_2_and_leaves_nothing(tmp_path: Path) -> None:
     spec = write_sway_suite(tmp_path, tmp_path, tmp_path)
-    spec.write_text(spec.read_text() + "  - name: leaks\n    kind: leakage\n")
+    spec.write_text(spec.read_text() + "  - name: leaks\n    kind: leakge\n")
     line = len(spec.read_text().splitlines())
     result = tmp_path / "r.json"
     for cmd in (("run", str(spec), "--json", str(result)), ("convert", str(spec))):
         out = run(swayscope_cmd(*cmd), tmp_path, timeout=60)
         assert out.returncode == 2, out.stderr
-        assert f"{spec}:{line}: suite.6.kind" in out.stderr and "'leakage'" in out.stderr
+        assert f"{spec}:{line}: suite.6.kind" in out.stderr and "'leakge'" in out.stderr
         assert "Traceback" not in out.stderr and out.stdout == ""
     assert not result.exists()

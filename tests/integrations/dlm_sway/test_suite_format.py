@@ -16,10 +16,16 @@ from swayscope.integrations.dlm_sway.suite_format import (
     DLM_SWAY,
     check_local_models,
     is_dlm_sway_suite,
+    refuse_unsupported,
     render_spec,
 )
+from swayscope.probes.delta_kl import DeltaKLProbe, DeltaKLSpec
+from swayscope.probes.registry import PROBE_KINDS
+from swayscope.suite.report import render_markdown
+from swayscope.suite.runner import run_suite
 from swayscope.suite.spec import LoadedSuite, load_suite, load_suite_text
 
+KEEPER = Path(__file__).parents[2] / "probes" / "data" / "keeper.md"
 HEAD = """\
 version: 1
 models:
@@ -72,6 +78,53 @@ def test_every_mapped_kind_and_field(tmp_path: Path) -> None:
     assert by["prose_ppl"].max_chunks == 4  # type: ignore[attr-defined]
 
 
+def test_the_eight_document_and_generation_kinds_map_field_by_field() -> None:
+    case = "{prompt: The keeper lights the, gold: ' lamp', paraphrases: ['What is lit?']}"
+    text = HEAD.format(defaults="") + (
+        "  - {name: calib, kind: calibration_drift, items_limit: 20, regression_nats: 2.0,\n"
+        "     assert_fraction_regressed_lt: 0.1, assert_mean_delta_gte: -1.0}\n"
+        "  - {name: sis, kind: section_internalization, include_kinds: [prose],\n"
+        "     per_section_threshold: 0.1, assert_passing_section_frac: 0.4,\n"
+        "     max_prose_chars: 500, assert_z_gte: 2.0}\n"
+        "  - {name: leak, kind: leakage, prefix_chars: 64, continuation_chars: 128,\n"
+        "     max_new_tokens: 32, perturbations: [typo], assert_recall_lt: 0.3,\n"
+        "     min_fragility: 0.2, assert_z_gte: 1.0}\n"
+        f"  - {{name: para, kind: paraphrase_invariance, cases: [{case}], intent: memorize,\n"
+        "     min_verbatim_lift: 0.1}\n"
+        "  - {name: pref, kind: preference_flip, assert_flip_rate_gte: 0.6,\n"
+        "     triples: [{prompt: p, chosen: ' yes', rejected: ' no'}]}\n"
+        "  - {name: style, kind: style_fingerprint, prompts: [Tell me], doc_reference: Verse.,\n"
+        "     max_new_tokens: 16, assert_shift_gte: 0.1, extended: auto}\n"
+        f"  - {{name: revert, kind: adapter_revert, cases: [{case}], max_new_tokens: 8,\n"
+        "     embedding_model: sentence-transformers/all-MiniLM-L6-v2}\n"
+        "  - {name: topics, kind: cluster_kl, prompts: [a, b, c, d], num_clusters: 2,\n"
+        "     min_prompts: 4, assert_specificity_gte: 0.7, divergence: kl}\n"
+        f"dlm_source: {KEEPER}\n"
+    )
+    loaded = load_suite_text(text, "sway.yaml", formats=[DLM_SWAY])
+    by = {p.spec.label: p.spec.model_dump() for p in loaded.probes}
+    assert [p.kind for p in loaded.probes] == [
+        "calibration_drift", "section_internalization", "leakage", "paraphrase_invariance",
+        "preference_flip", "style_fingerprint", "adapter_revert", "cluster_kl",
+    ]
+    assert by["calib"]["items_limit"] == 20 and by["calib"]["min_z"] is None
+    assert (by["sis"]["include_kinds"], by["sis"]["min_z"]) == (("prose",), 2.0)
+    assert (by["leak"]["perturbations"], by["leak"]["min_z"]) == (("typo",), 1.0)
+    assert by["para"]["intent"] == "memorize" and by["para"]["min_z"] == 3.0
+    assert by["pref"]["triples"][0]["chosen"] == " yes"
+    assert by["style"]["doc_reference"] == "Verse."
+    assert by["revert"]["cases"][0]["paraphrases"] == ("What is lit?",)
+    assert (by["topics"]["num_clusters"], by["topics"]["divergence"]) == (2, "kl")
+    assert loaded.spec.dlm_source == KEEPER
+    assert loaded.document is not None and len(loaded.document.sections) == 5
+    assert loaded.translation is not None
+    notes = "\n".join(loaded.translation.notes)
+    assert f"sway.yaml:{line_of(text, 'embedding_model')}: suite.6.embedding_model: ignored" in (
+        notes
+    )
+    assert "suite.5.extended: ignored" in notes
+
+
 def test_dlm_sway_defaults_are_kept_where_swayscope_has_the_field() -> None:
     loaded = sway("  - {name: dk, kind: delta_kl, prompts: [a b]}\n"
                   "  - {name: pc, kind: prompt_collapse, prompts: [a b]}\n")
@@ -114,22 +167,23 @@ def test_ignored_and_approximated_fields_come_back_as_notes_with_their_lines() -
     entries = (
         "  - name: calib\n    kind: null_adapter\n    init_scale: 0.02\n    cache: true\n"
         "  - name: dk\n    kind: delta_kl\n    prompts: [a b]\n    weight: 2.0\n"
-        "  - name: off\n    kind: delta_kl\n    prompts: [a b]\n    enabled: false\n"
+        "  - name: unused\n    kind: delta_kl\n    prompts: [a b]\n    enabled: false\n"
         "  - name: ppl\n    kind: external_perplexity\n"
     )
     text = HEAD.format(defaults="defaults:\n  coverage_threshold: 0.7\n") + entries
-    loaded = load_suite_text(text + "dlm_source: doc.dlm\n", "sway.yaml", formats=[DLM_SWAY])
-    assert [p.spec.label for p in loaded.probes] == ["calib", "dk", "ppl"]
+    loaded = load_suite_text(
+        text + f"dlm_source: {KEEPER}\n", "sway.yaml", formats=[DLM_SWAY]
+    )
+    assert [p.spec.label for p in loaded.probes] == ["calib", "dk", "unused", "ppl"]
     assert loaded.translation is not None
     notes = "\n".join(loaded.translation.notes)
     for key, fragment in (
         ("init_scale", "suite.0.init_scale: accepted at dlm-sway's default"),
         ("cache", "suite.0.cache: ignored"),
         ("weight", "suite.1.weight: ignored: it weights dlm-sway's composite score"),
-        ("enabled", "suite.2.enabled: false: left out of the run"),
         ("kind: external_perplexity", "suite.3.kind: runs as perplexity_shift"),
         ("coverage_threshold", "defaults.coverage_threshold: ignored"),
-        ("dlm_source", "dlm_source: ignored"),
+        ("dlm_source", "dlm_source: read by swayscope itself"),
     ):
         assert f"sway.yaml:{line_of(text + 'dlm_source: x', key)}: {fragment}" in notes, notes
 
@@ -138,16 +192,22 @@ def test_ignored_and_approximated_fields_come_back_as_notes_with_their_lines() -
     ("entries", "defaults", "line_key", "fragments"),
     [
         (
-            "  - {name: dk, kind: delta_kl, prompts: [a b]}\n  - name: leak\n    kind: leakage\n",
-            "", "kind: leakage",
-            ["suite.1.kind", "'leakage' has no swayscope counterpart",
-             "Supported dlm-sway kinds: null_adapter, delta_kl, adapter_ablation, "
-             "prompt_collapse, external_perplexity (as perplexity_shift)",
-             "Nearest equivalent: none"],
+            "  - {name: dk, kind: delta_kl, prompts: [a b]}\n  - name: leak\n    kind: leakge\n",
+            "", "kind: leakge",
+            ["suite.1.kind", "'leakge' is not a probe kind of dlm-sway 0.1.0",
+             "its kinds: null_adapter, delta_kl, adapter_ablation, prompt_collapse, "
+             "external_perplexity, calibration_drift, section_internalization, leakage, "
+             "paraphrase_invariance, preference_flip, style_fingerprint, adapter_revert, "
+             "cluster_kl", "did you mean 'leakage'?"],
         ),
         (
-            "  - name: topics\n    kind: cluster_kl\n", "", "kind: cluster_kl",
-            ["suite.0.kind", "'cluster_kl'", "Nearest equivalent: one delta_kl per cluster"],
+            "  - name: topics\n    kind: cluster_kl\n", "", "name: topics",
+            ["suite.0.prompts", "missing or empty"],
+        ),
+        (
+            "  - {name: dk, kind: delta_kl, prompts: [a b]}\n  - name: dk\n"
+            "    kind: leakage\n", "", "  - name: dk",
+            ["suite.1", "'dk' is already used by suite.0"],
         ),
         (
             "  - name: abl\n    kind: adapter_ablation\n    prompts: [a b]\n"
@@ -254,12 +314,25 @@ def test_models_swayscope_cannot_load_stop_with_the_line(
 
 def test_every_problem_is_reported_at_once() -> None:
     text = HEAD.format(defaults="") + (
-        "  - {name: a, kind: leakage}\n  - {name: b, kind: style_fingerprint}\n"
+        "  - {name: a, kind: leakag}\n  - {name: b, kind: delta_kl, prompt: [x]}\n"
     )
     with pytest.raises(SpecError) as info:
         load_suite_text(text, "sway.yaml", formats=[DLM_SWAY])
     assert "sway.yaml:6: suite.0.kind" in str(info.value)
-    assert "sway.yaml:7: suite.1.kind" in str(info.value)
+    assert "sway.yaml:7: suite.1.prompt" in str(info.value)
+
+
+def test_an_adapter_on_the_base_block_is_ignored_as_dlm_sway_ignores_it() -> None:
+    text = (
+        "version: 1\nmodels:\n  base: {kind: hf, base: /m/b, adapter: /m/a}\n"
+        "  ft: {kind: hf, base: /m/b, adapter: /m/a}\nsuite:\n"
+        "  - {name: dk, kind: delta_kl, prompts: [a]}\n"
+    )
+    loaded = load_suite_text(text, "sway.yaml", formats=[DLM_SWAY])
+    assert loaded.spec.models.adapter == Path("/m/a")
+    assert loaded.translation is not None
+    assert any(n.startswith("sway.yaml:3: models.base.adapter: ignored") for n in
+               loaded.translation.notes), loaded.translation.notes
 
 
 def test_a_hub_id_is_not_a_local_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -275,7 +348,12 @@ def test_a_hub_id_is_not_a_local_folder(tmp_path: Path, monkeypatch: pytest.Monk
 @pytest.mark.parametrize("next_to_it", [False, True])
 def test_convert_round_trips(tmp_path: Path, next_to_it: bool) -> None:
     base, adapter = tmp_path / "models" / "base", tmp_path / "models" / "lora"
-    original = load_suite(write_sway_suite(tmp_path, base, adapter), formats=[DLM_SWAY])
+    document = tmp_path / "docs" / "keeper.md"
+    document.parent.mkdir()
+    document.write_text(KEEPER.read_text())
+    sway_file = write_sway_suite(tmp_path, base, adapter)
+    sway_file.write_text(sway_file.read_text() + f"dlm_source: {document}\n")
+    original = load_suite(sway_file, formats=[DLM_SWAY])
     out = tmp_path / "converted" / "suite.yaml"
     out.parent.mkdir()
     out.write_text(render_spec(original, relative_to=out.parent if next_to_it else None))
@@ -286,7 +364,14 @@ def test_convert_round_trips(tmp_path: Path, next_to_it: bool) -> None:
     assert "# What differs from dlm-sway" in text and "runs as perplexity_shift" in text
     models = converted.spec.models
     assert (models.base.resolve(), models.adapter.resolve()) == (base, adapter)  # type: ignore[union-attr]
-    plain = converted.spec.model_copy(update={"models": original.spec.models})
+    assert ("dlm_source: ../docs/keeper.md" in text) is next_to_it
+    assert converted.spec.dlm_source is not None
+    assert converted.spec.dlm_source.resolve() == document
+    assert converted.document is not None and original.document is not None
+    assert converted.document.sections == original.document.sections
+    plain = converted.spec.model_copy(
+        update={"models": original.spec.models, "dlm_source": original.spec.dlm_source}
+    )
     assert plain == original.spec
     assert [p.spec for p in converted.probes] == [p.spec for p in original.probes]
 
@@ -296,3 +381,148 @@ def test_convert_refuses_a_swayscope_spec() -> None:
                              "s.yaml", formats=[DLM_SWAY])
     with pytest.raises(SpecError, match="already a swayscope suite spec"):
         render_spec(native)
+
+
+MIXED = (
+    "  - {name: calib, kind: null_adapter, runs: 2}\n"
+    "  - {name: cal, kind: calibration_drift, items_limit: 50}\n"
+    "  - {name: dk, kind: delta_kl, prompts: [The cat sat, A dog ran]}\n"
+    "  - {name: leaks, kind: leakage}\n"
+    "  - {name: sec, kind: section_internalization}\n"
+    "  - {name: later, kind: delta_kl, prompts: [x y], enabled: false}\n"
+)
+
+
+#: What the nearest swayscope probe is said to be for each kind :func:`lacking` takes away.
+NEAREST = {
+    "calibration_drift": "perplexity_shift (how much the adapter moved the likelihood of "
+    "general text)",
+    "leakage": "none (swayscope does not generate text)",
+    "section_internalization": "perplexity_shift on each section's text",
+}
+
+
+@pytest.fixture
+def lacking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A swayscope without three of dlm-sway's kinds: every kind of dlm-sway 0.1.0 has a
+    probe now, but the path for a kind without one (a later dlm-sway's) must still hold."""
+    from swayscope.integrations.dlm_sway import field_rules
+
+    for kind, nearest in NEAREST.items():
+        monkeypatch.delitem(field_rules.KINDS, kind)
+        monkeypatch.delitem(PROBE_KINDS, kind)
+        monkeypatch.setitem(field_rules.NEAREST_KIND, kind, nearest)
+
+
+@pytest.mark.usefixtures("lacking")
+def test_kinds_swayscope_lacks_are_skipped_in_place_with_the_reason() -> None:
+    loaded = sway(MIXED)
+    assert [(p.spec.label, p.kind) for p in loaded.probes] == [
+        ("calib", "null_adapter"), ("cal", "calibration_drift"), ("dk", "delta_kl"),
+        ("leaks", "leakage"), ("sec", "section_internalization"), ("later", "delta_kl"),
+    ]
+    assert loaded.translation is not None
+    skipped = {e.name: e for e in loaded.translation.skipped}
+    assert {n: e.unsupported for n, e in skipped.items()} == {
+        "cal": True, "leaks": True, "sec": True, "later": False,
+    }
+    text = HEAD.format(defaults="") + MIXED
+    assert skipped["leaks"].where == f"sway.yaml:{line_of(text, 'kind: leakage')}"
+    results, ctx = run_probes(DummyBackend(inst=BackendInstrumentation(), seed=0), loaded.probes)
+    verdicts = {r.name: (r.verdict, r.kind, r.message) for r in results}
+    assert verdicts["cal"] == (
+        "skip", "calibration_drift",
+        "swayscope has no probe for dlm-sway's kind 'calibration_drift' yet; nearest: "
+        "perplexity_shift (how much the adapter moved the likelihood of general text)",
+    )
+    assert verdicts["leaks"][:2] == ("skip", "leakage") and "nearest: none" in verdicts["leaks"][2]
+    assert verdicts["later"] == ("skip", "delta_kl",
+                                 "enabled: false in the suite (dlm-sway skips it too)")
+    assert verdicts["dk"][0] == "pass" and set(ctx.calibration) == {"dk"}
+
+
+@pytest.mark.usefixtures("lacking")
+def test_strict_refuses_what_would_be_skipped_but_not_what_the_file_turns_off() -> None:
+    text = HEAD.format(defaults="") + MIXED
+    with pytest.raises(SpecError) as info:
+        refuse_unsupported(sway(MIXED))
+    msg = str(info.value)
+    assert "has 3 entries swayscope cannot run, and --strict refuses such entries" in msg
+    for kind in ("calibration_drift", "leakage", "section_internalization"):
+        assert f"sway.yaml:{line_of(text, 'kind: ' + kind)}: " in msg and f"'{kind}'" in msg
+    assert "later" not in msg
+    refuse_unsupported(sway("  - {name: dk, kind: delta_kl, prompts: [a], enabled: false}\n"
+                            "  - {name: dk2, kind: delta_kl, prompts: [a]}\n"))
+
+
+def test_a_kind_that_swayscope_gains_runs_under_its_name_with_its_fields(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class ClusterSpec(DeltaKLSpec):
+        kind: str = "cluster_kl"  # type: ignore[assignment]
+
+    class ClusterProbe(DeltaKLProbe):
+        kind = "cluster_kl"
+        spec_class = ClusterSpec
+
+    from swayscope.integrations.dlm_sway import field_rules
+
+    # As if swayscope had just gained cluster_kl, with no field rules of its own yet.
+    monkeypatch.delitem(field_rules.KINDS, "cluster_kl")
+    monkeypatch.setitem(PROBE_KINDS, "cluster_kl", ClusterProbe)
+    loaded = sway("  - {name: topics, kind: cluster_kl, prompts: [a b, c d], threshold: 0.5,"
+                  " weight: 2}\n")
+    assert loaded.translation is not None and not loaded.translation.skipped
+    (probe,) = loaded.probes
+    assert (type(probe), probe.spec.threshold) == (ClusterProbe, 0.5)  # type: ignore[attr-defined]
+    with pytest.raises(SpecError, match=r"sway.yaml:6: suite.0.treshold: .*did you mean"):
+        sway("  - {name: topics, kind: cluster_kl, prompts: [a], treshold: 0.5}\n")
+
+
+def test_the_base_blocks_adapter_is_ignored_as_dlm_sway_does_with_a_note() -> None:
+    text = ("version: 1\nmodels:\n  base: {kind: hf, base: /m/b, adapter: /m/other}\n"
+            "  ft: {kind: hf, base: /m/b, adapter: /m/a}\nsuite:\n"
+            "  - {name: dk, kind: delta_kl, prompts: [a]}\n")
+    loaded = load_suite_text(text, "sway.yaml", formats=[DLM_SWAY])
+    assert loaded.spec.models.adapter == Path("/m/a")
+    assert loaded.translation is not None
+    (note,) = loaded.translation.notes
+    assert note.startswith("sway.yaml:3: models.base.adapter: ignored, as dlm-sway ignores it "
+                           "in differential mode")
+
+
+def test_the_notes_are_in_the_run_report() -> None:
+    loaded = sway("  - {name: dk, kind: delta_kl, prompts: [a b], weight: 2}\n")
+    loaded.spec = loaded.spec.model_copy(update={"models": loaded.spec.models.model_copy(
+        update={"kind": "dummy"})})
+    result = run_suite(loaded, DummyBackend(inst=BackendInstrumentation(), seed=0),
+                       live_progress=False)
+    assert result.notes == list(loaded.translation.notes)  # type: ignore[union-attr]
+    assert result.to_dict()["notes"] == result.notes and "weight: ignored" in result.notes[0]
+    assert f"- note: {result.notes[0]}" in render_markdown(result)
+
+
+@pytest.mark.usefixtures("lacking")
+def test_convert_keeps_each_skipped_entry_in_its_place_as_a_comment_saying_why(
+    tmp_path: Path
+) -> None:
+    text = render_spec(sway(MIXED))
+    lines = text.splitlines()
+    start = lines.index("suite:")
+    comments = [ln for ln in lines[start:] if ln.startswith("#")]
+    line = line_of(HEAD.format(defaults="") + MIXED, "calibration_drift")
+    assert comments[:2] == [f"# Not converted (sway.yaml:{line}):",
+                            "#   swayscope has no probe for dlm-sway's kind 'calibration_drift' "
+                            "yet; nearest:"]
+    said = " ".join(c.lstrip("# ") for c in comments)
+    assert "'calibration_drift' yet; nearest: perplexity_shift" in said
+    assert "# - name: cal\n#   kind: calibration_drift\n#   items_limit: 50\n- kind: delta_kl" \
+        in text
+    assert "# - name: later\n#   kind: delta_kl\n#   prompts:\n#   - x y\n#   enabled: false" \
+        in text
+    out = tmp_path / "suite.yaml"
+    out.write_text(text)
+    converted = load_suite(out)
+    assert [(p.spec.label, p.kind) for p in converted.probes] == [
+        ("calib", "null_adapter"), ("dk", "delta_kl"),
+    ]

@@ -23,7 +23,12 @@ from exporter_servers import RotelAgent, wait_for
 from swayscope.errors import ConfigError
 from swayscope.instrumentation import prompt_hash
 from swayscope.integrations.dlm_sway.environment import OWNER_ENV, TELEMETRY_ENV
-from swayscope.integrations.dlm_sway.launcher import child_environment, find_sway, prepare_hook_dir
+from swayscope.integrations.dlm_sway.launcher import (
+    child_environment,
+    extra_requirements,
+    find_sway,
+    prepare_hook_dir,
+)
 from swayscope.integrations.dlm_sway.session import read_settings
 
 STAND_IN = {
@@ -212,6 +217,24 @@ def test_a_port_in_use_stops_sway_before_its_model_loads(tmp_path: Path, stand_i
     assert "loading model" not in out.stdout
 
 
+def test_a_library_dlm_sways_environment_lacks_is_named_with_that_environment(
+    tmp_path: Path, stand_in: Path
+) -> None:
+    """dlm-sway's Python cannot import prometheus_client (swayscope's can): the error names
+    dlm-sway's environment and what to install there, not swayscope's extra."""
+    lacking = stand_in.with_name("sway-lacking")
+    lines = stand_in.read_text().splitlines()
+    lacking.write_text("\n".join([lines[0], "import sys",
+                                  "sys.modules['prometheus_client'] = None", *lines[1:]]) + "\n")
+    lacking.chmod(0o755)
+    out = sway(tmp_path, lacking, "--metrics-port", "0", "--")
+    assert out.returncode == 2 and "loading model" not in out.stdout, out.stderr
+    assert "swayscope: error: --metrics-port needs the Python module prometheus_client, which " \
+           f"dlm-sway's environment ({sys.prefix}) lacks" in out.stderr
+    assert f"{sys.executable} -m pip install 'prometheus-client" in out.stderr
+    assert "Install swayscope[prometheus]" not in out.stderr
+
+
 def test_a_bad_flag_exits_2_before_sway_starts(tmp_path: Path, stand_in: Path) -> None:
     out = sway(tmp_path, stand_in, "--otlp-endpoint", "ftp://collector", "--")
     assert out.returncode == 2
@@ -231,14 +254,45 @@ def test_find_sway_refuses_a_missing_or_foreign_sway(tmp_path: Path) -> None:
         find_sway(tmp_path / "nowhere")
 
 
+def test_sway_dot_slash_runs_that_file_not_the_sway_on_path(
+    tmp_path: Path, stand_in: Path
+) -> None:
+    """``--sway ./sway`` is the file in the current folder, even with another ``sway`` (the
+    Wayland compositor, say) first on PATH; a missing one exits 2 with the flag named."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "sway").write_text(stand_in.read_text())
+    (work / "sway").chmod(0o755)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "sway").write_text("#!/bin/sh\necho wayland compositor\n")
+    (foreign / "sway").chmod(0o755)
+    env = {**subprocess_env(tmp_path), "PATH": f"{foreign}{os.pathsep}{os.environ['PATH']}"}
+    run = subprocess.run(swayscope_cmd("sway", "--sway", "./sway", "--"), capture_output=True,
+                         text=True, timeout=120, env=env, cwd=work)
+    assert run.returncode == 0, run.stderr
+    assert "wayland" not in run.stdout and stdout_json(run)["verdicts"] == ["pass", "fail"]
+    (work / "sway").unlink()
+    env["PATH"] = str(tmp_path / "empty")
+    gone = subprocess.run(swayscope_cmd("sway", "--sway", "./sway", "--"), capture_output=True,
+                          text=True, timeout=120, env=env, cwd=work)
+    assert gone.returncode == 2
+    assert f"swayscope: error: --sway {str(work / 'sway')!r} is not an executable" in gone.stderr
+    assert "Traceback" not in gone.stderr
+
+
 def test_the_child_alone_gets_the_hook(tmp_path: Path) -> None:
     env = {"PYTHONPATH": "/elsewhere", OWNER_ENV: "1", "HOME": "/h"}
     child = child_environment(tmp_path, {"trace": tmp_path / "t.jsonl", "metrics_port": None},
                               {"trace": "--trace"}, env)
     assert child["PYTHONPATH"] == f"{tmp_path}{os.pathsep}/elsewhere"
-    assert json.loads(child[TELEMETRY_ENV]) == {
+    payload = json.loads(child[TELEMETRY_ENV])
+    assert payload == {
         "settings": {"trace": str(tmp_path / "t.jsonl")}, "sources": {"trace": "--trace"},
+        "requirements": {"prometheus": extra_requirements("prometheus"),
+                         "otel": extra_requirements("otel")},
     }
+    assert any(r.startswith("prometheus-client") for r in payload["requirements"]["prometheus"])
     assert OWNER_ENV not in child and child["HOME"] == "/h"
     assert env == {"PYTHONPATH": "/elsewhere", OWNER_ENV: "1", "HOME": "/h"}
 

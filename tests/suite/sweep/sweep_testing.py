@@ -47,7 +47,10 @@ class Sweep:
 
 
 def sweep(spec: Path, out: Path, *adapters: str) -> Sweep:
-    args = ["sweep", str(spec), "--out", str(out / "o"), "--trace", str(out / "trace.jsonl")]
+    # A disk cache of its own: the sweep's sharing is what these tests look at, not what
+    # other tests on the same tiny base left on disk.
+    args = ["sweep", str(spec), "--out", str(out / "o"), "--trace", str(out / "trace.jsonl"),
+            "--cache-dir", str(out / "cache")]
     if adapters:
         args += ["--adapters", *adapters]
     res = CliRunner().invoke(app, args, env={"COLUMNS": "160"})

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import itertools
 import json
+import shlex
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sweep_testing import STEPS, SUITE, Sweep, sweep
+from typer.testing import CliRunner
 
+from swayscope.cli import app
 from swayscope.suite.sweep.plots import SPARK_UNICODE
+
+if TYPE_CHECKING:
+    from swayscope.backends.tiny import TinyModelPaths
 
 LABELS = [f"step-{s:05d}" for s in STEPS]
 
@@ -90,7 +96,8 @@ def test_summary_table_and_plots_on_the_terminal_and_in_markdown(five: Sweep) ->
     assert "| adapter | step | delta_kl | perplexity_shift | hit | note |" in md
     assert "| step-00000 | 0 | fail 0 | " in md
     assert f"| delta_kl | `{curve}` |" in md
-    assert (five.out / "sweep.html").read_text().count('<path class="score-line"') == 2
+    html = (five.out / "sweep.html").read_text()
+    assert html.count('<figure class="probe"') == 2 and 'id="plot1-line"' in html
 
 
 def _corrupt_copy(src: Path, dst: Path) -> Path:
@@ -122,13 +129,50 @@ def test_an_adapter_that_fails_to_load_is_an_error_row_and_the_sweep_goes_on(
     assert sorted(p.name for p in (s.out / "adapters").iterdir()) == [
         "02-step-00004.json", "05-step-00008.json"
     ]
-    # After a failed load (first: the base loaded again; middle: the swap undone), the
-    # adapters that did load give exactly the scores of the clean sweep.
+    # After a failed load (first: found before the base loaded; middle: the swap undone),
+    # the adapters that did load give exactly the scores of the clean sweep.
     for label in ("step-00004", "step-00008"):
         got = next(p for p in s.curve("delta_kl") if p["adapter"] == label)
         want = next(p for p in five.curve("delta_kl") if p["adapter"] == label)
         assert got["score"] == pytest.approx(want["score"], rel=1e-9)
     assert "not loaded" in (s.out / "sweep.md").read_text()
+
+
+def test_the_base_loads_once_however_many_adapters_fail_first(
+    checkpoints: Path, sweep_spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken adapters before the first good one (unreadable weights, a rank that does not
+    match its weights, no adapter config) are found without loading the base: one load
+    (there were three for two broken adapters and a good one)."""
+    from swayscope.backends.hf import loading
+
+    corrupt = _corrupt_copy(checkpoints / "step-00002", tmp_path / "corrupt")
+    other_rank = tmp_path / "other-rank"
+    shutil.copytree(checkpoints / "step-00002", other_rank)
+    config = json.loads((other_rank / "adapter_config.json").read_text())
+    config["r"] *= 2
+    (other_rank / "adapter_config.json").write_text(json.dumps(config))
+    (tmp_path / "notes").mkdir()
+    loads: list[str] = []
+    real = loading.model_class
+
+    def counted(base_path: Path, gguf_file: str | None) -> Any:
+        cls = real(base_path, gguf_file)
+
+        class Counted:
+            @staticmethod
+            def from_pretrained(*args: Any, **kwargs: Any) -> Any:
+                loads.append(str(args[0]))
+                return cls.from_pretrained(*args, **kwargs)
+
+        return Counted
+
+    monkeypatch.setattr(loading, "model_class", counted)
+    s = sweep(sweep_spec, tmp_path, str(corrupt), str(other_rank), str(tmp_path / "notes"),
+              str(checkpoints / "step-00004"))
+    assert [a["status"] for a in s.summary["adapters"]] == ["error"] * 3 + ["complete"]
+    assert "size mismatch" in s.row("other-rank")["error"]
+    assert len(loads) == 1, loads
 
 
 def test_ctrl_c_keeps_the_finished_adapters_results_and_writes_the_summary(
@@ -167,3 +211,25 @@ def test_ctrl_c_keeps_the_finished_adapters_results_and_writes_the_summary(
     assert finished[0] == 0.0 and finished[1] > 0
     assert (s.out / "sweep.md").is_file() and (s.out / "sweep.html").is_file()
     assert "sweep interrupted" in (s.out / "sweep.md").read_text()
+
+
+def test_the_readmes_sweep_section_runs_as_written(
+    tiny_model: TinyModelPaths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its first ``sh`` block, line by line, in an empty folder (the tiny model copied in
+    first, as ``tiny-model`` would build it: that saves the build, not the training)."""
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Sweeping checkpoints\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
+    assert [c[:2] for c in commands] == [["swayscope", "tiny-model"], ["swayscope", "sweep"]]
+    shutil.copytree(tiny_model.base_dir.parent, tmp_path / commands[0][2])
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        res = CliRunner().invoke(app, command[1:], env={"COLUMNS": "160"})
+        assert res.exit_code in (0, 1), res.output  # 1: step 0 (lora_B = 0) fails probes
+    out = tmp_path / commands[1][commands[1].index("--out") + 1]
+    summary = json.loads((out / "sweep.json").read_text())
+    assert [a["step"] for a in summary["adapters"]] == [0, 5, 10, 20, 40]
+    assert all(a["status"] == "complete" for a in summary["adapters"])
+    assert (out / "sweep.html").read_text().count('<figure class="probe"') == 5

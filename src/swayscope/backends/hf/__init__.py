@@ -21,7 +21,9 @@ latter and upgrade a record that lacks it. Misses are packed into forward calls
 under a token budget and a batch-size cap, sorted by length, right-padded; texts
 that share a token prefix compute it once per view (within a call and, through a
 byte-bounded store, across calls) and run their own tokens on its keys and values;
-an out-of-memory call is split in half and retried.
+an out-of-memory call is split in half and retried. Greedy generation (``generate``)
+runs transformers' decoding loop over left-padded batches, cached per (view, prompt,
+token limit, stop strings).
 
 Modules, one concern each:
 
@@ -34,6 +36,7 @@ Modules, one concern each:
 - :mod:`.kv` — the key/value cache one model call runs on;
 - :mod:`.forward` — :class:`ForwardRecord` and the batched forward pass;
 - :mod:`.records` — the cached record lookups views score through;
+- :mod:`.generate` — greedy generation and the cached lookups views generate through;
 - :mod:`.views` — :class:`HFView` and the one-view-at-a-time slot;
 - :mod:`.backend` — :class:`HFBackend`, composing them.
 """

@@ -21,6 +21,7 @@ from swayscope.backends.api import (
     DEFAULT_TOP_K,
 )
 from swayscope.backends.hf.forward import ForwardPass
+from swayscope.backends.hf.generate import GenerationSource, Generator
 from swayscope.backends.hf.loading import (
     adapter_content_hash,
     base_identity,
@@ -84,11 +85,13 @@ class HFBackend(ViewOpeners):
         prefix_cache_max_bytes: byte budget of the shared-prefix store (keys and values
             of prefixes kept between calls, per view, least recently used out first);
             0 turns shared-prefix reuse off.
-        threads: CPU threads torch computes with (``torch.set_num_threads``); default:
-            the cores this process may use (:func:`~swayscope.backends.threads.default_threads`).
+        threads: CPU threads torch computes with (``torch.set_num_threads``), at most the
+            CPUs this process may use; default: all of them
+            (:func:`~swayscope.backends.threads.choose_threads`).
 
     Public parts: ``encoder`` (:class:`.TextEncoder`), ``lora`` (:class:`.LoraSwitch`),
-    ``forward_pass`` (:class:`.ForwardPass`), ``limits`` (:class:`.BatchLimits`).
+    ``forward_pass`` (:class:`.ForwardPass`), ``generator`` (:class:`.Generator`),
+    ``limits`` (:class:`.BatchLimits`).
 
     :meth:`swap_adapter` puts another adapter of the same base in place of this one
     (a checkpoint sweep): the base view's cache entries are keyed by the base model only
@@ -127,7 +130,9 @@ class HFBackend(ViewOpeners):
                 "prefix_cache_max_bytes must be an integer >= 0 (0: no shared-prefix reuse); "
                 f"got {prefix_cache_max_bytes!r}"
             )
-        self.threads = apply_threads(threads)
+        choice = apply_threads(threads)
+        self.threads = choice.count
+        self.threads_reason = choice.why
         if inst is not None and inst_kwargs:
             raise ConfigError(
                 f"pass either inst= or instrumentation keywords ({sorted(inst_kwargs)}), not both"
@@ -223,8 +228,14 @@ class HFBackend(ViewOpeners):
         source = RecordSource(
             self.inst, self.encoder, self.forward_pass, self.limits, key_model=self._key_model
         )
+        self.generator = Generator(self.forward_pass, self.encoder)
+        generations = GenerationSource(
+            self.inst, self.encoder, self.generator, self.limits, key_model=self._key_model
+        )
         # Looked up at each call: swap_adapter replaces the switch.
-        self._views = ViewSlot(self.inst, source, restore=lambda: self.lora.restore())
+        self._views = ViewSlot(
+            self.inst, source, generations, restore=lambda: self.lora.restore()
+        )
 
     def _key_model(self, view_id: str) -> str | None:
         """The base view does not depend on the adapter: its entries name the base only."""

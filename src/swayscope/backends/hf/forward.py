@@ -124,7 +124,8 @@ class ForwardPass:
         self.limits = limits
         self._reporting = True
         self.store = PrefixStore(prefix_cache_max_bytes, self.report)
-        self._lock = threading.RLock()
+        #: Held by every use of the model (a forward call, a generation): one at a time.
+        self.lock = threading.RLock()
         self._closed = False
         self._parts = packed_head_parts(model)
         self._cache_kwarg = cache_keyword(model.get_base_model())
@@ -143,6 +144,10 @@ class ForwardPass:
         self._closed = True
         self.store.clear()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def compute(
         self, batch: Sequence[TokenIds], *, view_id: str | None = None, need: Need = "all"
     ) -> list[ForwardRecord]:
@@ -153,7 +158,7 @@ class ForwardPass:
         """
         if self._closed:
             raise BackendError("the backend is closed; build a new HFBackend")
-        with self._lock, torch.inference_mode():
+        with self.lock, torch.inference_mode():
             try:
                 return self._compute(list(batch), view_id, need)
             except (BackendError, InputError):
@@ -386,7 +391,7 @@ class ForwardPass:
                 )
             )
         try:
-            with self._lock, torch.inference_mode():
+            with self.lock, torch.inference_mode():
                 try:
                     keep = [0] if prefixes else []
                     whole = self._run_once(rows, [None] * len(rows), "all", keep=keep)

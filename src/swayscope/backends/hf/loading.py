@@ -360,6 +360,29 @@ def load_model(
     return tokenizer, model
 
 
+def check_fits(base_path: Path, gguf_file: str | None, adapter_path: Path) -> None:
+    """:class:`AdapterLoadError` unless ``adapter_path`` attaches to the base model, found
+    without loading the base: PEFT attaches it to the base's skeleton (its modules built
+    from its config on the meta device; no weight of the base is read). A sweep checks
+    its adapters so until one fits, and loads the base once, with that one.
+
+    A base whose config does not read is left to the load, which says why.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    check_adapter(adapter_path)
+    gguf_kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    with quiet_transformers():
+        try:
+            config = AutoConfig.from_pretrained(str(base_path), local_files_only=True, **gguf_kw)
+            with torch.device("meta"):
+                skeleton = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
+        except Exception:
+            return
+        model = _attach_adapter(skeleton, adapter_path, base_path)
+    check_attached(collect_slots(model), adapter_path, base_path)
+
+
 def _check_targets(base: Any, adapter_path: Path, base_path: Path) -> None:
     """:class:`AdapterLoadError` unless the adapter's config reads and its target modules
     are in ``base``."""

@@ -1,8 +1,9 @@
 """Views of the PEFT model: :class:`HFView` scores, :class:`ViewSlot` lets one in at a time.
 
 A view reaches its backend only through a :class:`RecordSource` (``check_top_k``,
-``completion_start``, ``record``, ``records``); it checks its inputs, asks for
-forward records and slices each op's answer out of them.
+``completion_start``, ``record``, ``records``) and a :class:`GenerationSource`
+(``generations``); it checks its inputs, asks for forward records and slices each
+op's answer out of them, or asks for generations.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
 from swayscope.backends.api import (
+    DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_TOP_K,
+    Generation,
     RollingLogprob,
     TokenDist,
     ViewIdentity,
@@ -20,6 +23,7 @@ from swayscope.backends.api import (
     null_view_id,
     scaled_view_id,
 )
+from swayscope.backends.hf.generate import GenerationSource
 from swayscope.backends.hf.records import RecordSource
 from swayscope.backends.hf.rows import ForwardRecord
 from swayscope.backends.hf.view_state import ViewState
@@ -30,8 +34,11 @@ from swayscope.instrumentation import BackendInstrumentation
 class HFView(ViewIdentity):
     """One view of the PEFT model; usable only inside its ``with`` block."""
 
-    def __init__(self, source: RecordSource, view_id: str) -> None:
+    def __init__(
+        self, source: RecordSource, generations: GenerationSource, view_id: str
+    ) -> None:
         self._source = source
+        self._generations = generations
         self._id = view_id
         self._live = True
 
@@ -94,6 +101,25 @@ class HFView(ViewIdentity):
             for r, s in zip(records, starts, strict=True)
         ]
 
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        stop: Sequence[str] = (),
+    ) -> Generation:
+        return self.generate_batch([prompt], max_new_tokens=max_new_tokens, stop=stop)[0]
+
+    def generate_batch(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        stop: Sequence[str] = (),
+    ) -> list[Generation]:
+        self._check_live()
+        return self._generations.generations(self._id, prompts, max_new_tokens, stop)
+
 
 class ViewSlot:
     """Lets one view in at a time: sets the model up for it, traces it, restores on exit.
@@ -101,15 +127,21 @@ class ViewSlot:
     Args:
         inst: traces each view (``ViewEntered``/``ViewExited``, the switch cost).
         source: what the views it hands out score through.
+        generations: what they generate through.
         restore: puts the model back to its resting state; runs on every exit and
             after a failed set-up.
     """
 
     def __init__(
-        self, inst: BackendInstrumentation, source: RecordSource, restore: Callable[[], None]
+        self,
+        inst: BackendInstrumentation,
+        source: RecordSource,
+        generations: GenerationSource,
+        restore: Callable[[], None],
     ) -> None:
         self._inst = inst
         self._source = source
+        self._generations = generations
         self._restore = restore
         self._lock = threading.Lock()
         self._active: HFView | None = None
@@ -139,7 +171,7 @@ class ViewSlot:
                     f"cannot enter view {view_id!r}: view {self._active.id!r} is still active; "
                     "exit it first (one view at a time)"
                 )
-            view = HFView(self._source, view_id)
+            view = HFView(self._source, self._generations, view_id)
             self._active = view
 
         def set_up() -> None:

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from swayscope.backends.hf.generate import GenerationSource
 from swayscope.backends.hf.loading import (
     adapter_content_hash,
     check_adapter,
@@ -81,7 +82,12 @@ class PoolAdapter(ViewOpeners):
         source = RecordSource(
             self.inst, encoder, lane, owner.limits, key_model=self._key_model, propagate=True
         )
-        self._views = ViewSlot(self.inst, source, restore=lambda: lane.set_view(TRAINED))
+        generations = GenerationSource(
+            self.inst, encoder, lane, owner.limits, key_model=self._key_model, propagate=True
+        )
+        self._views = ViewSlot(
+            self.inst, source, generations, restore=lambda: lane.set_view(TRAINED)
+        )
 
     @classmethod
     def attach(

@@ -8,6 +8,8 @@ one process, with a budget of one worker's batch per worker, then split across t
 workers (:mod:`.split`). Views are values (:class:`~swayscope.backends.hf.view_state.ViewState`)
 sent with each call, so a worker needs no state but its model, null adapters are built
 on each worker from their seeds, and a restarted worker picks up the next call's view.
+Greedy generation goes the same way: its misses are split across the workers, each
+generating its part with its own model.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from swayscope.backends.api import (
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_MAX_NULL_ADAPTERS,
     DEFAULT_PREFIX_CACHE_BYTES,
+    RESOURCE_UNIT,
 )
+from swayscope.backends.hf.generate import GenerationSource
 from swayscope.backends.hf.loading import (
     adapter_content_hash,
     base_identity,
@@ -101,8 +105,13 @@ class RayBackend(ViewOpeners):
         count = positive_int("workers", workers)
         for name, value in (("cpus_per_worker", cpus_per_worker),
                             ("gpus_per_worker", gpus_per_worker)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ConfigError(f"{name} must be a number >= 0; got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                value == 0 or RESOURCE_UNIT <= value < math.inf
+            ):
+                raise ConfigError(
+                    f"{name} must be 0 or a finite number >= {RESOURCE_UNIT:g} (Ray counts "
+                    f"resources in ten-thousandths); got {value!r}"
+                )
         if not cpus_per_worker > 0:
             raise ConfigError(f"cpus_per_worker must be above 0; got {cpus_per_worker!r}")
         threads = check_threads(threads) or max(1, math.ceil(cpus_per_worker))
@@ -122,29 +131,26 @@ class RayBackend(ViewOpeners):
         self.threads = threads
         self.address = address
         self._closed = False
-        configs = [
-            WorkerConfig(
-                index=i,
-                base_path=str(self.base_path),
-                adapter_path=str(self.adapter_path),
-                gguf_file=self.gguf_file,
-                device=device,
-                dtype=dtype,
-                max_top_k=max_top_k,
-                max_batch_size=max_batch_size,
-                max_batch_tokens=max_batch_tokens,
-                prefix_cache_max_bytes=prefix_cache_max_bytes,
-                threads=threads,
-                seed=seed,
-                call_overhead_tokens=call_overhead_tokens,
-                max_null_adapters=max_null_adapters,
-            )
-            for i in range(count)
-        ]
+        config = WorkerConfig(
+            index=0,
+            base_path=str(self.base_path),
+            adapter_path=str(self.adapter_path),
+            gguf_file=self.gguf_file,
+            device=device,
+            dtype=dtype,
+            max_top_k=max_top_k,
+            max_batch_size=max_batch_size,
+            max_batch_tokens=max_batch_tokens,
+            prefix_cache_max_bytes=prefix_cache_max_bytes,
+            threads=threads,
+            seed=seed,
+            call_overhead_tokens=call_overhead_tokens,
+            max_null_adapters=max_null_adapters,
+        )
         try:
             tokenizer = load_tokenizer(self.base_path, self.gguf_file)
             self.pool = WorkerPool(
-                configs, cpus=cpus_per_worker, gpus=gpus_per_worker, address=address,
+                config, count, cpus=cpus_per_worker, gpus=gpus_per_worker, address=address,
                 inst=self.inst, sources=sources,
             )
         except BaseException:
@@ -179,7 +185,13 @@ class RayBackend(ViewOpeners):
             self.inst, self.encoder, lane, self.call_limits,
             key_model=self._key_model, propagate=True,
         )
-        self._views = ViewSlot(self.inst, source, restore=lambda: lane.set_view(TRAINED))
+        generations = GenerationSource(
+            self.inst, self.encoder, lane, self.call_limits,
+            key_model=self._key_model, propagate=True,
+        )
+        self._views = ViewSlot(
+            self.inst, source, generations, restore=lambda: lane.set_view(TRAINED)
+        )
         if not self.inst.model_name:
             self.inst.model_name = self._model_name
         self.inst.model_id = self.model_id

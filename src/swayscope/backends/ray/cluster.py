@@ -10,20 +10,25 @@ it is and left connected.
 
 An address whose port does not accept a TCP connection within
 :data:`CONNECT_TIMEOUT_S` is refused before Ray is asked (Ray itself would retry for
-a minute). Ray is imported only when a cluster is opened: its settings are read at
-import, and a local cluster keeps to the loopback interface only when Ray is first
-imported with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (Ray's switch for single-machine
-clusters, which makes it take 127.0.0.1 as the node's address).
+a minute), and so is one whose port accepts but does not answer a call of Ray's own
+within :data:`PROBE_TIMEOUT_S` (Ray would wait forever). Ray is imported only when a
+cluster is opened: its settings are read at import, and a local cluster keeps to the
+loopback interface only when Ray is first imported with
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (Ray's switch for single-machine clusters, which
+makes it take 127.0.0.1 as the node's address).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from swayscope.backends.threads import usable_cpus
 from swayscope.errors import ConfigError
@@ -36,6 +41,16 @@ LOCAL = "local"
 CONNECT_TIMEOUT_S = 2.0
 #: Ray's switch that makes a node take the loopback address (read when Ray is imported).
 LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+#: How long a head node may take to answer the probe of :func:`check_ray_head`.
+PROBE_TIMEOUT_S = 5.0
+#: Ray's switch for TLS on its connections (then the plain-text probe cannot talk to it).
+TLS_SWITCH = "RAY_USE_TLS"
+#: The call the probe makes: a GCS's (``host:port``), or Ray Client's (``ray://``), by
+#: whether the address is a Ray Client one. Both take an empty request.
+_HEAD_METHODS = {
+    False: "/ray.rpc.NodeInfoGcsService/GetClusterId",
+    True: "/ray.rpc.RayletDriver/ClusterInfo",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +66,10 @@ class Cluster:
     cpus: float
     gpus: float
 
+    def resources(self) -> dict[str, float]:
+        """What the pool may reserve: ``CPU`` and ``GPU``."""
+        return {"CPU": self.cpus, "GPU": self.gpus}
+
     def describe(self) -> str:
         where = "a local Ray cluster" if self.started else f"the Ray cluster at {self.address}"
         return f"{where} ({self.cpus:g} CPUs, {self.gpus:g} GPUs)"
@@ -63,6 +82,12 @@ class Cluster:
 
         if ray.is_initialized():
             ray.shutdown()
+
+
+def local_resources() -> dict[str, float]:
+    """What a local cluster started for a run has, before Ray is asked: ``CPU`` (the CPUs
+    this process may use; the GPUs are known once Ray has looked)."""
+    return {"CPU": float(usable_cpus())}
 
 
 def head_address(address: str, source: str) -> tuple[str, int] | None:
@@ -80,7 +105,8 @@ def head_address(address: str, source: str) -> tuple[str, int] | None:
 
 
 def check_reachable(address: str, source: str) -> None:
-    """:class:`ConfigError` unless the head node's port accepts a connection in time."""
+    """:class:`ConfigError` unless the head node's port accepts a connection in time and
+    answers as a Ray head (see :func:`check_ray_head`)."""
     target = head_address(address, source)
     if target is None:
         return
@@ -93,6 +119,92 @@ def check_reachable(address: str, source: str) -> None:
             f"{source}: the Ray cluster at {address!r} cannot be reached ({reason}); start "
             "it (`ray start --head`), fix the address, or use a local cluster (--ray alone)"
         ) from None
+    check_ray_head(address, target, source)
+
+
+def check_ray_head(address: str, target: tuple[str, int], source: str) -> None:
+    """:class:`ConfigError` unless ``target`` answers one call of Ray's own within
+    :data:`PROBE_TIMEOUT_S`: the GCS's ``GetClusterId`` (``host:port``) or Ray Client's
+    ``ClusterInfo`` (``ray://``). Ray waits forever on a port that accepts connections but
+    is something else (a wrong port, the dashboard); this says so in seconds.
+
+    A Ray head answers, or refuses the call for want of Ray's token (token authentication);
+    any other server has no such method, does not speak gRPC, or does not answer. Skipped
+    when Ray's connections use TLS (``RAY_USE_TLS``): Ray's own settings then apply.
+    """
+    if os.environ.get(TLS_SWITCH, "0").strip().lower() not in ("", "0", "false"):
+        return
+    import grpc
+
+    client = address.startswith("ray://")
+    host, port = target
+    channel = grpc.insecure_channel(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    try:
+        channel.unary_unary(_HEAD_METHODS[client])(b"", timeout=PROBE_TIMEOUT_S)
+    except grpc.RpcError as exc:
+        code = exc.code()  # the error is also the call
+        if code != grpc.StatusCode.UNAUTHENTICATED:
+            raise ConfigError(
+                f"{source}: {address!r} is not a Ray head node: {_not_ray(code, client)}. Give "
+                "the address `ray start --head` printed (host:port of its GCS, port 6379 by "
+                "default; ray://host:10001 for Ray Client), or use a local cluster (--ray alone)"
+            ) from None
+    finally:
+        channel.close()
+
+
+def _not_ray(code: object, client: bool) -> str:
+    """What a probe's failure says of the server."""
+    import grpc
+
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"it accepts connections but did not answer Ray's protocol in {PROBE_TIMEOUT_S:g} s"
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return "it does not speak gRPC, as Ray does (an HTTP server such as the dashboard?)"
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        other = "the GCS port? drop ray://" if client else "the Ray Client port? write ray://"
+        return f"it speaks gRPC but has no Ray {'Client' if client else 'GCS'} service ({other})"
+    return f"it answered Ray's call with {getattr(code, 'name', code)}"
+
+
+def check_resources(
+    where: str,
+    have: Mapping[str, float],
+    count: int,
+    cpus: float,
+    gpus: float,
+    sources: Mapping[str, str],
+) -> None:
+    """:class:`ConfigError` naming the setting when the cluster ``where`` describes, which
+    has ``have`` (``CPU``, ``GPU``: those it is known to have), cannot hold the pool."""
+    for kind, each, key in (("CPU", cpus, "cpus"), ("GPU", gpus, "gpus")):
+        need = count * each
+        if kind in have and need > have[kind]:
+            raise ConfigError(
+                f"{sources['count']}: {count} workers of {each:g} {kind}s each need "
+                f"{need:g} {kind}s; {where} has {have[kind]:g}. Use fewer workers, "
+                f"or fewer {kind}s per worker ({sources[key]})"
+            )
+
+
+def _init(**kwargs: Any) -> None:
+    """``ray.init(**kwargs)``, with SIGTERM left to this process. ray.init's first act is to
+    make SIGTERM exit the process with code 15: a SIGTERM while it starts or joins the
+    cluster is turned back into the interrupt SIGTERM is here (exit code 2, the pool
+    stopped), and the handler from before is put back once it returns."""
+    import ray
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        ray.init(**kwargs)
+    except SystemExit as exc:
+        if exc.code == signal.SIGTERM:
+            raise KeyboardInterrupt(f"signal {signal.SIGTERM:d}") from None
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def open_cluster(address: str, sources: Mapping[str, str]) -> Cluster:
@@ -108,15 +220,13 @@ def open_cluster(address: str, sources: Mapping[str, str]) -> Cluster:
     if not ray.is_initialized():
         try:
             if address == LOCAL:
-                ray.init(
+                _init(
                     address="local", num_cpus=usable_cpus(), include_dashboard=False,
                     log_to_driver=False, logging_level=logging.WARNING,
                 )
                 started = True
             else:
-                ray.init(
-                    address=address, log_to_driver=False, logging_level=logging.WARNING
-                )
+                _init(address=address, log_to_driver=False, logging_level=logging.WARNING)
                 joined = True
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConfigError(
@@ -140,8 +250,13 @@ __all__ = [
     "CONNECT_TIMEOUT_S",
     "LOCAL",
     "LOOPBACK_SWITCH",
+    "PROBE_TIMEOUT_S",
+    "TLS_SWITCH",
     "Cluster",
+    "check_ray_head",
     "check_reachable",
+    "check_resources",
     "head_address",
+    "local_resources",
     "open_cluster",
 ]

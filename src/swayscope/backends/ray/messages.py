@@ -4,20 +4,21 @@ The driver sends a worker its :class:`WorkerConfig` once (the model to load and 
 settings to compute with), then one :class:`CallRequest` per part of a forward call:
 token ids, the view's id and :class:`~swayscope.backends.hf.view_state.ViewState`,
 the adapter it needs (:class:`AdapterRef`; a sweep's adapters come and go on the same
-base), what the request needs, and the call's W3C ``traceparent``. The worker answers
-with :class:`WorkerFacts` once (what the driver needs to know of the model, or why it
-could not load it), an :class:`AttachReply` when it is given another adapter, and a
-:class:`CallReply` per part: the records, its timings, what its forward pass counted,
-its memory, and the spans it recorded under the traceparent. Nothing about probes or
-the cache goes either way.
+base), its task (what a forward call needs, or a greedy generation's limits), and the
+call's W3C ``traceparent``. The worker answers with :class:`WorkerFacts` once (what the
+driver needs to know of the model, or why it could not load it), an :class:`AttachReply`
+when it is given another adapter, and a :class:`CallReply` per part: the records or
+generations, its timings, what its forward pass counted, its memory, and the spans it
+recorded under the traceparent. Nothing about probes or the cache goes either way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from swayscope.backends.api import DEFAULT_MAX_NULL_ADAPTERS
-from swayscope.backends.hf.rows import ForwardRecord, Need
+from swayscope.backends.hf.rows import Need
 from swayscope.backends.hf.view_state import ViewState
 from swayscope.instrumentation.events import RemoteSpan
 
@@ -87,13 +88,26 @@ class WorkerFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class GenerateTask:
+    """A part of a greedy generation call: at most ``max_new_tokens`` per prompt, each
+    ended at the first of the (canonical) ``stop`` strings."""
+
+    max_new_tokens: int
+    stop: tuple[str, ...]
+
+
+#: What a part asks of a worker: forward records (``Need``) or generations.
+Task = Need | GenerateTask
+
+
+@dataclass(frozen=True, slots=True)
 class CallRequest:
     """One worker's part of a forward call."""
 
     batch: list[list[int]]
     view_id: str
     view: ViewState
-    need: Need
+    task: Task
     traceparent: str | None
     """The call's span (W3C ``traceparent``); None: record no spans."""
     dispatched_ns: int
@@ -109,7 +123,9 @@ class CallRequest:
 class CallReply:
     """What a worker computed for one part, and what it cost."""
 
-    records: list[ForwardRecord]
+    records: list[Any]
+    """A :class:`~swayscope.backends.hf.rows.ForwardRecord` per text, or a
+    :class:`~swayscope.backends.api.Generation` per prompt (a :class:`GenerateTask`)."""
     worker: int
     pid: int
     started_ns: int
@@ -131,4 +147,7 @@ class CallReply:
     """``Type: message`` when the forward pass failed on this part (not a lost worker)."""
 
 
-__all__ = ["AdapterRef", "AttachReply", "CallReply", "CallRequest", "WorkerConfig", "WorkerFacts"]
+__all__ = [
+    "AdapterRef", "AttachReply", "CallReply", "CallRequest", "GenerateTask", "Task",
+    "WorkerConfig", "WorkerFacts",
+]

@@ -31,22 +31,6 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def check_resources(
-    cluster: Cluster, count: int, cpus: float, gpus: float, sources: Mapping[str, str]
-) -> None:
-    """:class:`ConfigError` naming the setting when the cluster cannot hold the pool."""
-    for kind, each, have, key in (
-        ("CPU", cpus, cluster.cpus, "cpus"), ("GPU", gpus, cluster.gpus, "gpus")
-    ):
-        need = count * each
-        if need > have:
-            raise ConfigError(
-                f"{sources['count']}: {count} workers of {each:g} {kind}s each need "
-                f"{need:g} {kind}s; {cluster.describe()} has {have:g}. Use fewer workers, "
-                f"or fewer {kind}s per worker ({sources[key]})"
-            )
-
-
 def place(
     cluster: Cluster, count: int, cpus: float, gpus: float, sources: Mapping[str, str]
 ) -> Any:
@@ -160,7 +144,6 @@ __all__ = [
     "MAX_RESTARTS",
     "PLACEMENT_TIMEOUT_S",
     "Started",
-    "check_resources",
     "first_line",
     "place",
     "release",

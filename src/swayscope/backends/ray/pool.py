@@ -6,7 +6,9 @@ every worker has loaded the model, and then computes forward calls for the drive
 :class:`~swayscope.backends.hf.records.RecordSource`: :meth:`WorkerPool.compute` has
 the signature of :meth:`ForwardPass.compute <swayscope.backends.hf.forward.ForwardPass.compute>`,
 so the driver's cache, planner and instrumentation are the ones a single process uses,
-and only the cache's misses reach the pool.
+and only the cache's misses reach the pool. :meth:`WorkerPool.generate` does the same
+for greedy generation (the driver's
+:class:`~swayscope.backends.hf.generate.GenerationSource` calls it).
 
 Calls come through a :class:`Lane`: one backend's way into the pool, with the view state
 its calls carry, the adapter they need and the worker they go to. A run's backend has
@@ -44,24 +46,26 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from swayscope.backends.api import Generation
 from swayscope.backends.hf.prefix import TokenIds
 from swayscope.backends.hf.rows import ForwardRecord, Need
 from swayscope.backends.hf.view_state import TRAINED, ViewState
-from swayscope.backends.ray.cluster import Cluster, open_cluster
+from swayscope.backends.ray.cluster import Cluster, check_resources, open_cluster
 from swayscope.backends.ray.messages import (
     AdapterRef,
     AttachReply,
     CallReply,
     CallRequest,
+    GenerateTask,
+    Task,
     WorkerConfig,
     WorkerFacts,
 )
 from swayscope.backends.ray.placement import (
     LOAD_TIMEOUT_S,
-    check_resources,
     first_line,
     place,
     release,
@@ -196,12 +200,26 @@ class Lane:
     ) -> list[ForwardRecord]:
         return self.pool.compute(batch, view_id=view_id, need=need, lane=self)
 
+    def generate(
+        self,
+        batch: Sequence[TokenIds],
+        *,
+        view_id: str | None = None,
+        max_new_tokens: int,
+        stop: tuple[str, ...],
+    ) -> list[Generation]:
+        return self.pool.generate(
+            batch, view_id=view_id, max_new_tokens=max_new_tokens, stop=stop, lane=self
+        )
+
 
 class WorkerPool:
     """Forward workers on a Ray cluster, each holding the model; closes what it started.
 
     Args:
-        configs: one per worker: the model it loads and its forward pass's settings.
+        config: the model each worker loads and its forward pass's settings (each worker
+            gets a copy with its own ``index``, once the cluster was found to hold them).
+        count: how many workers.
         cpus: CPUs each worker reserves (its torch threads come from its config).
         gpus: GPUs each worker reserves (a fraction shares one).
         address: ``local``, ``auto``, ``host:port`` or ``ray://host:port``.
@@ -212,7 +230,8 @@ class WorkerPool:
 
     def __init__(
         self,
-        configs: Sequence[WorkerConfig],
+        config: WorkerConfig,
+        count: int,
         *,
         cpus: float,
         gpus: float,
@@ -228,8 +247,12 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self.cluster: Cluster = open_cluster(address, self._sources)
         try:
-            check_resources(self.cluster, len(configs), cpus, gpus, self._sources)
-            self._group = place(self.cluster, len(configs), cpus, gpus, self._sources)
+            check_resources(
+                self.cluster.describe(), self.cluster.resources(), count, cpus, gpus,
+                self._sources,
+            )
+            configs = [replace(config, index=i) for i in range(count)]
+            self._group = place(self.cluster, count, cpus, gpus, self._sources)
             actors = start_actors(self._group, configs, cpus, gpus)
             self._workers = [_Worker(c.index, a) for c, a in zip(configs, actors, strict=True)]
             self.facts = wait_loaded(
@@ -365,16 +388,39 @@ class WorkerPool:
     ) -> list[ForwardRecord]:
         """One forward call over ``batch`` for ``lane`` (default: the pool's own), split
         across its workers that are up."""
+        records: list[ForwardRecord] = self._call(batch, view_id or "", need, lane)
+        return records
+
+    def generate(
+        self,
+        batch: Sequence[TokenIds],
+        *,
+        view_id: str | None = None,
+        max_new_tokens: int,
+        stop: tuple[str, ...],
+        lane: Lane | None = None,
+    ) -> list[Generation]:
+        """One greedy generation call over ``batch`` for ``lane`` (default: the pool's own),
+        split across its workers that are up (each row's answer does not depend on the rows
+        beside it)."""
+        generations: list[Generation] = self._call(
+            batch, view_id or "", GenerateTask(max_new_tokens, stop), lane
+        )
+        return generations
+
+    def _call(
+        self, batch: Sequence[TokenIds], view: str, task: Task, lane: Lane | None
+    ) -> list[Any]:
+        """One call's parts sent to the workers, and its answers back in order."""
         if self._closed:
             raise BackendError("the worker pool is closed; build a new backend")
         lane = lane or self.lane
         lane.check_stopped()
-        view = view_id or ""
         call = self._inst.current_call()
         parent = call.traceparent.header if call is not None and call.traceparent else None
-        results: list[ForwardRecord | None] = [None] * len(batch)
+        results: list[Any] = [None] * len(batch)
         pending: dict[Any, _Sent] = {}
-        sending = _Sending(batch, view, lane.view, lane.needs(), need, parent)
+        sending = _Sending(batch, view, lane.view, lane.needs(), task, parent)
         try:
             for part in split_batch(batch, self._targets(None, lane.home), view):
                 self._send(self._workers[part.worker], part.indices, sending, 1, pending)
@@ -384,8 +430,8 @@ class WorkerPool:
             for sent in pending.values():
                 self._unload(sent.worker)
         if any(r is None for r in results):
-            raise BackendError("a pool call came back without some of its records (a bug)")
-        return [r for r in results if r is not None]
+            raise BackendError("a pool call came back without some of its answers (a bug)")
+        return results
 
     def _send(
         self,
@@ -398,7 +444,7 @@ class WorkerPool:
         dispatched_ns = time.time_ns()
         batch = sending.batch
         request = CallRequest(
-            [list(batch[i]) for i in indices], sending.view_id, sending.view, sending.need,
+            [list(batch[i]) for i in indices], sending.view_id, sending.view, sending.task,
             sending.parent, dispatched_ns, attempt, sending.adapter,
         )
         ref = worker.actor.compute.remote(request)
@@ -422,7 +468,7 @@ class WorkerPool:
         lane: Lane,
         call: CallContext | None,
     ) -> None:
-        """Take the next part that came back: place its records, or send it again."""
+        """Take the next part that came back: place its answers, or send it again."""
         import ray
         from ray.exceptions import RayActorError
 
@@ -593,7 +639,7 @@ class _Sending:
     view_id: str
     view: ViewState
     adapter: AdapterRef | None
-    need: Need
+    task: Task
     parent: str | None
 
 

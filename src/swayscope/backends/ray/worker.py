@@ -3,15 +3,15 @@
 Pure compute: it loads the model once (an :class:`~swayscope.backends.hf.HFBackend`
 with an instrumentation of its own, no exporters: its counters are the worker's),
 then turns each :class:`~.messages.CallRequest` into records with the backend's
-forward pass, under the view state the request carries (null adapters built from
-their seeds, identically in every process). A sweep gives a worker one adapter after
-another (:meth:`ForwardWorker.attach`: peft's ``delete_adapter``/``load_adapter`` on the
-loaded base, the previous adapter put back when the new one does not attach); a part
-that names an adapter the worker does not hold (it was restarted, or the part was
-retried away from its home worker) has it attached first. Nothing here knows of probes,
-the driver's cache or its exporters; the driver makes the worker's spans from what
-:meth:`ForwardWorker.compute` sends back. The class is plain Python: the pool makes it a
-Ray actor; tests may run it in process.
+forward pass (or into generations with its generator), under the view state the
+request carries (null adapters built from their seeds, identically in every process). A
+sweep gives a worker one adapter after another (:meth:`ForwardWorker.attach`: peft's
+``delete_adapter``/``load_adapter`` on the loaded base, the previous adapter put back
+when the new one does not attach); a part that names an adapter the worker does not hold
+(it was restarted, or the part was retried away from its home worker) has it attached
+first. Nothing here knows of probes, the driver's cache or its exporters; the driver
+makes the worker's spans from what :meth:`ForwardWorker.compute` sends back. The class is
+plain Python: the pool makes it a Ray actor; tests may run it in process.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from swayscope.backends.ray.messages import (
     AttachReply,
     CallReply,
     CallRequest,
+    GenerateTask,
     WorkerConfig,
     WorkerFacts,
 )
@@ -166,7 +167,7 @@ class ForwardWorker:
         return True
 
     def compute(self, request: CallRequest) -> CallReply:
-        """Compute one part under its view state; a forward-pass failure is in the reply."""
+        """Compute one part under its view state; a failure to compute is in the reply."""
         started_ns = time.time_ns()
         backend = self._loaded()
         stats = backend.inst.stats
@@ -181,9 +182,16 @@ class ForwardWorker:
             if request.view != self._state:
                 backend.set_view_state(request.view)
                 self._state = request.view
-            records = backend.forward_pass.compute(
-                request.batch, view_id=request.view_id, need=request.need
-            )
+            task = request.task
+            if isinstance(task, GenerateTask):
+                records = backend.generator.generate(
+                    request.batch, view_id=request.view_id,
+                    max_new_tokens=task.max_new_tokens, stop=task.stop,
+                )
+            else:
+                records = backend.forward_pass.compute(
+                    request.batch, view_id=request.view_id, need=task
+                )
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             traceback.clear_frames(exc.__traceback__)

@@ -1,6 +1,7 @@
 """How each field of a dlm-sway 0.1.0 suite is read: the swayscope field it becomes, why it
 is ignored, or the one value it is accepted at; per probe kind, for the defaults, and the
-kinds swayscope has no probe for."""
+kinds swayscope has no probe for (a kind of that name added to swayscope's probes runs
+with its fields as written, unless a rule here says otherwise)."""
 
 from __future__ import annotations
 
@@ -172,19 +173,138 @@ KINDS: dict[str, KindRules] = {
     ),
 }
 
-#: dlm-sway kinds swayscope has no probe for → the nearest thing swayscope offers.
-NEAREST_KIND: dict[str, str] = {
-    "adapter_revert": "none (it compares generated text by embeddings; swayscope scores "
-    "next-token distributions)",
-    "calibration_drift": "perplexity_shift (how much the adapter moved the likelihood of "
-    "general text)",
-    "cluster_kl": "one delta_kl per cluster, each under its own name",
-    "leakage": "none (swayscope does not generate text)",
-    "paraphrase_invariance": "delta_kl over the paraphrased prompts",
-    "preference_flip": "none (swayscope scores no chosen/rejected pairs)",
-    "section_internalization": "delta_kl on each section's prompts, each under its own name",
-    "style_fingerprint": "none (swayscope does not generate text)",
-}
+#: dlm-sway's ``assert_z_gte`` where swayscope requires the z-score only when asked.
+Z_WHEN_GIVEN = Maps("min_z")
+#: ... and where swayscope requires it by default, at dlm-sway's default.
+Z_REQUIRED = Maps("min_z", default=3.0)
+EMBEDDER = Ignored(
+    "swayscope loads no sentence embedder: it compares texts by their words"
+)
+
+KINDS.update({
+    "calibration_drift": KindRules(
+        "calibration_drift",
+        {
+            "pack": Maps("pack"),
+            "items": Maps("items"),
+            "items_limit": Maps("items_limit"),
+            "regression_nats": Maps("regression_nats"),
+            "assert_fraction_regressed_lt": Maps("assert_fraction_regressed_lt"),
+            "assert_mean_delta_gte": Maps("assert_mean_delta_gte"),
+            "assert_z_gte": Z_WHEN_GIVEN,
+        },
+        note=(
+            "swayscope's own 176 general-knowledge items (dlm-sway's pack is not shipped "
+            "with swayscope); calibrated on the mean drift, the z-score required only when "
+            "assert_z_gte is given"
+        ),
+    ),
+    "section_internalization": KindRules(
+        "section_internalization",
+        {
+            "include_kinds": Maps("include_kinds"),
+            "per_section_threshold": Maps("per_section_threshold"),
+            "assert_passing_section_frac": Maps("assert_passing_section_frac"),
+            "max_prose_chars": Maps("max_prose_chars"),
+            "assert_z_gte": Z_REQUIRED,
+        },
+        note=(
+            "reads the sections of dlm_source itself (no dlm package needed); calibrated on "
+            "the mean lift (dlm-sway's mean effective lift is zero by construction)"
+        ),
+    ),
+    "leakage": KindRules(
+        "leakage",
+        {
+            "prefix_chars": Maps("prefix_chars"),
+            "continuation_chars": Maps("continuation_chars"),
+            "max_new_tokens": Maps("max_new_tokens"),
+            "perturbations": Maps("perturbations"),
+            "assert_recall_lt": Maps("assert_recall_lt"),
+            "min_fragility": Maps("min_fragility"),
+            "assert_z_gte": Z_WHEN_GIVEN,
+        },
+        note=(
+            "recall is ROUGE-L recall (longest common word subsequence over the target's "
+            "words; dlm-sway: difflib's similarity ratio); the z-score is required only when "
+            "assert_z_gte is given"
+        ),
+    ),
+    "paraphrase_invariance": KindRules(
+        "paraphrase_invariance",
+        {
+            "cases": Maps("cases"),
+            "intent": Maps("intent"),
+            "min_verbatim_lift": Maps("min_verbatim_lift"),
+            "min_generalization_ratio": Maps("min_generalization_ratio"),
+            "max_generalization_ratio_if_memorize": Maps(
+                "max_generalization_ratio_if_memorize"
+            ),
+            "assert_z_gte": Z_REQUIRED,
+        },
+        note="calibrated, the ratio test still applies (dlm-sway then judges by z alone)",
+    ),
+    "preference_flip": KindRules(
+        "preference_flip",
+        {
+            "triples": Maps("triples"),
+            "assert_flip_rate_gte": Maps("assert_flip_rate_gte"),
+            "min_triples_for_decision": Maps("min_triples_for_decision"),
+            "assert_z_gte": Z_REQUIRED,
+        },
+    ),
+    "style_fingerprint": KindRules(
+        "style_fingerprint",
+        {
+            "prompts": PROMPTS,
+            "doc_reference": Maps("doc_reference"),
+            "max_new_tokens": Maps("max_new_tokens"),
+            "assert_shift_gte": Maps("assert_shift_gte"),
+            "assert_z_gte": Z_REQUIRED,
+            "extended": Ignored(
+                "swayscope's fingerprint is its own seven features (no spaCy extension)"
+            ),
+        },
+        note="swayscope's fingerprint has seven features of its own (dlm-sway: six, or nine)",
+    ),
+    "adapter_revert": KindRules(
+        "adapter_revert",
+        {
+            "cases": Maps("cases"),
+            "max_new_tokens": Maps("max_new_tokens"),
+            "embedding_model": EMBEDDER,
+            "base_gold_similarity_cap": Maps("base_gold_similarity_cap"),
+            "assert_revert_rate_lt": Maps("assert_revert_rate_lt"),
+            "assert_z_gte": Ignored("adapter_revert is not calibrated (nor in dlm-sway)"),
+        },
+        note=(
+            "answers are compared by word n-gram cosine, not sentence embeddings (dlm-sway "
+            "skips this probe without its semsim extra)"
+        ),
+    ),
+    "cluster_kl": KindRules(
+        "cluster_kl",
+        {
+            "prompts": PROMPTS,
+            "num_clusters": Maps("num_clusters"),
+            "embedding_model": EMBEDDER,
+            "divergence": DIVERGENCE,
+            "top_k": Maps(TOP_K),
+            "min_prompts": Maps("min_prompts"),
+            "assert_specificity_gte": Maps("assert_specificity_gte"),
+            "assert_z_gte": Z_REQUIRED,
+        },
+        note=(
+            "prompts are clustered by k-means on character trigrams, not sentence embeddings "
+            "(dlm-sway skips this probe without its semsim extra); groups in a swayscope "
+            "spec name the clusters yourself"
+        ),
+    ),
+})
+
+#: dlm-sway kinds swayscope has no probe for → the nearest thing swayscope offers (every
+#: kind of dlm-sway 0.1.0 has one; a kind from a dlm-sway plugin has none).
+NEAREST_KIND: dict[str, str] = {}
 
 COMMON_FIELDS = ("name", "kind", "enabled", "weight")
 MODEL_KEYS = (
@@ -204,9 +324,8 @@ DEFAULT_RULES: dict[str, Rule] = {
     "score_weights": WEIGHT,
 }
 TOP_LEVEL = ("version", "models", "defaults", "suite", "dlm_source")
-SUPPORTED_KINDS = ", ".join(
-    k if v.to == k else f"{k} (as {v.to})" for k, v in KINDS.items()
-)
+#: Every probe kind of dlm-sway 0.1.0.
+SWAY_KINDS = (*KINDS, *NEAREST_KIND)
 
 
 __all__ = [
@@ -223,7 +342,7 @@ __all__ = [
     "NEAREST_KIND",
     "OnlyDefault",
     "Rule",
-    "SUPPORTED_KINDS",
+    "SWAY_KINDS",
     "SWAY_SPEC_VERSION",
     "TOP_K",
     "TOP_LEVEL",

@@ -11,6 +11,7 @@ sway``, dlm-sway is untouched. The exit code is sway's.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -38,7 +39,9 @@ def find_sway(explicit: Path | None = None, env: Mapping[str, str] | None = None
     or is another program (the Wayland compositor is also called ``sway``)."""
     env = os.environ if env is None else env
     if explicit is not None:
-        path, origin = explicit, f"--sway {str(explicit)!r}"
+        # Absolute: ``Path("./sway")`` prints as ``sway``, which exec would look up on PATH.
+        path = explicit.absolute()
+        origin = f"--sway {str(path)!r}"
     else:
         found = shutil.which("sway", path=env.get("PATH"))
         if found is None:
@@ -68,6 +71,23 @@ def prepare_hook_dir(folder: Path) -> None:
     (folder / "swayscope").symlink_to(Path(swayscope.__file__).resolve().parent, True)
 
 
+#: swayscope's extras that the child's telemetry may need: their packages are named in the
+#: child's error when its environment lacks one.
+TELEMETRY_EXTRAS = ("prometheus", "otel")
+
+
+def extra_requirements(extra: str) -> list[str]:
+    """The requirements swayscope declares for ``extra`` (``swayscope[extra]`` when this
+    swayscope is not installed, so its metadata cannot say)."""
+    try:
+        declared = importlib.metadata.requires("swayscope") or []
+    except importlib.metadata.PackageNotFoundError:
+        declared = []
+    marker = f'extra == "{extra}"'
+    found = [r.split(";", 1)[0].strip() for r in declared if r.endswith(marker)]
+    return found or [f"swayscope[{extra}]"]
+
+
 def child_environment(
     hook_dir: Path,
     given: Mapping[str, object],
@@ -79,9 +99,11 @@ def child_environment(
     rest = child.get("PYTHONPATH")
     child["PYTHONPATH"] = str(hook_dir) + (os.pathsep + rest if rest else "")
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if v is not None}
-    child[TELEMETRY_ENV] = json.dumps(
-        {"settings": settings, "sources": {k: sources.get(k, k) for k in settings}}
-    )
+    child[TELEMETRY_ENV] = json.dumps({
+        "settings": settings,
+        "sources": {k: sources.get(k, k) for k in settings},
+        "requirements": {extra: extra_requirements(extra) for extra in TELEMETRY_EXTRAS},
+    })
     child.pop(OWNER_ENV, None)
     return child
 
@@ -121,7 +143,10 @@ def launch(
         hook_dir = Path(tmp)
         prepare_hook_dir(hook_dir)
         child_env = child_environment(hook_dir, given, sources, env)
-        proc = subprocess.Popen([str(exe), *args], env=child_env)
+        try:
+            proc = subprocess.Popen([str(exe), *args], env=child_env)
+        except OSError as exc:
+            raise ConfigError(f"{exe} cannot be started: {exc.strerror or exc}") from None
         with _forward_sigterm(proc):
             while True:
                 try:
@@ -132,4 +157,12 @@ def launch(
     return 128 - code if code < 0 else code
 
 
-__all__ = ["SITECUSTOMIZE", "child_environment", "find_sway", "launch", "prepare_hook_dir"]
+__all__ = [
+    "SITECUSTOMIZE",
+    "TELEMETRY_EXTRAS",
+    "child_environment",
+    "extra_requirements",
+    "find_sway",
+    "launch",
+    "prepare_hook_dir",
+]

@@ -34,8 +34,7 @@ from swayscope.suite.telemetry import Telemetry, start_telemetry
 _OWNER_ONLY = ("metrics_port", "pushgateway")
 
 
-def read_settings(env: Mapping[str, str]) -> TelemetrySettings:
-    """The settings ``swayscope sway`` passed, checked again here with the ``OTEL_*`` variables."""
+def _payload(env: Mapping[str, str]) -> dict[str, Any]:
     raw = env.get(TELEMETRY_ENV, "")
     try:
         payload = json.loads(raw) if raw.strip() else {}
@@ -46,6 +45,12 @@ def read_settings(env: Mapping[str, str]) -> TelemetrySettings:
     if not isinstance(payload, dict):
         raise TelemetryConfigError(f"{TELEMETRY_ENV} must hold a JSON object; start sway "
                                    "through `swayscope sway`")
+    return payload
+
+
+def read_settings(env: Mapping[str, str]) -> TelemetrySettings:
+    """The settings ``swayscope sway`` passed, checked again here with the ``OTEL_*`` variables."""
+    payload = _payload(env)
     given: dict[str, Any] = dict(payload.get("settings") or {})
     sources: dict[str, str] = dict(payload.get("sources") or {})
     owner = env.get(OWNER_ENV)
@@ -122,11 +127,39 @@ _lock = threading.Lock()
 _current: Session | None = None
 
 
+def missing_library(
+    exc: TelemetryConfigError, settings: TelemetrySettings, env: Mapping[str, str]
+) -> TelemetryConfigError | None:
+    """For an exporter whose library dlm-sway's Python cannot import: the error that says
+    so, naming dlm-sway's environment and what to install there (the message of the
+    exporter's own error is for swayscope's environment); None for any other error."""
+    cause = exc.__cause__
+    if not isinstance(cause, ImportError):
+        return None
+    module = cause.name or str(cause)
+    extra, setting = (
+        ("prometheus", "metrics_port" if settings.metrics_port is not None else "pushgateway")
+        if module.startswith("prometheus")
+        else ("otel", "otlp_endpoint")
+    )
+    requirements = (_payload(env).get("requirements") or {}).get(extra) or [f"swayscope[{extra}]"]
+    install = " ".join(f"'{r}'" for r in requirements)
+    return TelemetryConfigError(
+        f"{settings.source(setting)} needs the Python module {module}, which dlm-sway's "
+        f"environment ({sys.prefix}) lacks: swayscope's telemetry runs inside dlm-sway's "
+        f"process, so the packages of swayscope's {extra} extra must be installed there, "
+        f"not (only) in swayscope's environment: {sys.executable} -m pip install {install}"
+    )
+
+
 def _start(env: Mapping[str, str]) -> Session:
     try:
         settings = read_settings(env)
         run_id = uuid.uuid4().hex[:16]
-        telemetry = start_telemetry(settings, run_id)
+        try:
+            telemetry = start_telemetry(settings, run_id)
+        except TelemetryConfigError as exc:
+            raise missing_library(exc, settings, env) or exc from None
     except SwayscopeError as exc:
         sys.stderr.write(f"swayscope: error: {exc}\n")
         raise SystemExit(2) from None
@@ -147,4 +180,4 @@ def session() -> Session:
         return _current
 
 
-__all__ = ["Session", "SharedExporter", "read_settings", "session"]
+__all__ = ["Session", "SharedExporter", "missing_library", "read_settings", "session"]

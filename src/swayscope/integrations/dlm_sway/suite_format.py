@@ -8,13 +8,18 @@ is written out where swayscope's differs, so a threshold keeps dlm-sway's
 value), is ignored because it only steers something swayscope does not have
 (the composite score, the on-disk calibration cache), or has no swayscope
 counterpart, in which case it is accepted only at dlm-sway's default value.
-Anything else — a probe kind swayscope lacks, a field it cannot honour, a
-model it cannot load — stops with :class:`~swayscope.errors.SpecError` naming
-``file:line``, the kind or field, what is supported and the nearest
-swayscope equivalent. Nothing is skipped silently: what is ignored or
-approximated comes back as notes.
 
-Paths: dlm-sway resolves ``base`` and ``adapter`` against the current
+An entry of a dlm-sway kind swayscope has no probe for is skipped: it stays in
+the run, in its place, as a ``skip`` with the reason (``--strict`` refuses the
+suite instead: :func:`refuse_unsupported`); so is an entry the file turns off
+(``enabled: false``), as dlm-sway does. A kind that swayscope's probes gain
+runs under the same name, its fields as written. Anything else — a kind
+dlm-sway does not have, a field swayscope cannot honour, a model it cannot load
+— stops with :class:`~swayscope.errors.SpecError` naming ``file:line``, the
+kind or field, what is supported and the nearest swayscope equivalent. Nothing
+is skipped silently: what is ignored or approximated comes back as notes.
+
+Paths: dlm-sway resolves ``base``, ``adapter`` and ``dlm_source`` against the current
 directory, so they are made absolute here the same way.
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,21 +45,37 @@ from swayscope.integrations.dlm_sway.field_rules import (
     KINDS,
     MODEL_KEYS,
     NEAREST_KIND,
-    SUPPORTED_KINDS,
+    SWAY_KINDS,
     SWAY_SPEC_VERSION,
     TOP_K,
     TOP_LEVEL,
     WEIGHT,
     Ignored,
+    KindRules,
     Maps,
     Rule,
 )
 from swayscope.probes.registry import PROBE_KINDS
-from swayscope.suite.spec import KeyPath, LoadedSuite, Translation, where_in
+from swayscope.suite.spec import KeyPath, LoadedSuite, SkippedEntry, Translation, where_in
 
 #: The dlm-sway release whose format this module reads.
 DLM_SWAY_VERSION = "0.1.0"
 FORMAT_NAME = "dlm-sway"
+#: Said with the skipped entries: how to refuse them instead.
+STRICT_HINT = "--strict refuses a suite with entries swayscope cannot run"
+
+
+def kind_rules(kind: str) -> KindRules | None:
+    """How dlm-sway's ``kind`` is read: its rules, else (a kind that swayscope's probes have
+    under the same name) its fields as written; None when swayscope cannot run it."""
+    rules = KINDS.get(kind)
+    if rules is not None or kind not in PROBE_KINDS:
+        return rules
+    fields = PROBE_KINDS[kind].spec_class.model_fields
+    return KindRules(kind, {TOP_K: Maps(TOP_K), **{
+        name: Maps(name) for name in fields if name not in ("kind", "name", TOP_K)
+    }})
+
 
 def _same(a: Any, b: Any) -> bool:
     """Equal as YAML values: a list equals a tuple, ``true`` is not ``1``."""
@@ -190,14 +212,20 @@ class _Translator:
             return out
         self.origins[("models",)] = ("models", "ft")
         if base.get("adapter") is not None:
-            self.error(("models", "base", "adapter"), "the base model takes no adapter: "
-                       "swayscope compares the base model with and without ft's adapter")
+            self.note(("models", "base", "adapter"), "ignored, as dlm-sway ignores it in "
+                      "differential mode (defaults.differential: true): the base side is ft's "
+                      "model with the adapter off")
         for side, block in (("ft", ft), ("base", base)):
             if block.get("base") is None:
                 self.error(("models", side, "base"), "missing: give the base model's folder")
         if ft.get("adapter") is None:
             self.error(("models", "ft", "adapter"), "missing: give the PEFT LoRA adapter's "
                        "folder")
+        for side, key in (("ft", "base"), ("base", "base"), ("ft", "adapter")):
+            value = blocks[side].get(key)
+            if value is not None and (not isinstance(value, str) or "\0" in value):
+                self.error(("models", side, key), f"{shown(value)} is not a folder path: give "
+                           "the folder as one string (with no NUL byte)")
         if len(self.errors) > errors_before:
             return out
         if _local_path(base["base"]) != _local_path(ft["base"]):
@@ -231,30 +259,46 @@ class _Translator:
         self.origins.update({("defaults", k): v for k, v in origins.items()})
         return out
 
-    def probe(self, entry: Any, i: int, index: int, suite_top_k: Any) -> dict[str, Any] | None:
-        """Entry ``i`` of dlm-sway's suite as swayscope's ``suite[index]``; None when it is
-        left out (disabled) or cannot be read (an error was recorded)."""
+    def probe(
+        self, entry: Any, i: int, index: int, suite_top_k: Any
+    ) -> dict[str, Any] | SkippedEntry | None:
+        """Entry ``i`` of dlm-sway's suite as swayscope's ``suite[index]``; a
+        :class:`SkippedEntry` when it is not run (its kind unsupported, or turned off), None
+        when it cannot be read (an error was recorded)."""
         path: KeyPath = ("suite", i)
         if not isinstance(entry, Mapping):
             self.error(path, f"a probe entry must be a mapping with name and kind; got "
                        f"{type(entry).__name__}")
             return None
         kind = entry.get("kind")
-        rules = KINDS.get(kind) if isinstance(kind, str) else None
-        if rules is None:
-            nearest = NEAREST_KIND.get(kind, "none") if isinstance(kind, str) else "none"
-            what = (f"dlm-sway probe kind {kind!r} has no swayscope counterpart"
-                    if isinstance(kind, str) else f"needs a kind; got {shown(kind)}")
-            self.error((*path, "kind"), f"{what}. Supported dlm-sway kinds: {SUPPORTED_KINDS}. "
-                       f"Nearest equivalent: {nearest}")
+        if not isinstance(kind, str) or kind not in SWAY_KINDS:
+            what, hint = f"needs a kind; got {shown(kind)}", ""
+            if isinstance(kind, str):
+                what = f"{kind!r} is not a probe kind of dlm-sway {DLM_SWAY_VERSION}"
+                close = difflib.get_close_matches(kind, SWAY_KINDS, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+            self.error((*path, "kind"), f"{what} (its kinds: {', '.join(SWAY_KINDS)}){hint}")
             return None
         enabled = entry.get("enabled", True)
+        name = entry.get("name")
+        label = name if isinstance(name, str) and name else kind
         if not isinstance(enabled, bool):
             self.error((*path, "enabled"), f"must be true or false; got {shown(enabled)}")
-        elif not enabled:
-            self.note((*path, "enabled"), "false: left out of the run (dlm-sway lists it as "
-                      "skip)")
             return None
+        if not enabled:
+            return SkippedEntry(
+                index, path, self.where(path), label, kind,
+                "enabled: false in the suite (dlm-sway skips it too)",
+                unsupported=False, entry=entry,
+            )
+        rules = kind_rules(kind)
+        if rules is None:
+            return SkippedEntry(
+                index, path, self.where((*path, "kind")), label, kind,
+                f"swayscope has no probe for dlm-sway's kind {kind!r} yet; nearest: "
+                f"{NEAREST_KIND[kind]}",
+                unsupported=True, entry=entry,
+            )
         known = [*COMMON_FIELDS, *rules.fields]
         for key in entry:
             if key not in known:
@@ -263,7 +307,7 @@ class _Translator:
             self.note((*path, "weight"), f"ignored: {WEIGHT.why}")
         if rules.note:
             self.note((*path, "kind"), rules.note)
-        if "prompts" in rules.fields and not entry.get("prompts"):
+        if kind in KINDS and "prompts" in rules.fields and not entry.get("prompts"):
             self.error((*path, "prompts"), "missing or empty: dlm-sway reports this probe as "
                        "an error; list the prompts")
         top_k = entry.get(TOP_K)
@@ -294,9 +338,6 @@ def translate(data: Mapping[str, Any], root: yaml.Node | None, source: str) -> T
     if version != SWAY_SPEC_VERSION:
         t.error(("version",), f"dlm-sway spec version {shown(version)} is not supported; "
                 f"swayscope reads version {SWAY_SPEC_VERSION} (dlm-sway {DLM_SWAY_VERSION})")
-    if data.get("dlm_source") is not None:
-        t.note(("dlm_source",), "ignored: it feeds dlm-sway's section probes, which swayscope "
-               "does not have")
     defaults = t.defaults(data)
     out: dict[str, Any] = {
         "version": 1,
@@ -305,23 +346,35 @@ def translate(data: Mapping[str, Any], root: yaml.Node | None, source: str) -> T
     }
     if defaults:
         out["defaults"] = defaults
+    if data.get("dlm_source") is not None:
+        out["dlm_source"] = _local_path(data["dlm_source"])
+        t.origins[("dlm_source",)] = ("dlm_source",)
+        t.note(("dlm_source",), "read by swayscope itself: a .dlm document by its section "
+               "grammar (no dlm package needed), any other file as markdown")
     suite = data.get("suite", [])
     if not isinstance(suite, list):
         t.error(("suite",), f"must be a list of probes; got {type(suite).__name__}")
         suite = []
     top_k = defaults.get("top_k", 256)
     probes: list[dict[str, Any]] = []
+    skipped: list[SkippedEntry] = []
     for i, entry in enumerate(suite):
         probe = t.probe(entry, i, len(probes), top_k)
-        if probe is not None:
+        if isinstance(probe, SkippedEntry):
+            skipped.append(probe)
+        elif probe is not None:
             probes.append(probe)
+    if skipped and not probes and not t.errors:
+        t.error(("suite",), "none of its entries can run in swayscope: "
+                + "; ".join(f"{s.name} ({s.kind}): {s.reason}" for s in skipped))
     out["suite"] = probes
     if t.errors:
         raise SpecError(
             f"{source} is a dlm-sway suite that swayscope cannot run as is:\n  "
             + "\n  ".join(t.errors)
         )
-    return Translation(data=out, origin=t.origin, format=FORMAT_NAME, notes=tuple(t.notes))
+    return Translation(data=out, origin=t.origin, format=FORMAT_NAME, notes=tuple(t.notes),
+                       skipped=tuple(skipped))
 
 
 class DlmSwayFormat:
@@ -361,30 +414,72 @@ def check_local_models(loaded: LoadedSuite) -> None:
         )
 
 
-def render_spec(loaded: LoadedSuite, *, relative_to: Path | None = None) -> str:
-    """The translated suite as swayscope spec YAML, with the notes as comments.
-
-    Model paths are absolute, or relative to ``relative_to`` (where the file will live).
-    """
+def refuse_unsupported(loaded: LoadedSuite) -> None:
+    """``--strict``: SpecError when the suite has entries swayscope cannot run (entries the
+    file turns off are not refused: dlm-sway skips them too)."""
     if loaded.translation is None:
+        return
+    refused = [entry for entry in loaded.translation.skipped if entry.unsupported]
+    if refused:
+        raise SpecError(
+            f"{loaded.source} has {len(refused)} entr{'y' if len(refused) == 1 else 'ies'} "
+            "swayscope cannot run, and --strict refuses such entries (without --strict they "
+            "are skipped and reported as skip):\n  " + "\n  ".join(
+                f"{e.where}: {'.'.join(map(str, e.path))}.kind: {e.reason}"
+                for e in refused
+            )
+        )
+
+
+def _entry_yaml(entry: Mapping[str, Any]) -> str:
+    return yaml.safe_dump([dict(entry)], sort_keys=False, allow_unicode=True, width=100)
+
+
+def _commented_out(entry: SkippedEntry) -> list[str]:
+    """A skipped entry as YAML comments: why, then the entry as written."""
+    why = textwrap.wrap(entry.reason, width=96, initial_indent="#   ",
+                        subsequent_indent="#   ", break_long_words=False)
+    return [f"# Not converted ({entry.where}):", *why,
+            *(f"# {line}" for line in _entry_yaml(entry.entry).splitlines())]
+
+
+def render_spec(loaded: LoadedSuite, *, relative_to: Path | None = None) -> str:
+    """The translated suite as swayscope spec YAML: the notes as comments at the top, and
+    each entry that is not run kept, commented out, in its place, saying why.
+
+    Model and document paths are absolute, or relative to ``relative_to`` (where the file
+    will live).
+    """
+    translation = loaded.translation
+    if translation is None:
         raise SpecError(f"{loaded.source} is already a swayscope suite spec; nothing to convert")
-    data = dict(loaded.translation.data)
+    data = dict(translation.data)
     models = dict(data["models"])
     if relative_to is not None:
         for key in ("base", "adapter"):
             models[key] = os.path.relpath(models[key], relative_to.resolve())
+        if "dlm_source" in data:
+            data["dlm_source"] = os.path.relpath(data["dlm_source"], relative_to.resolve())
     data["models"] = models
+    probes = data.pop("suite")
     header = [
         f"# swayscope suite spec, converted from the dlm-sway {DLM_SWAY_VERSION} suite "
         f"{loaded.source} by `swayscope convert`.",
-        "# Model paths are " + ("relative to this file's folder."
-                                if relative_to is not None else "absolute."),
+        "# Model and document paths are " + ("relative to this file's folder."
+                                             if relative_to is not None else "absolute."),
     ]
-    if loaded.translation.notes:
+    if translation.notes:
         header.append("# What differs from dlm-sway (file:line of the dlm-sway suite):")
-        header.extend(f"#   {note}" for note in loaded.translation.notes)
-    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
-    return "\n".join(header) + "\n" + body
+        header.extend(f"#   {note}" for note in translation.notes)
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100).splitlines()
+    body.append("suite:")
+    skipped = list(translation.skipped)
+    for index, probe in enumerate([*probes, None]):
+        while skipped and skipped[0].position == index:
+            body.extend(_commented_out(skipped.pop(0)))
+        if probe is not None:
+            body.extend(_entry_yaml(probe).splitlines())
+    return "\n".join(header + body) + "\n"
 
 
 __all__ = [
@@ -392,9 +487,12 @@ __all__ = [
     "DLM_SWAY",
     "DLM_SWAY_VERSION",
     "FORMAT_NAME",
+    "STRICT_HINT",
     "DlmSwayFormat",
     "check_local_models",
     "is_dlm_sway_suite",
+    "kind_rules",
+    "refuse_unsupported",
     "render_spec",
     "translate",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,16 +88,22 @@ def expand(patterns: Sequence[str], source: str) -> list[Path]:
 def _labels(paths: Sequence[Path]) -> list[str]:
     """Each folder's name; ``parent/name`` where names repeat; ``#2``, ``#3`` after that."""
     names = [p.name or str(p) for p in paths]
+    counts = Counter(names)
     labels = [
-        f"{p.parent.name}/{name}" if names.count(name) > 1 and p.parent.name else name
+        f"{p.parent.name}/{name}" if counts[name] > 1 and p.parent.name else name
         for p, name in zip(paths, names, strict=True)
     ]
     out: list[str] = []
+    taken: set[str] = set()
+    last: dict[str, int] = {}  # per label, the last number given: linear in the adapters
     for label in labels:
-        unique, n = label, 1
-        while unique in out:
+        n = last.get(label, 1)
+        unique = label if n == 1 else f"{label}#{n}"
+        while unique in taken:
             n += 1
             unique = f"{label}#{n}"
+        last[label] = n
+        taken.add(unique)
         out.append(unique)
     return out
 

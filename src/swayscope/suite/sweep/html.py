@@ -1,18 +1,22 @@
 """The sweep summary as one self-contained HTML page: a plot per probe, the table below.
 
 No script, no stylesheet or font from anywhere else, no image files: the plots are
-inline SVG (:func:`~swayscope.suite.sweep.plots.svg_plot`), so the page opens offline
-and can be attached or archived as is. Every name and message is HTML-escaped.
+SVG drawn by matplotlib (:func:`~swayscope.suite.sweep.plots.svg_plot`) and put inline,
+so the page opens offline and can be attached or archived as is. Without matplotlib the
+page says so where the plots would be. Every name and message is HTML-escaped.
 """
 
 from __future__ import annotations
 
+import logging
 from html import escape
 
-from swayscope.suite.sweep.plots import VERDICT_COLOURS, svg_plot
+from swayscope.suite.sweep.plots import VERDICT_COLOURS, plots_unavailable, svg_plot
 from swayscope.suite.sweep.report import cell, footer_lines, headline
 from swayscope.suite.sweep.result import SweepResult
 from swayscope.text_safety import escape_control_chars as safe
+
+log = logging.getLogger(__name__)
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px;
@@ -21,6 +25,8 @@ h1 { font-size: 20px; } h2 { font-size: 16px; margin-top: 28px; }
 .plots { display: flex; flex-wrap: wrap; gap: 16px; }
 figure { margin: 0; border: 1px solid #d0d7de; border-radius: 6px; padding: 8px; }
 figcaption { font-weight: 600; font-size: 13px; margin-bottom: 4px; }
+figure svg { display: block; }
+p.no-plots { color: #57606a; font-size: 13px; }
 table { border-collapse: collapse; font-size: 13px; }
 th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: left; }
 th { background: #f6f8fa; }
@@ -51,14 +57,25 @@ def render_html(sweep: SweepResult) -> str:
             for verdict, colour in VERDICT_COLOURS.items()
         )
         + "</p>",
-        '<div class="plots">',
     ]
-    for name in probes:
-        out.append(
-            f'<figure class="probe"><figcaption>{_text(name)} '
-            f"({_text(sweep.kind_of(name))})</figcaption>{svg_plot(name, curves[name])}</figure>"
-        )
-    out.append("</div>")
+    missing = plots_unavailable() if probes else None
+    if missing is not None:
+        out.append(f'<p class="no-plots">No plots: {_text(missing)}.</p>')
+    else:
+        out.append('<div class="plots">')
+        for i, name in enumerate(probes):
+            kind = sweep.kind_of(name)
+            caption = name if kind == name else f"{name} ({kind})"
+            try:
+                svg = svg_plot(curves[name], ylabel=sweep.score_label(name), gid=f"plot{i}")
+            except Exception as exc:  # a figure must never cost the summary
+                log.warning("the plot of %s could not be drawn: %r", name, exc)
+                svg = f'<p class="no-plots">Not drawn: {_text(f"{type(exc).__name__}: {exc}")}</p>'
+            out.append(
+                f'<figure class="probe" data-probe="{_text(name)}">'
+                f"<figcaption>{_text(caption)}</figcaption>{svg}</figure>"
+            )
+        out.append("</div>")
     out.append("<h2>Verdict score (z) per adapter, in checkpoint order</h2>")
     out.append(
         "<table><thead><tr><th>adapter</th><th>step</th>"

@@ -1,17 +1,25 @@
-"""Score-vs-checkpoint plots: a sparkline for the terminal, an inline SVG for HTML.
+"""Score-vs-checkpoint plots: a sparkline for the terminal, an SVG figure for HTML.
 
 Both take one probe's points in checkpoint order; a checkpoint without a score (the
-probe gave none, the adapter did not load, the sweep stopped first) is a gap.
+probe gave none, the adapter did not load, the sweep stopped first) is a gap in the
+sparkline and a cross on the bottom of the figure, in its verdict's colour.
+
+The figures are drawn by matplotlib (the ``plots`` extra), imported here only, on its
+SVG canvas: no GUI backend, no pyplot state, and rcParams changed only inside the call.
 """
 
 from __future__ import annotations
 
-import math
+import io
+import re
 from collections.abc import Sequence
-from html import escape as _html
+from typing import TYPE_CHECKING
 
 from swayscope.suite.sweep.result import Point
 from swayscope.text_safety import escape_control_chars
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 #: Eight levels, lowest first: unicode block elements, and what a plain terminal shows.
 SPARK_UNICODE = "▁▂▃▄▅▆▇█"
@@ -28,8 +36,18 @@ VERDICT_COLOURS = {
     "skip": "#6e7781",
 }
 _OTHER_COLOUR = "#6e7781"
+#: The line through a numeric axis's scores, its CI band, the threshold lines.
+LINE_COLOUR = "#0969da"
+THRESHOLD_COLOUR = "#57606a"
 
-
+#: What to install when matplotlib is missing.
+PLOTS_HINT = "pip install 'swayscope[plots]'"
+#: Figure size (inches) and the resolution its pixel size is worked out with.
+FIGSIZE = (5.0, 3.1)
+#: Category labels longer than this are shortened (the table below has them whole).
+MAX_LABEL = 24
+#: Category labels are set at an angle when any is longer than this, or there are many.
+SLANT_LABEL, SLANT_COUNT = 8, 6
 def _range(values: Sequence[float | None]) -> tuple[float, float] | None:
     known = [v for v in values if v is not None]
     return (min(known), max(known)) if known else None
@@ -53,106 +71,176 @@ def sparkline(values: Sequence[float | None], *, unicode: bool = True) -> str:
     return "".join(out)
 
 
-def _text(text: str) -> str:
-    """``text`` fit for SVG text and attributes: control characters and markup escaped."""
-    return _html(escape_control_chars(text))
+def plots_unavailable() -> str | None:
+    """Why figures cannot be drawn here (matplotlib is missing), or None."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        return f"the plots need matplotlib ({exc}); install it with: {PLOTS_HINT}"
+    return None
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.4g}"
+def _label(text: str) -> str:
+    """A category label: control characters escaped, shortened to :data:`MAX_LABEL`."""
+    text = escape_control_chars(text)
+    return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "…"
 
 
-#: SVG geometry (pixels): the plot area inside the margins.
-WIDTH, HEIGHT = 420, 190
-LEFT, RIGHT, TOP, BOTTOM = 58, 14, 14, 46
+def _colour(verdict: str) -> str:
+    return VERDICT_COLOURS.get(verdict, _OTHER_COLOUR)
 
 
-def _x(i: int, n: int) -> float:
-    inner = WIDTH - LEFT - RIGHT
-    return LEFT + (inner / 2 if n == 1 else inner * i / (n - 1))
+def svg_plot(points: Sequence[Point], *, ylabel: str, gid: str) -> str:
+    """The probe's score at each checkpoint as an SVG figure (``<svg>`` element only).
 
-
-def _y(v: float, low: float, high: float) -> float:
-    inner = HEIGHT - TOP - BOTTOM
-    if high == low:
-        return TOP + inner / 2
-    return TOP + inner * (1 - (v - low) / (high - low))
-
-
-def svg_plot(probe: str, points: Sequence[Point]) -> str:
-    """An inline SVG: the probe's score at each checkpoint, points coloured by verdict.
-
-    The line is one ``<path class="score-line">`` (a new ``M`` after each gap), each
-    scored checkpoint one ``<circle class="point">``; no script, no external resource.
+    Steps known for every checkpoint: a numeric step axis (spacing proportional to the
+    step), the scores joined by a line, the CI as a band. Otherwise the adapters are
+    categories: points only, the CI as error bars. The thresholds are dashed lines;
+    each point has its verdict's colour, and a checkpoint without a score is a cross at
+    the bottom. Every marker is an SVG group whose id is
+    ``{gid}-{i}-{verdict}-{scored|unscored}`` (``i``: the checkpoint's index).
+    Raises ImportError when matplotlib is missing (see :func:`plots_unavailable`).
     """
-    n = len(points)
-    span = _range([p.score for p in points])
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" role="img" '
-        f'width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" '
-        f'data-probe="{_text(probe)}" data-checkpoints="{n}">',
-        f"<title>{_text(probe)}: score per checkpoint</title>",
-        f'<rect x="{LEFT}" y="{TOP}" width="{WIDTH - LEFT - RIGHT}" '
-        f'height="{HEIGHT - TOP - BOTTOM}" fill="#f6f8fa" stroke="#d0d7de"/>',
-    ]
-    if span is None:
-        parts.append(
-            f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle" '
-            'font-size="12" fill="#6e7781">no scores</text>'
-        )
-    else:
-        low, high = span
-        for value in sorted({low, high}):
-            y = _y(value, low, high)
-            parts.append(
-                f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" '
-                f'font-size="11">{_text(_fmt(value))}</text>'
-            )
-        if low < 0 < high:
-            y0 = _y(0.0, low, high)
-            parts.append(
-                f'<line x1="{LEFT}" y1="{y0:.1f}" x2="{WIDTH - RIGHT}" y2="{y0:.1f}" '
-                'stroke="#8c959f" stroke-dasharray="3 3"/>'
-            )
-        commands: list[str] = []
-        pen_up = True
-        for i, p in enumerate(points):
-            if p.score is None:
-                pen_up = True
-                continue
-            commands.append(f"{'M' if pen_up else 'L'}{_x(i, n):.1f} {_y(p.score, low, high):.1f}")
-            pen_up = False
-        parts.append(
-            f'<path class="score-line" d="{" ".join(commands)}" fill="none" '
-            'stroke="#0969da" stroke-width="2"/>'
-        )
-        for i, p in enumerate(points):
-            if p.score is None:
-                continue
-            colour = VERDICT_COLOURS.get(p.verdict, _OTHER_COLOUR)
-            parts.append(
-                f'<circle class="point" cx="{_x(i, n):.1f}" cy="{_y(p.score, low, high):.1f}" '
-                f'r="4" fill="{colour}" data-adapter="{_text(p.label)}" '
-                f'data-verdict="{_text(p.verdict)}" data-score="{p.score!r}">'
-                f"<title>{_text(p.label)}: {_text(p.verdict)} {_text(_fmt(p.score))}"
-                "</title></circle>"
-            )
-    step = max(1, math.ceil(n / 8))  # at most about eight labels under the axis
-    for i, p in enumerate(points):
-        if i % step and i != n - 1:
+    import matplotlib
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    # Text stays text (selectable, searchable, testable), the ids matplotlib writes stay
+    # the same from run to run, and the minus sign is U+2212.
+    with matplotlib.rc_context({
+        "svg.fonttype": "none",
+        "svg.hashsalt": "swayscope",
+        "axes.unicode_minus": True,
+        "font.sans-serif": ["DejaVu Sans", "Helvetica", "Arial"],
+        "font.size": 9,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+    }):
+        fig = Figure(figsize=FIGSIZE, layout="constrained")
+        FigureCanvasSVG(fig)
+        ax = fig.add_subplot()
+        numeric = bool(points) and all(p.step is not None for p in points)
+        xs = [float(p.step) if numeric and p.step is not None else float(i)
+              for i, p in enumerate(points)]
+        if numeric:
+            _numeric_series(ax, points, xs, gid)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("training step")
+        else:
+            _categorical_series(ax, points, xs, gid)
+        _points(ax, points, xs, gid)
+        _thresholds(ax, sorted({t for p in points for t in p.thresholds}))
+        if all(p.score is None for p in points):
+            ax.text(0.5, 0.5, "no scores", transform=ax.transAxes, ha="center",
+                    va="center", color=_OTHER_COLOUR)
+            ax.set_yticks([])
+        ax.set_ylabel(ylabel, parse_math=False)
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.grid(axis="y", color="#d0d7de", linewidth=0.6)
+        ax.set_axisbelow(True)
+        out = io.StringIO()
+        fig.savefig(out, format="svg", metadata={"Date": None})
+    svg = out.getvalue()
+    # The ids matplotlib gives markers and clip paths are unique in one figure only.
+    return _LOCAL_ID.sub(rf"\1{gid}-\2", svg[svg.index("<svg"):])
+
+
+#: An id matplotlib makes (``m`` marker, ``p`` clip path, then 10 hex digits) where it
+#: is defined (``id="``) or used (``#``).
+_LOCAL_ID = re.compile(r'(id="|#)([mp][0-9a-f]{10})\b')
+
+
+def _number(value: float) -> str:
+    """``value`` as a tick label shows it: minus sign U+2212."""
+    return f"{value:g}".replace("-", "\N{MINUS SIGN}")
+
+
+def _thresholds(ax: Axes, values: list[float]) -> None:
+    """A dashed line per threshold, labelled at its right end; ``-t`` and ``t`` (a
+    threshold on the score's size) share one label, ``±t``."""
+    for value in values:
+        ax.axhline(value, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1, zorder=1)
+        if value < 0 and -value in values:
             continue
-        label = p.label if p.step is None else str(p.step)
-        parts.append(
-            f'<text class="checkpoint" x="{_x(i, n):.1f}" y="{HEIGHT - BOTTOM + 16}" '
-            f'text-anchor="middle" font-size="11">{_text(label[:18])}</text>'
+        text = f"±{_number(value)}" if value > 0 and -value in values else _number(value)
+        ax.annotate(
+            f"threshold {text}", xy=(1.0, value), xycoords=("axes fraction", "data"),
+            xytext=(-2, 2), textcoords="offset points", ha="right", va="bottom",
+            fontsize=7, color=THRESHOLD_COLOUR, parse_math=False,
         )
-    axis = "step" if all(p.step is not None for p in points) else "adapter"
-    parts.append(
-        f'<text x="{LEFT + (WIDTH - LEFT - RIGHT) / 2}" y="{HEIGHT - 8}" text-anchor="middle" '
-        f'font-size="11" fill="#57606a">{axis}</text>'
-    )
-    parts.append("</svg>")
-    return "".join(parts)
 
 
-__all__ = ["GAP", "SPARK_ASCII", "SPARK_UNICODE", "VERDICT_COLOURS", "sparkline", "svg_plot"]
+def _numeric_series(ax: Axes, points: Sequence[Point], xs: list[float], gid: str) -> None:
+    """The line through the scores (broken at a checkpoint without one, id ``{gid}-line``)
+    and the CI band (``{gid}-ci``)."""
+    nan = float("nan")
+    ax.plot(xs, [nan if p.score is None else p.score for p in points],
+            color=LINE_COLOUR, linewidth=1.6, zorder=2, gid=f"{gid}-line")
+    if any(p.ci is not None for p in points):
+        low = [p.ci[0] if p.ci is not None else nan for p in points]
+        high = [p.ci[1] if p.ci is not None else nan for p in points]
+        ax.fill_between(xs, low, high, color=LINE_COLOUR, alpha=0.15, linewidth=0,
+                        zorder=1, gid=f"{gid}-ci")
+    if len(xs) == 1:
+        ax.set_xlim(xs[0] - 1, xs[0] + 1)
+
+
+def _categorical_series(
+    ax: Axes, points: Sequence[Point], xs: list[float], gid: str
+) -> None:
+    """One tick per adapter (no line: the order says nothing), the CI as error bars (id
+    ``{gid}-ci-{i}``)."""
+    labels = [_label(p.label) for p in points]
+    slant = len(points) > SLANT_COUNT or any(len(label) > SLANT_LABEL for label in labels)
+    ax.set_xticks(xs, labels, parse_math=False)
+    if slant:
+        for tick in ax.get_xticklabels():
+            tick.set_rotation(30)
+            tick.set_horizontalalignment("right")
+            tick.set_rotation_mode("anchor")
+    ax.set_xlim(-0.5, len(points) - 0.5)
+    for i, (x, p) in enumerate(zip(xs, points, strict=True)):
+        if p.ci is not None and p.score is not None:
+            bars = ax.errorbar(
+                [x], [p.score], yerr=[[p.score - p.ci[0]], [p.ci[1] - p.score]], fmt="none",
+                ecolor=_colour(p.verdict), elinewidth=1.2, capsize=4, zorder=2,
+            )
+            bars.lines[2][0].set_gid(f"{gid}-ci-{i}")  # the vertical bar
+    ax.set_xlabel("adapter")
+
+
+def _points(ax: Axes, points: Sequence[Point], xs: list[float], gid: str) -> None:
+    """A marker per checkpoint in its verdict's colour; a cross on the bottom edge for a
+    checkpoint without a score."""
+    bottom = ax.get_xaxis_transform()  # x in data, y in axes fractions
+    for i, (x, p) in enumerate(zip(xs, points, strict=True)):
+        colour = _colour(p.verdict)
+        verdict = re.sub(r"[^a-z_]", "_", p.verdict.lower()) or "unknown"
+        if p.score is None:
+            (marker,) = ax.plot([x], [0.04], marker="x", markersize=8, markeredgewidth=2,
+                                color=colour, linestyle="none", transform=bottom,
+                                clip_on=False, zorder=4)
+            marker.set_gid(f"{gid}-{i}-{verdict}-unscored")
+            # Upright: it fits above a cross at either end of the axis.
+            ax.annotate(f"no score ({p.verdict})", xy=(x, 0.04), xycoords=bottom,
+                        xytext=(0, 7), textcoords="offset points", ha="center",
+                        va="bottom", rotation=90, fontsize=7, color=colour,
+                        parse_math=False)
+        else:
+            (marker,) = ax.plot([x], [p.score], marker="o", markersize=6, color=colour,
+                                markeredgecolor="white", linestyle="none", zorder=3)
+            marker.set_gid(f"{gid}-{i}-{verdict}-scored")
+
+
+__all__ = [
+    "GAP",
+    "LINE_COLOUR",
+    "PLOTS_HINT",
+    "SPARK_ASCII",
+    "SPARK_UNICODE",
+    "VERDICT_COLOURS",
+    "plots_unavailable",
+    "sparkline",
+    "svg_plot",
+]

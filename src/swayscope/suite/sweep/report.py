@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from swayscope.suite.report import METRICS_LINE
 from swayscope.suite.sweep.plots import sparkline
 from swayscope.suite.sweep.result import AdapterOutcome, Point, SweepResult
 from swayscope.text_safety import escape_control_chars as safe
+from swayscope.text_safety import escape_markdown as _md
 
 _VERDICT_STYLE = {
     "pass": "green", "fail": "red", "warn": "yellow", "skip": "dim", "error": "red",
@@ -84,13 +86,13 @@ def footer_lines(sweep: SweepResult) -> list[str]:
         lines.append(f"error: {error}")
     t = sweep.telemetry
     for key, label in (
-        ("trace_file", "JSONL trace"),
-        ("sweep_trace_id", "sweep trace id"),
-        ("metrics_url", "metrics"),
-        ("otlp_endpoint", "OTLP"),
+        ("trace_file", "JSONL trace: {}"),
+        ("sweep_trace_id", "sweep trace id: {}"),
+        ("metrics_url", METRICS_LINE),
+        ("otlp_endpoint", "OTLP: {}"),
     ):
         if t.get(key):
-            lines.append(f"{label}: {t[key]}")
+            lines.append(label.format(t[key]))
     return lines
 
 
@@ -167,11 +169,6 @@ def render_terminal(sweep: SweepResult, console: Console | None = None) -> None:
             )
     for line in footer_lines(sweep):
         console.print(Text(safe(line)), highlight=False)
-
-
-def _md(text: str) -> str:
-    """User text fit for a markdown table cell: controls escaped, one line, pipes escaped."""
-    return safe(text).replace("|", "\\|")
 
 
 def render_markdown(sweep: SweepResult) -> str:

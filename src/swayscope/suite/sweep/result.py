@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from swayscope.exit_codes import EXIT_ERROR, EXIT_PASS
+from swayscope.probes.registry import PROBE_KINDS
 from swayscope.suite.outputs import write_text_atomic
 from swayscope.suite.result import SuiteResult, json_safe
 from swayscope.suite.sweep.adapters import Order, SweepAdapter
@@ -70,6 +71,11 @@ class Point:
     verdict: str
     score: float | None
     z_score: float | None
+    thresholds: tuple[float, ...] = ()
+    """What the score was compared with for the verdict (the probe kind's
+    :meth:`~swayscope.probes.base.Probe.score_thresholds`)."""
+    ci: tuple[float, float] | None = None
+    """The score's confidence interval, where the probe has one."""
 
 
 def _finite(value: float | None) -> float | None:
@@ -119,14 +125,20 @@ class SweepResult:
             found = None
             if outcome.result is not None:
                 found = next((p for p in outcome.result.probes if p.name == probe), None)
-            verdict = found.verdict if found is not None else outcome.status
+            if found is None:
+                out.append(Point(outcome.adapter.label, outcome.adapter.step, outcome.status,
+                                 None, None))
+                continue
+            cls = PROBE_KINDS.get(found.kind)
             out.append(
                 Point(
                     label=outcome.adapter.label,
                     step=outcome.adapter.step,
-                    verdict=verdict,
-                    score=_finite(found.score) if found is not None else None,
-                    z_score=_finite(found.z_score) if found is not None else None,
+                    verdict=found.verdict,
+                    score=_finite(found.score),
+                    z_score=_finite(found.z_score),
+                    thresholds=cls.score_thresholds(found.evidence) if cls else (),
+                    ci=cls.score_ci(found.evidence) if cls else None,
                 )
             )
         return out
@@ -138,6 +150,12 @@ class SweepResult:
                     if p.name == probe:
                         return p.kind
         return probe
+
+    def score_label(self, probe: str) -> str:
+        """What the probe's score is, with its unit: ``mean divergence (nats)``, by its
+        kind (``score``: a kind swayscope does not know, such as a skipped dlm-sway one)."""
+        cls = PROBE_KINDS.get(self.kind_of(probe))
+        return f"{cls.score_label} ({cls.score_unit})" if cls is not None else "score"
 
     def to_dict(self) -> dict[str, Any]:
         return {

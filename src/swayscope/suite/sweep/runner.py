@@ -101,6 +101,12 @@ class InProcessRunner:
 
     def _attach(self, adapter: SweepAdapter) -> SwappingBackend:
         if self.backend is None:
+            from swayscope.backends.hf.loading import check_fits
+
+            # A broken adapter found now costs no base load (check_sweepable: kind hf).
+            models = self.loaded.spec.models
+            assert models.base is not None
+            check_fits(models.base, models.gguf_file, adapter.path)
             self.backend = self._build(adapter)
         else:
             self.backend.swap_adapter(adapter.path, name=adapter.label)

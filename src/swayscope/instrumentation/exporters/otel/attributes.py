@@ -108,6 +108,7 @@ CACHE_TIER = "swayscope.cache.tier"
 # gen_ai.operation.name (a forward pass is none of its values; the op is swayscope.op)
 GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
 GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 
 # OpenTelemetry exception event (semantic conventions)
 EXCEPTION_EVENT = "exception"
@@ -260,6 +261,8 @@ def forward_call(ev: ForwardCall, capture_prompts: bool) -> Attributes:
         attrs[GEN_AI_REQUEST_MODEL] = ev.model
     if ev.n_tokens is not None:
         attrs[GEN_AI_USAGE_INPUT_TOKENS] = ev.n_tokens
+    if ev.n_tokens_generated is not None:
+        attrs[GEN_AI_USAGE_OUTPUT_TOKENS] = ev.n_tokens_generated
     if capture_prompts and ev.prompts is not None:
         attrs[PROMPTS] = tuple(ev.prompts)
     return attrs

@@ -12,7 +12,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from swayscope import __version__
-from swayscope.instrumentation.events import Event
+from swayscope.instrumentation.events import CacheLookup, Event, ForwardCall
 from swayscope.instrumentation.exporter import Exporter, TelemetryHealth
 from swayscope.instrumentation.exporters.otel import attributes as attr
 from swayscope.instrumentation.exporters.otel.accounting import SpanAccounting
@@ -22,6 +22,7 @@ from swayscope.instrumentation.exporters.otel.environment import (
     batch_settings,
     sample_ratio,
 )
+from swayscope.instrumentation.exporters.otel.handoff import Handoff
 from swayscope.instrumentation.exporters.otel.processor import DEFAULT_SHUTDOWN_TIMEOUT_S
 from swayscope.instrumentation.exporters.otel.provider import (
     OwnPipeline,
@@ -42,6 +43,8 @@ from swayscope.instrumentation.tracing import (
 
 #: How long the run-end flush waits for the collector, at most.
 DEFAULT_FLUSH_TIMEOUT_S = 1.0
+#: Events whose span nothing else depends on: dropped (and counted) when the queue is full.
+_LEAVES: frozenset[type] = frozenset({ForwardCall, CacheLookup})
 
 
 def _shutdown_at_exit(ref: weakref.ref[OtelExporter]) -> None:
@@ -91,6 +94,7 @@ class OtelExporter(Exporter):
         self._closed = False
         self._atexit: Callable[[], None] | None = None
         self._pipeline: OwnPipeline | None = None
+        self._handoff: Handoff | None = None
 
         if endpoint is not None and target is None:
             target = resolve_otlp_target(
@@ -130,6 +134,13 @@ class OtelExporter(Exporter):
             SpanMaker(tracer, self._pipeline.ids if self._pipeline else None), capture_prompts,
             self._deliver_now,
         )
+        if self._pipeline is not None and batch:
+            # Ours, batched: spans are made on a worker (a host's provider and the synchronous
+            # test pipeline make them where the event happens).
+            queue = batch_settings(
+                env, max_queue_size=max_queue_size, schedule_delay_s=schedule_delay_s
+            ).max_queue_size
+            self._handoff = Handoff(self._writer.write, self._accounting, queue)
 
     def _build_own(
         self,
@@ -180,7 +191,13 @@ class OtelExporter(Exporter):
         return self._accounting.delivered_total
 
     def export(self, event: Event) -> None:
-        if not self._closed:
+        if self._closed or not self._writer.makes_spans_of(event):
+            return
+        if type(event) is CacheLookup and event.place is None:
+            return  # a hit without a span of its own: counted by the core on its frame
+        if self._handoff is not None:
+            self._handoff.put(event, type(event) in _LEAVES)
+        else:
             self._writer.write(event)
 
     def force_flush(self, timeout_s: float = 5.0) -> bool:
@@ -189,12 +206,15 @@ class OtelExporter(Exporter):
         if self._closed:
             return True
         budget = max(0.0, min(timeout_s, self.flush_timeout_s))
+        deadline = time.monotonic() + budget
+        if self._handoff is not None and not self._handoff.drain(budget):
+            return False
         pipeline = self._pipeline
         if pipeline is None:
             return self._flush_host(budget)
         if pipeline.guard.failing:
             return False
-        return pipeline.processor.force_flush(int(budget * 1000))
+        return pipeline.processor.force_flush(int(max(0.0, deadline - time.monotonic()) * 1000))
 
     def shutdown(self) -> None:
         """End open spans, deliver what is queued (bounded), release the provider we built.
@@ -203,6 +223,9 @@ class OtelExporter(Exporter):
         """
         if self._closed:
             return
+        start = time.monotonic()
+        if self._handoff is not None:
+            self._handoff.close(self.shutdown_timeout_s)
         self._writer.end_open(time.time_ns())
         if self._atexit is not None:
             atexit.unregister(self._atexit)
@@ -212,7 +235,7 @@ class OtelExporter(Exporter):
         if pipeline is None:
             self._flush_host(self.shutdown_timeout_s)
             return
-        deadline = time.monotonic() + self.shutdown_timeout_s
+        deadline = start + self.shutdown_timeout_s
         pipeline.holder.release_all()
         pipeline.processor.shutdown(deadline - time.monotonic())
         pipeline.provider.shutdown()

@@ -86,6 +86,10 @@ class SpanWriter:
             SweepStarted: self._on_sweep_started, SweepEnded: self._on_sweep_ended,
         }
 
+    def makes_spans_of(self, event: Event) -> bool:
+        """Whether ``event`` is of a kind that makes or ends spans."""
+        return type(event) in self._handlers
+
     def write(self, event: Event) -> None:
         handler = self._handlers.get(type(event))
         if handler is not None:

@@ -2,32 +2,7 @@
 
 Names and labels are a public contract (dashboards and alert rules use them):
 
-========================================  =========  ==========================
-metric                                    type       labels
-========================================  =========  ==========================
-swayscope_cache_hits_total                counter    op, view_kind
-swayscope_cache_misses_total              counter    op, view_kind
-swayscope_forward_calls_total             counter    op, view_kind
-swayscope_forward_prompts_total           counter    op, view_kind
-swayscope_batch_size                      histogram  op
-swayscope_forward_duration_seconds        histogram  op, view_kind (exemplar: trace_id, span_id)
-swayscope_cache_entries                   gauge
-swayscope_cache_bytes                     gauge
-swayscope_cache_evictions_total           counter
-swayscope_tokens_total                    counter    view_kind
-swayscope_probe_duration_seconds          gauge      probe, status (the current run's probes)
-swayscope_probes_total                    counter    status
-swayscope_probe_score                     gauge      probe, adapter
-swayscope_sweep_progress_ratio            gauge
-swayscope_sweep_adapter_progress_ratio    gauge      adapter
-swayscope_run_info                        gauge = 1  run_id, suite, base_model, adapter
-swayscope_run_active                      gauge
-swayscope_run_progress_ratio              gauge
-swayscope_run_start_time_seconds          gauge
-swayscope_exporter_errors_total           counter    exporter
-swayscope_spans_dropped_total             counter
-========================================  =========  ==========================
-
+========================================  =========  ===================
 Labels stay bounded: ``view_kind`` is base|ft|scaled|null (|other for a custom
 backend's views); ``probe`` (a probe name) is only on the probe-level metrics, so
 the series count does not grow with the suite except by one series per finished

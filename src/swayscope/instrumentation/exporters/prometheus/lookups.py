@@ -9,6 +9,7 @@ dropped spans are read from :class:`TelemetryHealth` when a scrape asks.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
@@ -24,16 +25,16 @@ from swayscope.instrumentation.vocabulary import KNOWN_OPS, VIEW_KINDS
 class _Children:
     """The children one (op, view_kind) pair adds to."""
 
-    __slots__ = ("batch", "calls", "duration", "hits", "misses", "prompts", "tokens")
+    __slots__ = ("batch", "calls", "duration", "generated", "misses", "prompts", "tokens")
 
     def __init__(self, metrics: LookupMetrics, op: str, kind: str) -> None:
-        self.hits = {tier: metrics.hits.labels(op, kind, tier) for tier in m.TIERS}
         self.misses = metrics.misses.labels(op, kind)
         self.calls = metrics.calls.labels(op, kind)
         self.prompts = metrics.prompts.labels(op, kind)
         self.duration = metrics.duration.labels(op, kind)
         self.batch = metrics.batch.labels(op)
         self.tokens = metrics.tokens.labels(kind)
+        self.generated = metrics.generated.labels(kind)
 
 
 class LookupMetrics:
@@ -56,6 +57,9 @@ class LookupMetrics:
             buckets=m.FORWARD_DURATION_BUCKETS, registry=r,
         ))
         self.tokens = add(Counter(m.TOKENS, m.HELP[m.TOKENS], ("view_kind",), registry=r))
+        self.generated = add(Counter(
+            m.GENERATED_TOKENS, m.HELP[m.GENERATED_TOKENS], ("view_kind",), registry=r
+        ))
         self.entries = add(Gauge(m.CACHE_ENTRIES, m.HELP[m.CACHE_ENTRIES], registry=r))
         self.nbytes = add(
             Gauge(m.CACHE_BYTES, m.HELP[m.CACHE_BYTES], unit="bytes", registry=r)
@@ -77,10 +81,14 @@ class LookupMetrics:
         ))
         self._disk_failures = 0
         self._children: dict[tuple[str, str], _Children] = {}
+        #: (op, view_kind, tier) → its hits counter: one dict lookup a hit.
+        self._hits: dict[tuple[str, str, str | None], Any] = {}
         self._last_evictions = 0
         for op in KNOWN_OPS:
             for kind in VIEW_KINDS:
                 self._bind(op, kind)
+                for tier in m.TIERS:
+                    self.hits.labels(op, kind, tier)
 
     def _bind(self, op: str, kind: str) -> _Children:
         children = self._children.get((op, kind))
@@ -89,7 +97,11 @@ class LookupMetrics:
         return children
 
     def hit(self, ev: CacheLookup) -> None:
-        self._bind(ev.op, ev.view_kind).hits[ev.tier or "memory"].inc()
+        key = (ev.op, ev.view_kind, ev.tier)
+        counter = self._hits.get(key)
+        if counter is None:
+            counter = self._hits[key] = self.hits.labels(ev.op, ev.view_kind, ev.tier or "memory")
+        counter.inc()
 
     def disk(self, ev: DiskCacheState) -> None:
         """The disk cache file as its writer last saw it."""
@@ -112,6 +124,8 @@ class LookupMetrics:
         children.batch.observe(ev.batch_size)
         if ev.n_tokens:
             children.tokens.inc(ev.n_tokens)
+        if ev.n_tokens_generated:
+            children.generated.inc(ev.n_tokens_generated)
         self.entries.set(ev.cache_entries)
         self.nbytes.set(ev.cache_bytes)
         evictions, last = ev.cache_evictions, self._last_evictions

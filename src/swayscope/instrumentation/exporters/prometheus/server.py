@@ -1,13 +1,17 @@
 """The metrics endpoint: prometheus_client's WSGI app behind a server that knows its scrapers.
 
-Each scraper (client address and User-Agent: a Prometheus, a second Prometheus on
-another host, a curl loop) is remembered with its cadence. When the run ends, the
-exporter waits until every scraper that was scraping has scraped the final values,
-so that each one's last sample is the run's final state; a scraper that does not
-come back within twice its interval is not waited for longer. A Prometheus (it sends
-its scrape timeout with each scrape) seen only once has an interval longer than it
-has been scraping: it is waited for until its first scrape plus
-:data:`FINAL_SCRAPE_WAIT_MAX_S`. Anything else seen once (a curl) is not waited for.
+Each scraper (client address and User-Agent: a Prometheus, a curl loop) is remembered
+with its cadence: the longest of its recent intervals, and for a Prometheus (it sends
+its scrape timeout with each scrape) at least that timeout, which Prometheus keeps
+below its interval. When the run ends, the endpoint serves the final values for two
+such intervals of every scraper that was scraping (at most
+:data:`FINAL_SCRAPE_WAIT_MAX_S`), whoever scraped meanwhile: two Prometheus servers on
+one host (an HA pair) share an address and a User-Agent, and each gets a scrape of
+the final values in that time, since each scrapes once per interval and the longest
+gap between their scrapes is at least half of it. A Prometheus seen only once has an
+interval longer than it has been scraping: it is waited for until it scrapes again
+(then as above), at most until its first scrape plus :data:`FINAL_SCRAPE_WAIT_MAX_S`.
+Anything else seen once (a curl) is not waited for.
 """
 
 from __future__ import annotations
@@ -15,28 +19,40 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-#: Longest the end of a run waits for one scraper's final scrape, however slow its cadence.
+#: Longest the end of a run serves the final values for one scraper, however slow its
+#: cadence.
 FINAL_SCRAPE_WAIT_MAX_S = 60.0
 #: Slack on top of twice a scraper's interval (scheduling jitter, a slow scrape).
 _SLACK_S = 1.0
+#: How many of a scraper's latest intervals its cadence is taken from.
+_RECENT = 8
 
 _WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 @dataclass(slots=True)
 class _Scraper:
+    first_start: float
     last_start: float
-    interval: float | None = None
-    #: It sent a scrape timeout (Prometheus does): it scrapes periodically.
-    periodic: bool = False
+    gaps: deque[float] = field(default_factory=lambda: deque(maxlen=_RECENT))
+    """Its latest intervals: two scrapers of one identity alternate short and long ones."""
+    timeouts: deque[float] = field(default_factory=lambda: deque(maxlen=_RECENT))
+    """The scrape timeouts it sent (Prometheus does: it scrapes periodically)."""
+
+    @property
+    def interval(self) -> float | None:
+        """Its cadence: the longest recent interval, at least its longest recent timeout
+        (None: seen once)."""
+        return max([*self.gaps, *self.timeouts]) if self.gaps else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +71,7 @@ class Scrapers:
         self._scrapers: dict[str, _Scraper] = {}
         self._generation = 0
         self._scraped_generation = 0
+        self._in_flight = 0
         self._final_at: float | None = None
         self._saw_final: set[str] = set()
 
@@ -64,10 +81,13 @@ class Scrapers:
         with self._cond:
             known = self._scrapers.get(who)
             if known is None:
-                self._scrapers[who] = _Scraper(now, periodic=timeout_s is not None)
+                known = self._scrapers[who] = _Scraper(now, now)
             else:
-                known.interval = now - known.last_start
+                known.gaps.append(now - known.last_start)
                 known.last_start = now
+            if timeout_s is not None:
+                known.timeouts.append(timeout_s)
+            self._in_flight += 1
             return _Scrape(who, self._generation, now, timeout_s)
 
     def scrape_done(self, scrape: _Scrape, delivered: bool = True) -> None:
@@ -76,6 +96,7 @@ class Scrapers:
         delivered, it does not count as having seen the final values."""
         done = time.monotonic()
         with self._cond:
+            self._in_flight -= 1
             self._scraped_generation = max(self._scraped_generation, scrape.generation)
             in_time = scrape.timeout_s is None or done - scrape.started <= scrape.timeout_s
             seen = delivered and in_time
@@ -93,45 +114,48 @@ class Scrapers:
             )
 
     def wait_for_final(self, linger_s: float) -> bool:
-        """The values are final from now on. Wait until every scraper that was scraping has
-        scraped them (each at most twice its interval), and with ``linger_s`` until at least
-        one scrape has (at most ``linger_s``). True when nobody was left waited for."""
+        """The values are final from now on. Serve them for twice the interval of every
+        scraper that was scraping (each at most :data:`FINAL_SCRAPE_WAIT_MAX_S`), and with
+        ``linger_s`` until at least one scrape has had them (at most ``linger_s``); then
+        until the scrapes under way are answered (at most one more second). True when
+        every scraper waited for (and, with ``linger_s``, someone) had the final values."""
         with self._cond:
-            now = time.monotonic()
-            self._final_at = now
-            deadlines = {
-                who: deadline
-                for who, s in self._scrapers.items()
-                if (deadline := _deadline(s, now)) is not None
-            }
-            linger_until = now + linger_s if linger_s > 0 else None
+            final_at = self._final_at = time.monotonic()
+            waited = [who for who, s in self._scrapers.items() if _scraping(s, final_at)]
+            linger_until = final_at + linger_s if linger_s > 0 else None
 
-            def outstanding(at: float) -> list[float]:
-                left = [d for who, d in deadlines.items() if who not in self._saw_final]
+            def until() -> float:
+                ends = [_served_until(self._scrapers[who], final_at) for who in waited]
                 if linger_until is not None and not self._saw_final:
-                    left.append(linger_until)
-                return [d for d in left if d > at]
+                    ends.append(linger_until)
+                return max(ends, default=final_at)
 
-            while True:
-                at = time.monotonic()
-                left = outstanding(at)
-                if not left:
-                    break
-                self._cond.wait(min(left) - at)
-            seen = all(who in self._saw_final for who in deadlines)
+            while (left := until() - time.monotonic()) > 0:
+                self._cond.wait(left)
+            self._cond.wait_for(lambda: self._in_flight == 0, timeout=_SLACK_S)
+            seen = all(who in self._saw_final for who in waited)
             return seen and (linger_until is None or bool(self._saw_final))
 
 
-def _deadline(scraper: _Scraper, now: float) -> float | None:
-    """Until when to wait for ``scraper``'s scrape of the final values; None: not at all."""
-    if scraper.interval is None:
-        if not scraper.periodic:
-            return None
-        deadline = scraper.last_start + FINAL_SCRAPE_WAIT_MAX_S + _SLACK_S
-        return deadline if deadline > now else None
-    if now - scraper.last_start > 3 * scraper.interval + _SLACK_S:
-        return None  # it stopped scraping before the run ended
-    return now + min(2 * scraper.interval + _SLACK_S, FINAL_SCRAPE_WAIT_MAX_S)
+def _scraping(scraper: _Scraper, now: float) -> bool:
+    """Whether ``scraper`` was still scraping when the run ended (a curl seen once: no)."""
+    interval = scraper.interval
+    if interval is None:
+        return bool(scraper.timeouts) and now < _first_wait_end(scraper)
+    return now - scraper.last_start <= 3 * interval + _SLACK_S
+
+
+def _first_wait_end(scraper: _Scraper) -> float:
+    """How long a periodic scraper seen once is waited for to come back."""
+    return scraper.first_start + FINAL_SCRAPE_WAIT_MAX_S + _SLACK_S
+
+
+def _served_until(scraper: _Scraper, final_at: float) -> float:
+    """Until when the final values are served for ``scraper``."""
+    interval = scraper.interval
+    if interval is None:  # seen once: until it comes back (its interval is known then)
+        return _first_wait_end(scraper)
+    return final_at + min(2 * interval + _SLACK_S, FINAL_SCRAPE_WAIT_MAX_S)
 
 
 class _Sent:
