@@ -392,6 +392,14 @@ def abridged(message: str, limit: int = 100) -> str:
     return message[: message.rfind(" ", 0, limit - 2)] + " …"
 
 
+@section("disk-entry-kib")
+def disk_entry_kib(runs: Runs) -> list[Piece]:
+    """README, scaling.md: the disk cache's bytes per entry after the tiny demo (a fresh
+    home: the file holds the demo's entries only)."""
+    disk = runs.demo[0]["disk_cache"]
+    return [f"{disk['bytes'] / disk['entries'] / 1024:.1f}"]
+
+
 @section("demo-report")
 def demo_report(runs: Runs) -> list[Piece]:
     """The tiny demo's report as it prints (table abridged, as in the README)."""
