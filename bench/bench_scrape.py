@@ -80,6 +80,25 @@ def scrape_once(n_probes: int) -> int:
         inst.close()
 
 
+def scrape_families(n_probes: int) -> dict[str, tuple[tuple[str, ...], int]]:
+    """Each metric family of one scrape after a run of ``n_probes`` probes: the labels its
+    series vary by (a histogram's ``le`` left out) and its series (samples)."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    inst, url = serving(n_probes)
+    try:
+        text = scrape(url, OPENMETRICS, False)[1].decode()
+    finally:
+        inst.close()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        labels = sorted({k for s in family.samples for k in s.labels} - {"le"})
+        name = family.name + ("_total" if family.type == "counter" else "")
+        out[name] = (tuple(labels), len(family.samples))
+    assert sum(n for _, n in out.values()) == series(text)
+    return out
+
+
 def measure(n_probes: int, repeats: int) -> None:
     inst, url = serving(n_probes)
     for label, accept, gzipped in (

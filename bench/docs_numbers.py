@@ -277,6 +277,13 @@ class Runs:
         return {n: scrape_once(n) for n in (5, 500)}
 
     @functools.cached_property
+    def scrape_families(self) -> dict[str, tuple[tuple[str, ...], int]]:
+        """bench_scrape's 5-probe run: each metric family's labels and series."""
+        from bench_scrape import scrape_families
+
+        return scrape_families(5)
+
+    @functools.cached_property
     def dlm_sway(self) -> dict[str, Any]:
         """bench_dlm_sway's suite once through each command, and delta_kl at top_k 64."""
         from bench_dlm_sway import commands, write_suite
@@ -578,6 +585,26 @@ def sweep_bench_base(runs: Runs) -> list[Piece]:
 def scrape_series(runs: Runs) -> list[Piece]:
     """The series of one scrape, for 5 and 500 probes (none with a score)."""
     return [f"{runs.scrape[5]} for 5 probes without a score, {runs.scrape[500]} for 500"]
+
+
+@section("scrape-table")
+def scrape_table(runs: Runs) -> list[Piece]:
+    """watching.md: the series of one scrape by metric family (bench_scrape's 5-probe run,
+    OpenMetrics as Prometheus asks for it); the families that grow with the suite last."""
+    grows = {"swayscope_probe_duration_seconds": "*P*", "swayscope_probe_score": "*S*",
+             "swayscope_sweep_adapter_progress_ratio": "*A*"}
+    rows = ["\n| metric (labels) | series |\n|---|---|\n"]
+    for name, (labels, count) in sorted(runs.scrape_families.items()):
+        if name in grows or not count:
+            continue
+        shown = f"`{name}` ({', '.join(labels)})" if labels else f"`{name}`"
+        rows.append(f"| {shown} | {count} |\n")
+    rows.append("| `swayscope_sweep_adapter_progress_ratio` (adapter): a sweep's adapters | *A* |\n"
+                "| `swayscope_probe_duration_seconds` (probe, status) | *P* |\n"
+                "| `swayscope_probe_score` (probe, adapter): probes with a score, per adapter "
+                "| *S* |\n"
+                "| `swayscope_worker_*` (worker): on a pool, each worker's | *W* |\n")
+    return rows
 
 
 @section("scrape-constant")
