@@ -125,18 +125,20 @@ class Runner:
         sys.exit("every run ended before it could be killed; give it more prompts")
 
 
-def scenario(runner: Runner, spec: Path, next_spec: Path, repeats: int) -> dict[str, Any]:
+def scenario(
+    runner: Runner, spec: Path, next_spec: Path, repeats: int, name: str
+) -> dict[str, Any]:
     rows: dict[str, list[float]] = {k: [] for k in (
         "cold_s", "warm_s", "resumed_s", "next_s", "cold_passes", "resumed_passes",
         "kept", "next_base_passes", "next_passes", "warm_passes", "bytes_per_1000",
     )}
     for r in range(repeats):
-        cache = runner.work / f"cache-{r}"
+        cache = runner.work / f"cache-{name}-{r}"  # each model's own file: its own bytes
         cold, cold_s = runner.run(spec, cache, f"cold-{r}")
         warm, warm_s = runner.run(spec, cache, f"warm-{r}")
         nxt, next_s = runner.run(next_spec, cache, f"next-{r}")
         total = entries(cache)
-        killed_cache = runner.work / f"killed-{r}"
+        killed_cache = runner.work / f"killed-{name}-{r}"
         kept = runner.kill_midway(spec, killed_cache, cold["backend_stats"]["forward_passes"])
         resumed, resumed_s = runner.run(spec, killed_cache, f"resumed-{r}")
         assert resumed["resumed_from"], "the second run did not resume the killed one"
@@ -252,13 +254,14 @@ def main() -> None:
         base, adapter, other = tiny_models(work)
         spec = suite(work / "tiny.yaml", base, adapter, probes=12, prompts=24)
         next_spec = suite(work / "tiny-next.yaml", base, other, probes=12, prompts=24)
-        report("tiny model", scenario(runner, spec, next_spec, args.repeats))
+        report("tiny model", scenario(runner, spec, next_spec, args.repeats, "tiny"))
         models = None if args.tiny_only else smollm2_models(work)
         if models is not None:
             base, adapter, other = models
             spec = suite(work / "smollm2.yaml", base, adapter, probes=4, prompts=12)
             next_spec = suite(work / "smollm2-next.yaml", base, other, probes=4, prompts=12)
-            report("SmolLM2-135M (float32)", scenario(runner, spec, next_spec, args.repeats))
+            report("SmolLM2-135M (float32)", scenario(runner, spec, next_spec, args.repeats,
+                                                        "smollm2"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
