@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -403,15 +404,22 @@ NEAREST = {
 
 
 @pytest.fixture
-def lacking(monkeypatch: pytest.MonkeyPatch) -> None:
+def lacking() -> Iterator[None]:
     """A swayscope without three of dlm-sway's kinds: every kind of dlm-sway 0.1.0 has a
-    probe now, but the path for a kind without one (a later dlm-sway's) must still hold."""
+    probe now, but the path for a kind without one (a later dlm-sway's) must still hold.
+    The registries are put back whole, in their order (tests read it)."""
     from swayscope.integrations.dlm_sway import field_rules
 
+    saved = [(d, dict(d)) for d in (field_rules.KINDS, PROBE_KINDS, field_rules.NEAREST_KIND)]
     for kind, nearest in NEAREST.items():
-        monkeypatch.delitem(field_rules.KINDS, kind)
-        monkeypatch.delitem(PROBE_KINDS, kind)
-        monkeypatch.setitem(field_rules.NEAREST_KIND, kind, nearest)
+        del field_rules.KINDS[kind], PROBE_KINDS[kind]
+        field_rules.NEAREST_KIND[kind] = nearest
+    try:
+        yield
+    finally:
+        for registry, before in saved:
+            registry.clear()
+            registry.update(before)
 
 
 @pytest.mark.usefixtures("lacking")
@@ -465,10 +473,11 @@ def test_a_kind_that_swayscope_gains_runs_under_its_name_with_its_fields(
         kind = "cluster_kl"
         spec_class = ClusterSpec
 
-    from swayscope.integrations.dlm_sway import field_rules
+    from swayscope.integrations.dlm_sway import field_rules, suite_format
 
     # As if swayscope had just gained cluster_kl, with no field rules of its own yet.
-    monkeypatch.delitem(field_rules.KINDS, "cluster_kl")
+    rules = {k: v for k, v in field_rules.KINDS.items() if k != "cluster_kl"}
+    monkeypatch.setattr(suite_format, "KINDS", rules)
     monkeypatch.setitem(PROBE_KINDS, "cluster_kl", ClusterProbe)
     loaded = sway("  - {name: topics, kind: cluster_kl, prompts: [a b, c d], threshold: 0.5,"
                   " weight: 2}\n")
