@@ -75,6 +75,25 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
+#: Test folders (or files) whose tests share one session resource, run by one xdist worker.
+GROUPS = {
+    "tests/backends/ray/": "ray",
+    "tests/backends/test_reference_smollm2.py": "smollm2",
+    "tests/backends/test_smollm2_fp32.py": "smollm2",
+    "tests/suite/test_demo_trio.py": "smollm2",
+    # One Prometheus + Alertmanager for the module (minutes of rule evaluation to set up).
+    "tests/ops/test_alerts_live.py": "alerts",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        where = Path(str(item.fspath)).relative_to(REPO).as_posix()
+        for prefix, group in GROUPS.items():
+            if where.startswith(prefix):
+                item.add_marker(pytest.mark.xdist_group(group))
+
+
 def need_hf() -> None:
     """Skip unless torch, transformers and peft (the ``hf`` extra) are installed."""
     for module in ("torch", "transformers", "peft", "tokenizers", "safetensors"):
