@@ -124,12 +124,14 @@ def render_terminal(result: SuiteResult) -> None:
             Text(safe(p.error or p.message)),
         )
     console.print(table)
+    # Lines under the table are not wrapped: a log keeps each whole (a long folder path
+    # would break one at the console's width), and a terminal wraps them itself.
     for name in result.not_run:
-        console.print(Text(safe(f"not run: {name}"), style="dim"))
+        console.print(Text(safe(f"not run: {name}"), style="dim"), soft_wrap=True)
     for note in result.notes:
-        console.print(Text(safe(f"note: {note}"), style="dim"), highlight=False)
+        console.print(Text(safe(f"note: {note}"), style="dim"), highlight=False, soft_wrap=True)
     for line in footer_lines(result):
-        console.print(Text(safe(line)), highlight=False)
+        console.print(Text(safe(line)), highlight=False, soft_wrap=True)
 
 
 def render_markdown(result: SuiteResult) -> str:

@@ -168,7 +168,7 @@ def render_terminal(sweep: SweepResult, console: Console | None = None) -> None:
                 Text(safe(f"  {name:<{width}}  {spark}  {summary}")), highlight=False
             )
     for line in footer_lines(sweep):
-        console.print(Text(safe(line)), highlight=False)
+        console.print(Text(safe(line)), highlight=False, soft_wrap=True)
 
 
 def render_markdown(sweep: SweepResult) -> str:
